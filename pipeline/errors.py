@@ -1,0 +1,58 @@
+"""The errors the library raises for mistakes a user can fix.
+
+Offers:
+    PipelineError       base class; ``cli`` turns it into one sentence and exit 2
+    DatasetError        the image folder is missing, empty or changed
+    LayerError          an unknown layer name (also a ``KeyError``)
+    WeightsError        weights cannot be fetched or read
+    StoreError          a path that is not a readable store
+    StoreMismatchError  a store made with other settings than this run's
+    StoreLockedError    another writer holds the store
+    QueryError          a malformed query (channel, k, band, direction)
+
+Each subclass also inherits the matching built-in, as zarr's errors do, so
+callers can catch ``FileNotFoundError`` or ``ValueError`` as they are used to.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class: a mistake the user can fix; the message says how."""
+
+    exit_code = 2
+
+
+class DatasetError(PipelineError, FileNotFoundError):
+    pass
+
+
+class LayerError(PipelineError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsError(PipelineError, OSError):
+    pass
+
+
+class StoreError(PipelineError, FileNotFoundError):
+    pass
+
+
+class StoreMismatchError(PipelineError, ValueError):
+    pass
+
+
+class StoreLockedError(PipelineError, BlockingIOError):
+    pass
+
+
+class QueryError(PipelineError, ValueError):
+    pass
+
+
+def unknown_layer(name: str, known: list[str] | tuple[str, ...]) -> LayerError:
+    """A LayerError naming the missing layer and listing the valid ones."""
+    shown = ", ".join(known[:80]) + (" ..." if len(known) > 80 else "")
+    return LayerError(f"unknown layer {name!r}; known layers: {shown}")

@@ -1,0 +1,211 @@
+"""Phase one: one pass of the model writes every channel of every image to the store.
+
+Offers:
+    reduce(acts) -> (B, 3, C) tensor   spatial mean, max and flat argmax, on the device
+    ShardBatches                       batches that never straddle a shard
+    extract(data_dir, store, ...) -> Summary
+
+The loop is separate from the math: ``reduce`` is the only computation, the
+rest is batching, buffering whole shards and writing each exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import images as imgs
+from . import store as st
+from .model import MODEL_NAME, check_layers, cut, layer_shapes, load_model
+
+
+def reduce(acts):
+    """(B, C, H, W) activations -> (B, 3, C): spatial mean, max, argmax (as float)."""
+    import torch
+
+    flat = acts.flatten(2)
+    peak, where = flat.max(dim=2)
+    # argmax < 2**24 is exact in float32, so one tensor (one copy) carries all three.
+    return torch.stack((flat.mean(dim=2), peak, where.to(flat.dtype)), dim=1)
+
+
+class ShardBatches:
+    """Batch sampler over the rows of the pending shards, shard by shard."""
+
+    def __init__(self, shards, shard_rows: int, n: int, batch_size: int):
+        self.shards, self.rows, self.n, self.batch = list(shards), shard_rows, n, batch_size
+
+    def __iter__(self):
+        for shard in self.shards:
+            start, stop = st.shard_bounds(shard, self.rows, self.n)
+            for lo in range(start, stop, self.batch):
+                yield list(range(lo, min(lo + self.batch, stop)))
+
+    def __len__(self) -> int:
+        total = 0
+        for shard in self.shards:
+            start, stop = st.shard_bounds(shard, self.rows, self.n)
+            total += -(-(stop - start) // self.batch)
+        return total
+
+    def rows_total(self) -> int:
+        return sum(np.subtract(*st.shard_bounds(s, self.rows, self.n)[::-1]) for s in self.shards)
+
+
+@dataclass
+class Summary:
+    store: str
+    layers: list[str]
+    images: int
+    computed: int
+    seconds: float
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+    store_bytes: int = 0
+    weights: dict = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        if self.computed == 0:
+            return f"{self.store}: already complete for {', '.join(self.layers)} ({self.images} images); nothing to do"
+        random = " [RANDOM WEIGHTS]" if self.weights.get("kind") == "random" else ""
+        return (f"{', '.join(self.layers)}: {self.computed} images ({len(self.invalid)} invalid) in "
+                f"{self.seconds:.1f} s, {self.images_per_second:.1f} images/s, store "
+                f"{self.store_bytes / 1e6:.1f} MB at {self.store}{random}")
+
+
+class _ShardBuffer:
+    """The rows of one shard for every layer, filled batch by batch."""
+
+    def __init__(self, shard, start, stop, shapes):
+        self.shard, self.start, self.stop = shard, start, stop
+        rows = stop - start
+        self.filled = 0
+        self.stats = {layer: np.empty((rows, 3, shape[0]), dtype=np.float32)
+                      for layer, shape in shapes.items()}
+        self.valid = np.zeros(rows, dtype=bool)
+        self.errors = [""] * rows
+
+    def add(self, rows, results: dict, ok, errors):
+        lo, hi = rows[0] - self.start, rows[-1] - self.start + 1
+        for layer, block in results.items():
+            self.stats[layer][lo:hi] = block
+        self.valid[lo:hi] = ok
+        self.errors[lo:hi] = errors
+        self.filled += hi - lo
+
+    def blocks(self):
+        out = {}
+        bad = ~self.valid
+        for layer, stats in self.stats.items():
+            mean, peak = stats[:, 0].copy(), stats[:, 1].copy()
+            argmax = stats[:, 2].astype(np.int32)
+            mean[bad], peak[bad], argmax[bad] = np.nan, np.nan, -1
+            out[layer] = (mean, peak, argmax)
+        return out
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import PipelineError
+
+        raise PipelineError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def _store_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _root_meta(images, weights_info) -> dict:
+    return {
+        "dataset": {"root": images.root, "layout": images.layout, "n_images": len(images)},
+        "dataset_fingerprint": imgs.fingerprint(images),
+        "preprocessing": dict(imgs.PREPROCESSING),
+        "model": {"name": MODEL_NAME, "weights": weights_info},
+    }
+
+
+def _pending(group, layers) -> list[int]:
+    done = np.ones(st.n_shards(group.attrs["n_images"], group.attrs["shard_rows"]), dtype=bool)
+    for layer in layers:
+        done &= st.done_shards(group, layer)
+    return [int(s) for s in np.flatnonzero(~done)]
+
+
+def _loader(images, sampler, workers: int, pin: bool):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(imgs.ImageDataset(images.root, images.paths), batch_sampler=sampler,
+                      num_workers=workers, pin_memory=pin,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", seed=0,
+            batch_size=64, workers=None, device="auto", shard_rows=None,
+            overwrite=False, progress=True) -> Summary:
+    """Run phase one; resumable, and a no-op on a finished store."""
+    import torch
+    from tqdm import tqdm
+
+    layers = list(dict.fromkeys(layers))
+    images = imgs.scan(data_dir)
+    model, weights_info = load_model(weights, seed)
+    check_layers(model, layers)
+    shapes = {layer: layer_shapes(model)[layer] for layer in layers}
+    store_path = Path(store_path)
+    with st.writer_lock(store_path):
+        meta = _root_meta(images, weights_info)
+        if shard_rows is None and not overwrite and (store_path / "zarr.json").is_file():
+            shard_rows = st.open_group(store_path).attrs.get("shard_rows")
+        shard_rows = int(shard_rows or st.DEFAULT_SHARD_ROWS)
+        group = st.create_store(store_path, meta, {
+            "path": images.paths, "label": images.labels, "classes": images.classes,
+            "size": images.sizes, "mtime_ns": images.mtimes}, shard_rows, overwrite)
+        layer_meta = {"model": MODEL_NAME, "weights": weights_info}
+        for layer in layers:
+            st.add_layer(group, layer, shapes[layer][0], shapes[layer][1:], layer_meta)
+        pending = _pending(group, layers)
+        sampler = ShardBatches(pending, shard_rows, len(images), batch_size)
+        dev = _device(device)
+        net = cut(model, layers).to(dev)
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1)
+        started = time.perf_counter()
+        invalid: list[tuple[str, str]] = []
+        buffer = None
+        bar = tqdm(total=int(sampler.rows_total()), unit="img", desc=",".join(layers),
+                   disable=not progress or not pending, dynamic_ncols=True)
+        with torch.inference_mode(), bar:
+            for index, batch, ok, errors in _loader(images, sampler, workers, dev.type == "cuda"):
+                rows = index.tolist()
+                if buffer is None:
+                    shard = rows[0] // shard_rows
+                    buffer = _ShardBuffer(shard, *st.shard_bounds(shard, shard_rows, len(images)), shapes)
+                out = net(imgs.to_model_input(batch.to(dev, non_blocking=True)))
+                stacked = torch.cat([reduce(out[layer]) for layer in layers], dim=2).cpu().numpy()
+                split = np.cumsum([shapes[layer][0] for layer in layers])[:-1]
+                results = dict(zip(layers, np.split(stacked, split, axis=2)))
+                oks = ok.numpy()
+                buffer.add(rows, results, oks, list(errors))
+                invalid += [(images.paths[r], e) for r, good, e in zip(rows, oks, errors) if not good]
+                bar.update(len(rows))
+                if buffer.filled == buffer.stop - buffer.start:
+                    st.write_shard(group, layers, buffer.shard, buffer.blocks(), buffer.valid, buffer.errors)
+                    buffer = None
+        seconds = time.perf_counter() - started
+        for layer in layers:
+            st.refresh_completeness(group, layer)
+    computed = int(sampler.rows_total())
+    return Summary(str(store_path), layers, len(images), computed, seconds, invalid,
+                   _store_bytes(store_path), weights_info)

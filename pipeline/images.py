@@ -1,0 +1,159 @@
+"""Finding images, their fixed order and labels, and the notebook's preprocessing.
+
+Offers:
+    IMAGE_EXTENSIONS      the suffixes taken as images (torchvision's list)
+    PREPROCESSING         the default preprocessing, as recorded in a store
+    ImageList             paths (relative, POSIX), labels, classes, sizes, mtimes
+    scan(root) -> ImageList
+    fingerprint(images) -> str   sha256 over (path, size, mtime) of every image
+    load_rgb(path) -> PIL.Image  the notebook's loader (ImageFolder's pil_loader)
+    ImageDataset                 a torch Dataset of uint8 crops, never raising on bad files
+
+Layout: ``root`` is an ImageFolder tree when it holds class subfolders and no
+image directly (labels index the sorted class names), otherwise a flat folder
+(label -1, subfolders included). Hidden files and folders are skipped. Order
+is the sorted relative POSIX path, whatever order the file system lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+# The notebook: Resize(256) + CenterCrop(224) + ToTensor, then x * 255 - 117.
+PREPROCESSING = {
+    "loader": "PIL.Image.open(f).convert('RGB')",
+    "resize": 256,
+    "interpolation": "bilinear",
+    "antialias": True,
+    "center_crop": 224,
+    "to_tensor": "uint8 / 255 (torchvision ToTensor)",
+    "model_input": "x * 255 - 117",
+}
+
+# Large photos are legitimate here; PIL's bomb warning would flood the log.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+@dataclass
+class ImageList:
+    root: str
+    layout: str  # "imagefolder" or "flat"
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str] = field(default_factory=list)
+    sizes: np.ndarray | None = None
+    mtimes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def absolute(self, i: int) -> str:
+        return os.path.join(self.root, self.paths[i])
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def _is_image(name: str) -> bool:
+    return _visible(name) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _walk(top: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        dirnames[:] = [d for d in dirnames if _visible(d)]
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
+    return found
+
+
+def scan(root: str | os.PathLike) -> ImageList:
+    """List the images under ``root`` in their fixed order, with labels and stats."""
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise DatasetError(f"image folder {root} does not exist or is not a folder")
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    top_images = [e for e in entries if e.is_file() and _is_image(e.name)]
+    subdirs = [e.name for e in entries if e.is_dir() and _visible(e.name)]
+    layout = "imagefolder" if subdirs and not top_images else "flat"
+    files = _walk(root)
+    rel = sorted(Path(f).relative_to(root).as_posix() for f in files)
+    if not rel:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    if layout == "imagefolder":
+        classes = sorted({p.split("/", 1)[0] for p in rel})
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[p.split("/", 1)[0]] for p in rel], dtype=np.int32)
+    else:
+        classes, labels = [], np.full(len(rel), -1, dtype=np.int32)
+    stats = [os.stat(os.path.join(root, p)) for p in rel]
+    return ImageList(root, layout, rel, labels, classes,
+                     np.array([s.st_size for s in stats], dtype=np.int64),
+                     np.array([s.st_mtime_ns for s in stats], dtype=np.int64))
+
+
+def fingerprint(images: ImageList) -> str:
+    digest = hashlib.sha256()
+    for p, s, m in zip(images.paths, images.sizes.tolist(), images.mtimes.tolist()):
+        digest.update(f"{p}\0{s}\0{m}\n".encode())
+    return digest.hexdigest()
+
+
+def load_rgb(path: str) -> Image.Image:
+    """ImageFolder's default loader, which the notebook uses."""
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        return img.convert("RGB")
+
+
+def notebook_transform():
+    """The notebook's transforms up to uint8 (ToTensor's division comes later)."""
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize(PREPROCESSING["resize"]),
+        transforms.CenterCrop(PREPROCESSING["center_crop"]),
+        transforms.PILToTensor(),
+    ])
+
+
+def to_model_input(batch_uint8):
+    """uint8 (B,3,H,W) -> the model's input, bit for bit as the notebook computes it."""
+    return batch_uint8.float().div(255).mul(255).sub(117)
+
+
+class ImageDataset:
+    """Decoded, preprocessed images as uint8 tensors; bad files never raise.
+
+    Item ``i`` is ``(index, image, ok, error)``; a file that cannot be decoded
+    gives a zero image, ``ok=False`` and the error text.
+    """
+
+    def __init__(self, root: str, paths: list[str]):
+        self.root, self.paths = root, paths
+        self.transform = notebook_transform()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        size = PREPROCESSING["center_crop"]
+        try:
+            image = self.transform(load_rgb(os.path.join(self.root, self.paths[i])))
+            return i, image, True, ""
+        except Exception as exc:  # any decoder failure marks the row invalid
+            message = f"{exc.__class__.__name__}: {exc}".strip()
+            return i, torch.zeros(3, size, size, dtype=torch.uint8), False, message

@@ -1,0 +1,157 @@
+"""InceptionV1 from torch-lucent: loading weights, listing layers, cutting the graph.
+
+Offers:
+    LUCENT_URL                     where lucent fetches its pretrained weights
+    load_model(weights, seed) -> (model, weights_info)
+        weights: "pretrained" (lucent via torch hub), "random" (seeded), or a .pth path
+    layer_shapes(model) -> {layer: (channels, height, width)} in execution order
+    check_layers(model, names)     raise LayerError listing the valid names
+    cut(model, layers) -> module   runs only up to the deepest requested layer and
+                                   returns {layer: activation}
+
+torch is imported lazily by each function, so ``import pipeline`` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from .errors import WeightsError, unknown_layer
+
+LUCENT_URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
+MODEL_NAME = "lucent.modelzoo.inceptionv1"
+INPUT_SIZE = 224
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fresh(seed: int):
+    import torch
+    from lucent.modelzoo.inceptionv1 import InceptionV1
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return InceptionV1(pretrained=False)
+
+
+def _pretrained():
+    import torch
+    from lucent.modelzoo.inceptionv1 import InceptionV1
+
+    try:
+        model = InceptionV1(pretrained=True, progress=True)
+    except Exception as exc:  # urllib, OSError, HTTP and unpickling errors alike
+        raise WeightsError(
+            f"could not fetch lucent's pretrained InceptionV1 weights from {LUCENT_URL} "
+            f"({exc.__class__.__name__}); download that file elsewhere and pass "
+            "WEIGHTS=/path/to/inception5h.pth (--weights PATH), or use WEIGHTS=random"
+        ) from None
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(LUCENT_URL))
+    sha = _sha256_file(cached) if os.path.isfile(cached) else None
+    return model, {"kind": "pretrained", "name": "inception5h", "url": LUCENT_URL, "sha256": sha}
+
+
+def _from_file(path: str):
+    import pickle
+
+    import torch
+
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file {path} does not exist; pass pretrained, random or a .pth path")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise WeightsError(f"cannot read weights file {path}: {str(exc).splitlines()[0][:200]}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    model = _fresh(0)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise WeightsError(
+            f"weights file {path} does not fit InceptionV1: {str(exc).splitlines()[0][:200]}"
+        ) from None
+    name = os.path.basename(path)
+    return model, {"kind": "file", "name": name, "sha256": _sha256_file(path)}
+
+
+def load_model(weights: str = "pretrained", seed: int = 0):
+    """Return ``(model, info)``: the model in eval mode and what identifies its weights."""
+    if weights == "pretrained":
+        model, info = _pretrained()
+    elif weights == "random":
+        model, info = _fresh(seed), {"kind": "random", "name": "random", "seed": seed}
+    else:
+        model, info = _from_file(os.fspath(weights))
+    return model.eval().requires_grad_(False), info
+
+
+def _probe_shapes(model) -> dict:
+    import torch
+
+    shapes, handles = {}, []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_module, _inputs, output, name=name):
+            if torch.is_tensor(output):
+                shape = tuple(output.shape[1:])
+                shapes[name] = shape + (1,) * (3 - len(shape))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def layer_shapes(model) -> dict[str, tuple[int, int, int]]:
+    """Every hookable layer, in execution order, with (channels, height, width)."""
+    # One probe forward per model object: the shapes never change.
+    if not hasattr(model, "_exemplars_shapes"):
+        model._exemplars_shapes = _probe_shapes(model)
+    return dict(model._exemplars_shapes)
+
+
+def check_layers(model, names) -> None:
+    known = list(layer_shapes(model))
+    for name in names:
+        if name not in known:
+            raise unknown_layer(name, known)
+
+
+def _leaf_modules():
+    from lucent.modelzoo.inceptionv1 import helper_layers as h
+
+    return [h.RedirectedReluLayer, h.ReluLayer, h.CatLayer, h.MaxPool2dLayer,
+            h.SoftMaxLayer, h.AVGPoolLayer, h.LocalResponseNormLayer]
+
+
+def cut(model, layers):
+    """A module computing only what ``layers`` need, returning ``{layer: tensor}``.
+
+    torch.fx drops everything after the deepest requested layer (about 38% of
+    the network's compute for mixed4a); lucent's helper layers stay single
+    nodes so that each is addressable by its module name.
+    """
+    import torch.nn.functional as F
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    check_layers(model, layers)
+    return create_feature_extractor(
+        model,
+        return_nodes={name: name for name in layers},
+        tracer_kwargs={"leaf_modules": _leaf_modules(),
+                       "autowrap_functions": [F.local_response_norm]},
+        suppress_diff_warning=True,
+    ).eval()

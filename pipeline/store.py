@@ -1,0 +1,216 @@
+"""The on-disk format: one zarr v3 group per dataset, one subgroup per layer.
+
+This module owns the format (the README's FORMAT section documents it) and
+imports no torch. Offers:
+
+    FORMAT_NAME, FORMAT_VERSION, DEFAULT_SHARD_ROWS
+    create_store(path, meta, images, shard_rows, overwrite) -> zarr.Group
+    open_group(path, mode)        open and validate an existing store
+    check_compatible(group, meta) refuse a store made with other settings
+    add_layer(group, name, channels, spatial_shape, layer_meta)
+    write_shard(group, layers, shard, blocks, valid, errors)
+    done_shards(group, layer) -> bool array, one per shard
+    shard_bounds(shard, shard_rows, n) -> (start, stop)
+    refresh_completeness(group, layer)
+    writer_lock(path)             context manager: one writer per store
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from . import __version__
+from .errors import StoreError, StoreLockedError, StoreMismatchError
+
+FORMAT_NAME = "exemplars-activations"
+FORMAT_VERSION = 1
+DEFAULT_SHARD_ROWS = 65536
+LOCK_NAME = ".writer.lock"
+STATS = ("mean", "max", "argmax")
+# Fields of the root metadata that must match for a run to continue a store.
+COMPARED = ("dataset_fingerprint", "preprocessing", "model", "shard_rows")
+
+# Variable-length strings are not yet in the zarr v3 core spec; zarr says so
+# on every write. The format documents the choice, so the warning is noise.
+warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
+warnings.filterwarnings("ignore", category=UserWarning, module="zarr.*")
+
+
+def _is_store(path: Path) -> bool:
+    meta = path / "zarr.json"
+    return meta.is_file() and FORMAT_NAME in meta.read_text(errors="replace")
+
+
+def shard_bounds(shard: int, shard_rows: int, n: int) -> tuple[int, int]:
+    start = shard * shard_rows
+    return start, min(start + shard_rows, n)
+
+
+def n_shards(n: int, shard_rows: int) -> int:
+    return -(-n // shard_rows)
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | Path):
+    """Hold the store's writer lock; the OS frees it even on SIGKILL."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreLockedError(
+                f"store {path} is being written by another process; "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_store(path: Path) -> None:
+    if not path.exists():
+        return
+    if not _is_store(path) and any(p.name != LOCK_NAME for p in path.iterdir()):
+        raise StoreError(
+            f"{path} exists and is not an exemplars store; refusing to overwrite it"
+        )
+    for child in path.iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: bool):
+    """Open the store at ``path`` for writing, creating it if needed.
+
+    ``meta`` holds the root attributes this run would write; an existing store
+    must agree on the ``COMPARED`` fields unless ``overwrite``. ``images`` maps
+    ``path``, ``label``, ``size``, ``mtime_ns`` to arrays and ``classes`` to a list.
+    """
+    path = Path(path)
+    if overwrite:
+        _remove_store(path)
+    if _is_store(path):
+        group = open_group(path, mode="r+")
+        check_compatible(group, dict(meta, shard_rows=shard_rows))
+        return group
+    if path.exists() and any(p.name != LOCK_NAME for p in path.iterdir()):
+        raise StoreError(f"{path} exists and is not an exemplars store; choose another --store")
+    # mode "w" would wipe the folder, lock file included.
+    group = zarr.create_group(str(path), overwrite=False)
+    n = len(images["path"])
+    im = group.create_group("images")
+    im.attrs["classes"] = list(images["classes"])
+    chunks = (min(shard_rows, max(n, 1)),)
+    for name, values in (("path", images["path"]), ("label", images["label"]),
+                         ("size", images["size"]), ("mtime_ns", images["mtime_ns"])):
+        values = np.asarray(values, dtype=str if name == "path" else None)
+        arr = im.create_array(name, shape=(n,), dtype=values.dtype if name != "path" else str,
+                              chunks=chunks, dimension_names=("image",))
+        arr[:] = values
+    im.create_array("valid", shape=(n,), dtype=bool, chunks=chunks,
+                    fill_value=False, dimension_names=("image",))
+    im.create_array("error", shape=(n,), dtype=str, chunks=chunks, dimension_names=("image",))
+    group.attrs.update(dict(meta, format=FORMAT_NAME, format_version=FORMAT_VERSION,
+                            tool_version=__version__, shard_rows=shard_rows, n_images=n))
+    return group
+
+
+def open_group(path, mode: str = "r"):
+    """Open an existing store, refusing non-stores and newer format versions."""
+    path_str = str(path)
+    if "://" not in path_str and not Path(path_str).exists():
+        raise StoreError(f"no store at {path_str}; run `exemplars activations` first")
+    try:
+        group = zarr.open_group(path_str, mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
+        raise StoreError(f"{path_str} is not an exemplars store ({exc.__class__.__name__})") from None
+    attrs = group.attrs
+    if attrs.get("format") != FORMAT_NAME:
+        raise StoreError(f"{path_str} is a zarr group but not an exemplars store")
+    version = attrs.get("format_version", 0)
+    if version > FORMAT_VERSION:
+        raise StoreError(
+            f"{path_str} has format version {version}, newer than this tool's "
+            f"{FORMAT_VERSION}; upgrade exemplars to read it"
+        )
+    return group
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def check_compatible(group, meta: dict) -> None:
+    """Refuse, naming the field, when ``meta`` differs from the store's."""
+    stored = group.attrs
+    for field in COMPARED:
+        if field in meta and stored.get(field) != meta[field]:
+            raise StoreMismatchError(
+                f"store {group.store} was made with {field}={_describe(stored.get(field))}, "
+                f"this run has {field}={_describe(meta[field])}; "
+                "pass --overwrite to rebuild it or choose another --store"
+            )
+
+
+def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict):
+    """Create a layer's arrays, or return the existing subgroup unchanged."""
+    if name in group:
+        return group[name]
+    n = group.attrs["n_images"]
+    rows = group.attrs["shard_rows"]
+    sub = group.create_group(name)
+    shape = (n, channels)
+    shards = (min(rows, max(n, 1)), channels)
+    inner = (shards[0], 1)  # one column per inner chunk: a channel read is ~4N bytes
+    for stat in STATS:
+        dtype, fill = ("int32", -1) if stat == "argmax" else ("float32", np.nan)
+        sub.create_array(stat, shape=shape, dtype=dtype, chunks=inner, shards=shards,
+                         fill_value=fill, dimension_names=("image", "channel"))
+    # One chunk per marker, so marking a shard done never rewrites another's.
+    sub.create_array("done", shape=(n_shards(n, rows),), dtype=bool, chunks=(1,),
+                     fill_value=False, dimension_names=("shard",))
+    sub.attrs.update(dict(layer_meta, channels=channels, spatial_shape=list(spatial_shape),
+                          complete=False, shards_done=0))
+    return sub
+
+
+def done_shards(group, layer: str) -> np.ndarray:
+    return np.asarray(group[layer]["done"][:], dtype=bool)
+
+
+def write_shard(group, layers, shard: int, blocks: dict, valid, errors) -> None:
+    """Write one whole shard of every layer, then its done markers.
+
+    ``blocks[layer]`` is ``(mean, max, argmax)`` for the shard's rows. The
+    markers come last, so a run killed mid-write recomputes this shard.
+    """
+    start, stop = shard_bounds(shard, group.attrs["shard_rows"], group.attrs["n_images"])
+    images = group["images"]
+    images["valid"][start:stop] = np.asarray(valid, dtype=bool)
+    images["error"][start:stop] = np.asarray(errors, dtype=str)
+    for layer in layers:
+        for stat, block in zip(STATS, blocks[layer]):
+            group[layer][stat][start:stop] = block
+    for layer in layers:
+        group[layer]["done"][shard] = True
+
+
+def refresh_completeness(group, layer: str) -> dict:
+    done = done_shards(group, layer)
+    sub = group[layer]
+    sub.attrs.update(complete=bool(done.all()), shards_done=int(done.sum()))
+    return dict(sub.attrs)
