@@ -212,5 +212,7 @@ def write_shard(group, layers, shard: int, blocks: dict, valid, errors) -> None:
 def refresh_completeness(group, layer: str) -> dict:
     done = done_shards(group, layer)
     sub = group[layer]
-    sub.attrs.update(complete=bool(done.all()), shards_done=int(done.sum()))
+    state = {"complete": bool(done.all()), "shards_done": int(done.sum())}
+    if any(sub.attrs.get(k) != v for k, v in state.items()):  # a no-op run writes nothing
+        sub.attrs.update(state)
     return dict(sub.attrs)

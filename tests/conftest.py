@@ -1,0 +1,86 @@
+"""Shared fixtures: a generated image folder, random weights, small stores.
+
+Everything is made here from a fixed seed; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+EXEMPLARS = [sys.executable, "-m", "pipeline"]
+
+
+def make_image(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """Smooth random colour fields plus a few shapes: varied enough to rank."""
+    small = rng.integers(0, 256, size=(max(2, height // 32), max(2, width // 32), 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = np.asarray(image).copy()
+    for _ in range(int(rng.integers(1, 5))):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(4, max(5, min(width, height) // 3)))
+        pixels[max(0, y - r):y + r, max(0, x - r):x + r] = rng.integers(0, 256, 3)
+    return Image.fromarray(pixels)
+
+
+def make_folder(root: Path, classes=("apple", "bear", "cloud"), per_class=8, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            w, h = int(rng.integers(180, 400)), int(rng.integers(180, 400))
+            ext = ".png" if i % 4 == 3 else ".jpg"
+            make_image(rng, w, h).save(root / c / f"img_{i:02d}{ext}")
+    return root
+
+
+def run_cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``exemplars`` in a fresh process, as a user would."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run([*EXEMPLARS, *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exemplars {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """An ImageFolder of 24 generated images in 3 classes (jpg and png)."""
+    return make_folder(tmp_path_factory.mktemp("images") / "data")
+
+
+@pytest.fixture(scope="session")
+def random_model():
+    from pipeline.model import load_model
+
+    return load_model("random", seed=0)[0]
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory, random_model) -> Path:
+    """A locally saved .pth, as a user with downloaded weights would pass it."""
+    import torch
+
+    path = tmp_path_factory.mktemp("weights") / "inception_random.pth"
+    torch.save(random_model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory, image_folder) -> Path:
+    """Phase one over ``image_folder`` with random weights, shards of 8 rows."""
+    from pipeline.extract import extract
+
+    path = tmp_path_factory.mktemp("stores") / "small.zarr"
+    extract(image_folder, path, ["mixed4a"], weights="random", batch_size=4, workers=0,
+            shard_rows=8, progress=False)
+    return path
