@@ -30,7 +30,7 @@ def activations(
     layer: List[str] = typer.Option(["mixed4a"], "--layer", "-l", help="Layer to store; repeat for several."),
     weights: str = typer.Option("pretrained", help="pretrained | random | PATH.pth"),
     seed: int = typer.Option(0, help="Seed for --weights random."),
-    batch_size: int = typer.Option(64, min=1),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Images per batch (default 32 on CPU, 128 on CUDA)."),
     workers: Optional[int] = typer.Option(None, min=0, help="Decoding processes (default: cores, at most 4)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536)."),

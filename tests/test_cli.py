@@ -1,0 +1,63 @@
+"""The command line: listings, and one sentence with exit 2 for user mistakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+
+
+def test_layers_lists_every_layer_with_channels():
+    proc = run_cli("layers")
+    lines = proc.stdout.splitlines()
+    assert len(lines) > 100
+    row = next(line.split() for line in lines if line.split()[0] == "mixed4a")
+    assert row[1:] == ["508", "14x14"]
+
+
+def _assert_one_sentence(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def test_missing_folder(tmp_path):
+    proc = run_cli("activations", tmp_path / "absent", "--store", tmp_path / "s.zarr",
+                   "--weights", "random", check=False)
+    _assert_one_sentence(proc, "does not exist")
+
+
+def test_unknown_layer(image_folder, tmp_path):
+    proc = run_cli("activations", image_folder, "--store", tmp_path / "s.zarr", "--weights", "random",
+                   "--layer", "mixed9z", check=False)
+    _assert_one_sentence(proc, "unknown layer 'mixed9z'", "mixed4a")
+
+
+def test_unreadable_weights_file(image_folder, tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_text("garbage")
+    proc = run_cli("activations", image_folder, "--store", tmp_path / "s.zarr", "--weights", bad, check=False)
+    _assert_one_sentence(proc, "cannot read weights file")
+
+
+def test_pretrained_without_network(image_folder, tmp_path):
+    # No network here: lucent's download fails, and the message gives the two ways out.
+    proc = run_cli("activations", image_folder, "--store", tmp_path / "s.zarr",
+                   env={"TORCH_HOME": str(tmp_path / "hub"), "https_proxy": "http://127.0.0.1:9",
+                        "HTTPS_PROXY": "http://127.0.0.1:9"}, check=False)
+    _assert_one_sentence(proc, "WEIGHTS=/path/to/inception5h.pth", "WEIGHTS=random", "inception5h.pth")
+
+
+def test_store_path_that_is_not_a_store(image_folder, tmp_path):
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "thesis.tex").write_text("precious")
+    proc = run_cli("activations", image_folder, "--store", tmp_path / "occupied", "--weights", "random",
+                   check=False)
+    _assert_one_sentence(proc, "not an exemplars store")
+    proc = run_cli("activations", image_folder, "--store", tmp_path / "occupied", "--weights", "random",
+                   "--overwrite", check=False)
+    _assert_one_sentence(proc, "refusing to overwrite")
+    assert (tmp_path / "occupied" / "thesis.tex").read_text() == "precious"

@@ -1,0 +1,86 @@
+"""Image discovery, order, labels, fingerprint and the notebook's preprocessing."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_image
+from pipeline.errors import DatasetError
+from pipeline.images import ImageDataset, fingerprint, scan, to_model_input
+
+
+def _touch_image(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_image(np.random.default_rng(seed), 64, 48).save(path)
+
+
+def test_imagefolder_order_labels_and_skips(tmp_path):
+    for rel in ["b/2.jpg", "b/10.JPG", "a/x/deep.png", "a/1.jpeg", "c/.hidden.jpg", ".secret/z.jpg", "a/notes.txt"]:
+        if rel.endswith(".txt"):
+            (tmp_path / rel).write_text("x")
+        else:
+            _touch_image(tmp_path / rel)
+    images = scan(tmp_path)
+    assert images.layout == "imagefolder"
+    assert images.paths == ["a/1.jpeg", "a/x/deep.png", "b/10.JPG", "b/2.jpg"]
+    assert images.classes == ["a", "b"]  # c holds only a hidden file
+    assert images.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_flat_folder_has_label_minus_one(tmp_path):
+    for rel in ["z.png", "a.jpg", "sub/m.jpg"]:
+        _touch_image(tmp_path / rel)
+    images = scan(tmp_path)
+    assert images.layout == "flat" and images.classes == []
+    assert images.paths == ["a.jpg", "sub/m.jpg", "z.png"]
+    assert images.labels.tolist() == [-1, -1, -1]
+
+
+def test_order_does_not_depend_on_listing_order(tmp_path, monkeypatch):
+    for rel in ["b/1.jpg", "a/2.jpg", "a/1.jpg"]:
+        _touch_image(tmp_path / rel)
+    first = scan(tmp_path).paths
+    real_walk = os.walk
+
+    def reversed_walk(*args, **kwargs):
+        for dirpath, dirnames, filenames in real_walk(*args, **kwargs):
+            dirnames.reverse()
+            yield dirpath, dirnames, filenames[::-1]
+
+    monkeypatch.setattr(os, "walk", reversed_walk)
+    assert scan(tmp_path).paths == first
+
+
+def test_fingerprint_changes_with_content(tmp_path):
+    _touch_image(tmp_path / "a" / "1.jpg")
+    before = fingerprint(scan(tmp_path))
+    assert fingerprint(scan(tmp_path)) == before
+    _touch_image(tmp_path / "a" / "1.jpg", seed=3)
+    os.utime(tmp_path / "a" / "1.jpg", ns=(1, 1))
+    assert fingerprint(scan(tmp_path)) != before
+
+
+@pytest.mark.parametrize("setup", ["missing", "empty"])
+def test_missing_or_empty_folder(tmp_path, setup):
+    target = tmp_path / "nope" if setup == "missing" else tmp_path
+    with pytest.raises(DatasetError):
+        scan(target)
+
+
+def test_preprocessing_is_the_notebooks_bit_for_bit(tmp_path):
+    import torch
+    from torchvision import transforms
+
+    _touch_image(tmp_path / "x.jpg")
+    make_image(np.random.default_rng(2), 500, 333).save(tmp_path / "y.png")
+    notebook = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    data = ImageDataset(str(tmp_path), ["x.jpg", "y.png"])
+    for i, name in enumerate(["x.jpg", "y.png"]):
+        _, uint8, ok, err = data[i]
+        assert ok and err == ""
+        expected = notebook(Image.open(tmp_path / name).convert("RGB")) * 255 - 117
+        assert torch.equal(to_model_input(uint8[None])[0], expected)

@@ -1,0 +1,94 @@
+"""Model loading (random, file, pretrained failure), layer listing and the graph cut."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import LayerError, WeightsError
+from pipeline.model import LUCENT_URL, check_layers, cut, layer_shapes, load_model
+
+
+def test_random_weights_are_seeded():
+    import torch
+
+    a, info = load_model("random", seed=3)
+    b, _ = load_model("random", seed=3)
+    c, _ = load_model("random", seed=4)
+    assert info == {"kind": "random", "name": "random", "seed": 3}
+    wa, wb, wc = (m.conv2d0_pre_relu_conv.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_weights_file_round_trip(weights_file, random_model):
+    import torch
+
+    model, info = load_model(str(weights_file))
+    assert info["kind"] == "file" and len(info["sha256"]) == 64
+    assert torch.equal(model.mixed4a_1x1_pre_relu_conv.weight, random_model.mixed4a_1x1_pre_relu_conv.weight)
+
+
+def test_unreadable_and_mismatched_weights(tmp_path):
+    import torch
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read weights file"):
+        load_model(str(garbage))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, wrong)
+    with pytest.raises(WeightsError, match="does not fit InceptionV1"):
+        load_model(str(wrong))
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model(str(tmp_path / "absent.pth"))
+
+
+def test_pretrained_failure_names_the_fixes(monkeypatch, tmp_path):
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsError) as err:
+        load_model("pretrained")
+    message = str(err.value)
+    assert LUCENT_URL in message and "WEIGHTS=/path/to/inception5h.pth" in message and "WEIGHTS=random" in message
+
+
+def test_layer_shapes(random_model):
+    shapes = layer_shapes(random_model)
+    assert shapes["mixed4a"] == (508, 14, 14)
+    assert shapes["mixed3a"] == (256, 28, 28)
+    assert shapes["mixed5b"] == (1024, 7, 7)
+    assert shapes["softmax2"] == (1008, 1, 1)
+    names = list(shapes)
+    assert names.index("mixed3b") < names.index("mixed4a") < names.index("mixed4b")
+
+
+def test_unknown_layer_lists_valid_names(random_model):
+    with pytest.raises(LayerError, match="unknown layer 'mixed9z'.*mixed4a"):
+        check_layers(random_model, ["mixed9z"])
+
+
+@pytest.mark.parametrize("layers", [["mixed4a"], ["conv2d2", "mixed3b"], ["mixed4a_3x3", "mixed5b"]])
+def test_cut_equals_forward_hook(random_model, layers):
+    import torch
+
+    x = torch.randn(2, 3, 224, 224) * 60
+    seen, handles = {}, []
+    for name in layers:
+        module = dict(random_model.named_modules())[name]
+        handles.append(module.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o)))
+    with torch.inference_mode():
+        random_model(x)
+        for h in handles:
+            h.remove()
+        out = cut(random_model, layers)(x)
+    for name in layers:
+        assert torch.allclose(out[name], seen[name], rtol=1e-5, atol=1e-5)
+
+
+def test_cut_stops_after_the_deepest_layer(random_model):
+    net = cut(random_model, ["mixed4a"])
+    targets = {n.target for n in net.graph.nodes if n.op == "call_module"}
+    assert "mixed4a" in targets and "mixed4b" not in targets and "softmax2" not in targets
