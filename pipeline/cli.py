@@ -58,6 +58,143 @@ def layers(weights: str = typer.Option("random", help="Weights to probe with (sh
         typer.echo(f"{name:40s} {c:6d}  {h}x{w}")
 
 
+LayerOpt = typer.Option("mixed4a", "--layer", "-l", help="Layer of the store.")
+
+
+def _emit(results, as_json: bool) -> None:
+    import json
+
+    if results.note:
+        typer.echo(f"note: {results.note}", err=True)
+    if as_json:
+        typer.echo(json.dumps(results.to_dict()))
+    else:
+        typer.echo(repr(results))
+
+
+def _layer(store: str, layer: str):
+    from . import open_store
+
+    return open_store(store)[layer]
+
+
+@app.command()
+def topk(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    channel: Optional[int] = typer.Option(None, "--channel", "-c", help="Channel to rank by."),
+    direction: Optional[str] = typer.Option(None, help="Rank along CH:W,CH:W,... or a .npy vector instead."),
+    k: int = typer.Option(10, "-k", help="How many images."),
+    by: str = typer.Option("mean", help="mean (the notebook's statistic) | max"),
+    bottom: bool = typer.Option(False, help="The least activating images instead."),
+    diverse: bool = typer.Option(False, help="Skip near-duplicates; at most --per-class per class."),
+    per_class: int = typer.Option(2, min=1, help="With --diverse: images per class at most."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+):
+    """The k most (or least) activating images of a channel or a direction."""
+    from .errors import QueryError
+
+    if (channel is None) == (direction is None):
+        raise QueryError("give exactly one of --channel or --direction")
+    target = _layer(store, layer)
+    if direction is not None:
+        if by != "mean":
+            raise QueryError("--direction ranks by the spatial mean only (the mean is linear; the max is not)")
+        results = target.direction(direction, k=k, bottom=bottom)
+    else:
+        results = target.topk(channel, k=k, by=by, bottom=bottom, diverse=diverse, per_class=per_class)
+    _emit(results, as_json)
+
+
+@app.command()
+def samples(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    channel: int = typer.Option(..., "--channel", "-c"),
+    bands: str = typer.Option("0.1%,1%,10%,50%,zeros", help="Nested top bands by rank, and 'zeros'."),
+    per_band: int = typer.Option(5, help="Images drawn from each band."),
+    seed: int = typer.Option(0),
+    by: str = typer.Option("mean"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Random images from bands of a channel's activation quantiles."""
+    _emit(_layer(store, layer).samples(channel, bands=bands, per_band=per_band, seed=seed, by=by), as_json)
+
+
+@app.command()
+def similar(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    image: str = typer.Option(..., "--image", "-i", help="A row number or an image path."),
+    k: int = typer.Option(10, "-k"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """The images whose activation vectors are nearest (cosine) to one image's."""
+    _emit(_layer(store, layer).similar(image, k=k), as_json)
+
+
+@app.command()
+def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json")):
+    """What a store holds: layers, images, invalid rows, completeness, weights."""
+    import json
+
+    from . import open_store
+
+    facts = open_store(store).info()
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    weights = facts["weights"]
+    typer.echo(f"store        {facts['store']} (format {facts['format_version']})")
+    typer.echo(f"images       {facts['images']} ({facts['classes']} classes), invalid: "
+               f"{'unknown until complete' if facts['invalid'] is None else facts['invalid']}")
+    typer.echo(f"dataset      {facts['dataset']}")
+    typer.echo(f"weights      {weights}" + ("  <- RANDOM WEIGHTS" if weights.get("kind") == "random" else ""))
+    typer.echo(f"preprocess   {facts['preprocessing']}")
+    for name, layer in facts["layers"].items():
+        typer.echo(f"layer {name:12s} {layer['channels']} channels, {layer['spatial_shape'][0]}x"
+                   f"{layer['spatial_shape'][1]}, shards {layer['shards_done']}/{layer['shards']}, "
+                   f"{layer['images_covered']} images usable, stats {','.join(layer['stats'])}")
+
+
+@app.command("import")
+def import_(
+    matrix: Path = typer.Argument(..., help="An (N, C) .npy of spatial means."),
+    store: str = StoreOpt,
+    layer: str = typer.Option(..., "--layer", "-l"),
+    paths: Path = typer.Option(..., help="A text file: one image path per line, N lines."),
+    labels: Optional[Path] = typer.Option(None, help="An (N,) .npy of integer labels."),
+    classes: Optional[Path] = typer.Option(None, help="A text file of class names, one per line."),
+    root: Optional[str] = typer.Option(None, help="Dataset root the paths are relative to."),
+    shard_rows: int = typer.Option(65536, min=1),
+    overwrite: bool = typer.Option(False),
+):
+    """Make a store from a matrix computed elsewhere, so every query works on it."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .errors import PipelineError
+    from .store import import_matrix
+
+    def read_lines(p: Path) -> list[str]:
+        try:
+            return p.read_text().splitlines()
+        except OSError as exc:
+            raise PipelineError(f"cannot read {p}: {exc.strerror}") from None
+
+    try:
+        data = np.load(matrix, mmap_mode="r")
+        label_array = None if labels is None else np.load(labels)
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"cannot read a .npy array: {exc}") from None
+    if data.ndim != 2:
+        raise PipelineError(f"{matrix} has shape {data.shape}; expected (images, channels)")
+    import_matrix(store, data, layer, read_lines(paths), label_array,
+                  read_lines(classes) if classes else (), root, shard_rows, overwrite,
+                  progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"))
+    typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
+
+
 def main() -> None:
     try:
         app()

@@ -7,11 +7,12 @@ imports no torch. Offers:
     create_store(path, meta, images, shard_rows, overwrite) -> zarr.Group
     open_group(path, mode)        open and validate an existing store
     check_compatible(group, meta) refuse a store made with other settings
-    add_layer(group, name, channels, spatial_shape, layer_meta)
+    add_layer(group, name, channels, spatial_shape, layer_meta, stats=STATS)
     write_shard(group, layers, shard, blocks, valid, errors)
     done_shards(group, layer) -> bool array, one per shard
     shard_bounds(shard, shard_rows, n) -> (start, stop)
     refresh_completeness(group, layer)
+    import_matrix(path, matrix, layer, paths, ...)  a store from a matrix computed elsewhere
     writer_lock(path)             context manager: one writer per store
 """
 
@@ -42,6 +43,8 @@ COMPARED = ("dataset_fingerprint", "preprocessing", "model", "shard_rows")
 # on every write. The format documents the choice, so the warning is noise.
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
 warnings.filterwarnings("ignore", category=UserWarning, module="zarr.*")
+# The writer lock lives inside the store folder; zarr notices it when listing.
+warnings.filterwarnings("ignore", message=".*writer.lock is not recognized.*")
 
 
 def _is_store(path: Path) -> bool:
@@ -166,7 +169,7 @@ def check_compatible(group, meta: dict) -> None:
             )
 
 
-def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict):
+def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict, stats=STATS):
     """Create a layer's arrays, or return the existing subgroup unchanged."""
     if name in group:
         return group[name]
@@ -176,7 +179,7 @@ def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict):
     shape = (n, channels)
     shards = (min(rows, max(n, 1)), channels)
     inner = (shards[0], 1)  # one column per inner chunk: a channel read is ~4N bytes
-    for stat in STATS:
+    for stat in stats:
         dtype, fill = ("int32", -1) if stat == "argmax" else ("float32", np.nan)
         sub.create_array(stat, shape=shape, dtype=dtype, chunks=inner, shards=shards,
                          fill_value=fill, dimension_names=("image", "channel"))
@@ -216,3 +219,37 @@ def refresh_completeness(group, layer: str) -> dict:
     if any(sub.attrs.get(k) != v for k, v in state.items()):  # a no-op run writes nothing
         sub.attrs.update(state)
     return dict(sub.attrs)
+
+
+def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
+                  shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None):
+    """Make a store from an (N, C) matrix of spatial means computed elsewhere.
+
+    ``matrix`` may be a memory map: it is read and written one shard at a time.
+    Non-finite rows are marked invalid. The layer has ``mean`` only.
+    """
+    n, channels = matrix.shape
+    if len(paths) != n:
+        raise StoreMismatchError(f"the matrix has {n} rows but {len(paths)} paths were given")
+    labels = np.full(n, -1, dtype=np.int32) if labels is None else np.asarray(labels, dtype=np.int32)
+    if labels.shape != (n,):
+        raise StoreMismatchError(f"the labels have shape {labels.shape}, expected ({n},)")
+    with writer_lock(path):
+        meta = {"dataset": {"root": root, "layout": "imported", "n_images": n},
+                "dataset_fingerprint": None, "preprocessing": None,
+                "model": {"name": "imported", "weights": {"kind": "imported", "name": layer}}}
+        zeros = np.zeros(n, dtype=np.int64)
+        group = create_store(path, meta, {"path": list(paths), "label": labels, "classes": list(classes),
+                                          "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
+        sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
+                        stats=("mean",))
+        shards = range(n_shards(n, shard_rows))
+        for shard in progress(shards) if progress else shards:
+            start, stop = shard_bounds(shard, shard_rows, n)
+            block = np.asarray(matrix[start:stop], dtype=np.float32)
+            valid = np.isfinite(block).all(axis=1)
+            group["images"]["valid"][start:stop] = valid
+            sub["mean"][start:stop] = block
+            sub["done"][shard] = True
+        refresh_completeness(group, layer)
+    return group

@@ -1,0 +1,301 @@
+"""Phase two: any channel's exemplars from the store, without the model or torch.
+
+Offers:
+    Store(path)                  open read-only; ``store[layer]`` -> Layer; ``info()``
+    Layer.column(channel, by)    one channel for every image (reads ~4N bytes)
+    Layer.topk(channel, k, by, bottom, diverse) -> Results
+    Layer.samples(channel, bands, per_band, seed) -> Results
+    Layer.direction(direction, k, bottom) -> Results   any vector in channel space
+    Layer.similar(image, k) -> Results                 cosine on activation vectors
+    parse_direction(text_or_path, channels) -> np.ndarray
+    parse_bands(text) -> list of bands; DEFAULT_BANDS
+
+Rows that are invalid or not yet written never appear; ties go to the lower row.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import numpy as np
+
+from . import ranking
+from .errors import QueryError, unknown_layer
+from .results import Results
+from .store import STATS, n_shards, open_group, shard_bounds
+
+DEFAULT_BANDS = "0.1%,1%,10%,50%,zeros"
+
+
+def parse_bands(text: str) -> list[tuple[str, float | None]]:
+    """"0.1%,1%,10%,zeros" -> nested top bands (label, upper fraction) and zeros."""
+    bands, previous = [], 0.0
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part in ("zeros", "zero", "0"):
+            bands.append(("zeros", None))
+            continue
+        try:
+            fraction = float(part.rstrip("%")) / 100
+        except ValueError:
+            raise QueryError(f"unknown band {part!r}; use percentages such as 0.1%,1%,10% or 'zeros'") from None
+        if not previous < fraction <= 1:
+            raise QueryError(f"band {part!r} must be above {previous * 100:g}% and at most 100%")
+        label = f"top {part if part.endswith('%') else part + '%'}"
+        if previous:
+            label = f"top {previous * 100:g}-{fraction * 100:g}%"
+        bands.append((label, fraction))
+        previous = fraction
+    if not bands:
+        raise QueryError("no bands given; for instance --bands 0.1%,1%,10%,zeros")
+    return bands
+
+
+def parse_direction(spec, channels: int) -> np.ndarray:
+    """A direction from "97:0.7,301:0.3", a .npy path, or an array of length ``channels``."""
+    if isinstance(spec, np.ndarray):
+        vector = spec
+    elif isinstance(spec, dict):
+        vector = np.zeros(channels)
+        for c, w in spec.items():
+            vector[_channel(int(c), channels)] += float(w)
+    elif str(spec).endswith(".npy") or os.path.isfile(str(spec)):
+        try:
+            vector = np.load(str(spec), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise QueryError(f"cannot read direction file {spec}: {exc}") from None
+    else:
+        vector = np.zeros(channels)
+        for part in str(spec).split(","):
+            try:
+                c, w = part.split(":") if ":" in part else (part, "1")
+                vector[_channel(int(c), channels)] += float(w)
+            except ValueError:
+                raise QueryError(f"malformed direction {spec!r}; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3") from None
+    vector = np.asarray(vector, dtype=np.float64).ravel()
+    if vector.size != channels or not np.isfinite(vector).all() or not vector.any():
+        raise QueryError(f"a direction needs {channels} finite weights, not all zero (got {vector.size})")
+    return vector
+
+
+def _channel(channel: int, channels: int) -> int:
+    if not 0 <= channel < channels:
+        raise QueryError(f"channel {channel} is out of range; this layer has channels 0-{channels - 1}")
+    return channel
+
+
+class Store:
+    """A read-only store; ``store["mixed4a"]`` gives a Layer."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.group = open_group(path, mode="r")
+        self.attrs = dict(self.group.attrs)
+        self.n = int(self.attrs["n_images"])
+        self.shard_rows = int(self.attrs["shard_rows"])
+
+    @cached_property
+    def layers(self) -> list[str]:
+        return sorted(name for name, _ in self.group.groups() if name != "images")
+
+    def __getitem__(self, layer: str) -> "Layer":
+        if layer not in self.layers:
+            raise unknown_layer(layer, self.layers)
+        return Layer(self, layer)
+
+    def __repr__(self) -> str:
+        return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
+
+    @cached_property
+    def valid(self) -> np.ndarray:
+        return np.asarray(self.group["images/valid"][:], dtype=bool)
+
+    @cached_property
+    def classes(self) -> list[str]:
+        return list(self.group["images"].attrs.get("classes", []))
+
+    @property
+    def weights(self) -> dict:
+        return self.attrs.get("model", {}).get("weights", {})
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights.get("kind") == "random"
+
+    @property
+    def root(self) -> str | None:
+        return self.attrs.get("dataset", {}).get("root")
+
+    def paths(self, rows) -> list[str]:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return []
+        return [str(p) for p in self.group["images/path"].get_coordinate_selection(rows)]
+
+    def labels(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.zeros(0, dtype=np.int32)
+        return np.asarray(self.group["images/label"].get_coordinate_selection(rows))
+
+    def row_of(self, image) -> int:
+        """A row number, or the row of a path (relative to the dataset root, or absolute)."""
+        text = str(image)
+        if text.lstrip("-").isdigit():
+            row = int(text)
+            if not 0 <= row < self.n:
+                raise QueryError(f"row {row} is out of range; the store has rows 0-{self.n - 1}")
+            return row
+        if self.root and os.path.isabs(text):
+            text = os.path.relpath(text, self.root)
+        paths = self.group["images/path"][:]
+        found = np.flatnonzero(paths == text.replace(os.sep, "/"))
+        if not found.size:
+            raise QueryError(f"{image} is not an image of this store (paths are relative to {self.root})")
+        return int(found[0])
+
+    def info(self) -> dict:
+        layers = {}
+        for name in self.layers:
+            layer = self[name]
+            layers[name] = {"channels": layer.channels, "spatial_shape": layer.spatial_shape,
+                            "shards_done": int(layer.done.sum()), "shards": int(layer.done.size),
+                            "images_covered": int(layer.usable.sum()), "stats": layer.stats}
+        return {"store": self.path, "format_version": self.attrs.get("format_version"),
+                "images": self.n, "invalid": int(self.n - self.valid.sum()) if all(
+                    v["shards_done"] == v["shards"] for v in layers.values()) else None,
+                "classes": len(self.classes), "dataset": self.attrs.get("dataset"),
+                "weights": self.weights, "preprocessing": self.attrs.get("preprocessing"),
+                "layers": layers}
+
+
+class Layer:
+    """One layer of a store: queries per channel, direction or image."""
+
+    def __init__(self, store: Store, name: str):
+        self.store, self.name = store, name
+        self.group = store.group[name]
+        self.attrs = dict(self.group.attrs)
+        self.channels = int(self.attrs["channels"])
+        self.spatial_shape = list(self.attrs.get("spatial_shape", [1, 1]))
+        self.stats = [s for s in STATS if s in self.group]
+
+    def __repr__(self) -> str:
+        return f"<layer {self.name}: {self.channels} channels, {int(self.usable.sum())} images>"
+
+    @cached_property
+    def done(self) -> np.ndarray:
+        return np.asarray(self.group["done"][:], dtype=bool)
+
+    @cached_property
+    def usable(self) -> np.ndarray:
+        """Rows that are valid and in a finished shard of this layer."""
+        finished = np.repeat(self.done, self.store.shard_rows)[: self.store.n]
+        return self.store.valid & finished
+
+    def note(self) -> str:
+        notes = []
+        if self.store.random_weights:
+            notes.append("RANDOM WEIGHTS: these activations come from an untrained network")
+        if not self.done.all():
+            notes.append(f"incomplete store: answering from {int(self.done.sum())} of {self.done.size} "
+                         f"shards ({int(self.usable.sum())} of {self.store.n} images)")
+        return "; ".join(notes)
+
+    def _array(self, by: str):
+        if by not in ("mean", "max"):
+            raise QueryError(f"--by must be mean or max, not {by!r}")
+        if by not in self.stats:
+            raise QueryError(f"layer {self.name} has no spatial {by} in this store (it has {', '.join(self.stats)})")
+        return self.group[by]
+
+    def column(self, channel: int, by: str = "mean") -> np.ndarray:
+        return np.asarray(self._array(by)[:, _channel(int(channel), self.channels)])
+
+    def _results(self, query, by, rows, values, channel=None, bands=None) -> Results:
+        store = self.store
+        labels = store.labels(rows)
+        names = [store.classes[l] if 0 <= l < len(store.classes) else "" for l in labels]
+        peaks = None
+        if by == "max" and channel is not None and "argmax" in self.stats and len(rows):
+            flat = self.group["argmax"].get_orthogonal_selection((np.asarray(rows), [channel]))[:, 0]
+            width = self.spatial_shape[1]
+            peaks = [(int(f) // width, int(f) % width) for f in flat]
+        return Results(self.name, query, by, np.asarray(rows), np.asarray(values, dtype=np.float64),
+                       store.paths(rows), labels.tolist(), names, channel=channel, peaks=peaks,
+                       bands=bands, note=self.note())
+
+    def _check_k(self, k: int) -> int:
+        if int(k) <= 0:
+            raise QueryError(f"k must be at least 1, not {k}")
+        return int(k)
+
+    def topk(self, channel: int, k: int = 10, by: str = "mean", bottom: bool = False,
+             diverse: bool = False, per_class: int = 2) -> Results:
+        k = self._check_k(k)
+        values = self.column(channel, by)
+        if diverse:
+            rows = ranking.diverse(values, self.usable, k, bottom, self.store.labels(np.arange(self.store.n)),
+                                   self._fingerprints(), per_class)
+        else:
+            rows = ranking.top_rows(values, self.usable, k, bottom)
+        word = "bottom" if bottom else "top"
+        return self._results(f"channel {channel} ({word} {k}{', diverse' if diverse else ''})",
+                             by, rows, values[rows], channel=int(channel))
+
+    def _fingerprints(self) -> np.ndarray:
+        """A few spread channels' means: enough to tell near-duplicate images apart."""
+        picks = np.unique(np.linspace(0, self.channels - 1, min(64, self.channels)).astype(int))
+        return np.asarray(self._array("mean").get_orthogonal_selection((slice(None), picks)))
+
+    def samples(self, channel: int, bands: str = DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
+                by: str = "mean") -> Results:
+        parsed = parse_bands(bands) if isinstance(bands, str) else bands
+        self._check_k(per_band)
+        values = self.column(channel, by)
+        chosen, labels = ranking.band_samples(values, self.usable, parsed, per_band, seed)
+        return self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
+                             channel=int(channel), bands=labels)
+
+    def projection(self, vector: np.ndarray) -> np.ndarray:
+        """mean @ vector for every image, reading only the columns with a weight."""
+        used = np.flatnonzero(vector)
+        arr = self._array("mean")
+        out = np.zeros(self.store.n, dtype=np.float64)
+        if used.size <= self.channels // 4:
+            for c in used:
+                out += arr[:, int(c)].astype(np.float64) * vector[c]
+            return out
+        for shard in range(n_shards(self.store.n, self.store.shard_rows)):
+            lo, hi = shard_bounds(shard, self.store.shard_rows, self.store.n)
+            out[lo:hi] = arr[lo:hi].astype(np.float64) @ vector
+        return out
+
+    def direction(self, direction, k: int = 10, bottom: bool = False) -> Results:
+        k = self._check_k(k)
+        vector = parse_direction(direction, self.channels)
+        values = self.projection(vector)
+        rows = ranking.top_rows(values, self.usable, k, bottom)
+        label = direction if isinstance(direction, str) else f"vector of {self.channels}"
+        return self._results(f"direction {label} ({'bottom' if bottom else 'top'} {k})", "mean", rows, values[rows])
+
+    def similar(self, image, k: int = 10) -> Results:
+        """The ``k`` images whose mean-activation vectors are nearest in cosine."""
+        k = self._check_k(k)
+        row = self.store.row_of(image)
+        if not self.usable[row]:
+            raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")
+        arr = self._array("mean")
+        target = np.asarray(arr[row], dtype=np.float64)
+        target /= np.linalg.norm(target) or 1.0
+        cosine = np.zeros(self.store.n)
+        for shard in range(n_shards(self.store.n, self.store.shard_rows)):
+            lo, hi = shard_bounds(shard, self.store.shard_rows, self.store.n)
+            block = np.nan_to_num(np.asarray(arr[lo:hi], dtype=np.float64))
+            norms = np.linalg.norm(block, axis=1)
+            cosine[lo:hi] = block @ target / np.where(norms > 0, norms, 1.0)
+        usable = self.usable.copy()
+        usable[row] = False
+        rows = ranking.top_rows(cosine, usable, k)
+        return self._results(f"similar to {self.store.paths([row])[0]} (row {row})", "mean",
+                             rows, cosine[rows])

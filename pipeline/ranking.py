@@ -1,0 +1,102 @@
+"""Ranking a column of values: top/bottom k, quantile bands, diverse picks (numpy only).
+
+Offers:
+    top_rows(values, usable, k, bottom=False) -> rows, best first
+    band_samples(values, usable, bands, per_band, seed) -> (rows, band labels)
+    diverse(values, usable, k, bottom, labels, fingerprints, per_class) -> rows
+
+Ties always go to the lower row, so every answer is reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DUPLICATE_COSINE = 0.995
+
+
+def _keys(values, usable, bottom):
+    """Larger is better; unusable rows sink below every usable one."""
+    keys = np.asarray(values, dtype=np.float64)
+    keys = -keys if bottom else keys.copy()
+    keys[~usable] = -np.inf
+    return keys
+
+
+def _ranked(keys, rows):
+    """``rows`` sorted by key descending, then row ascending."""
+    return rows[np.lexsort((rows, -keys[rows]))]
+
+
+def top_rows(values, usable, k: int, bottom: bool = False) -> np.ndarray:
+    """The rows of the ``k`` largest (or smallest) usable values, best first."""
+    k = min(int(k), int(usable.sum()))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    keys = _keys(values, usable, bottom)
+    threshold = np.partition(keys, keys.size - k)[keys.size - k]
+    above = np.flatnonzero(keys > threshold)
+    ties = np.flatnonzero(keys == threshold)[: k - above.size]
+    return _ranked(keys, np.concatenate([above, ties]))
+
+
+def ranked_all(values, usable, bottom: bool = False) -> np.ndarray:
+    """Every usable row in rank order (a full stable sort)."""
+    keys = _keys(values, usable, bottom)
+    rows = np.flatnonzero(usable)
+    return rows[np.argsort(-keys[rows], kind="stable")]
+
+
+def band_samples(values, usable, bands, per_band: int, seed: int):
+    """Random rows from nested rank bands: top 0.1%, then 0.1-1%, ... and exact zeros.
+
+    A band "top p" holds the ranks [n*previous, n*p) of the usable rows, so
+    bands never overlap; rows within a sample are shown best first.
+    """
+    rng = np.random.default_rng(seed)
+    order = ranked_all(values, usable)
+    n = order.size
+    rows, labels, start = [], [], 0
+    for label, fraction in bands:
+        if fraction is None:
+            pool = np.flatnonzero(usable & (np.asarray(values) == 0))
+        else:  # at least one rank per band, so tiny stores still show each band
+            stop = min(n, max(int(np.ceil(n * fraction)), start + 1))
+            pool, start = order[start:stop], stop
+        if pool.size:
+            picked = rng.choice(pool, size=min(per_band, pool.size), replace=False)
+            picked = _ranked(np.asarray(values, dtype=np.float64), np.sort(picked))
+            rows.extend(picked.tolist())
+            labels.extend([label] * picked.size)
+    return np.asarray(rows, dtype=np.int64), labels
+
+
+def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2) -> np.ndarray:
+    """Top rows skipping near-duplicates and classes already shown ``per_class`` times.
+
+    Near-duplicates: cosine above ``DUPLICATE_COSINE`` between the images'
+    activations on a spread subset of channels (crops and re-encodes of one
+    photo land there; different photos rarely do).
+    """
+    keys = _keys(values, usable, bottom)
+    chosen, counts = [], {}
+    unit = np.nan_to_num(np.asarray(fingerprints, dtype=np.float64))
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    pool = min(int(usable.sum()), max(50 * k, 1000))
+    while True:
+        candidates = top_rows(values, usable, pool, bottom)
+        for row in candidates:
+            if row in chosen:
+                continue
+            label = int(labels[row])
+            if label >= 0 and counts.get(label, 0) >= per_class:
+                continue
+            if chosen and (unit[chosen] @ unit[row]).max() > DUPLICATE_COSINE:
+                continue
+            chosen.append(int(row))
+            counts[label] = counts.get(label, 0) + 1
+            if len(chosen) == k:
+                return _ranked(keys, np.asarray(chosen))
+        if pool >= usable.sum():
+            return _ranked(keys, np.asarray(chosen, dtype=np.int64))
+        pool = min(int(usable.sum()), pool * 4)

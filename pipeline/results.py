@@ -1,0 +1,92 @@
+"""Query results: a small ranked table that prints, renders in Jupyter and converts.
+
+Offers:
+    Results    rows, activations, paths, labels, class names, optional bands and peaks;
+               ``to_list()`` -> list of dicts, ``to_dict()`` for ``--json``,
+               ``__repr__`` a text table, ``_repr_html_`` an HTML table
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Results:
+    layer: str
+    query: str  # what was asked, e.g. "channel 97" or "direction 97:0.7,301:0.3"
+    by: str
+    rows: np.ndarray
+    activations: np.ndarray
+    paths: list[str]
+    labels: list[int]
+    classes: list[str]
+    channel: int | None = None
+    peaks: list[tuple[int, int]] | None = None  # (y, x) on the layer's grid, for by="max"
+    bands: list[str] | None = None
+    note: str = ""  # e.g. random weights, or an incomplete store
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.to_list())
+
+    def to_list(self) -> list[dict]:
+        out = []
+        for i in range(len(self.rows)):
+            item = {"rank": i + 1, "row": int(self.rows[i]), "path": self.paths[i],
+                    "label": int(self.labels[i]), "class": self.classes[i],
+                    "activation": float(self.activations[i])}
+            if self.peaks is not None:
+                item["peak"] = list(self.peaks[i])
+            if self.bands is not None:
+                item["band"] = self.bands[i]
+            out.append(item)
+        return out
+
+    def to_dict(self) -> dict:
+        head = {"layer": self.layer, "channel": self.channel, "by": self.by}
+        if self.channel is None:
+            head["query"] = self.query
+        return dict(head, results=self.to_list())
+
+    def _columns(self):
+        names = ["rank", "activation", "path", "class"]
+        if self.peaks is not None:
+            names.append("peak (y, x)")
+        if self.bands is not None:
+            names.insert(1, "band")
+        rows = []
+        for item in self.to_list():
+            row = {"rank": str(item["rank"]), "activation": f"{item['activation']:.4f}",
+                   "path": item["path"], "class": item["class"]}
+            if "peak" in item:
+                row["peak (y, x)"] = f"({item['peak'][0]}, {item['peak'][1]})"
+            if "band" in item:
+                row["band"] = item["band"]
+            rows.append([row[n] for n in names])
+        return names, rows
+
+    def title(self) -> str:
+        return f"{self.layer} {self.query}, by spatial {self.by}"
+
+    def __repr__(self) -> str:
+        names, rows = self._columns()
+        widths = [max(len(n), *(len(r[i]) for r in rows)) if rows else len(n) for i, n in enumerate(names)]
+        fmt = "  ".join("{:%s%d}" % ("<" if n in ("path", "class", "band") else ">", w)
+                        for n, w in zip(names, widths))
+        lines = [self.title()] + ([self.note] if self.note else [])
+        lines += [fmt.format(*names)] + [fmt.format(*r) for r in rows]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        names, rows = self._columns()
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        note = f"<p><b>{html.escape(self.note)}</b></p>" if self.note else ""
+        return f"<p>{html.escape(self.title())}</p>{note}<table><tr>{head}</tr>{body}</table>"

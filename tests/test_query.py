@@ -1,0 +1,230 @@
+"""Phase two against plain numpy on generated stores: invalid rows, ties, a missing shard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_array_equal, assert_allclose
+
+import pipeline
+from conftest import ROOT, run_cli
+from pipeline.errors import LayerError, QueryError, StoreError
+from pipeline.query import parse_bands
+from pipeline.store import import_matrix, refresh_completeness
+
+N, C, ROWS = 203, 12, 32
+
+
+def _matrix(seed=0):
+    rng = np.random.default_rng(seed)
+    m = np.maximum(rng.normal(size=(N, C)), 0).astype(np.float32)  # ReLU-like: many exact zeros
+    m[:, 3] = np.round(m[:, 3], 1)  # heavy ties
+    m[[7, 50, 120], :] = np.nan  # invalid rows
+    return m
+
+
+@pytest.fixture
+def generated(tmp_path):
+    m = _matrix()
+    paths = [f"c{i % 4}/img_{i:04d}.jpg" for i in range(N)]
+    labels = np.arange(N) % 4
+    path = tmp_path / "gen.zarr"
+    import_matrix(path, m, "layer1", paths, labels, ["ant", "bee", "cat", "dog"], shard_rows=ROWS)
+    return path, m, paths, labels
+
+
+def _reference_top(column, usable, k, bottom=False):
+    rows = np.flatnonzero(usable)
+    keys = -column[rows] if bottom else column[rows]
+    order = np.lexsort((rows, -keys))  # value first, then lower row
+    return rows[order][:k]
+
+
+@pytest.mark.parametrize("channel", [0, 3, 11])
+@pytest.mark.parametrize("bottom", [False, True])
+@pytest.mark.parametrize("k", [1, 10, 500])
+def test_topk_equals_numpy(generated, channel, bottom, k):
+    path, m, paths, labels = generated
+    usable = np.isfinite(m).all(axis=1)
+    result = pipeline.open_store(path)["layer1"].topk(channel, k=k, bottom=bottom)
+    expected = _reference_top(m[:, channel], usable, k, bottom)
+    assert_array_equal(result.rows, expected)
+    assert_allclose(result.activations, m[expected, channel])
+    assert result.paths == [paths[r] for r in expected]
+    assert len(result) == min(k, usable.sum())  # asking for more returns all valid ones
+
+
+def test_missing_shard_is_excluded_and_reported(generated):
+    path, m, _, _ = generated
+    group = zarr.open_group(str(path), mode="r+")
+    group["layer1/done"][2] = False  # rows 64-95 still being written
+    refresh_completeness(group, "layer1")
+    layer = pipeline.open_store(path)["layer1"]
+    usable = np.isfinite(m).all(axis=1)
+    usable[64:96] = False
+    result = layer.topk(5, k=300)
+    assert_array_equal(result.rows, _reference_top(m[:, 5], usable, 300))
+    assert "answering from 6 of 7 shards" in result.note and f"{usable.sum()} of {N}" in result.note
+
+
+def test_direction_equals_dot_product(generated, tmp_path):
+    path, m, _, _ = generated
+    usable = np.isfinite(m).all(axis=1)
+    layer = pipeline.open_store(path)["layer1"]
+    w = np.zeros(C)
+    w[[2, 9]] = [0.7, 0.3]
+    got = layer.direction("2:0.7,9:0.3", k=15)
+    projection = np.nan_to_num(m.astype(np.float64)) @ w
+    assert_array_equal(got.rows, _reference_top(projection, usable, 15))
+    dense = np.random.default_rng(1).normal(size=C)
+    np.save(tmp_path / "v.npy", dense)
+    got = layer.direction(str(tmp_path / "v.npy"), k=15, bottom=True)
+    assert_array_equal(got.rows, _reference_top(np.nan_to_num(m.astype(np.float64)) @ dense, usable, 15, True))
+
+
+def test_similar_equals_cosine(generated):
+    path, m, paths, _ = generated
+    usable = np.isfinite(m).all(axis=1)
+    clean = np.nan_to_num(m.astype(np.float64))
+    norms = np.linalg.norm(clean, axis=1)
+    cosine = clean @ clean[10] / np.where(norms > 0, norms, 1) / norms[10]
+    usable[10] = False
+    layer = pipeline.open_store(path)["layer1"]
+    for image in (10, paths[10]):
+        got = layer.similar(image, k=8)
+        assert_array_equal(got.rows, _reference_top(cosine, usable, 8))
+        assert_allclose(got.activations, cosine[got.rows])
+
+
+def test_samples_come_from_their_rank_bands(generated):
+    path, m, _, _ = generated
+    usable = np.isfinite(m).all(axis=1)
+    column = m[:, 1]
+    order = _reference_top(column, usable, N)
+    n = order.size
+    got = pipeline.open_store(path)["layer1"].samples(1, bands="1%,10%,50%,zeros", per_band=4, seed=3)
+    bands = {"top 1%": set(order[: int(np.ceil(n * 0.01))]),
+             "top 1-10%": set(order[int(np.ceil(n * 0.01)): int(np.ceil(n * 0.1))]),
+             "top 10-50%": set(order[int(np.ceil(n * 0.1)): int(np.ceil(n * 0.5))]),
+             "zeros": set(np.flatnonzero(usable & (column == 0)))}
+    assert set(got.bands) == set(bands)
+    for row, band in zip(got.rows, got.bands):
+        assert row in bands[band]
+    assert got.bands.count("zeros") == 4 and got.bands.count("top 1%") == len(bands["top 1%"])
+    again = pipeline.open_store(path)["layer1"].samples(1, bands="1%,10%,50%,zeros", per_band=4, seed=3)
+    assert_array_equal(again.rows, got.rows)
+
+
+def test_diverse_caps_classes_and_skips_duplicates(generated, tmp_path):
+    path, m, paths, labels = generated
+    layer = pipeline.open_store(path)["layer1"]
+    got = layer.topk(0, k=6, diverse=True, per_class=1)
+    assert sorted(got.labels) == [0, 1, 2, 3]  # four classes, one each: no more can be found
+    # A near-duplicate (same vector, other class) of the top image never shows twice.
+    dup = m.copy()
+    top = int(_reference_top(m[:, 0], np.isfinite(m).all(axis=1), 1)[0])
+    dup[top + 1] = dup[top] * 0.999
+    import_matrix(tmp_path / "dup.zarr", dup, "layer1", paths, np.arange(N) % 50,
+                  shard_rows=ROWS)
+    rows = pipeline.open_store(tmp_path / "dup.zarr")["layer1"].topk(0, k=5, diverse=True).rows
+    assert top in rows and top + 1 not in rows
+
+
+def test_results_convert_and_render(generated):
+    path, _, _, _ = generated
+    result = pipeline.open_store(path)["layer1"].topk(2, k=3)
+    items = result.to_list()
+    assert [i["rank"] for i in items] == [1, 2, 3]
+    assert set(items[0]) == {"rank", "row", "path", "label", "class", "activation"}
+    assert items[0]["class"] == ["ant", "bee", "cat", "dog"][items[0]["label"]]
+    assert "<table>" in result._repr_html_() and items[0]["path"] in repr(result)
+
+
+def test_errors(generated, tmp_path):
+    path, _, _, _ = generated
+    store = pipeline.open_store(path)
+    with pytest.raises(LayerError, match="known layers: layer1"):
+        store["mixed4a"]
+    with pytest.raises(QueryError, match="out of range"):
+        store["layer1"].topk(C)
+    with pytest.raises(QueryError, match="at least 1"):
+        store["layer1"].topk(0, k=0)
+    with pytest.raises(QueryError, match="no spatial max"):
+        store["layer1"].topk(0, by="max")
+    with pytest.raises(QueryError, match="malformed direction"):
+        store["layer1"].direction("3:")
+    with pytest.raises(QueryError, match="unknown band"):
+        parse_bands("1%,lots")
+    with pytest.raises(StoreError, match="no store"):
+        pipeline.open_store(tmp_path / "absent")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(StoreError):
+        pipeline.open_store(tmp_path / "plain")
+    zarr.open_group(str(path), mode="r+").attrs["format_version"] = 99
+    with pytest.raises(StoreError, match="newer than this tool"):
+        pipeline.open_store(path)
+
+
+def test_cli_topk_json_and_table(small_store):
+    proc = run_cli("topk", "--store", small_store, "--layer", "mixed4a", "--channel", "97", "-k", "4", "--json")
+    data = json.loads(proc.stdout)
+    assert set(data) == {"layer", "channel", "by", "results"} and data["channel"] == 97
+    assert [r["rank"] for r in data["results"]] == [1, 2, 3, 4]
+    assert "RANDOM WEIGHTS" in proc.stderr
+    table = run_cli("topk", "--store", small_store, "--channel", "97", "-k", "4", "--by", "max").stdout
+    assert "peak (y, x)" in table and "RANDOM WEIGHTS" in table
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["topk", "--store", "NOPE", "-c", "1"], "no store at"),
+    (["topk", "--store", "STORE", "-c", "9999"], "out of range"),
+    (["topk", "--store", "STORE", "-c", "1", "-k", "0"], "at least 1"),
+    (["topk", "--store", "STORE", "-c", "1", "--layer", "mixed9"], "unknown layer"),
+    (["topk", "--store", "STORE", "--direction", "1:x"], "malformed direction"),
+    (["samples", "--store", "STORE", "-c", "1", "--bands", "1%,many"], "unknown band"),
+    (["similar", "--store", "STORE", "-i", "nope.jpg"], "not an image of this store"),
+])
+def test_cli_errors_are_one_sentence(small_store, tmp_path, args, fragment):
+    args = [str(tmp_path / "absent") if a == "NOPE" else str(small_store) if a == "STORE" else a for a in args]
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error:") and fragment in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_queries_never_import_torch(small_store):
+    code = f"""
+import sys
+sys.argv = ["exemplars", "topk", "--store", {str(small_store)!r}, "-c", "3", "--json"]
+import pipeline
+from pipeline.cli import app
+try:
+    app()
+except SystemExit:
+    pass
+s = pipeline.open_store({str(small_store)!r})["mixed4a"]
+s.topk(1); s.samples(1); s.direction("1:1,2:1"); s.similar(0)
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_import_cli_round_trip(tmp_path):
+    m = _matrix(2)
+    np.save(tmp_path / "m.npy", m)
+    np.save(tmp_path / "labels.npy", np.arange(N) % 4)
+    (tmp_path / "paths.txt").write_text("\n".join(f"x/{i}.jpg" for i in range(N)))
+    run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "i.zarr", "--layer", "probe",
+            "--paths", tmp_path / "paths.txt", "--labels", tmp_path / "labels.npy", "--shard-rows", "50")
+    data = json.loads(run_cli("topk", "--store", tmp_path / "i.zarr", "--layer", "probe", "-c", "4",
+                              "-k", "5", "--json").stdout)
+    expected = _reference_top(m[:, 4], np.isfinite(m).all(axis=1), 5)
+    assert [r["row"] for r in data["results"]] == expected.tolist()
+    info = run_cli("info", "--store", tmp_path / "i.zarr").stdout
+    assert "probe" in info and "invalid: 3" in info
