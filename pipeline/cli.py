@@ -75,7 +75,7 @@ def _emit(results, as_json: bool) -> None:
 def _layer(store: str, layer: str):
     from . import open_store
 
-    return open_store(store)[layer]
+    return open_store(store, cache_paths=False)[layer]
 
 
 @app.command()

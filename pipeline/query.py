@@ -16,6 +16,7 @@ Rows that are invalid or not yet written never appear; ties go to the lower row.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import cached_property
 
 import numpy as np
@@ -87,8 +88,11 @@ def _channel(channel: int, channels: int) -> int:
 class Store:
     """A read-only store; ``store["mixed4a"]`` gives a Layer."""
 
-    def __init__(self, path):
+    def __init__(self, path, cache_paths: bool = True):
         self.path = str(path)
+        # A session (notebook) reads every path once and then looks them up in
+        # memory; a one-shot command decodes only the chunks its rows touch.
+        self.cache_paths = cache_paths
         self.group = open_group(path, mode="r")
         self.attrs = dict(self.group.attrs)
         self.n = int(self.attrs["n_images"])
@@ -96,7 +100,9 @@ class Store:
 
     @cached_property
     def layers(self) -> list[str]:
-        return sorted(name for name, _ in self.group.groups() if name != "images")
+        with warnings.catch_warnings():  # zarr notices the writer's lock file when listing
+            warnings.simplefilter("ignore")
+            return sorted(name for name in self.group.group_keys() if name != "images")
 
     def __getitem__(self, layer: str) -> "Layer":
         if layer not in self.layers:
@@ -126,17 +132,25 @@ class Store:
     def root(self) -> str | None:
         return self.attrs.get("dataset", {}).get("root")
 
+    @cached_property
+    def all_paths(self) -> np.ndarray:
+        return self.group["images/path"][:]
+
     def paths(self, rows) -> list[str]:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return []
+        if self.cache_paths or "all_paths" in self.__dict__:
+            return [str(p) for p in self.all_paths[rows]]
         return [str(p) for p in self.group["images/path"].get_coordinate_selection(rows)]
 
+    @cached_property
+    def all_labels(self) -> np.ndarray:
+        """Every row's label, read once per session (4 bytes an image)."""
+        return np.asarray(self.group["images/label"][:])
+
     def labels(self, rows) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0:
-            return np.zeros(0, dtype=np.int32)
-        return np.asarray(self.group["images/label"].get_coordinate_selection(rows))
+        return self.all_labels[np.asarray(rows, dtype=np.int64)]
 
     def row_of(self, image) -> int:
         """A row number, or the row of a path (relative to the dataset root, or absolute)."""
@@ -148,8 +162,7 @@ class Store:
             return row
         if self.root and os.path.isabs(text):
             text = os.path.relpath(text, self.root)
-        paths = self.group["images/path"][:]
-        found = np.flatnonzero(paths == text.replace(os.sep, "/"))
+        found = np.flatnonzero(self.all_paths == text.replace(os.sep, "/"))
         if not found.size:
             raise QueryError(f"{image} is not an image of this store (paths are relative to {self.root})")
         return int(found[0])
@@ -235,7 +248,7 @@ class Layer:
         k = self._check_k(k)
         values = self.column(channel, by)
         if diverse:
-            rows = ranking.diverse(values, self.usable, k, bottom, self.store.labels(np.arange(self.store.n)),
+            rows = ranking.diverse(values, self.usable, k, bottom, self.store.all_labels,
                                    self._fingerprints(), per_class)
         else:
             rows = ranking.top_rows(values, self.usable, k, bottom)

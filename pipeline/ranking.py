@@ -17,9 +17,9 @@ DUPLICATE_COSINE = 0.995
 
 def _keys(values, usable, bottom):
     """Larger is better; unusable rows sink below every usable one."""
-    keys = np.asarray(values, dtype=np.float64)
-    keys = -keys if bottom else keys.copy()
-    keys[~usable] = -np.inf
+    keys = -values if bottom else values.copy()  # stays float32 when the column is: half the bytes
+    if not usable.all():
+        keys[~usable] = -np.inf
     return keys
 
 

@@ -35,6 +35,7 @@ FORMAT_NAME = "exemplars-activations"
 FORMAT_VERSION = 1
 DEFAULT_SHARD_ROWS = 65536
 LOCK_NAME = ".writer.lock"
+LOOKUP_ROWS = 1024  # chunk of images/path
 STATS = ("mean", "max", "argmax")
 # Fields of the root metadata that must match for a run to continue a store.
 COMPARED = ("dataset_fingerprint", "preprocessing", "model", "shard_rows")
@@ -111,23 +112,27 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
         return group
     if path.exists() and any(p.name != LOCK_NAME for p in path.iterdir()):
         raise StoreError(f"{path} exists and is not an exemplars store; choose another --store")
-    # mode "w" would wipe the folder, lock file included.
-    group = zarr.create_group(str(path), overwrite=False)
     n = len(images["path"])
+    # Attributes first, so that even a half-made store is recognised (and
+    # --overwrite may clear it); mode "w" would wipe the lock file too.
+    group = zarr.create_group(str(path), overwrite=False, attributes=dict(
+        meta, format=FORMAT_NAME, format_version=FORMAT_VERSION, tool_version=__version__,
+        shard_rows=shard_rows, n_images=n))
     im = group.create_group("images")
     im.attrs["classes"] = list(images["classes"])
     chunks = (min(shard_rows, max(n, 1)),)
     for name, values in (("path", images["path"]), ("label", images["label"]),
                          ("size", images["size"]), ("mtime_ns", images["mtime_ns"])):
         values = np.asarray(values, dtype=str if name == "path" else None)
+        # Paths are written once, here, so small chunks are safe: a query then
+        # decodes its ten paths without a whole shard's worth of strings.
         arr = im.create_array(name, shape=(n,), dtype=values.dtype if name != "path" else str,
-                              chunks=chunks, dimension_names=("image",))
+                              chunks=(min(LOOKUP_ROWS, chunks[0]),) if name == "path" else chunks,
+                              dimension_names=("image",))
         arr[:] = values
     im.create_array("valid", shape=(n,), dtype=bool, chunks=chunks,
                     fill_value=False, dimension_names=("image",))
     im.create_array("error", shape=(n,), dtype=str, chunks=chunks, dimension_names=("image",))
-    group.attrs.update(dict(meta, format=FORMAT_NAME, format_version=FORMAT_VERSION,
-                            tool_version=__version__, shard_rows=shard_rows, n_images=n))
     return group
 
 

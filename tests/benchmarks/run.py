@@ -1,0 +1,34 @@
+"""``make bench``: every benchmark, in one run, printed as README-ready tables.
+
+Usage: .venv/bin/python tests/benchmarks/run.py [extract] [query]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_extract  # noqa: E402
+import bench_query  # noqa: E402
+from common import machine  # noqa: E402
+
+
+def main(which: list[str]) -> None:
+    which = which or ["extract", "query"]
+    print(f"machine: {machine()}\n")
+    notebook_rate = None
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        if "extract" in which:
+            rows = bench_extract.run(Path(tmp) / "extract")
+            notebook_rate = rows[0]["rate"]
+            print(bench_extract.report(rows), "\n", flush=True)
+        if "query" in which:
+            (Path(tmp) / "query").mkdir()
+            print(bench_query.report(bench_query.run(Path(tmp) / "query"), notebook_rate), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
