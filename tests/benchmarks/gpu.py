@@ -1,0 +1,74 @@
+"""``make bench-gpu``: phase one on CUDA against the notebook's loop, same images, same run.
+
+Makes its own ImageNet-sized JPEGs (20,000 by default), times the notebook's
+loop (batch 64, 2 workers, full network, hook) and ``exemplars activations``
+on the GPU, each on a small and a large folder so start-up cancels.
+Where no CUDA device exists it says so and exits 0. Usage:
+    python tests/benchmarks/gpu.py [N_LARGE]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import ROOT, make_image, timed  # noqa: E402
+
+
+def _write(args):
+    root, start, stop = args
+    rng = np.random.default_rng(start)
+    for i in range(start, stop):
+        folder = root / f"n{i % 100:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        w, h = (500, 375) if i % 3 else (375, 500)
+        make_image(rng, w, h).save(folder / f"img_{i:06d}.jpg", quality=90)
+
+
+def folder(root: Path, n: int) -> Path:
+    step = 500
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(_write, [(root, lo, min(n, lo + step)) for lo in range(0, n, step)]))
+    return root
+
+
+def main(large: int) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench-gpu: no CUDA device here; nothing measured")
+        return
+    small = max(large // 10, 1000)
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dirs = {n: folder(tmp / f"img{n}", n) for n in (small, large)}
+        py = sys.executable
+        variants = {
+            "notebook loop (batch 64, 2 workers)":
+                lambda n: [py, str(ROOT / "tests/benchmarks/notebook_loop.py"), str(dirs[n]), "64", "2", "cuda"],
+            "exemplars activations (batch 256, %d workers)" % (os.cpu_count() - 1):
+                lambda n: [py, "-m", "pipeline", "activations", str(dirs[n]), "--store", str(tmp / f"s{n}.zarr"),
+                           "--weights", "random", "--device", "cuda", "--batch-size", "256", "--overwrite"],
+        }
+        rates = {}
+        for name, cmd in variants.items():
+            ts, _, _ = timed(cmd(small))
+            tl, peak, _ = timed(cmd(large))
+            rates[name] = (large - small) / (tl - ts)
+            print(f"{name}: {rates[name]:.0f} images/s steady, start-up {ts - small / rates[name]:.1f} s, "
+                  f"peak host memory {peak:.0f} MB", flush=True)
+        base = next(iter(rates.values()))
+        for name, rate in rates.items():
+            print(f"| {name} | {rate:.0f} | {rate / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20000)

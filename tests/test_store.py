@@ -1,0 +1,57 @@
+"""The on-disk format: validation, compatibility checks, and xarray/dask interop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.errors import StoreError, StoreMismatchError
+from pipeline.store import check_compatible, import_matrix, n_shards, open_group, shard_bounds
+
+
+def test_shard_arithmetic():
+    assert n_shards(10, 4) == 3 and n_shards(8, 4) == 2
+    assert shard_bounds(2, 4, 10) == (8, 10)
+
+
+def test_open_refuses_non_stores_and_newer_versions(tmp_path):
+    with pytest.raises(StoreError, match="no store"):
+        open_group(tmp_path / "absent")
+    zarr.create_group(str(tmp_path / "other"))
+    with pytest.raises(StoreError, match="not an exemplars store"):
+        open_group(tmp_path / "other")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError):
+        open_group(tmp_path / "file")
+
+
+def test_compatibility_names_the_field(small_store):
+    group = open_group(small_store)
+    check_compatible(group, {"shard_rows": 8})
+    with pytest.raises(StoreMismatchError, match="shard_rows=8.*shard_rows=16"):
+        check_compatible(group, {"shard_rows": 16})
+
+
+def test_import_matrix_layout(tmp_path):
+    m = np.arange(30, dtype=np.float32).reshape(10, 3)
+    m[4] = np.nan
+    group = import_matrix(tmp_path / "s.zarr", m, "feat", [f"{i}.jpg" for i in range(10)], shard_rows=4)
+    assert group["images/valid"][:].tolist() == [True] * 4 + [False] + [True] * 5
+    assert group["feat/done"][:].all() and group["feat"].attrs["complete"]
+    np.testing.assert_array_equal(group["feat/mean"][:][~np.isnan(m).any(1)], m[~np.isnan(m).any(1)])
+    with pytest.raises(StoreMismatchError, match="10 rows but 3 paths"):
+        import_matrix(tmp_path / "t.zarr", m, "feat", ["a", "b", "c"])
+
+
+def test_xarray_and_dask_open_a_layer(small_store):
+    """The documented example: a layer is a plain labelled dataset for xarray and dask."""
+    import xarray as xr
+
+    ds = xr.open_zarr(str(small_store), group="mixed4a", consolidated=False)
+    assert ds["mean"].dims == ("image", "channel") and ds["mean"].shape == (24, 508)
+    per_channel = ds["mean"].mean("image").compute()  # a dask reduction
+    raw = zarr.open_group(str(small_store), mode="r")["mixed4a/mean"][:]
+    np.testing.assert_allclose(per_channel.values, raw.mean(axis=0), rtol=1e-5)
+    images = xr.open_zarr(str(small_store), group="images", consolidated=False)
+    assert images["valid"].dims == ("image",) and bool(images["valid"].all())
