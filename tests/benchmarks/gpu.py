@@ -56,7 +56,8 @@ def main(large: int) -> None:
                 lambda n: [py, str(ROOT / "tests/benchmarks/notebook_loop.py"), str(dirs[n]), "64", "2", "cuda"],
             "exemplars activations (batch 256, %d workers)" % (os.cpu_count() - 1):
                 lambda n: [py, "-m", "pipeline", "activations", str(dirs[n]), "--store", str(tmp / f"s{n}.zarr"),
-                           "--weights", "random", "--device", "cuda", "--batch-size", "256", "--overwrite"],
+                           "--weights", "random", "--device", "cuda", "--batch-size", "256",
+                           "--workers", str(os.cpu_count() - 1), "--overwrite"],
         }
         rates = {}
         for name, cmd in variants.items():
