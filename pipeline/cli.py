@@ -157,6 +157,23 @@ def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json")):
                    f"{layer['images_covered']} images usable, stats {','.join(layer['stats'])}")
 
 
+@app.command()
+def stats(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    out: Path = typer.Option(Path("stats"), "--out", "-o", help="Folder for tables and figures."),
+    channel: Optional[int] = typer.Option(None, "--channel", "-c", help="Also draw this channel's histogram."),
+):
+    """Per-channel statistics, histograms, correlations, class selectivity and PCA of a layer."""
+    from .report import write_stats
+
+    target = _layer(store, layer)
+    if channel is not None:
+        target.column(channel)  # validates the channel before the long part
+    for line in write_stats(target, out, channel):
+        typer.echo(line)
+
+
 @app.command("import")
 def import_(
     matrix: Path = typer.Argument(..., help="An (N, C) .npy of spatial means."),
@@ -164,6 +181,7 @@ def import_(
     layer: str = typer.Option(..., "--layer", "-l"),
     paths: Path = typer.Option(..., help="A text file: one image path per line, N lines."),
     labels: Optional[Path] = typer.Option(None, help="An (N,) .npy of integer labels."),
+    max_matrix: Optional[Path] = typer.Option(None, "--max", help="An (N, C) .npy of spatial maxima."),
     classes: Optional[Path] = typer.Option(None, help="A text file of class names, one per line."),
     root: Optional[str] = typer.Option(None, help="Dataset root the paths are relative to."),
     shard_rows: int = typer.Option(65536, min=1),
@@ -185,13 +203,14 @@ def import_(
     try:
         data = np.load(matrix, mmap_mode="r")
         label_array = None if labels is None else np.load(labels)
+        peaks = None if max_matrix is None else np.load(max_matrix, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise PipelineError(f"cannot read a .npy array: {exc}") from None
     if data.ndim != 2:
         raise PipelineError(f"{matrix} has shape {data.shape}; expected (images, channels)")
     import_matrix(store, data, layer, read_lines(paths), label_array,
                   read_lines(classes) if classes else (), root, shard_rows, overwrite,
-                  progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"))
+                  progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"), max_matrix=peaks)
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
 
 

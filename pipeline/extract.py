@@ -20,7 +20,7 @@ import numpy as np
 
 from . import images as imgs
 from . import store as st
-from .model import MODEL_NAME, check_layers, cut, layer_shapes, load_model
+from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
 
 
 def reduce(acts):
@@ -172,8 +172,9 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         group = st.create_store(store_path, meta, {
             "path": images.paths, "label": images.labels, "classes": images.classes,
             "size": images.sizes, "mtime_ns": images.mtimes}, shard_rows, overwrite)
-        layer_meta = {"model": MODEL_NAME, "weights": weights_info}
         for layer in layers:
+            layer_meta = {"model": MODEL_NAME, "weights": weights_info,
+                          "branches": inception_branches(model, layer)}
             st.add_layer(group, layer, shapes[layer][0], shapes[layer][1:], layer_meta)
         pending = _pending(group, layers)
         dev = _device(device)

@@ -6,6 +6,7 @@ Offers:
         weights: "pretrained" (lucent via torch hub), "random" (seeded), or a .pth path
     layer_shapes(model) -> {layer: (channels, height, width)} in execution order
     check_layers(model, names)     raise LayerError listing the valid names
+    inception_branches(model, layer) -> {"1x1": [lo, hi], ...} for a mixed layer
     cut(model, layers) -> module   runs only up to the deepest requested layer and
                                    returns {layer: activation}
 
@@ -128,6 +129,20 @@ def check_layers(model, names) -> None:
     for name in names:
         if name not in known:
             raise unknown_layer(name, known)
+
+
+def inception_branches(model, layer: str) -> dict[str, list[int]]:
+    """Channel ranges of an Inception block's branches (1x1, 3x3, 5x5, pool), else {}."""
+    modules = dict(model.named_modules())
+    parts = ["1x1", "3x3", "5x5", "pool_reduce"]
+    convs = [modules.get(f"{layer}_{p}_pre_relu_conv") for p in parts]
+    if any(c is None for c in convs):
+        return {}
+    out, start = {}, 0
+    for part, conv in zip(parts, convs):
+        out[part.replace("_reduce", "")] = [start, start + conv.out_channels]
+        start += conv.out_channels
+    return out
 
 
 def _leaf_modules():

@@ -9,6 +9,7 @@ Offers:
     Layer.similar(image, k) -> Results                 cosine on activation vectors
     parse_direction(text_or_path, channels) -> np.ndarray
     parse_bands(text) -> list of bands; DEFAULT_BANDS
+    Layer.stats(by), .correlations(), .selectivity(), .pca()   see ``pipeline.stats``
 
 Rows that are invalid or not yet written never appear; ties go to the lower row.
 """
@@ -22,6 +23,7 @@ from functools import cached_property
 import numpy as np
 
 from . import ranking
+from .classes import human_names
 from .errors import QueryError, unknown_layer
 from .results import Results
 from .store import STATS, n_shards, open_group, shard_bounds
@@ -120,6 +122,11 @@ class Store:
     def classes(self) -> list[str]:
         return list(self.group["images"].attrs.get("classes", []))
 
+    @cached_property
+    def class_names(self) -> list[str]:
+        """Class names for display: ImageNet WordNet ids become words."""
+        return human_names(self.classes)
+
     @property
     def weights(self) -> dict:
         return self.attrs.get("model", {}).get("weights", {})
@@ -173,7 +180,7 @@ class Store:
             layer = self[name]
             layers[name] = {"channels": layer.channels, "spatial_shape": layer.spatial_shape,
                             "shards_done": int(layer.done.sum()), "shards": int(layer.done.size),
-                            "images_covered": int(layer.usable.sum()), "stats": layer.stats}
+                            "images_covered": int(layer.usable.sum()), "stats": layer.available}
         return {"store": self.path, "format_version": self.attrs.get("format_version"),
                 "images": self.n, "invalid": int(self.n - self.valid.sum()) if all(
                     v["shards_done"] == v["shards"] for v in layers.values()) else None,
@@ -191,7 +198,7 @@ class Layer:
         self.attrs = dict(self.group.attrs)
         self.channels = int(self.attrs["channels"])
         self.spatial_shape = list(self.attrs.get("spatial_shape", [1, 1]))
-        self.stats = [s for s in STATS if s in self.group]
+        self.available = [s for s in STATS if s in self.group]  # stored statistics
 
     def __repr__(self) -> str:
         return f"<layer {self.name}: {self.channels} channels, {int(self.usable.sum())} images>"
@@ -218,8 +225,8 @@ class Layer:
     def _array(self, by: str):
         if by not in ("mean", "max"):
             raise QueryError(f"--by must be mean or max, not {by!r}")
-        if by not in self.stats:
-            raise QueryError(f"layer {self.name} has no spatial {by} in this store (it has {', '.join(self.stats)})")
+        if by not in self.available:
+            raise QueryError(f"layer {self.name} has no spatial {by} in this store (it has {', '.join(self.available)})")
         return self.group[by]
 
     def column(self, channel: int, by: str = "mean") -> np.ndarray:
@@ -228,9 +235,9 @@ class Layer:
     def _results(self, query, by, rows, values, channel=None, bands=None) -> Results:
         store = self.store
         labels = store.labels(rows)
-        names = [store.classes[l] if 0 <= l < len(store.classes) else "" for l in labels]
+        names = [store.class_names[l] if 0 <= l < len(store.classes) else "" for l in labels]
         peaks = None
-        if by == "max" and channel is not None and "argmax" in self.stats and len(rows):
+        if by == "max" and channel is not None and "argmax" in self.available and len(rows):
             flat = self.group["argmax"].get_orthogonal_selection((np.asarray(rows), [channel]))[:, 0]
             width = self.spatial_shape[1]
             peaks = [(int(f) // width, int(f) % width) for f in flat]
@@ -312,3 +319,34 @@ class Layer:
         rows = ranking.top_rows(cosine, usable, k)
         return self._results(f"similar to {self.store.paths([row])[0]} (row {row})", "mean",
                              rows, cosine[rows])
+
+    # Statistics (``pipeline.stats``): exact, streaming over the store.
+    def stats(self, by: str = "mean") -> dict:
+        """Per-channel mean, std, max, quantiles, active fraction, kurtosis, dead, histograms."""
+        from . import stats
+
+        self._array(by)
+        return stats.channel_table(self, by)
+
+    def moments(self):
+        from . import stats
+
+        if "_moments" not in self.__dict__:
+            self._moments = stats.second_moments(self)
+        return self._moments
+
+    def correlations(self) -> np.ndarray:
+        from . import stats
+
+        return stats.correlations(self.moments())
+
+    def selectivity(self) -> dict | None:
+        """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without labels."""
+        from . import stats
+
+        return stats.selectivity(self.moments(), self.store.class_names)
+
+    def pca(self) -> dict:
+        from . import stats
+
+        return stats.pca(self.moments().cov)

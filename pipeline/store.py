@@ -227,12 +227,16 @@ def refresh_completeness(group, layer: str) -> dict:
 
 
 def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
-                  shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None):
+                  shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None,
+                  max_matrix=None):
     """Make a store from an (N, C) matrix of spatial means computed elsewhere.
 
-    ``matrix`` may be a memory map: it is read and written one shard at a time.
-    Non-finite rows are marked invalid. The layer has ``mean`` only.
+    ``matrix`` (and ``max_matrix``, the spatial max, if given) may be memory
+    maps: they are read and written one shard at a time. Non-finite rows are
+    marked invalid. The layer has ``mean`` (and ``max``), never ``argmax``.
     """
+    if max_matrix is not None and max_matrix.shape != matrix.shape:
+        raise StoreMismatchError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
     n, channels = matrix.shape
     if len(paths) != n:
         raise StoreMismatchError(f"the matrix has {n} rows but {len(paths)} paths were given")
@@ -247,7 +251,7 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
         group = create_store(path, meta, {"path": list(paths), "label": labels, "classes": list(classes),
                                           "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
         sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
-                        stats=("mean",))
+                        stats=("mean",) if max_matrix is None else ("mean", "max"))
         shards = range(n_shards(n, shard_rows))
         for shard in progress(shards) if progress else shards:
             start, stop = shard_bounds(shard, shard_rows, n)
@@ -255,6 +259,8 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
             valid = np.isfinite(block).all(axis=1)
             group["images"]["valid"][start:stop] = valid
             sub["mean"][start:stop] = block
+            if max_matrix is not None:
+                sub["max"][start:stop] = np.asarray(max_matrix[start:stop], dtype=np.float32)
             sub["done"][shard] = True
         refresh_completeness(group, layer)
     return group

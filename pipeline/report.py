@@ -1,0 +1,115 @@
+"""``exemplars stats``: a layer's statistics written as tables, JSON and figures.
+
+Offers:
+    write_stats(layer, out_dir, channel=None, progress=True) -> list[str] summary lines
+
+Files in ``out_dir``: channels.csv / channels.json (per channel, for the spatial
+mean and max), neighbours.csv, selectivity_channels.csv, selectivity_classes.csv
+(labelled images only), pca.json, histograms_<by>.png, correlation.png and,
+with ``channel``, histogram_<by>_ch<channel>.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import render, stats
+
+COLUMNS = ["mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis", "dead"]
+
+
+def _bar(iterable, total, desc):
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="step", leave=False)
+
+
+def _channel_rows(tables: dict) -> list[dict]:
+    channels = len(next(iter(tables.values()))["mean"])
+    rows = []
+    for c in range(channels):
+        row = {"channel": c}
+        for by, table in tables.items():
+            for name in COLUMNS:
+                value = table[name][c]
+                row[f"{by}_{name}"] = bool(value) if name == "dead" else round(float(value), 7)
+        rows.append(row)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _pca_summary(cov, groups) -> dict:
+    out = {"layer": stats.pca(cov)}
+    for name, (lo, hi) in groups.items():
+        out[name] = stats.pca(cov[lo:hi, lo:hi])
+    for value in out.values():
+        value["explained_variance_ratio"] = [round(float(v), 7) for v in value["explained_variance_ratio"][:50]]
+    return out
+
+
+def write_stats(layer, out_dir, channel: int | None = None, progress: bool = True) -> list[str]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    warning = layer.note()
+    title = f"{layer.name} ({int(layer.usable.sum())} images)"
+    bar = (lambda it, total, desc: _bar(it, total, desc)) if progress else None
+    tables = {by: stats.channel_table(layer, by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
+              for by in ("mean", "max") if by in layer.available}
+    rows = _channel_rows(tables)
+    _write_csv(out / "channels.csv", rows)
+    (out / "channels.json").write_text(json.dumps(rows))
+    groups = stats.branches(layer)
+    for by, table in tables.items():
+        render.save(render.small_multiples(table["hist_counts"], table["hist_edges"],
+                                           f"{title}: spatial {by} per channel (log counts)", warning, groups),
+                    out / f"histograms_{by}.png")
+        if channel is not None:
+            qs = {name: table[name][channel] for name in ("q50", "q90", "q99", "q99.9")}
+            render.save(render.histogram(table["hist_counts"][channel], table["hist_edges"][channel], qs,
+                                         f"{layer.name} channel {channel}: spatial {by}", warning),
+                        out / f"histogram_{by}_ch{channel}.png")
+    moments = stats.second_moments(layer, tables["mean"]["mean"],
+                                   progress=bar and (lambda it, n: bar(it, n, "shards")))
+    corr = stats.correlations(moments)
+    near = stats.neighbours(corr, 5)
+    _write_csv(out / "neighbours.csv", [
+        {"channel": c, **{f"n{i + 1}": int(near[c, i]) for i in range(near.shape[1])},
+         **{f"r{i + 1}": round(float(corr[c, near[c, i]]), 5) for i in range(near.shape[1])}}
+        for c in range(layer.channels)])
+    render.save(render.correlation(corr, stats.cluster_order(corr), f"{title}: channel correlations", warning),
+                out / "correlation.png")
+    pca = _pca_summary(moments.cov, groups)
+    (out / "pca.json").write_text(json.dumps(pca, indent=1))
+    lines = [f"{title}: {int(tables['mean']['dead'].sum())} dead channels (never > 0 on the spatial mean)",
+             f"effective dimensionality: participation ratio {pca['layer']['participation_ratio']:.1f}, "
+             f"{pca['layer']['components_90']} components for 90% of variance, "
+             f"{pca['layer']['components_99']} for 99%"]
+    lines += [f"  branch {name} ({lo}-{hi - 1}): participation ratio {pca[name]['participation_ratio']:.1f}, "
+              f"90% in {pca[name]['components_90']}" for name, (lo, hi) in groups.items()]
+    chosen = stats.selectivity(moments, layer.store.class_names)
+    if chosen is None:
+        lines.append("selectivity skipped: the images have no labels (a flat folder)")
+    else:
+        names = dict(zip(chosen["classes"].tolist(), chosen["class_names"]))
+        _write_csv(out / "selectivity_channels.csv", [
+            {"channel": c, "selectivity": round(float(chosen["index"][c]), 5),
+             **{f"class{i + 1}": names[int(k)] for i, k in enumerate(chosen["top_classes"][c])}}
+            for c in range(layer.channels)])
+        _write_csv(out / "selectivity_classes.csv", [
+            {"class": chosen["class_names"][i], **{f"channel{j + 1}": int(ch) for j, ch in enumerate(row)}}
+            for i, row in enumerate(chosen["channels_per_class"])])
+        most = int(np.argmax(chosen["index"]))
+        lines.append(f"most class-selective channel: {most} (index {chosen['index'][most]:.3f}, "
+                     f"prefers {names[int(chosen['top_classes'][most][0])]})")
+    lines.append(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+    return ([warning] if warning else []) + lines

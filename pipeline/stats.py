@@ -1,0 +1,186 @@
+"""Statistics of a stored layer, streaming over the store (numpy only, no torch).
+
+Offers:
+    QUANTILES, HIST_BINS
+    channel_table(layer, by="mean") -> dict of per-channel arrays:
+        mean, std, max, q50, q90, q99, q99.9, active (fraction > 0), kurtosis
+        (excess, Fisher), dead (never > 0), hist_counts (C, bins), hist_edges (C, bins+1)
+    second_moments(layer) -> Moments: n, mean, cov (C, C), class sums and counts
+    correlations(moments) -> (C, C) Pearson matrix (0 where a channel is constant)
+    neighbours(corr, k) -> (C, k) most correlated other channels
+    selectivity(moments, class_names, top) -> dict: per channel its top classes and
+        the index (mu_max - mu_rest) / (mu_max + mu_rest); per class its top channels
+    pca(cov) -> dict: explained variance ratio, participation ratio, n for 90/99 %
+    branches(layer) -> {branch: (lo, hi)} for an Inception "mixed" layer, else {}
+
+Memory is bounded by one block of columns (``COLUMN_BLOCK`` channels x N rows,
+read as whole columns so quantiles are exact) or one shard of rows.
+Invalid rows and rows of unfinished shards are excluded everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .store import n_shards, shard_bounds
+
+QUANTILES = (0.5, 0.9, 0.99, 0.999)
+HIST_BINS = 40
+COLUMN_BLOCK = 16
+# The layer the notebook studies; other mixed layers record theirs at extraction.
+KNOWN_BRANCHES = {"mixed4a": {"1x1": (0, 192), "3x3": (192, 396), "5x5": (396, 444), "pool": (444, 508)}}
+
+
+def _column_blocks(layer, by):
+    arr = layer._array(by)
+    for lo in range(0, layer.channels, COLUMN_BLOCK):
+        hi = min(layer.channels, lo + COLUMN_BLOCK)
+        yield lo, hi, np.asarray(arr[:, lo:hi])[layer.usable]
+
+
+def _histograms(x: np.ndarray):
+    counts = np.zeros((x.shape[1], HIST_BINS), dtype=np.int64)
+    edges = np.zeros((x.shape[1], HIST_BINS + 1))
+    for j in range(x.shape[1]):
+        lo, hi = float(min(0.0, x[:, j].min(initial=0.0))), float(x[:, j].max(initial=0.0))
+        counts[j], edges[j] = np.histogram(x[:, j], bins=HIST_BINS, range=(lo, hi if hi > lo else lo + 1))
+    return counts, edges
+
+
+def channel_table(layer, by: str = "mean", progress=None) -> dict:
+    """Exact per-channel statistics of the spatial ``by`` over the usable images."""
+    names = ["mean", "std", "max", *(f"q{q * 100:g}" for q in QUANTILES), "active", "kurtosis"]
+    out = {name: np.zeros(layer.channels) for name in names}
+    out["hist_counts"] = np.zeros((layer.channels, HIST_BINS), dtype=np.int64)
+    out["hist_edges"] = np.zeros((layer.channels, HIST_BINS + 1))
+    blocks = _column_blocks(layer, by)
+    for lo, hi, x in progress(blocks, -(-layer.channels // COLUMN_BLOCK)) if progress else blocks:
+        if not len(x):
+            continue
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=0)
+        centred = x64 - mean
+        m2 = (centred ** 2).mean(axis=0)
+        m4 = (centred ** 4).mean(axis=0)
+        out["mean"][lo:hi], out["std"][lo:hi], out["max"][lo:hi] = mean, np.sqrt(m2), x.max(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["kurtosis"][lo:hi] = np.where(m2 > 0, m4 / m2 ** 2 - 3.0, np.nan)
+        for q, values in zip(QUANTILES, np.quantile(x, QUANTILES, axis=0)):
+            out[f"q{q * 100:g}"][lo:hi] = values
+        out["active"][lo:hi] = (x > 0).mean(axis=0)
+        out["hist_counts"][lo:hi], out["hist_edges"][lo:hi] = _histograms(x)
+    out["dead"] = out["max"] <= 0
+    return out
+
+
+@dataclass
+class Moments:
+    n: int
+    mean: np.ndarray  # (C,)
+    cov: np.ndarray  # (C, C), population covariance
+    class_sums: np.ndarray  # (K, C)
+    class_counts: np.ndarray  # (K,)
+
+
+def second_moments(layer, mean=None, progress=None) -> Moments:
+    """One pass over the shards of ``mean``: covariance and per-class sums.
+
+    ``mean`` (exact, from ``channel_table``) centres each block before the
+    float32 product, which keeps the product's round-off small.
+    """
+    store, arr = layer.store, layer._array("mean")
+    labels = store.all_labels
+    n_classes = max(len(store.classes), int(labels.max(initial=-1)) + 1)
+    if mean is None:
+        mean = channel_table(layer)["mean"]
+    gram = np.zeros((layer.channels, layer.channels))
+    sums = np.zeros((n_classes, layer.channels))
+    counts = np.zeros(n_classes, dtype=np.int64)
+    centre = mean.astype(np.float32)
+    shards = range(n_shards(store.n, store.shard_rows))
+    for shard in progress(shards, len(shards)) if progress else shards:
+        lo, hi = shard_bounds(shard, store.shard_rows, store.n)
+        keep = layer.usable[lo:hi]
+        if not keep.any():
+            continue
+        x = np.asarray(arr[lo:hi])[keep]
+        xc = x - centre
+        gram += xc.T @ xc
+        lab = labels[lo:hi][keep]
+        if n_classes and (lab >= 0).any():
+            x, lab = x[lab >= 0], lab[lab >= 0]
+            order = np.argsort(lab, kind="stable")
+            present, starts = np.unique(lab[order], return_index=True)
+            sums[present] += np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+            counts[present] += np.diff(np.append(starts, len(lab)))
+    n = int(layer.usable.sum())
+    return Moments(n, mean, gram / max(n, 1), sums, counts)
+
+
+def correlations(moments: Moments) -> np.ndarray:
+    std = np.sqrt(np.clip(np.diag(moments.cov), 0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = moments.cov / np.outer(std, std)
+    corr[~np.isfinite(corr)] = 0.0  # a constant (dead) channel correlates with nothing
+    np.fill_diagonal(corr, np.where(std > 0, 1.0, 0.0))
+    return np.clip(corr, -1.0, 1.0)
+
+
+def neighbours(corr: np.ndarray, k: int = 5) -> np.ndarray:
+    masked = corr.copy()
+    np.fill_diagonal(masked, -np.inf)
+    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
+
+
+def selectivity(moments: Moments, class_names, top: int = 5) -> dict | None:
+    """Class selectivity from per-class means; None when the images have no labels."""
+    counts = moments.class_counts
+    if not (counts > 0).any():
+        return None
+    present = np.flatnonzero(counts > 0)
+    means = moments.class_sums[present] / counts[present, None]  # (K', C)
+    best = np.argmax(means, axis=0)  # first class on ties
+    mu_max = means[best, np.arange(means.shape[1])]
+    total = moments.class_sums[present].sum(axis=0)
+    rest_n = counts[present].sum() - counts[present][best]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu_rest = (total - moments.class_sums[present][best, np.arange(means.shape[1])]) / rest_n
+        index = np.where(mu_max + mu_rest != 0, (mu_max - mu_rest) / (mu_max + mu_rest), 0.0)
+    names = [class_names[c] if c < len(class_names) else str(c) for c in present]
+    top_classes = np.argsort(-means, axis=0, kind="stable")[:top].T  # (C, top)
+    top_channels = np.argsort(-means, axis=1, kind="stable")[:, :top]  # (K', top)
+    return {"classes": present, "class_names": names, "class_means": means, "index": np.nan_to_num(index),
+            "mu_max": mu_max, "mu_rest": np.nan_to_num(mu_rest), "top_classes": present[top_classes],
+            "channels_per_class": top_channels}
+
+
+def pca(cov: np.ndarray) -> dict:
+    eig = np.clip(np.linalg.eigvalsh(cov)[::-1], 0, None)
+    total = eig.sum()
+    ratio = eig / total if total > 0 else eig
+    cumulative = np.cumsum(ratio)
+    return {"explained_variance_ratio": ratio,
+            "participation_ratio": float(total ** 2 / (eig ** 2).sum()) if total > 0 else 0.0,
+            "components_90": int(np.searchsorted(cumulative, 0.90) + 1),
+            "components_99": int(np.searchsorted(cumulative, 0.99) + 1)}
+
+
+def branches(layer) -> dict[str, tuple[int, int]]:
+    stored = layer.attrs.get("branches")
+    if stored:
+        return {name: tuple(bounds) for name, bounds in stored.items()}
+    return dict(KNOWN_BRANCHES.get(layer.name, {}))
+
+
+def cluster_order(corr: np.ndarray) -> np.ndarray:
+    """Channel order from average-linkage clustering on 1 - correlation."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    if len(corr) < 3:
+        return np.arange(len(corr))
+    distance = np.clip(1.0 - corr, 0.0, 2.0)
+    np.fill_diagonal(distance, 0.0)
+    return leaves_list(linkage(squareform(distance, checks=False), method="average"))

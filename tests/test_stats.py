@@ -1,0 +1,106 @@
+"""Statistics against direct numpy/scipy on generated stores with invalid rows and a dead channel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+from numpy.testing import assert_allclose, assert_array_equal
+
+import pipeline
+from conftest import run_cli
+from pipeline import stats
+from pipeline.store import import_matrix
+
+N, C = 300, 10
+
+
+def _matrix(seed=0):
+    rng = np.random.default_rng(seed)
+    m = np.maximum(rng.normal(size=(N, C)) + np.linspace(-1, 1, C), 0).astype(np.float32)
+    m[:, 4] = 0.0  # a dead channel
+    m[:, 6] = m[:, 5] * 2 + 0.1 * rng.normal(size=N)  # a strongly correlated pair
+    m[[3, 100, 250], :] = np.nan  # invalid rows
+    return m
+
+
+@pytest.fixture
+def layer(tmp_path):
+    m = _matrix()
+    labels = np.arange(N) % 3
+    import_matrix(tmp_path / "s.zarr", m, "mixed4a", [f"{i}.jpg" for i in range(N)], labels,
+                  ["n01440764", "n01443537", "n99999999"], shard_rows=64)
+    return pipeline.open_store(tmp_path / "s.zarr")["mixed4a"], m, labels
+
+
+def test_channel_table_equals_numpy(layer):
+    lay, m, _ = layer
+    x = m[np.isfinite(m).all(axis=1)].astype(np.float64)
+    table = lay.stats()
+    assert_allclose(table["mean"], x.mean(0), rtol=1e-6)
+    assert_allclose(table["std"], x.std(0), rtol=1e-6, atol=1e-9)
+    assert_allclose(table["max"], x.max(0), rtol=1e-6)
+    for q in stats.QUANTILES:
+        assert_allclose(table[f"q{q * 100:g}"], np.quantile(m[np.isfinite(m).all(axis=1)], q, axis=0), rtol=1e-6)
+    assert_allclose(table["active"], (x > 0).mean(0))
+    live = x.std(0) > 0
+    assert_allclose(table["kurtosis"][live], scipy.stats.kurtosis(x[:, live], axis=0, fisher=True, bias=True),
+                    rtol=1e-6)
+    assert np.isnan(table["kurtosis"][4])
+    assert table["dead"].tolist() == [c == 4 for c in range(C)]
+    assert (table["hist_counts"].sum(axis=1) == len(x)).all()
+
+
+def test_correlations_pca_and_selectivity(layer):
+    lay, m, labels = layer
+    keep = np.isfinite(m).all(axis=1)
+    x, lab = m[keep].astype(np.float64), labels[keep]
+    corr = lay.correlations()
+    live = x.std(0) > 0
+    assert_allclose(corr[np.ix_(live, live)], np.corrcoef(x[:, live], rowvar=False), atol=1e-5)
+    assert (corr[4] == 0).all() and corr[5, 6] > 0.9
+    assert stats.neighbours(corr, 1)[5, 0] == 6
+    eig = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False, bias=True)))[::-1]
+    assert_allclose(lay.pca()["explained_variance_ratio"], np.clip(eig, 0, None) / eig.sum(), atol=1e-6)
+    sel = lay.selectivity()
+    class_means = np.stack([x[lab == k].mean(0) for k in range(3)])
+    assert_allclose(sel["class_means"], class_means, rtol=1e-6)
+    best = class_means.argmax(0)
+    rest = np.stack([x[lab != best[c], c].mean() for c in range(C)])
+    top = class_means[best, np.arange(C)]
+    with np.errstate(invalid="ignore"):
+        expected = np.nan_to_num((top - rest) / (top + rest))
+    assert_allclose(sel["index"], expected, rtol=1e-6, atol=1e-12)
+    assert sel["class_names"] == ["tench", "goldfish", "n99999999"]  # WordNet ids become names
+    assert_array_equal(sel["top_classes"][:, 0], best)
+
+
+def test_stats_cli_writes_everything(layer, tmp_path):
+    lay, _, _ = layer
+    out = tmp_path / "out"
+    proc = run_cli("stats", "--store", lay.store.path, "--layer", "mixed4a", "-o", out, "--channel", "5")
+    for name in ["channels.csv", "channels.json", "neighbours.csv", "pca.json", "correlation.png",
+                 "histograms_mean.png", "histogram_mean_ch5.png", "selectivity_channels.csv",
+                 "selectivity_classes.csv"]:
+        assert (out / name).stat().st_size > 100, name
+    assert "1 dead channels" in proc.stdout and "branch 1x1" in proc.stdout
+
+
+def test_unlabelled_layer_skips_selectivity(tmp_path):
+    import_matrix(tmp_path / "u.zarr", _matrix(1), "feat", [f"{i}.jpg" for i in range(N)], shard_rows=64)
+    proc = run_cli("stats", "--store", tmp_path / "u.zarr", "--layer", "feat", "-o", tmp_path / "o")
+    assert proc.returncode == 0 and "selectivity skipped" in proc.stdout
+    assert pipeline.open_store(tmp_path / "u.zarr")["feat"].selectivity() is None
+
+
+def test_stats_on_an_extracted_store_has_max_too(small_store, tmp_path):
+    proc = run_cli("stats", "--store", small_store, "-o", tmp_path / "o")
+    assert (tmp_path / "o" / "histograms_max.png").stat().st_size > 100
+    assert "RANDOM WEIGHTS" in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--layer", "nope"], "unknown layer"), (["--channel", "999"], "out of range")])
+def test_stats_errors(small_store, tmp_path, args, fragment):
+    proc = run_cli("stats", "--store", small_store, "-o", tmp_path / "o", *args, check=False)
+    assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
