@@ -44,8 +44,9 @@ def test_channel_table_equals_numpy(layer):
         assert_allclose(table[f"q{q * 100:g}"], np.quantile(m[np.isfinite(m).all(axis=1)], q, axis=0), rtol=1e-6)
     assert_allclose(table["active"], (x > 0).mean(0))
     live = x.std(0) > 0
+    # Central moments are float32 products summed in float64: round-off of order 1e-6.
     assert_allclose(table["kurtosis"][live], scipy.stats.kurtosis(x[:, live], axis=0, fisher=True, bias=True),
-                    rtol=1e-6)
+                    rtol=1e-5, atol=1e-5)
     assert np.isnan(table["kurtosis"][4])
     assert table["dead"].tolist() == [c == 4 for c in range(C)]
     assert (table["hist_counts"].sum(axis=1) == len(x)).all()
