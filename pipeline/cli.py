@@ -158,6 +158,28 @@ def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json")):
 
 
 @app.command()
+def grid(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    channels: str = typer.Option("0-9", "--channels", help="Rows: e.g. 0-9 or 3,97,301."),
+    k: int = typer.Option(10, "-k", help="Columns: images per row."),
+    by: str = typer.Option("mean", help="mean | max"),
+    crop: bool = typer.Option(False, help="Show the receptive field around each image's peak."),
+    heatmap: bool = typer.Option(False, help="Overlay the channel's map (reruns the model on the shown images)."),
+    bottom: bool = typer.Option(False, help="Add a row of the least activating images per channel."),
+    samples: bool = typer.Option(False, help="Add a row of quantile-band samples per channel."),
+    out: Path = typer.Option(Path("grid.png"), "--out", "-o"),
+):
+    """The notebook's figure from the store: top images per channel, as a PNG."""
+    from .render import save
+
+    figure = _layer(store, layer).grid(channels, k=k, by=by, crop=crop, heatmap=heatmap,
+                                       bottom=bottom, samples=samples)
+    save(figure, out)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
 def stats(
     store: str = StoreOpt,
     layer: str = LayerOpt,

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import images as imgs
 from . import store as st
+from .geometry import as_dict, receptive_field
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
 
 
@@ -172,16 +173,18 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         group = st.create_store(store_path, meta, {
             "path": images.paths, "label": images.labels, "classes": images.classes,
             "size": images.sizes, "mtime_ns": images.mtimes}, shard_rows, overwrite)
+        traced = cut(model, layers)
         for layer in layers:
-            layer_meta = {"model": MODEL_NAME, "weights": weights_info,
-                          "branches": inception_branches(model, layer)}
+            layer_meta = {"model": MODEL_NAME, "weights": weights_info, "input_size": imgs.PREPROCESSING["center_crop"],
+                          "branches": inception_branches(model, layer),
+                          "receptive_field": as_dict(receptive_field(traced, layer))}
             st.add_layer(group, layer, shapes[layer][0], shapes[layer][1:], layer_meta)
         pending = _pending(group, layers)
         dev = _device(device)
         batch_size = batch_size or (128 if dev.type == "cuda" else 32)
         sampler = ShardBatches(pending, shard_rows, len(images), batch_size)
         # channels_last is faster on both CPU and GPU and changes only round-off.
-        net = cut(model, layers).to(dev, memory_format=torch.channels_last)
+        net = traced.to(dev, memory_format=torch.channels_last)
         if workers is None:  # leave a core to the model: decoding is the cheaper half
             workers = max(1, min(8, (os.cpu_count() or 2) - 1))
         started = time.perf_counter()

@@ -8,6 +8,8 @@ Offers:
     fingerprint(images) -> str   sha256 over (path, size, mtime) of every image
     load_rgb(path) -> PIL.Image  the notebook's loader (ImageFolder's pil_loader)
     ImageDataset                 a torch Dataset of uint8 crops, never raising on bad files
+    display_image(root, path) -> (PIL.Image | None, error)  the 224x224 image the model saw,
+                                 as the notebook displays it (torch-free)
 
 Layout: ``root`` is an ImageFolder tree when it holds class subfolders and no
 image directly (labels index the sorted class names), otherwise a flat folder
@@ -157,3 +159,21 @@ class ImageDataset:
         except Exception as exc:  # any decoder failure marks the row invalid
             message = f"{exc.__class__.__name__}: {exc}".strip()
             return i, torch.zeros(3, size, size, dtype=torch.uint8), False, message
+
+
+def display_image(root: str | None, path: str):
+    """The notebook's Resize(256) + CenterCrop(224) with PIL alone; (None, why) if unreadable."""
+    if root is None:
+        return None, "the store records no dataset root"
+    try:
+        image = load_rgb(os.path.join(root, path))
+    except Exception as exc:  # a missing or broken file becomes a labelled placeholder
+        return None, f"{exc.__class__.__name__}"
+    size, crop = PREPROCESSING["resize"], PREPROCESSING["center_crop"]
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)  # torchvision's rounding
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
+    return image.crop((left, top, left + crop, top + crop)), ""

@@ -79,7 +79,8 @@ def _from_file(path: str):
             f"weights file {path} does not fit InceptionV1: {str(exc).splitlines()[0][:200]}"
         ) from None
     name = os.path.basename(path)
-    return model, {"kind": "file", "name": name, "sha256": _sha256_file(path)}
+    # The path lets heatmaps rerun the model; the sha256 is what identifies the weights.
+    return model, {"kind": "file", "name": name, "sha256": _sha256_file(path), "path": os.path.abspath(path)}
 
 
 def load_model(weights: str = "pretrained", seed: int = 0):

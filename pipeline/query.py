@@ -238,9 +238,7 @@ class Layer:
         names = [store.class_names[l] if 0 <= l < len(store.classes) else "" for l in labels]
         peaks = None
         if by == "max" and channel is not None and "argmax" in self.available and len(rows):
-            flat = self.group["argmax"].get_orthogonal_selection((np.asarray(rows), [channel]))[:, 0]
-            width = self.spatial_shape[1]
-            peaks = [(int(f) // width, int(f) % width) for f in flat]
+            peaks = self.peaks(rows, channel)
         return Results(self.name, query, by, np.asarray(rows), np.asarray(values, dtype=np.float64),
                        store.paths(rows), labels.tolist(), names, channel=channel, peaks=peaks,
                        bands=bands, note=self.note())
@@ -350,3 +348,23 @@ class Layer:
         from . import stats
 
         return stats.pca(self.moments().cov)
+
+    # Pictures (``pipeline.pictures``); only heatmaps import torch.
+    def peaks(self, rows, channel: int) -> list[tuple[int, int]]:
+        """(y, x) of each row's stored argmax for ``channel`` on the layer's grid."""
+        if "argmax" not in self.available:
+            raise QueryError(f"layer {self.name} stores no argmax (an imported store)")
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return []
+        flat = self.group["argmax"].get_orthogonal_selection((rows, [_channel(int(channel), self.channels)]))[:, 0]
+        width = self.spatial_shape[1]
+        return [(int(f) // width, int(f) % width) for f in flat]
+
+    def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
+             bottom: bool = False, samples: bool = False):
+        """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter)."""
+        from .pictures import grid
+
+        self._check_k(k)
+        return grid(self, channels, k, by, crop, heatmap, bottom, samples)

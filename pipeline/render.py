@@ -1,9 +1,10 @@
-"""matplotlib figures of a layer's statistics (exemplar grids come with issue 5).
+"""matplotlib figures: a layer's statistics and exemplar grids.
 
 Offers:
     histogram(counts, edges, quantiles, title, warning) -> Figure   one channel, log counts
     small_multiples(counts, edges, title, warning, groups) -> Figure every channel of a layer
     correlation(corr, order, title, warning) -> Figure              clustered heatmap
+    grid_figure(rows, title, warning) -> Figure                    exemplar tiles, rows of (label, tiles)
     save(figure, path)                                              PNG, then closes the figure
 
 A store made with random weights passes ``warning``, which every figure shows.
@@ -97,6 +98,36 @@ def correlation(corr, order, title: str, warning: str = ""):
     figure.colorbar(image, ax=ax, fraction=0.046, label="Pearson correlation")
     _warn(figure, warning)
     figure.tight_layout(rect=(0, 0.03 if warning else 0, 1, 1))
+    return figure
+
+
+def grid_figure(rows, title: str, warning: str = ""):
+    """Rows of tiles; each tile's caption (its activation) above it, the row's label at its left."""
+    plt = _pyplot()
+    n_rows, n_cols = len(rows), max((len(t) for _, t in rows), default=1)
+    figure, axes = plt.subplots(n_rows, max(n_cols, 1), figsize=(1.7 * n_cols + 0.9, 1.85 * n_rows + 0.9),
+                                dpi=100, squeeze=False)
+    for r, (label, tiles) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(tiles):
+                ax.axis("off")
+                continue
+            tile = tiles[c]
+            if tile.image is None:
+                ax.set_facecolor("#dddddd")
+                ax.text(0.5, 0.5, "missing\n" + tile.error[-40:], ha="center", va="center", fontsize=6,
+                        wrap=True, transform=ax.transAxes)
+            else:
+                ax.imshow(np.asarray(tile.image))
+            ax.set_title(tile.caption if r else f"#{c + 1}  {tile.caption}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=10, rotation=0, labelpad=34, va="center")
+    figure.suptitle(title, fontsize=12)
+    _warn(figure, warning)
+    figure.tight_layout(rect=(0, 0.025 if warning else 0, 1, 0.97))
     return figure
 
 

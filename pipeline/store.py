@@ -162,11 +162,19 @@ def _describe(value) -> str:
     return text if len(text) < 120 else text[:117] + "..."
 
 
+def _identity(value):
+    """What identifies a setting: a weights file's sha256 counts, not where it lies."""
+    if isinstance(value, dict) and isinstance(value.get("weights"), dict):
+        weights = {k: v for k, v in value["weights"].items() if k != "path"}
+        return dict(value, weights=weights)
+    return value
+
+
 def check_compatible(group, meta: dict) -> None:
     """Refuse, naming the field, when ``meta`` differs from the store's."""
     stored = group.attrs
     for field in COMPARED:
-        if field in meta and stored.get(field) != meta[field]:
+        if field in meta and _identity(stored.get(field)) != _identity(meta[field]):
             raise StoreMismatchError(
                 f"store {group.store} was made with {field}={_describe(stored.get(field))}, "
                 f"this run has {field}={_describe(meta[field])}; "

@@ -190,7 +190,7 @@ def test_rerun_with_other_weights_refuses_unless_overwrite(image_folder, small_s
     run_cli("activations", image_folder, "--store", store, "--weights", weights_file,
             "--workers", "0", "--overwrite")
     group = zarr.open_group(str(store), mode="r")
-    assert group.attrs["model"]["weights"]["kind"] == "file"
+    assert group.attrs["model"]["weights"]["kind"] == "file" and group.attrs["model"]["weights"]["path"] == str(weights_file)
     # The .pth holds the seed-0 random weights, so the numbers are the same.
     np.testing.assert_array_equal(group["mixed4a/mean"][:], _arrays(small_store)["mixed4a/mean"])
 
