@@ -180,6 +180,22 @@ def grid(
 
 
 @app.command()
+def gallery(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    out: Path = typer.Option(Path("site"), "--out", "-o", help="Folder of the static site."),
+    k: int = typer.Option(10, "-k", help="Top images per channel."),
+    crops: bool = typer.Option(True, help="Receptive-field crops around each top image's peak."),
+):
+    """A static, offline HTML site of every channel of a layer (open OUT/index.html)."""
+    from .gallery import build_gallery
+
+    target = _layer(store, layer)
+    target._check_k(k)
+    typer.echo(build_gallery(target, out, k=k, crops=crops).line())
+
+
+@app.command()
 def stats(
     store: str = StoreOpt,
     layer: str = LayerOpt,

@@ -48,9 +48,9 @@ def _histograms(x: np.ndarray):
     hi = np.where(hi > lo, hi, lo + 1.0)
     edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, HIST_BINS + 1)[None, :]
     scale = (HIST_BINS / (hi - lo)).astype(np.float32)
-    index = ((x - lo.astype(np.float32)) * scale).astype(np.int64)
+    index = ((x - lo.astype(np.float32)) * scale).astype(np.int32)
     np.clip(index, 0, HIST_BINS - 1, out=index)  # the max falls in the last bin, as np.histogram puts it
-    index += np.arange(cols) * HIST_BINS
+    index += (np.arange(cols) * HIST_BINS).astype(np.int32)
     counts = np.bincount(index.ravel(), minlength=cols * HIST_BINS).reshape(cols, HIST_BINS)
     return counts, edges
 
@@ -72,14 +72,18 @@ def _quantiles(x: np.ndarray) -> np.ndarray:
 
 
 def _block_table(layer, lo, hi, arr) -> dict:
-    x = np.asarray(arr[:, lo:hi])[layer.usable]
+    x = np.asarray(arr[:, lo:hi])
+    if not layer.usable.all():
+        x = x[layer.usable]
     if not len(x):
         return {}
     mean = x.sum(axis=0, dtype=np.float64) / len(x)
-    centred = x - mean.astype(np.float32)  # float32 products, float64 sums: fast and accurate
-    square = centred * centred
+    square = x - mean.astype(np.float32)  # float32 products, float64 sums: fast and accurate
+    square *= square
     m2 = square.sum(axis=0, dtype=np.float64) / len(x)
-    m4 = (square * square).sum(axis=0, dtype=np.float64) / len(x)
+    square *= square
+    m4 = square.sum(axis=0, dtype=np.float64) / len(x)
+    del square
     with np.errstate(invalid="ignore", divide="ignore"):
         kurtosis = np.where(m2 > 0, m4 / m2 ** 2 - 3.0, np.nan)
     counts, edges = _histograms(x)
@@ -124,17 +128,21 @@ def _shard_moments(layer, shard, arr, centre, labels, n_classes):
     keep = layer.usable[lo:hi]
     if not keep.any():
         return None
-    x = np.asarray(arr[lo:hi])[keep]
+    x = np.asarray(arr[lo:hi])
+    lab = labels[lo:hi]
+    if not keep.all():
+        x, lab = x[keep], lab[keep]
     xc = x - centre
     gram = (xc.T @ xc).astype(np.float64)
+    del xc  # memory is bounded by a few shard-sized buffers per thread
     sums, counts = np.zeros((n_classes, x.shape[1])), np.zeros(n_classes, dtype=np.int64)
-    lab = labels[lo:hi][keep]
     if n_classes and (lab >= 0).any():
-        x, lab = x[lab >= 0], lab[lab >= 0]
         order = np.argsort(lab, kind="stable")
+        order = order[lab[order] >= 0]
         present, starts = np.unique(lab[order], return_index=True)
-        sums[present] = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
-        counts[present] = np.diff(np.append(starts, len(lab)))
+        # float32 sums within a shard (at most 65536 rows), float64 across shards
+        sums[present] = np.add.reduceat(x[order], starts, axis=0)
+        counts[present] = np.diff(np.append(starts, len(order)))
     return gram, sums, counts
 
 

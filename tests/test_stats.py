@@ -71,7 +71,7 @@ def test_correlations_pca_and_selectivity(layer):
     top = class_means[best, np.arange(C)]
     with np.errstate(invalid="ignore"):
         expected = np.nan_to_num((top - rest) / (top + rest))
-    assert_allclose(sel["index"], expected, rtol=1e-6, atol=1e-12)
+    assert_allclose(sel["index"], expected, rtol=1e-5, atol=1e-6)  # float32 sums within a shard
     assert sel["class_names"] == ["tench", "goldfish", "n99999999"]  # WordNet ids become names
     assert_array_equal(sel["top_classes"][:, 0], best)
 

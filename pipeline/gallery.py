@@ -1,0 +1,131 @@
+"""``exemplars gallery``: a static, offline HTML site of a whole layer.
+
+Offers:
+    build_gallery(layer, out_dir, k=10, crops=True, progress=True) -> Summary
+
+The site: ``index.html`` (every channel, grouped by Inception branch, with its
+top exemplars), ``channels/NNNN.html`` (top-k with receptive-field crops,
+bottom-k, quantile-band samples, histogram, most correlated channels, top
+classes, the feature visualisation when cached), ``img/`` (thumbnails and
+crops). Every image is decoded once per build, in worker processes, and a
+later build of the same store reuses what it finds. All text from the dataset
+is escaped; every file written is named by numbers inside ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import pages
+from .images import display_image
+from .pictures import crop_box
+
+THUMB, SMALL, CROP = 128, 96, 128
+MANIFEST = ".exemplars-gallery.json"
+
+
+@dataclass
+class Summary:
+    out: str
+    channels: int
+    images: int
+    decoded: int
+    seconds: float
+
+    def line(self) -> str:
+        return (f"gallery of {self.channels} channels at {self.out}/index.html: {self.images} images "
+                f"({self.decoded} decoded this time) in {self.seconds:.1f} s")
+
+
+def _render_images(job):
+    """Decode one image once; write its thumbnail and every crop asked of it."""
+    root, path, row, boxes, folder = job
+    image, error = display_image(root, path)
+    if image is None:
+        return row, error
+    image.resize((THUMB, THUMB), resample=2).save(os.path.join(folder, f"{row}.jpg"), quality=85)
+    for channel, box in boxes:
+        image.crop(box).resize((CROP, CROP), resample=3).save(os.path.join(folder, f"{row}_c{channel}.jpg"), quality=85)
+    return row, ""
+
+
+def _identity(layer) -> dict:
+    attrs = layer.store.attrs
+    return {"store": os.path.abspath(layer.store.path), "layer": layer.name,
+            "fingerprint": attrs.get("dataset_fingerprint"), "weights": attrs.get("model")}
+
+
+def _reusable(out: Path, identity: dict) -> bool:
+    try:
+        return json.loads((out / MANIFEST).read_text()) == identity
+    except (OSError, ValueError):
+        return False
+
+
+def _queries(layer, k: int, crops: bool):
+    per_channel, needs = {}, {}
+    for c in range(layer.channels):
+        top = layer.topk(c, k=k)
+        bottom = layer.topk(c, k=max(1, k // 2), bottom=True)
+        samples = layer.samples(c, per_band=max(1, k // 5))
+        peaks = layer.peaks(top.rows, c) if crops else []
+        per_channel[c] = (top, bottom, samples, peaks)
+        for results in (top, bottom, samples):
+            for row in results.rows.tolist():
+                needs.setdefault(row, [])
+        for row, peak in zip(top.rows.tolist(), peaks):
+            needs[row].append((c, crop_box(layer, *peak)))
+    return per_channel, needs
+
+
+def _statistics(layer):
+    from . import stats
+
+    table = stats.channel_table(layer, "mean")
+    moments = stats.second_moments(layer, table["mean"])
+    corr = stats.correlations(moments)
+    return table, corr, stats.neighbours(corr, 5), stats.selectivity(moments, layer.store.class_names, top=3)
+
+
+def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: bool = True,
+                  workers: int | None = None) -> Summary:
+    from tqdm import tqdm
+
+    from .errors import QueryError
+
+    started = time.perf_counter()
+    out = Path(out_dir).resolve()
+    if crops and "argmax" not in layer.available:
+        raise QueryError(f"layer {layer.name} has no argmax for crops (an imported store); use --no-crops")
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    (out / "channels").mkdir(exist_ok=True)
+    identity = _identity(layer)
+    if not _reusable(out, identity):
+        for old in (out / "img").iterdir():
+            old.unlink()
+    per_channel, needs = _queries(layer, k, crops)
+    jobs = []
+    for row, path in zip(sorted(needs), layer.store.paths(sorted(needs))):
+        boxes = [(c, box) for c, box in needs[row] if not (out / "img" / f"{row}_c{c}.jpg").exists()]
+        if boxes or not (out / "img" / f"{row}.jpg").exists():  # made once, reused by later builds
+            jobs.append((layer.store.root, path, row, boxes, str(out / "img")))
+    missing = {}
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        results = pool.map(_render_images, jobs, chunksize=16)
+        for row, error in tqdm(results, total=len(jobs), desc="images", unit="img", disable=not progress):
+            if error:
+                missing[row] = error
+    (out / MANIFEST).write_text(json.dumps(identity))
+    table, corr, near, chosen = _statistics(layer)
+    site = pages.Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)
+    for c in tqdm(range(layer.channels), desc="pages", unit="page", disable=not progress):
+        site.write_channel(c)
+    site.write_index()
+    return Summary(str(out), layer.channels, len(needs), len(jobs), time.perf_counter() - started)

@@ -1,0 +1,130 @@
+"""HTML of the gallery: one page per channel and an index (all text escaped).
+
+Offers:
+    Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)
+    Site.write_channel(c), Site.write_index()
+    histogram_svg(counts, edges, marks) -> str   an inline SVG bar chart
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+
+from .stats import branches
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:1.2em;color:#222;background:#fafafa}
+a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;margin-top:1.4em}
+.warn{background:#b00020;color:#fff;padding:.4em .8em;font-weight:bold;border-radius:4px}
+.row{display:flex;flex-wrap:wrap;gap:8px} .tile{width:132px;font-size:11px;overflow-wrap:anywhere}
+.tile img{display:block;width:128px;height:128px;border:1px solid #ccc}
+.small .tile{width:100px} .small .tile img{width:96px;height:96px}
+.missing{width:128px;height:128px;background:#ddd;display:flex;align-items:center;justify-content:center;
+ text-align:center;font-size:10px;border:1px solid #ccc}
+.card{display:inline-block;margin:4px;padding:4px;background:#fff;border:1px solid #ddd;vertical-align:top}
+.card img{width:48px;height:48px;margin:1px} table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right}
+"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def histogram_svg(counts, edges, marks: dict, width=420, height=150) -> str:
+    counts = np.log1p(np.asarray(counts, dtype=float))
+    top = counts.max() or 1.0
+    lo, hi = float(edges[0]), float(edges[-1])
+    span = (hi - lo) or 1.0
+    bar = width / len(counts)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}" role="img" '
+             f'aria-label="histogram">']
+    for i, c in enumerate(counts):
+        h = height * c / top
+        parts.append(f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{bar - 1:.1f}" height="{h:.1f}" fill="#4c72b0"/>')
+    for j, (name, value) in enumerate(marks.items()):
+        x = width * (float(value) - lo) / span
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" stroke="#c44e52" stroke-dasharray="3,2"/>'
+                     f'<text x="{min(x + 2, width - 60):.1f}" y="{12 + 11 * j}" font-size="10">{esc(name)}</text>')
+    parts.append(f'<text x="0" y="{height + 14}" font-size="10">{lo:.3g}</text>'
+                 f'<text x="{width - 40}" y="{height + 14}" font-size="10">{hi:.3g}</text></svg>')
+    return "".join(parts)
+
+
+class Site:
+    def __init__(self, layer, out, per_channel, missing, table, corr, near, chosen, crops):
+        self.layer, self.out, self.per_channel, self.missing = layer, out, per_channel, missing
+        self.table, self.corr, self.near, self.chosen, self.crops = table, corr, near, chosen, crops
+        self.warning = layer.note()
+        self.groups = branches(layer) or {"channels": (0, layer.channels)}
+
+    def _page(self, title: str, body: str, prefix: str) -> str:
+        warn = f'<p class="warn">{esc(self.warning)}</p>' if self.warning else ""
+        return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+                f'<link rel="stylesheet" href="{prefix}style.css"></head><body>{warn}{body}</body></html>')
+
+    def _image(self, row: int, name: str, caption: str) -> str:
+        if row in self.missing:
+            return (f'<div class="tile"><div class="missing">missing image<br>{esc(self.missing[row])}</div>'
+                    f'{caption}</div>')
+        return f'<div class="tile"><img src="../img/{name}.jpg" alt="row {row}" loading="lazy">{caption}</div>'
+
+    def _tiles(self, results, with_crops: bool, css: str = "") -> str:
+        items = []
+        for i, item in enumerate(results.to_list()):
+            row = item["row"]
+            caption = (f'<b>{item["activation"]:.4g}</b>' + (f' {esc(item["band"])}' if "band" in item else "")
+                       + f'<br>{esc(item["path"])}<br><i>{esc(item["class"])}</i>')
+            items.append(self._image(row, str(row), caption))
+            if with_crops:
+                items.append(self._image(row, f"{row}_c{results.channel}", "receptive field at the peak"))
+        return f'<div class="row {css}">{"".join(items)}</div>'
+
+    def _branch(self, c: int) -> str:
+        return next((name for name, (lo, hi) in self.groups.items() if lo <= c < hi), "")
+
+    def write_channel(self, c: int) -> None:
+        layer, t = self.layer, self.table
+        top, bottom, samples, _ = self.per_channel[c]
+        nav = (f'<p><a href="../index.html">index</a>'
+               + (f' · <a href="{c - 1:04d}.html">← {c - 1}</a>' if c > 0 else "")
+               + (f' · <a href="{c + 1:04d}.html">{c + 1} →</a>' if c + 1 < layer.channels else "") + "</p>")
+        quantiles = {k: t[k][c] for k in ("q50", "q90", "q99", "q99.9")}
+        facts = "".join(f"<tr><th>{esc(k)}</th><td>{t[k][c]:.4g}</td></tr>"
+                        for k in ("mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis"))
+        neighbours = ", ".join(f'<a href="{int(n):04d}.html">{int(n)}</a> ({self.corr[c, n]:.2f})' for n in self.near[c])
+        classes = "<p>No labels: class selectivity needs an ImageFolder dataset.</p>"
+        if self.chosen is not None:
+            names = dict(zip(self.chosen["classes"].tolist(), self.chosen["class_names"]))
+            classes = (f'<p>selectivity index {self.chosen["index"][c]:.3f}; top classes: '
+                       + ", ".join(esc(names[int(k)]) for k in self.chosen["top_classes"][c]) + "</p>")
+        viz = ""
+        if (self.out / "img" / f"viz_{c}.png").exists():
+            viz = f'<h2>Feature visualisation</h2><img src="../img/viz_{c}.png" alt="feature visualisation" width="192">'
+        body = (f"<h1>{esc(layer.name)} channel {c} <small>{esc(self._branch(c))}</small></h1>{nav}{viz}"
+                f"<h2>Top {len(top)} by spatial mean</h2>{self._tiles(top, self.crops)}"
+                f"<h2>Quantile-band samples</h2>{self._tiles(samples, False, 'small')}"
+                f"<h2>Bottom {len(bottom)}</h2>{self._tiles(bottom, False, 'small')}"
+                f"<h2>Distribution of the spatial mean</h2>"
+                f"{histogram_svg(t['hist_counts'][c], t['hist_edges'][c], quantiles)}"
+                f"<table>{facts}</table><h2>Most correlated channels</h2><p>{neighbours}</p>"
+                f"<h2>Classes</h2>{classes}")
+        (self.out / "channels" / f"{c:04d}.html").write_text(
+            self._page(f"{layer.name} channel {c}", body, "../"), encoding="utf-8")
+
+    def write_index(self) -> None:
+        layer = self.layer
+        sections = []
+        for name, (lo, hi) in self.groups.items():
+            cards = []
+            for c in range(lo, hi):
+                top = self.per_channel[c][0]
+                thumbs = "".join(f'<img src="img/{r}.jpg" alt="row {r}" loading="lazy">'
+                                 for r in top.rows[:5].tolist() if r not in self.missing)
+                cards.append(f'<a class="card" href="channels/{c:04d}.html">{c}<br>{thumbs}</a>')
+            sections.append(f"<h2>{esc(name)} ({lo}-{hi - 1})</h2>{''.join(cards)}")
+        body = (f"<h1>{esc(layer.name)}: {layer.channels} channels, {int(layer.usable.sum())} images</h1>"
+                + "".join(sections))
+        (self.out / "index.html").write_text(self._page(f"{layer.name} gallery", body, ""), encoding="utf-8")
+        (self.out / "style.css").write_text(CSS)

@@ -1,0 +1,108 @@
+"""The gallery: built from a store, opened in a real headless Chromium from the file system.
+
+Chromium and chromedriver come from Debian (``.ci/run`` installs them); where
+they are missing the browser tests fail with a message saying so.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import pipeline
+from conftest import make_folder, make_image, run_cli
+from pipeline.extract import extract
+from pipeline.gallery import build_gallery
+
+HOSTILE = "<img src=x onerror=alert(1)>.jpg"
+
+
+@pytest.fixture(scope="module")
+def hostile_store(tmp_path_factory):
+    """A store whose dataset holds a hostile file name and later loses a file."""
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("hostile")
+    data = make_folder(root / "data", classes=("a<b>", "c&d"), per_class=5, seed=3)
+    make_image(np.random.default_rng(9), 300, 260).save(data / "a<b>" / HOSTILE)
+    store = root / "s.zarr"
+    extract(data, store, weights="random", workers=0, shard_rows=8, progress=False)
+    return store, data
+
+
+@pytest.fixture(scope="module")
+def site(hostile_store, tmp_path_factory):
+    store, data = hostile_store
+    layer = pipeline.open_store(store)["mixed4a"]
+    gone = layer.topk(0, k=1).paths[0]
+    (data / gone).unlink()  # disappeared since the store was made: a placeholder, not a crash
+    out = tmp_path_factory.mktemp("site") / "site"
+    summary = build_gallery(layer, out, k=4, progress=False, workers=2)
+    return out, summary, gone
+
+
+def test_site_files(site):
+    out, summary, _ = site
+    assert (out / "index.html").exists() and len(list((out / "channels").glob("*.html"))) == 508
+    assert summary.decoded == summary.images
+    for page in [out / "index.html", *sorted((out / "channels").glob("*.html"))[:50]]:
+        text = page.read_text()
+        assert HOSTILE not in text and "<img src=x" not in text
+        assert "RANDOM WEIGHTS" in text
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+
+
+def test_thumbnails_are_reused(site, hostile_store):
+    out, first, _ = site
+    layer = pipeline.open_store(hostile_store[0])["mixed4a"]
+    again = build_gallery(layer, out, k=4, progress=False, workers=2)
+    assert again.decoded <= 1  # only the vanished image is tried again
+
+
+def _browser():
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("Chromium and chromedriver are needed: apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 "--allow-file-access-from-files"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def test_pages_load_in_a_real_browser(site):
+    out, _, gone = site
+    layer_pages = [out / "index.html", *sorted((out / "channels").glob("*.html"))[:3]]
+    hostile_page = next(p for p in sorted((out / "channels").glob("*.html")) if "onerror=alert(1)" in p.read_text())
+    driver = _browser()
+    try:
+        for page in [*layer_pages, hostile_page]:
+            driver.get(page.as_uri())
+            driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+            driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+            broken = driver.execute_script(
+                "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+            assert broken == [], f"{page.name}: images that do not resolve: {broken[:5]}"
+            errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            assert errors == [], f"{page.name}: console errors {errors}"
+            assert driver.execute_script("return window.__hacked === undefined")
+        driver.get(hostile_page.as_uri())
+        assert HOSTILE in driver.find_element("tag name", "body").text  # shown as text, not markup
+        driver.get((out / "channels" / "0000.html").as_uri())  # its top image was deleted
+        shown = driver.execute_script("return document.body.innerText")
+        assert "missing image" in shown and gone in shown
+        driver.save_screenshot(str(out / "screenshot.png"))
+    finally:
+        driver.quit()
+
+
+def test_gallery_cli_errors(small_store, tmp_path):
+    proc = run_cli("gallery", "--store", small_store, "--layer", "nope", "-o", tmp_path / "s", check=False)
+    assert proc.returncode == 2 and "unknown layer" in proc.stderr

@@ -1,0 +1,104 @@
+"""Exemplar grids: the notebook's shape and labels, crops on the argmax, heatmaps from the shown images."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pipeline
+from conftest import run_cli
+from pipeline.errors import QueryError
+from pipeline.images import display_image
+from pipeline.pictures import crop_box, parse_channels, tiles
+
+
+def test_parse_channels():
+    assert parse_channels("0-3,97", 508) == [0, 1, 2, 3, 97]
+    with pytest.raises(QueryError, match="out of range"):
+        parse_channels("500-510", 508)
+    with pytest.raises(QueryError, match="malformed"):
+        parse_channels("a-b", 508)
+
+
+def test_display_image_is_the_notebooks(image_folder):
+    import torch
+    from torchvision import transforms
+
+    path = "bear/img_03.png"
+    mine, error = display_image(str(image_folder), path)
+    notebook = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    expected = notebook(Image.open(image_folder / path).convert("RGB"))
+    assert error == "" and mine.size == (224, 224)
+    assert torch.equal(transforms.ToTensor()(mine), expected)
+
+
+def test_grid_has_the_notebooks_shape_and_labels(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    figure = layer.grid("0-2", k=4)
+    axes = np.array(figure.axes).reshape(3, 4)
+    assert [axes[r][0].get_ylabel() for r in range(3)] == ["ch 0", "ch 1", "ch 2"]
+    top = layer.topk(1, k=4)
+    assert axes[1][2].get_title() == f"{top.activations[2]:.3g}"
+    assert axes[0][0].get_title().startswith("#1 ")
+    assert "RANDOM WEIGHTS" in " ".join(t.get_text() for t in figure.texts)
+
+
+def test_crops_are_centred_on_the_argmax_and_sized_by_the_field(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    results = layer.topk(5, k=3, by="max")
+    for (y, x), row in zip(results.peaks, results.rows):
+        left, top, right, bottom = crop_box(layer, y, x)
+        centre = -70 + 16 * np.array([y, x]) + 85  # start + stride * i + (size - 1) / 2
+        full = (left, top, right, bottom) == (-70 + 16 * x, -70 + 16 * y, 101 + 16 * x, 101 + 16 * y)
+        clipped = (max(0, -70 + 16 * x), max(0, -70 + 16 * y), min(224, 101 + 16 * x), min(224, 101 + 16 * y))
+        assert (left, top, right, bottom) == clipped or full
+        assert top <= centre[0] < bottom and left <= centre[1] < right
+    assert [t.image.size for t in tiles(layer, results, crop=True)] == [(160, 160)] * 3
+
+
+def test_heatmaps_come_from_the_model_on_the_shown_images_only(small_store, monkeypatch):
+    import pipeline.heatmap as heatmap
+
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    seen = []
+    real = heatmap.channel_maps
+
+    def counting(layer_, rows, channel):
+        seen.append(list(rows))
+        return real(layer_, rows, channel)
+
+    monkeypatch.setattr(heatmap, "channel_maps", counting)
+    layer.grid([7], k=3, heatmap=True)
+    shown = layer.topk(7, k=3).rows.tolist()
+    assert seen == [shown]
+    maps = real(layer, shown, 7)
+    assert maps.shape == (3, 14, 14)
+    # The rerun maps reduce to the stored statistics.
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), layer.column(7)[shown], rtol=1e-4, atol=1e-6)
+
+
+def test_missing_image_is_a_labelled_placeholder(image_folder, tmp_path):
+    from pipeline.extract import extract
+
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data)
+    store = tmp_path / "s.zarr"
+    extract(data, store, weights="random", workers=0, shard_rows=8, progress=False)
+    layer = pipeline.open_store(store)["mixed4a"]
+    top = layer.topk(3, k=2)
+    (data / top.paths[0]).unlink()
+    drawn = tiles(layer, top)
+    assert drawn[0].image is None and top.paths[0] in drawn[0].error and drawn[1].image is not None
+    layer.grid([3], k=2)  # draws, no crash
+
+
+def test_grid_cli(small_store, tmp_path):
+    out = tmp_path / "g.png"
+    run_cli("grid", "--store", small_store, "--channels", "0-1", "-k", "3", "--crop", "--bottom", "--samples",
+            "-o", out)
+    assert Image.open(out).size[0] > 400
+    proc = run_cli("grid", "--store", small_store, "--channels", "0-999", "-o", out, check=False)
+    assert proc.returncode == 2 and "out of range" in proc.stderr
