@@ -168,15 +168,41 @@ def grid(
     heatmap: bool = typer.Option(False, help="Overlay the channel's map (reruns the model on the shown images)."),
     bottom: bool = typer.Option(False, help="Add a row of the least activating images per channel."),
     samples: bool = typer.Option(False, help="Add a row of quantile-band samples per channel."),
+    featureviz: bool = typer.Option(False, help="Start each row with the channel's cached feature visualisation."),
     out: Path = typer.Option(Path("grid.png"), "--out", "-o"),
 ):
     """The notebook's figure from the store: top images per channel, as a PNG."""
     from .render import save
 
     figure = _layer(store, layer).grid(channels, k=k, by=by, crop=crop, heatmap=heatmap,
-                                       bottom=bottom, samples=samples)
+                                       bottom=bottom, samples=samples, featureviz=featureviz)
     save(figure, out)
     typer.echo(f"wrote {out}")
+
+
+@app.command()
+def featureviz(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    channel: int = typer.Option(..., "--channel", "-c"),
+    size: int = typer.Option(128, min=16, help="Side of the optimised image in pixels."),
+    steps: int = typer.Option(128, min=1, help="Optimisation steps."),
+    seed: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save it as a PNG."),
+):
+    """lucent's activation maximisation for a channel, cached in the store (reruns the model once)."""
+    import time
+
+    from PIL import Image
+
+    from .featureviz import featureviz as optimise
+
+    started = time.perf_counter()
+    picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed)
+    if out is not None:
+        Image.fromarray(picture).save(out)
+    typer.echo(f"{layer} channel {channel}: {size}x{size}, {steps} steps, cached in {store} "
+               f"({time.perf_counter() - started:.1f} s)" + (f"; wrote {out}" if out else ""))
 
 
 @app.command()

@@ -85,6 +85,16 @@ def _queries(layer, k: int, crops: bool):
     return per_channel, needs
 
 
+def _write_featureviz(layer, folder: Path) -> None:
+    """Copy the store's cached feature visualisations next to the thumbnails."""
+    from PIL import Image
+
+    if "featureviz_done" not in layer.group:
+        return
+    for c in np.flatnonzero(layer.group["featureviz_done"][:]).tolist():
+        Image.fromarray(np.asarray(layer.group["featureviz"][c])).save(folder / f"viz_{c}.png")
+
+
 def _statistics(layer):
     from . import stats
 
@@ -123,6 +133,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
             if error:
                 missing[row] = error
     (out / MANIFEST).write_text(json.dumps(identity))
+    _write_featureviz(layer, out / "img")
     table, corr, near, chosen = _statistics(layer)
     site = pages.Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)
     for c in tqdm(range(layer.channels), desc="pages", unit="page", disable=not progress):

@@ -88,8 +88,12 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
 
 
 def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
-         bottom: bool = False, samples: bool = False, per_band: int | None = None):
-    """The notebook's figure (rows = channels, columns = ranks), with optional extra rows."""
+         bottom: bool = False, samples: bool = False, per_band: int | None = None, featureviz: bool = False):
+    """The notebook's figure (rows = channels, columns = ranks), with optional extra rows.
+
+    ``featureviz`` puts each channel's cached feature visualisation first in its row.
+    """
+    from .featureviz import cached
     from .render import grid_figure
 
     channels = parse_channels(channels, layer.channels) if isinstance(channels, str) else list(channels)
@@ -106,7 +110,13 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
                 from .heatmap import channel_maps
 
                 heat = channel_maps(layer, results.rows, channel)
-            rows.append((label, tiles(layer, results, crop=crop, heat=heat)))
+            drawn = tiles(layer, results, crop=crop, heat=heat)
+            if featureviz and label == f"ch {channel}":
+                picture = cached(layer, channel)
+                ideal = Image.fromarray(picture).resize((TILE, TILE)) if picture is not None else None
+                drawn.insert(0, Tile(ideal, "feature viz", "" if ideal is not None else
+                                     f"not cached: exemplars featureviz -c {channel}"))
+            rows.append((label, drawn))
     what = "receptive-field crops around the peak" if crop else "whole images"
     title = (f"{layer.name}: top {k} images per channel by spatial {by} ({what}"
              f"{', activation heatmaps' if heatmap else ''})")

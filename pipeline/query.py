@@ -362,9 +362,9 @@ class Layer:
         return [(int(f) // width, int(f) % width) for f in flat]
 
     def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
-             bottom: bool = False, samples: bool = False):
+             bottom: bool = False, samples: bool = False, featureviz: bool = False):
         """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter)."""
         from .pictures import grid
 
         self._check_k(k)
-        return grid(self, channels, k, by, crop, heatmap, bottom, samples)
+        return grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz)

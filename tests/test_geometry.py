@@ -11,7 +11,7 @@ class _Small:
     """pad 1 -> conv 3x3 stride 1 -> maxpool 2 stride 2 -> conv 3x3 stride 2 (no padding)."""
 
     @staticmethod
-    def build():
+    def build(pool: str = "max"):
         import torch.nn as nn
         import torch.nn.functional as F
 
@@ -19,7 +19,8 @@ class _Small:
             def __init__(self):
                 super().__init__()
                 self.a = nn.Conv2d(1, 1, 3)
-                self.pool = nn.MaxPool2d(2, 2)
+                # Same geometry either way; an average pool passes gradient to its whole window.
+                self.pool = nn.MaxPool2d(2, 2) if pool == "max" else nn.AvgPool2d(2, 2)
                 self.b = nn.Conv2d(1, 1, 3, stride=2)
 
             def forward(self, x):
@@ -44,9 +45,10 @@ def test_small_network_against_gradients():
     import torch
     import torch.fx
 
-    net = _Small.build()
+    net = _Small.build("avg")
     field = receptive_field(torch.fx.symbolic_trace(net), "b")
-    x = torch.randn(1, 1, 32, 32, requires_grad=True)
+    assert field == receptive_field(torch.fx.symbolic_trace(_Small.build("max")), "b")
+    x = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
     with torch.no_grad():
         for p in net.parameters():
             p.fill_(1.0)
@@ -66,7 +68,8 @@ def test_inceptionv1_fields_match_its_gradients(random_model, layer, expected):
     net = cut(random_model, [layer])
     field = receptive_field(net, layer)
     assert field == expected
-    x = (torch.randn(1, 3, 224, 224) * 50).requires_grad_(True)
+    generator = torch.Generator().manual_seed(0)  # a fixed input: the tightness check is deterministic
+    x = (torch.randn(1, 3, 224, 224, generator=generator) * 50).requires_grad_(True)
     out = net(x)[layer]
     y0 = out.shape[-1] // 2
     out[0, :, y0, y0].sum().backward()

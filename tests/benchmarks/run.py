@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, in one run, printed as README-ready tables.
 
-Usage: .venv/bin/python tests/benchmarks/run.py [extract] [query] [stats]
+Usage: .venv/bin/python tests/benchmarks/run.py [extract] [query] [stats] [gallery]
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_extract  # noqa: E402
+import bench_gallery  # noqa: E402
 import bench_query  # noqa: E402
 import bench_stats  # noqa: E402
 from common import machine  # noqa: E402
 
 
 def main(which: list[str]) -> None:
-    which = which or ["extract", "query", "stats"]
+    which = which or ["extract", "query", "stats", "gallery"]
     print(f"machine: {machine()}\n")
     notebook_rate = None
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
@@ -31,7 +32,10 @@ def main(which: list[str]) -> None:
             print(bench_query.report(bench_query.run(Path(tmp) / "query"), notebook_rate), "\n", flush=True)
         if "stats" in which:
             (Path(tmp) / "stats").mkdir()
-            print(bench_stats.report(bench_stats.run(Path(tmp) / "stats")), flush=True)
+            print(bench_stats.report(bench_stats.run(Path(tmp) / "stats")), "\n", flush=True)
+        if "gallery" in which:
+            (Path(tmp) / "gallery").mkdir()
+            print(bench_gallery.report(bench_gallery.run(Path(tmp) / "gallery")), flush=True)
 
 
 if __name__ == "__main__":

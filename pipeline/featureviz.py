@@ -1,0 +1,68 @@
+"""Feature visualisation (lucent's activation maximisation), cached in the store.
+
+Offers:
+    cached(layer, channel) -> uint8 (S, S, 3) or None      torch-free
+    featureviz(store_path, layer, channel, size, steps, seed) -> uint8 (S, S, 3)
+
+The picture is optimised once, with the store's own weights, and kept in
+``<layer>/featureviz`` (one chunk per channel; ``featureviz_done`` marks which
+exist), so pictures and galleries show the synthetic "ideal" input beside the
+real exemplars without running the model again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+from .errors import QueryError
+from .store import writer_lock
+
+
+def cached(layer, channel: int):
+    group = layer.group
+    if "featureviz_done" not in group or not bool(group["featureviz_done"][channel]):
+        return None
+    return np.asarray(group["featureviz"][channel])
+
+
+def _optimise(store, layer: str, channel: int, size: int, steps: int, seed: int) -> np.ndarray:
+    import torch
+    from lucent.optvis import param, render
+
+    from .heatmap import model_for
+
+    model = model_for(store)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        images = render.render_vis(model, f"{layer}:{channel}", param_f=lambda: param.image(size),
+                                   thresholds=(steps,), show_image=False, progress=False)
+    return (np.clip(images[-1][0], 0, 1) * 255).round().astype(np.uint8)
+
+
+def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int = 128, seed: int = 0):
+    """The channel's feature visualisation, from the cache or optimised now and cached."""
+    from . import open_store
+
+    target = open_store(store_path)[layer]
+    target.column(channel)  # validates the channel
+    settings = {"size": size, "steps": steps, "seed": seed, "method": "lucent.optvis.render.render_vis, param.image"}
+    stored = target.attrs.get("featureviz")
+    if stored and stored != settings:
+        raise QueryError(f"this store caches feature visualisations made with {stored}; ask for the same settings")
+    picture = cached(target, channel)
+    if picture is not None:
+        return picture
+    picture = _optimise(target.store, layer, channel, size, steps, seed)
+    with writer_lock(store_path):
+        group = zarr.open_group(str(store_path), mode="r+")[layer]
+        if "featureviz" not in group:
+            group.create_array("featureviz", shape=(target.channels, size, size, 3), dtype="uint8",
+                               chunks=(1, size, size, 3), fill_value=0,
+                               dimension_names=("channel", "y", "x", "rgb"))
+            group.create_array("featureviz_done", shape=(target.channels,), dtype=bool, chunks=(1,),
+                               fill_value=False, dimension_names=("channel",))
+            group.attrs["featureviz"] = settings
+        group["featureviz"][channel] = picture
+        group["featureviz_done"][channel] = True
+    return picture
