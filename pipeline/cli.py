@@ -35,12 +35,16 @@ def activations(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536)."),
     overwrite: bool = typer.Option(False, help="Rebuild a store made with other settings."),
+    precision: str = typer.Option("fp32", help="fp32 (exact) | bf16 | fp16: autocast, faster, approximate."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the network (slow start, fast run)."),
+    decoder: str = typer.Option("pil", help="pil (the notebook's, exact) | fast (torchvision) | gpu (CUDA)."),
 ):
     """Phase one: run the model once and store every channel's mean, max and argmax."""
     from .extract import extract
 
     summary = extract(data_dir, store, layer, weights=weights, seed=seed, batch_size=batch_size,
-                      workers=workers, device=device, shard_rows=shard_rows, overwrite=overwrite)
+                      workers=workers, device=device, shard_rows=shard_rows, overwrite=overwrite,
+                      precision=precision, compile=compile, decoder=decoder)
     for path, error in summary.invalid[:20]:
         typer.echo(f"invalid: {path}: {error}", err=True)
     if len(summary.invalid) > 20:

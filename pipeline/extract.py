@@ -20,6 +20,7 @@ import numpy as np
 
 from . import images as imgs
 from . import store as st
+from .decode import finish_batch
 from .geometry import as_dict, receptive_field
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
 
@@ -128,13 +129,25 @@ def _store_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _root_meta(images, weights_info) -> dict:
+def _root_meta(images, weights_info, precision="fp32", decoder="pil") -> dict:
     return {
         "dataset": {"root": images.root, "layout": images.layout, "n_images": len(images)},
         "dataset_fingerprint": imgs.fingerprint(images),
-        "preprocessing": dict(imgs.PREPROCESSING),
-        "model": {"name": MODEL_NAME, "weights": weights_info},
+        "preprocessing": dict(imgs.PREPROCESSING, decoder=decoder),
+        "model": {"name": MODEL_NAME, "weights": weights_info, "precision": precision},
     }
+
+
+def _check_options(precision: str, decoder: str, device: str) -> None:
+    from .decode import DECODERS
+    from .errors import PipelineError
+
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise PipelineError(f"--precision must be fp32, bf16 or fp16, not {precision!r}")
+    if decoder not in DECODERS:
+        raise PipelineError(f"--decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise PipelineError(f"--device must be auto, cpu or cuda, not {device!r}")
 
 
 def _pending(group, layers) -> list[int]:
@@ -144,21 +157,56 @@ def _pending(group, layers) -> list[int]:
     return [int(s) for s in np.flatnonzero(~done)]
 
 
-def _loader(images, sampler, workers: int, pin: bool):
+def _loader(images, sampler, workers: int, pin: bool, decoder: str):
     from torch.utils.data import DataLoader
 
-    return DataLoader(imgs.ImageDataset(images.root, images.paths), batch_sampler=sampler,
-                      num_workers=workers, pin_memory=pin,
+    from .decode import collate, make_dataset
+
+    return DataLoader(make_dataset(images.root, images.paths, decoder), batch_sampler=sampler,
+                      num_workers=workers, pin_memory=pin, collate_fn=collate,
                       persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def _network(traced, dev, precision: str, compiled: bool, batch_size: int):
+    """The forward pass as a function of a uint8 batch: autocast and compile when asked.
+
+    With ``compiled`` every batch is padded to ``batch_size``, so one graph serves all.
+    """
+    import contextlib
+
+    import torch
+
+    net = traced.to(dev, memory_format=torch.channels_last)
+    if compiled:
+        net = torch.compile(net, dynamic=False)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def forward(batch):
+        n = batch.shape[0]
+        if compiled and n < batch_size:
+            batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+        x = imgs.to_model_input(batch).contiguous(memory_format=torch.channels_last)
+        context = torch.autocast(dev.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with context:
+            out = net(x)
+        return {name: value[:n].float() for name, value in out.items()}
+
+    return forward
 
 
 def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", seed=0,
             batch_size=None, workers=None, device="auto", shard_rows=None,
-            overwrite=False, progress=True) -> Summary:
-    """Run phase one; resumable, and a no-op on a finished store."""
+            overwrite=False, progress=True, precision="fp32", compile=False, decoder="pil") -> Summary:
+    """Run phase one; resumable, and a no-op on a finished store.
+
+    The defaults reproduce the notebook (to float32 round-off); ``precision``
+    (bf16, fp16), ``decoder`` (fast, gpu) and ``compile`` trade exactness or
+    start-up time for speed (see the README's figures).
+    """
     import torch
     from tqdm import tqdm
 
+    _check_options(precision, decoder, device)
     layers = list(dict.fromkeys(layers))
     images = imgs.scan(data_dir)
     model, weights_info = load_model(weights, seed)
@@ -166,7 +214,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     shapes = {layer: layer_shapes(model)[layer] for layer in layers}
     store_path = Path(store_path)
     with st.writer_lock(store_path):
-        meta = _root_meta(images, weights_info)
+        meta = _root_meta(images, weights_info, precision, decoder)
         if shard_rows is None and not overwrite and (store_path / "zarr.json").is_file():
             shard_rows = st.open_group(store_path).attrs.get("shard_rows")
         shard_rows = int(shard_rows or st.DEFAULT_SHARD_ROWS)
@@ -183,8 +231,12 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         dev = _device(device)
         batch_size = batch_size or (128 if dev.type == "cuda" else 32)
         sampler = ShardBatches(pending, shard_rows, len(images), batch_size)
+        if decoder == "gpu" and dev.type != "cuda":
+            from .errors import PipelineError
+
+            raise PipelineError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
         # channels_last is faster on both CPU and GPU and changes only round-off.
-        net = traced.to(dev, memory_format=torch.channels_last)
+        forward = _network(traced, dev, precision, compile, batch_size)
         if workers is None:  # leave a core to the model: decoding is the cheaper half
             workers = max(1, min(8, (os.cpu_count() or 2) - 1))
         started = time.perf_counter()
@@ -193,13 +245,15 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         bar = tqdm(total=int(sampler.rows_total()), unit="img", desc=",".join(layers),
                    disable=not progress or not pending, dynamic_ncols=True)
         with torch.inference_mode(), bar:
-            for index, batch, ok, errors in _loader(images, sampler, workers, dev.type == "cuda"):
+            for index, batch, ok, errors in _loader(images, sampler, workers, dev.type == "cuda", decoder):
                 rows = index.tolist()
                 if buffer is None:
                     shard = rows[0] // shard_rows
                     buffer = _ShardBuffer(shard, *st.shard_bounds(shard, shard_rows, len(images)), shapes)
-                x = imgs.to_model_input(batch.to(dev, non_blocking=True))
-                out = net(x.contiguous(memory_format=torch.channels_last))
+                batch, failed = finish_batch(batch, dev)
+                for i, error in failed.items():
+                    ok[i], errors[i] = False, error
+                out = forward(batch)
                 stacked = torch.cat([reduce(out[layer]) for layer in layers], dim=2).cpu().numpy()
                 split = np.cumsum([shapes[layer][0] for layer in layers])[:-1]
                 results = dict(zip(layers, np.split(stacked, split, axis=2)))

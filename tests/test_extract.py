@@ -248,3 +248,43 @@ def test_bad_files_are_marked_invalid_and_named(tmp_path):
     assert np.isnan(mean[~rows]).all() and np.isfinite(mean[rows]).all()
     assert (group["mixed4a/argmax"][:][~rows] == -1).all()
     assert "(3 invalid)" in proc.stdout
+
+
+@pytest.mark.parametrize("options, overlap, error", [
+    ({"compile": True}, 1.0, 1e-3),
+    ({"decoder": "fast"}, 0.8, 0.1),
+    ({"precision": "bf16"}, 0.8, 0.1),
+])
+def test_opt_in_modes_agree_within_their_tolerance(image_folder, small_store, tmp_path, options, overlap, error):
+    """The README states each mode's measured agreement; these are the bounds they must keep."""
+    from pipeline.agreement import agreement
+
+    store = tmp_path / "mode.zarr"
+    extract(image_folder, store, weights="random", batch_size=4, workers=0, shard_rows=8, progress=False, **options)
+    exact = zarr.open_group(str(small_store), mode="r")["mixed4a/mean"][:]
+    other = zarr.open_group(str(store), mode="r")["mixed4a/mean"][:]
+    result = agreement(exact, other)
+    assert result["topk_overlap"] >= overlap and result["max_relative_error"] <= error, result
+    attrs = zarr.open_group(str(store), mode="r").attrs
+    assert attrs["model"]["precision"] == options.get("precision", "fp32")
+    assert attrs["preprocessing"]["decoder"] == options.get("decoder", "pil")
+
+
+def test_bad_options_are_one_sentence(image_folder, tmp_path):
+    for args, fragment in ((["--precision", "fp8"], "--precision"), (["--decoder", "magic"], "--decoder"),
+                           (["--decoder", "gpu", "--device", "cpu"], "needs a CUDA device")):
+        proc = run_cli("activations", image_folder, "--store", tmp_path / "s.zarr", "--weights", "random",
+                       *args, check=False)
+        assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_agreement_metric():
+    from pipeline.agreement import agreement
+
+    exact = np.arange(40, dtype=np.float32).reshape(20, 2)  # channel 0 peaks at 38, channel 1 at 39
+    other = exact.copy()
+    other[0, 0] += 0.38  # 1% of channel 0's scale, ranks unchanged
+    other[[18, 19], 1] = 0  # two of channel 1's top-10 fall out, an error of its whole scale
+    assert agreement(exact[:, :1], other[:, :1]) == pytest.approx({"topk_overlap": 1.0, "max_relative_error": 0.01})
+    result = agreement(exact, other)
+    assert result == pytest.approx({"topk_overlap": (1.0 + 0.8) / 2, "max_relative_error": 1.0})

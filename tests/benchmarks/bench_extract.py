@@ -25,26 +25,49 @@ def _measure(name, command_for):
     return {"name": name, "rate": rate, "startup": ts - SMALL / rate, "mem_small": ms, "mem_large": ml}
 
 
-def run(workdir: Path) -> list[dict]:
+# Each mode's options; "exact" is the default, the others are opt-in (issue 6).
+MODES = {
+    "exact (defaults)": [],
+    "--decoder fast": ["--decoder", "fast"],
+    "--precision bf16": ["--precision", "bf16"],
+    "--compile": ["--compile"],
+    "--compile --precision bf16 --decoder fast": ["--compile", "--precision", "bf16", "--decoder", "fast"],
+}
+
+
+def run(workdir: Path, modes=MODES) -> list[dict]:
+    import zarr
+
+    from pipeline.agreement import agreement
+
     folders = {n: imagenet_like(workdir / f"images_{n}", n) for n in (SMALL, LARGE)}
     py = sys.executable
     notebook = _measure("notebook loop (batch 64, 2 workers, full network, hook)",
                         lambda n: [py, str(ROOT / "tests/benchmarks/notebook_loop.py"), str(folders[n])])
-    ours = _measure("exemplars activations (defaults)",
-                    lambda n: [py, "-m", "pipeline", "activations", str(folders[n]), "--store",
-                               str(workdir / f"store_{n}.zarr"), "--weights", "random", "--overwrite"])
-    rows = [notebook, ours]
+    rows = [notebook]
+    for i, (name, options) in enumerate(modes.items()):
+        store = lambda n, i=i: workdir / f"store_{i}_{n}.zarr"  # noqa: E731
+        row = _measure(f"exemplars activations {name}",
+                       lambda n: [py, "-m", "pipeline", "activations", str(folders[n]), "--store", str(store(n)),
+                                  "--weights", "random", "--overwrite", *options])
+        mean = zarr.open_group(str(store(LARGE)), mode="r")["mixed4a/mean"][:]
+        row["agreement"] = agreement(rows[1]["mean"] if len(rows) > 1 else mean, mean)
+        row["mean"] = mean
+        rows.append(row)
     for row in rows:
         row["ratio"] = row["rate"] / notebook["rate"]
     return rows
 
 
 def report(rows) -> str:
-    lines = ["| phase one | images/s (steady) | × notebook | start-up s | peak MB (64 / 448 images) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| phase one | images/s (steady) | × notebook | start-up s | peak MB (64 / 448 images) "
+             "| top-10 overlap vs exact | max relative error |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        agree = r.get("agreement")
+        extra = (f"{agree['topk_overlap']:.3f} | {agree['max_relative_error']:.2e}" if agree else "– | –")
         lines.append(f"| {r['name']} | {r['rate']:.1f} | {r['ratio']:.2f} | {r['startup']:.1f} | "
-                     f"{r['mem_small']:.0f} / {r['mem_large']:.0f} |")
+                     f"{r['mem_small']:.0f} / {r['mem_large']:.0f} | {extra} |")
     return "\n".join(lines)
 
 
