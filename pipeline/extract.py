@@ -176,7 +176,9 @@ def _network(traced, dev, precision: str, compiled: bool, batch_size: int):
 
     import torch
 
-    net = traced.to(dev, memory_format=torch.channels_last)
+    from .fastgraph import speed_up
+
+    net = speed_up(traced).to(dev, memory_format=torch.channels_last)
     if compiled:
         net = torch.compile(net, dynamic=False)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

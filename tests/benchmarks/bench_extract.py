@@ -17,6 +17,12 @@ SMALL, LARGE = 64, 448
 
 
 def _measure(name, command_for):
+    """Steady rate from a small and a large run, after one untimed warm-up run.
+
+    The warm-up fills the page cache and torch.compile's cache, so both timed
+    runs start equally; otherwise compile time differs between them.
+    """
+    timed(command_for(SMALL))
     runs = {}
     for label, folder in (("small", SMALL), ("large", LARGE)):
         runs[label] = timed(command_for(folder))

@@ -39,7 +39,15 @@ def folder(root: Path, n: int) -> Path:
     return root
 
 
+def _means(store):
+    import zarr
+
+    return zarr.open_group(store, mode="r")["mixed4a/mean"][:]
+
+
 def main(large: int) -> None:
+    from pipeline.agreement import agreement
+
     import torch
 
     if not torch.cuda.is_available():
@@ -51,24 +59,36 @@ def main(large: int) -> None:
         tmp = Path(tmp)
         dirs = {n: folder(tmp / f"img{n}", n) for n in (small, large)}
         py = sys.executable
+        workers = str(os.cpu_count() - 1)
+
+        def ours(*options):
+            return lambda n, tag="_".join(options) or "exact": [
+                py, "-m", "pipeline", "activations", str(dirs[n]), "--store", str(tmp / f"s{n}{tag}.zarr"),
+                "--weights", "random", "--device", "cuda", "--batch-size", "256", "--workers", workers,
+                "--overwrite", *options]
+
         variants = {
             "notebook loop (batch 64, 2 workers)":
                 lambda n: [py, str(ROOT / "tests/benchmarks/notebook_loop.py"), str(dirs[n]), "64", "2", "cuda"],
-            "exemplars activations (batch 256, %d workers)" % (os.cpu_count() - 1):
-                lambda n: [py, "-m", "pipeline", "activations", str(dirs[n]), "--store", str(tmp / f"s{n}.zarr"),
-                           "--weights", "random", "--device", "cuda", "--batch-size", "256",
-                           "--workers", str(os.cpu_count() - 1), "--overwrite"],
+            f"exemplars, exact (batch 256, {workers} workers)": ours(),
+            "exemplars --decoder gpu": ours("--decoder", "gpu"),
+            "exemplars --decoder gpu --precision fp16": ours("--decoder", "gpu", "--precision", "fp16"),
         }
-        rates = {}
+        rates, stores = {}, {}
         for name, cmd in variants.items():
             ts, _, _ = timed(cmd(small))
             tl, peak, _ = timed(cmd(large))
             rates[name] = (large - small) / (tl - ts)
+            store = cmd(large)[cmd(large).index("--store") + 1] if "--store" in cmd(large) else None
+            stores[name] = store
             print(f"{name}: {rates[name]:.0f} images/s steady, start-up {ts - small / rates[name]:.1f} s, "
                   f"peak host memory {peak:.0f} MB", flush=True)
         base = next(iter(rates.values()))
+        exact = _means(stores[list(variants)[1]])
         for name, rate in rates.items():
-            print(f"| {name} | {rate:.0f} | {rate / base:.2f} |")
+            agree = agreement(exact, _means(stores[name])) if stores[name] else None
+            extra = f"{agree['topk_overlap']:.3f} | {agree['max_relative_error']:.2e}" if agree else "– | –"
+            print(f"| {name} | {rate:.0f} | {rate / base:.2f} | {extra} |")
 
 
 if __name__ == "__main__":

