@@ -12,6 +12,7 @@ rest is batching, buffering whole shards and writing each exactly once.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,10 +126,6 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _store_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def _root_meta(images, weights_info, precision="fp32", decoder="pil") -> dict:
     return {
         "dataset": {"root": images.root, "layout": images.layout, "n_images": len(images)},
@@ -196,6 +193,51 @@ def _network(traced, dev, precision: str, compiled: bool, batch_size: int):
     return forward
 
 
+def _open_for_writing(store_path, images, weights_info, layers, shapes, model, traced, shard_rows,
+                      overwrite, precision, decoder):
+    """Create or reopen the store and its layers (the leader rank alone does this)."""
+    meta = _root_meta(images, weights_info, precision, decoder)
+    if shard_rows is None and not overwrite and st.is_store(store_path):
+        shard_rows = st.open_group(store_path).attrs.get("shard_rows")
+    shard_rows = int(shard_rows or st.DEFAULT_SHARD_ROWS)
+    group = st.create_store(store_path, meta, {
+        "path": images.paths, "label": images.labels, "classes": images.classes,
+        "size": images.sizes, "mtime_ns": images.mtimes}, shard_rows, overwrite)
+    for layer in layers:
+        layer_meta = {"model": MODEL_NAME, "weights": weights_info, "input_size": imgs.PREPROCESSING["center_crop"],
+                      "branches": inception_branches(model, layer),
+                      "receptive_field": as_dict(receptive_field(traced, layer))}
+        st.add_layer(group, layer, shapes[layer][0], shapes[layer][1:], layer_meta)
+    return group
+
+
+def _compute(group, images, layers, shapes, sampler, forward, loader, dev, bar) -> list[tuple[str, str]]:
+    """The loop: batches in, whole shards out, each written once and then marked done."""
+    import torch
+
+    shard_rows, invalid, buffer = group.attrs["shard_rows"], [], None
+    split = np.cumsum([shapes[layer][0] for layer in layers])[:-1]
+    with torch.inference_mode(), bar:
+        for index, batch, ok, errors in loader:
+            rows = index.tolist()
+            if buffer is None:
+                shard = rows[0] // shard_rows
+                buffer = _ShardBuffer(shard, *st.shard_bounds(shard, shard_rows, len(images)), shapes)
+            batch, failed = finish_batch(batch, dev)
+            for i, error in failed.items():
+                ok[i], errors[i] = False, error
+            out = forward(batch)
+            stacked = torch.cat([reduce(out[layer]) for layer in layers], dim=2).cpu().numpy()
+            oks = ok.numpy()
+            buffer.add(rows, dict(zip(layers, np.split(stacked, split, axis=2))), oks, list(errors))
+            invalid += [(images.paths[r], e) for r, good, e in zip(rows, oks, errors) if not good]
+            bar.update(len(rows))
+            if buffer.filled == buffer.stop - buffer.start:
+                st.write_shard(group, layers, buffer.shard, buffer.blocks(), buffer.valid, buffer.errors)
+                buffer = None
+    return invalid
+
+
 def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", seed=0,
             batch_size=None, workers=None, device="auto", shard_rows=None,
             overwrite=False, progress=True, precision="fp32", compile=False, decoder="pil") -> Summary:
@@ -203,10 +245,14 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
 
     The defaults reproduce the notebook (to float32 round-off); ``precision``
     (bf16, fp16), ``decoder`` (fast, gpu) and ``compile`` trade exactness or
-    start-up time for speed (see the README's figures).
+    start-up time for speed (see the README's figures). Under torchrun each
+    rank computes whole shards of its own; the leader alone writes metadata.
     """
-    import torch
+    import contextlib
+
     from tqdm import tqdm
+
+    from .distributed import Ranks
 
     _check_options(precision, decoder, device)
     layers = list(dict.fromkeys(layers))
@@ -214,61 +260,46 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     model, weights_info = load_model(weights, seed)
     check_layers(model, layers)
     shapes = {layer: layer_shapes(model)[layer] for layer in layers}
-    store_path = Path(store_path)
-    with st.writer_lock(store_path):
-        meta = _root_meta(images, weights_info, precision, decoder)
-        if shard_rows is None and not overwrite and (store_path / "zarr.json").is_file():
-            shard_rows = st.open_group(store_path).attrs.get("shard_rows")
-        shard_rows = int(shard_rows or st.DEFAULT_SHARD_ROWS)
-        group = st.create_store(store_path, meta, {
-            "path": images.paths, "label": images.labels, "classes": images.classes,
-            "size": images.sizes, "mtime_ns": images.mtimes}, shard_rows, overwrite)
-        traced = cut(model, layers)
-        for layer in layers:
-            layer_meta = {"model": MODEL_NAME, "weights": weights_info, "input_size": imgs.PREPROCESSING["center_crop"],
-                          "branches": inception_branches(model, layer),
-                          "receptive_field": as_dict(receptive_field(traced, layer))}
-            st.add_layer(group, layer, shapes[layer][0], shapes[layer][1:], layer_meta)
-        pending = _pending(group, layers)
-        dev = _device(device)
-        batch_size = batch_size or (128 if dev.type == "cuda" else 32)
-        sampler = ShardBatches(pending, shard_rows, len(images), batch_size)
-        if decoder == "gpu" and dev.type != "cuda":
-            from .errors import PipelineError
+    dev = _device(device)
+    ranks = Ranks.from_environment(dev.type == "cuda")
+    if ranks.world > 1 and dev.type == "cuda" and dev.index is None:
+        dev = _device(f"cuda:{ranks.local_rank}")
+    if decoder == "gpu" and dev.type != "cuda":
+        from .errors import PipelineError
 
-            raise PipelineError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
-        # channels_last is faster on both CPU and GPU and changes only round-off.
+        raise PipelineError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
+    traced = cut(model, layers)
+    with contextlib.ExitStack() as stack:
+        if ranks.leader:
+            stack.enter_context(st.writer_lock(store_path))
+            group = _open_for_writing(store_path, images, weights_info, layers, shapes, model, traced,
+                                      shard_rows, overwrite, precision, decoder)
+        ranks.barrier()
+        if not ranks.leader:
+            group = st.open_group(store_path, mode="r+")
+        shard_rows = group.attrs["shard_rows"]
+        pending = _pending(group, layers)
+        mine = ranks.mine(pending)
+        if ranks.world > 1:
+            print(f"rank {ranks.rank}/{ranks.world}: shards {mine}", file=sys.stderr, flush=True)
+        batch_size = batch_size or (128 if dev.type == "cuda" else 32)
+        sampler = ShardBatches(mine, shard_rows, len(images), batch_size)
         forward = _network(traced, dev, precision, compile, batch_size)
         if workers is None:  # leave a core to the model: decoding is the cheaper half
-            workers = max(1, min(8, (os.cpu_count() or 2) - 1))
+            cores = max(1, (os.cpu_count() or 2) // ranks.world)
+            workers = max(1, min(8, cores - 1))
         started = time.perf_counter()
-        invalid: list[tuple[str, str]] = []
-        buffer = None
-        bar = tqdm(total=int(sampler.rows_total()), unit="img", desc=",".join(layers),
-                   disable=not progress or not pending, dynamic_ncols=True)
-        with torch.inference_mode(), bar:
-            for index, batch, ok, errors in _loader(images, sampler, workers, dev.type == "cuda", decoder):
-                rows = index.tolist()
-                if buffer is None:
-                    shard = rows[0] // shard_rows
-                    buffer = _ShardBuffer(shard, *st.shard_bounds(shard, shard_rows, len(images)), shapes)
-                batch, failed = finish_batch(batch, dev)
-                for i, error in failed.items():
-                    ok[i], errors[i] = False, error
-                out = forward(batch)
-                stacked = torch.cat([reduce(out[layer]) for layer in layers], dim=2).cpu().numpy()
-                split = np.cumsum([shapes[layer][0] for layer in layers])[:-1]
-                results = dict(zip(layers, np.split(stacked, split, axis=2)))
-                oks = ok.numpy()
-                buffer.add(rows, results, oks, list(errors))
-                invalid += [(images.paths[r], e) for r, good, e in zip(rows, oks, errors) if not good]
-                bar.update(len(rows))
-                if buffer.filled == buffer.stop - buffer.start:
-                    st.write_shard(group, layers, buffer.shard, buffer.blocks(), buffer.valid, buffer.errors)
-                    buffer = None
+        bar = tqdm(total=int(sampler.rows_total()), unit="img", desc=",".join(layers), dynamic_ncols=True,
+                   disable=not progress or not mine or not ranks.leader)
+        loader = _loader(images, sampler, workers, dev.type == "cuda", decoder)
+        invalid = _compute(group, images, layers, shapes, sampler, forward, loader, dev, bar)
         seconds = time.perf_counter() - started
-        for layer in layers:
-            st.refresh_completeness(group, layer)
-    computed = int(sampler.rows_total())
-    return Summary(str(store_path), layers, len(images), computed, seconds, invalid,
-                   _store_bytes(store_path), weights_info)
+        invalid = [item for part in ranks.gather(invalid) for item in part]
+        ranks.barrier()
+        if ranks.leader:
+            for layer in layers:
+                st.refresh_completeness(group, layer)
+    ranks.close()
+    computed = sum(int(np.subtract(*st.shard_bounds(s, shard_rows, len(images))[::-1])) for s in pending)
+    return Summary(str(store_path), layers, len(images), computed, seconds, sorted(invalid),
+                   st.store_bytes(store_path), weights_info)

@@ -11,6 +11,7 @@ imports no torch. Offers:
     write_shard(group, layers, shard, blocks, valid, errors)
     done_shards(group, layer) -> bool array, one per shard
     shard_bounds(shard, shard_rows, n) -> (start, stop)
+    is_store(path), is_url(path), store_bytes(path)   folders and fsspec URLs (s3://...) alike
     refresh_completeness(group, layer)
     import_matrix(path, matrix, layer, paths, ...)  a store from a matrix computed elsewhere
     writer_lock(path)             context manager: one writer per store
@@ -48,9 +49,45 @@ warnings.filterwarnings("ignore", category=UserWarning, module="zarr.*")
 warnings.filterwarnings("ignore", message=".*writer.lock is not recognized.*")
 
 
-def _is_store(path: Path) -> bool:
-    meta = path / "zarr.json"
-    return meta.is_file() and FORMAT_NAME in meta.read_text(errors="replace")
+def is_url(path) -> bool:
+    return "://" in str(path)
+
+
+def _fs(path):
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(path))
+
+
+def is_store(path) -> bool:
+    """Whether ``path`` (a folder or an fsspec URL such as s3://...) holds an exemplars store."""
+    if is_url(path):
+        fs, root = _fs(path)
+        try:
+            text = fs.cat_file(f"{root.rstrip('/')}/zarr.json").decode(errors="replace")
+        except FileNotFoundError:
+            return False
+    else:
+        meta = Path(path) / "zarr.json"
+        text = meta.read_text(errors="replace") if meta.is_file() else ""
+    return FORMAT_NAME in text
+
+
+def _entries(path) -> list[str]:
+    """What the store's folder holds, the lock file aside."""
+    if is_url(path):
+        fs, root = _fs(path)
+        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)] if fs.exists(root) else []
+    else:
+        names = [p.name for p in Path(path).iterdir()] if Path(path).is_dir() else []
+    return [n for n in names if n != LOCK_NAME]
+
+
+def store_bytes(path) -> int:
+    if is_url(path):
+        fs, root = _fs(path)
+        return int(fs.du(root))
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def shard_bounds(shard: int, shard_rows: int, n: int) -> tuple[int, int]:
@@ -64,7 +101,13 @@ def n_shards(n: int, shard_rows: int) -> int:
 
 @contextlib.contextmanager
 def writer_lock(path: str | Path):
-    """Hold the store's writer lock; the OS frees it even on SIGKILL."""
+    """Hold the store's writer lock; the OS frees it even on SIGKILL.
+
+    An object store (a URL) has no such lock: one job per store is the user's rule there.
+    """
+    if is_url(path):
+        yield
+        return
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -83,17 +126,18 @@ def writer_lock(path: str | Path):
         os.close(fd)
 
 
-def _remove_store(path: Path) -> None:
-    if not path.exists():
+def _remove_store(path) -> None:
+    if not _entries(path):
         return
-    if not _is_store(path) and any(p.name != LOCK_NAME for p in path.iterdir()):
-        raise StoreError(
-            f"{path} exists and is not an exemplars store; refusing to overwrite it"
-        )
-    for child in path.iterdir():
-        if child.name == LOCK_NAME:
-            continue
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if not is_store(path):
+        raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it")
+    if is_url(path):
+        fs, root = _fs(path)
+        fs.rm(root, recursive=True)
+        return
+    for child in Path(path).iterdir():
+        if child.name != LOCK_NAME:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: bool):
@@ -103,14 +147,13 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
     must agree on the ``COMPARED`` fields unless ``overwrite``. ``images`` maps
     ``path``, ``label``, ``size``, ``mtime_ns`` to arrays and ``classes`` to a list.
     """
-    path = Path(path)
     if overwrite:
         _remove_store(path)
-    if _is_store(path):
+    if is_store(path):
         group = open_group(path, mode="r+")
         check_compatible(group, dict(meta, shard_rows=shard_rows))
         return group
-    if path.exists() and any(p.name != LOCK_NAME for p in path.iterdir()):
+    if _entries(path):
         raise StoreError(f"{path} exists and is not an exemplars store; choose another --store")
     n = len(images["path"])
     # Attributes first, so that even a half-made store is recognised (and
