@@ -18,8 +18,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
+NPROC   ?= 1
+# NPROC=2 (or more) runs phase one in that many processes through torchrun.
+RUN     := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/torchrun --nproc-per-node $(NPROC) -m pipeline,$(VENV)/bin/exemplars)
+
 activations: venv
-	$(VENV)/bin/exemplars activations $(DATA) --store $(STORE) $(foreach l,$(LAYER),--layer $(l)) --weights $(WEIGHTS) $(ARGS)
+	$(RUN) activations $(DATA) --store $(STORE) $(foreach l,$(LAYER),--layer $(l)) --weights $(WEIGHTS) $(ARGS)
 
 test: venv
 	$(VENV)/bin/pytest -q

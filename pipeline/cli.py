@@ -26,7 +26,8 @@ StoreOpt = typer.Option(..., "--store", "-s", help="Path of the activation store
 @app.command()
 def activations(
     data_dir: Path = typer.Argument(..., help="ImageFolder tree or flat folder of images."),
-    store: Path = typer.Option(Path("activations.zarr"), "--store", "-s", help="Where to write the store."),
+    store: str = typer.Option("activations.zarr", "--store", "-s",
+                              help="Where to write the store: a folder, or an fsspec URL such as s3://bucket/x.zarr."),
     layer: List[str] = typer.Option(["mixed4a"], "--layer", "-l", help="Layer to store; repeat for several."),
     weights: str = typer.Option("pretrained", help="pretrained | random | PATH.pth"),
     seed: int = typer.Option(0, help="Seed for --weights random."),
@@ -45,6 +46,8 @@ def activations(
     summary = extract(data_dir, store, layer, weights=weights, seed=seed, batch_size=batch_size,
                       workers=workers, device=device, shard_rows=shard_rows, overwrite=overwrite,
                       precision=precision, compile=compile, decoder=decoder)
+    if not summary.leader:
+        return
     for path, error in summary.invalid[:20]:
         typer.echo(f"invalid: {path}: {error}", err=True)
     if len(summary.invalid) > 20:

@@ -69,6 +69,7 @@ class Summary:
     invalid: list[tuple[str, str]] = field(default_factory=list)
     store_bytes: int = 0
     weights: dict = field(default_factory=dict)
+    leader: bool = True  # under torchrun only rank 0 reports
 
     @property
     def images_per_second(self) -> float:
@@ -302,4 +303,4 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     ranks.close()
     computed = sum(int(np.subtract(*st.shard_bounds(s, shard_rows, len(images))[::-1])) for s in pending)
     return Summary(str(store_path), layers, len(images), computed, seconds, sorted(invalid),
-                   st.store_bytes(store_path), weights_info)
+                   st.store_bytes(store_path), weights_info, ranks.leader)

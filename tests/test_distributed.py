@@ -1,0 +1,117 @@
+"""Phase one under torchrun (gloo, 2 CPU processes), and into an S3-compatible object store.
+
+Single-process references run with OMP_NUM_THREADS=1, as torchrun's ranks do,
+so that every store is compared bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_array_equal
+
+from conftest import ROOT, run_cli
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+NAMES = ["images/path", "images/label", "images/valid", "images/error",
+         "mixed4a/mean", "mixed4a/max", "mixed4a/argmax", "mixed4a/done"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port"]
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def _args(folder, store):
+    return ["activations", str(folder), "--store", str(store), "--weights", "random", "--shard-rows", "8",
+            "--batch-size", "4", "--workers", "0"]
+
+
+def _same(a, b):
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    for name in NAMES:
+        assert_array_equal(ga[name][:], gb[name][:], err_msg=name)
+    assert gb["mixed4a"].attrs["complete"] is True
+
+
+@pytest.fixture(scope="module")
+def reference(image_folder, tmp_path_factory):
+    store = tmp_path_factory.mktemp("ref") / "one.zarr"
+    run_cli(*_args(image_folder, store), env=ONE_THREAD)
+    return store
+
+
+def test_torchrun_equals_one_process(image_folder, reference, tmp_path):
+    store = tmp_path / "two.zarr"
+    proc = subprocess.run([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, store)],
+                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, **ONE_THREAD))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0/2: shards [0, 2]" in proc.stderr and "rank 1/2: shards [1]" in proc.stderr
+    assert proc.stdout.count("24 images") == 1  # the leader alone reports
+    _same(reference, store)
+
+
+def test_killed_torchrun_then_one_process_equals_one_process(image_folder, reference, tmp_path):
+    store = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, store)],
+                            cwd=ROOT, env=dict(os.environ, **ONE_THREAD), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    markers = store / "mixed4a" / "done" / "c"
+    deadline = time.time() + 180
+    while proc.poll() is None and time.time() < deadline and not (markers.exists() and any(markers.iterdir())):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = zarr.open_group(str(store), mode="r")["mixed4a/done"][:]
+    assert done.any() and not done.all(), f"kill came at a bad moment: {done}"
+    run_cli(*_args(image_folder, store), env=ONE_THREAD)
+    _same(reference, store)
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """moto's S3 server on loopback, started and stopped by the test."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    try:
+        import s3fs
+
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", int(port)), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=env["AWS_ENDPOINT_URL"])
+        fs.mkdir("exemplars-test")
+        yield env
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_phase_one_and_topk_through_s3(image_folder, reference, s3_server, monkeypatch):
+    url = "s3://exemplars-test/run.zarr"
+    run_cli(*_args(image_folder, url), env={**ONE_THREAD, **s3_server})
+    local = run_cli("topk", "--store", reference, "-c", "7", "-k", "5", "--json").stdout
+    remote = run_cli("topk", "--store", url, "-c", "7", "-k", "5", "--json", env=s3_server).stdout
+    assert remote == local
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    _same(reference, url)
+    again = run_cli(*_args(image_folder, url), env={**ONE_THREAD, **s3_server})
+    assert "nothing to do" in again.stdout
