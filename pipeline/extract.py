@@ -212,6 +212,15 @@ def _open_for_writing(store_path, images, weights_info, layers, shapes, model, t
     return group
 
 
+def _current_shard(group, layers, mine: list[int]):
+    """The first of this rank's shards not yet marked done: the one it was computing."""
+    done = np.ones(len(mine), dtype=bool)
+    for layer in layers:
+        done &= st.done_shards(group, layer)[mine]
+    left = [s for s, d in zip(mine, done) if not d]
+    return left[0] if left else None
+
+
 def _compute(group, images, layers, shapes, sampler, forward, loader, dev, bar) -> list[tuple[str, str]]:
     """The loop: batches in, whole shards out, each written once and then marked done."""
     import torch
@@ -293,7 +302,13 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         bar = tqdm(total=int(sampler.rows_total()), unit="img", desc=",".join(layers), dynamic_ncols=True,
                    disable=not progress or not mine or not ranks.leader)
         loader = _loader(images, sampler, workers, dev.type == "cuda", decoder)
-        invalid = _compute(group, images, layers, shapes, sampler, forward, loader, dev, bar)
+        try:
+            invalid = _compute(group, images, layers, shapes, sampler, forward, loader, dev, bar)
+        except Exception as exc:  # name where it broke; the finished shards stay, a rerun completes
+            print(f"rank {ranks.rank}/{ranks.world} failed in shard {_current_shard(group, layers, mine)}: "
+                  f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete",
+                  file=sys.stderr, flush=True)
+            raise
         seconds = time.perf_counter() - started
         invalid = [item for part in ranks.gather(invalid) for item in part]
         ranks.barrier()

@@ -288,3 +288,30 @@ def test_agreement_metric():
     assert agreement(exact[:, :1], other[:, :1]) == pytest.approx({"topk_overlap": 1.0, "max_relative_error": 0.01})
     result = agreement(exact, other)
     assert result == pytest.approx({"topk_overlap": (1.0 + 0.8) / 2, "max_relative_error": 1.0})
+
+
+def test_a_failing_rank_names_itself_and_its_shard(image_folder, tmp_path, monkeypatch, capsys):
+    import pipeline.extract as ex
+
+    real = ex._network
+    calls = []
+
+    def breaking(*args, **kwargs):
+        forward = real(*args, **kwargs)
+
+        def step(batch):
+            calls.append(len(batch))
+            if len(calls) == 3:  # the first shard (two batches of 4) is written, then the next breaks
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return forward(batch)
+
+        return step
+
+    monkeypatch.setattr(ex, "_network", breaking)
+    store = tmp_path / "broken.zarr"
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        extract(image_folder, store, weights="random", batch_size=4, workers=0, shard_rows=8, progress=False)
+    assert "rank 0/1 failed in shard 1: RuntimeError" in capsys.readouterr().err
+    assert zarr.open_group(str(store), mode="r")["mixed4a/done"][:].tolist() == [True, False, False]
+    monkeypatch.setattr(ex, "_network", real)
+    assert extract(image_folder, store, weights="random", batch_size=4, workers=0, progress=False).computed == 16
