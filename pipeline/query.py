@@ -9,7 +9,8 @@ Offers:
     Layer.similar(image, k) -> Results                 cosine on activation vectors
     parse_direction(text_or_path, channels) -> np.ndarray
     parse_bands(text) -> list of bands; DEFAULT_BANDS
-    Layer.stats(by), .correlations(), .selectivity(), .pca()   see ``pipeline.stats``
+    Layer.stats(by), .histograms(by), .correlations(), .selectivity(), .pca()   ``pipeline.stats``
+    Layer.grid(...), .histogram_figure(c), .correlation_figure()   matplotlib Figures
 
 Rows that are invalid or not yet written never appear; ties go to the lower row.
 """
@@ -319,12 +320,44 @@ class Layer:
                              rows, cosine[rows])
 
     # Statistics (``pipeline.stats``): exact, streaming over the store.
-    def stats(self, by: str = "mean") -> dict:
-        """Per-channel mean, std, max, quantiles, active fraction, kurtosis, dead, histograms."""
+    def _table(self, by: str) -> dict:
         from . import stats
 
         self._array(by)
-        return stats.channel_table(self, by)
+        cache = self.__dict__.setdefault("_tables", {})
+        if by not in cache:
+            cache[by] = stats.channel_table(self, by)
+        return cache[by]
+
+    def stats(self, by: str = "mean") -> dict:
+        """Per-channel columns (C,) each: mean, std, max, q50, q90, q99, q99.9, active, kurtosis, dead.
+
+        ``pandas.DataFrame(layer.stats())`` makes the table; histograms are ``histograms(by)``.
+        """
+        return {k: v for k, v in self._table(by).items() if not k.startswith("hist_")}
+
+    def histograms(self, by: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+        """(counts (C, bins), edges (C, bins + 1)) of every channel's spatial ``by``."""
+        table = self._table(by)
+        return table["hist_counts"], table["hist_edges"]
+
+    def histogram_figure(self, channel: int, by: str = "mean"):
+        """One channel's histogram (log counts, quantile lines) as a matplotlib Figure."""
+        from .render import histogram
+
+        _channel(int(channel), self.channels)
+        table = self._table(by)
+        marks = {q: table[q][channel] for q in ("q50", "q90", "q99", "q99.9")}
+        return histogram(table["hist_counts"][channel], table["hist_edges"][channel], marks,
+                         f"{self.name} channel {channel}: spatial {by}", self.note())
+
+    def correlation_figure(self):
+        """The channel correlation matrix, ordered by hierarchical clustering, as a Figure."""
+        from .render import correlation
+        from .stats import cluster_order
+
+        corr = self.correlations()
+        return correlation(corr, cluster_order(corr), f"{self.name}: channel correlations", self.note())
 
     def moments(self):
         from . import stats

@@ -49,7 +49,22 @@ def test_channel_table_equals_numpy(layer):
                     rtol=1e-5, atol=1e-5)
     assert np.isnan(table["kurtosis"][4])
     assert table["dead"].tolist() == [c == 4 for c in range(C)]
-    assert (table["hist_counts"].sum(axis=1) == len(x)).all()
+    counts, edges = lay.histograms()
+    assert (counts.sum(axis=1) == len(x)).all() and edges.shape == (C, counts.shape[1] + 1)
+    for c in (0, 9):
+        assert_array_equal(counts[c], np.histogram(x[:, c], bins=edges[c])[0])
+    import pandas
+
+    frame = pandas.DataFrame(table)  # one row per channel
+    assert frame.shape == (C, 10) and frame.loc[4, "dead"]
+
+
+def test_figures_from_the_api(layer):
+    lay, _, _ = layer
+    hist = lay.histogram_figure(2)
+    assert hist.axes[0].get_yscale() == "log" and len(hist.axes[0].get_lines()) == 4
+    corr = lay.correlation_figure()
+    assert corr.axes[0].images[0].get_array().shape == (C, C)
 
 
 def test_correlations_pca_and_selectivity(layer):
