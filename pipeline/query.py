@@ -24,69 +24,12 @@ from functools import cached_property
 import numpy as np
 
 from . import ranking
+from .analysis import Analysis
 from .classes import human_names
 from .errors import QueryError, unknown_layer
+from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction  # noqa: F401
 from .results import Results
 from .store import STATS, n_shards, open_group, shard_bounds
-
-DEFAULT_BANDS = "0.1%,1%,10%,50%,zeros"
-
-
-def parse_bands(text: str) -> list[tuple[str, float | None]]:
-    """"0.1%,1%,10%,zeros" -> nested top bands (label, upper fraction) and zeros."""
-    bands, previous = [], 0.0
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        if part in ("zeros", "zero", "0"):
-            bands.append(("zeros", None))
-            continue
-        try:
-            fraction = float(part.rstrip("%")) / 100
-        except ValueError:
-            raise QueryError(f"unknown band {part!r}; use percentages such as 0.1%,1%,10% or 'zeros'") from None
-        if not previous < fraction <= 1:
-            raise QueryError(f"band {part!r} must be above {previous * 100:g}% and at most 100%")
-        label = f"top {part if part.endswith('%') else part + '%'}"
-        if previous:
-            label = f"top {previous * 100:g}-{fraction * 100:g}%"
-        bands.append((label, fraction))
-        previous = fraction
-    if not bands:
-        raise QueryError("no bands given; for instance --bands 0.1%,1%,10%,zeros")
-    return bands
-
-
-def parse_direction(spec, channels: int) -> np.ndarray:
-    """A direction from "97:0.7,301:0.3", a .npy path, or an array of length ``channels``."""
-    if isinstance(spec, np.ndarray):
-        vector = spec
-    elif isinstance(spec, dict):
-        vector = np.zeros(channels)
-        for c, w in spec.items():
-            vector[_channel(int(c), channels)] += float(w)
-    elif str(spec).endswith(".npy") or os.path.isfile(str(spec)):
-        try:
-            vector = np.load(str(spec), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise QueryError(f"cannot read direction file {spec}: {exc}") from None
-    else:
-        vector = np.zeros(channels)
-        for part in str(spec).split(","):
-            try:
-                c, w = part.split(":") if ":" in part else (part, "1")
-                vector[_channel(int(c), channels)] += float(w)
-            except ValueError:
-                raise QueryError(f"malformed direction {spec!r}; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3") from None
-    vector = np.asarray(vector, dtype=np.float64).ravel()
-    if vector.size != channels or not np.isfinite(vector).all() or not vector.any():
-        raise QueryError(f"a direction needs {channels} finite weights, not all zero (got {vector.size})")
-    return vector
-
-
-def _channel(channel: int, channels: int) -> int:
-    if not 0 <= channel < channels:
-        raise QueryError(f"channel {channel} is out of range; this layer has channels 0-{channels - 1}")
-    return channel
-
 
 class Store:
     """A read-only store; ``store["mixed4a"]`` gives a Layer."""
@@ -190,8 +133,9 @@ class Store:
                 "layers": layers}
 
 
-class Layer:
-    """One layer of a store: queries per channel, direction or image."""
+class Layer(Analysis):
+    """One layer of a store: queries per channel, direction or image (statistics and
+    pictures come from ``Analysis``)."""
 
     def __init__(self, store: Store, name: str):
         self.store, self.name = store, name
@@ -318,86 +262,3 @@ class Layer:
         rows = ranking.top_rows(cosine, usable, k)
         return self._results(f"similar to {self.store.paths([row])[0]} (row {row})", "mean",
                              rows, cosine[rows])
-
-    # Statistics (``pipeline.stats``): exact, streaming over the store.
-    def _table(self, by: str) -> dict:
-        from . import stats
-
-        self._array(by)
-        cache = self.__dict__.setdefault("_tables", {})
-        if by not in cache:
-            cache[by] = stats.channel_table(self, by)
-        return cache[by]
-
-    def stats(self, by: str = "mean") -> dict:
-        """Per-channel columns (C,) each: mean, std, max, q50, q90, q99, q99.9, active, kurtosis, dead.
-
-        ``pandas.DataFrame(layer.stats())`` makes the table; histograms are ``histograms(by)``.
-        """
-        return {k: v for k, v in self._table(by).items() if not k.startswith("hist_")}
-
-    def histograms(self, by: str = "mean") -> tuple[np.ndarray, np.ndarray]:
-        """(counts (C, bins), edges (C, bins + 1)) of every channel's spatial ``by``."""
-        table = self._table(by)
-        return table["hist_counts"], table["hist_edges"]
-
-    def histogram_figure(self, channel: int, by: str = "mean"):
-        """One channel's histogram (log counts, quantile lines) as a matplotlib Figure."""
-        from .render import histogram
-
-        _channel(int(channel), self.channels)
-        table = self._table(by)
-        marks = {q: table[q][channel] for q in ("q50", "q90", "q99", "q99.9")}
-        return histogram(table["hist_counts"][channel], table["hist_edges"][channel], marks,
-                         f"{self.name} channel {channel}: spatial {by}", self.note())
-
-    def correlation_figure(self):
-        """The channel correlation matrix, ordered by hierarchical clustering, as a Figure."""
-        from .render import correlation
-        from .stats import cluster_order
-
-        corr = self.correlations()
-        return correlation(corr, cluster_order(corr), f"{self.name}: channel correlations", self.note())
-
-    def moments(self):
-        from . import stats
-
-        if "_moments" not in self.__dict__:
-            self._moments = stats.second_moments(self)
-        return self._moments
-
-    def correlations(self) -> np.ndarray:
-        from . import stats
-
-        return stats.correlations(self.moments())
-
-    def selectivity(self) -> dict | None:
-        """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without labels."""
-        from . import stats
-
-        return stats.selectivity(self.moments(), self.store.class_names)
-
-    def pca(self) -> dict:
-        from . import stats
-
-        return stats.pca(self.moments().cov)
-
-    # Pictures (``pipeline.pictures``); only heatmaps import torch.
-    def peaks(self, rows, channel: int) -> list[tuple[int, int]]:
-        """(y, x) of each row's stored argmax for ``channel`` on the layer's grid."""
-        if "argmax" not in self.available:
-            raise QueryError(f"layer {self.name} stores no argmax (an imported store)")
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0:
-            return []
-        flat = self.group["argmax"].get_orthogonal_selection((rows, [_channel(int(channel), self.channels)]))[:, 0]
-        width = self.spatial_shape[1]
-        return [(int(f) // width, int(f) % width) for f in flat]
-
-    def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
-             bottom: bool = False, samples: bool = False, featureviz: bool = False):
-        """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter)."""
-        from .pictures import grid
-
-        self._check_k(k)
-        return grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz)

@@ -1,0 +1,101 @@
+"""Statistics and pictures of a layer, as methods of ``query.Layer``.
+
+Offers (on a Layer):
+    stats(by), histograms(by), moments(), correlations(), selectivity(), pca()
+    histogram_figure(channel, by), correlation_figure(), peaks(rows, channel), grid(...)
+
+Statistics come from ``pipeline.stats`` (numpy); figures from ``pipeline.render``
+and ``pipeline.pictures``; only heatmaps import torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import QueryError
+from .parsing import check_channel as _channel
+
+
+class Analysis:
+    # Statistics (``pipeline.stats``): exact, streaming over the store.
+    def _table(self, by: str) -> dict:
+        from . import stats
+
+        self._array(by)
+        cache = self.__dict__.setdefault("_tables", {})
+        if by not in cache:
+            cache[by] = stats.channel_table(self, by)
+        return cache[by]
+
+    def stats(self, by: str = "mean") -> dict:
+        """Per-channel columns (C,) each: mean, std, max, q50, q90, q99, q99.9, active, kurtosis, dead.
+
+        ``pandas.DataFrame(layer.stats())`` makes the table; histograms are ``histograms(by)``.
+        """
+        return {k: v for k, v in self._table(by).items() if not k.startswith("hist_")}
+
+    def histograms(self, by: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+        """(counts (C, bins), edges (C, bins + 1)) of every channel's spatial ``by``."""
+        table = self._table(by)
+        return table["hist_counts"], table["hist_edges"]
+
+    def histogram_figure(self, channel: int, by: str = "mean"):
+        """One channel's histogram (log counts, quantile lines) as a matplotlib Figure."""
+        from .render import histogram
+
+        _channel(int(channel), self.channels)
+        table = self._table(by)
+        marks = {q: table[q][channel] for q in ("q50", "q90", "q99", "q99.9")}
+        return histogram(table["hist_counts"][channel], table["hist_edges"][channel], marks,
+                         f"{self.name} channel {channel}: spatial {by}", self.note())
+
+    def correlation_figure(self):
+        """The channel correlation matrix, ordered by hierarchical clustering, as a Figure."""
+        from .render import correlation
+        from .stats import cluster_order
+
+        corr = self.correlations()
+        return correlation(corr, cluster_order(corr), f"{self.name}: channel correlations", self.note())
+
+    def moments(self):
+        from . import stats
+
+        if "_moments" not in self.__dict__:
+            self._moments = stats.second_moments(self)
+        return self._moments
+
+    def correlations(self) -> np.ndarray:
+        from . import stats
+
+        return stats.correlations(self.moments())
+
+    def selectivity(self) -> dict | None:
+        """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without labels."""
+        from . import stats
+
+        return stats.selectivity(self.moments(), self.store.class_names)
+
+    def pca(self) -> dict:
+        from . import stats
+
+        return stats.pca(self.moments().cov)
+
+    # Pictures (``pipeline.pictures``); only heatmaps import torch.
+    def peaks(self, rows, channel: int) -> list[tuple[int, int]]:
+        """(y, x) of each row's stored argmax for ``channel`` on the layer's grid."""
+        if "argmax" not in self.available:
+            raise QueryError(f"layer {self.name} stores no argmax (an imported store)")
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return []
+        flat = self.group["argmax"].get_orthogonal_selection((rows, [_channel(int(channel), self.channels)]))[:, 0]
+        width = self.spatial_shape[1]
+        return [(int(f) // width, int(f) % width) for f in flat]
+
+    def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
+             bottom: bool = False, samples: bool = False, featureviz: bool = False):
+        """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter)."""
+        from .pictures import grid
+
+        self._check_k(k)
+        return grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz)
