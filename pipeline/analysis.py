@@ -18,13 +18,14 @@ from .parsing import check_channel as _channel
 
 class Analysis:
     # Statistics (``pipeline.stats``): exact, streaming over the store.
-    def _table(self, by: str) -> dict:
+    def _table(self, by: str, progress=None) -> dict:
+        """The full per-channel table (histograms included), computed once per layer object."""
         from . import stats
 
         self._array(by)
         cache = self.__dict__.setdefault("_tables", {})
         if by not in cache:
-            cache[by] = stats.channel_table(self, by)
+            cache[by] = stats.channel_table(self, by, progress=progress)
         return cache[by]
 
     def stats(self, by: str = "mean") -> dict:
@@ -55,13 +56,15 @@ class Analysis:
         from .stats import cluster_order
 
         corr = self.correlations()
-        return correlation(corr, cluster_order(corr), f"{self.name}: channel correlations", self.note())
+        title = f"{self.name} ({int(self.usable.sum())} images): channel correlations"
+        return correlation(corr, cluster_order(corr), title, self.note())
 
-    def moments(self):
+    def moments(self, progress=None):
+        """Covariance and per-class sums (one pass over the shards), centred on the exact means."""
         from . import stats
 
         if "_moments" not in self.__dict__:
-            self._moments = stats.second_moments(self)
+            self._moments = stats.second_moments(self, self._table("mean")["mean"], progress=progress)
         return self._moments
 
     def correlations(self) -> np.ndarray:
@@ -69,11 +72,11 @@ class Analysis:
 
         return stats.correlations(self.moments())
 
-    def selectivity(self) -> dict | None:
+    def selectivity(self, top: int = 5) -> dict | None:
         """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without labels."""
         from . import stats
 
-        return stats.selectivity(self.moments(), self.store.class_names)
+        return stats.selectivity(self.moments(), self.store.class_names, top=top)
 
     def pca(self) -> dict:
         from . import stats

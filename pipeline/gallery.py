@@ -96,12 +96,10 @@ def _write_featureviz(layer, folder: Path) -> None:
 
 
 def _statistics(layer):
-    from . import stats
+    from .stats import neighbours
 
-    table = stats.channel_table(layer, "mean")
-    moments = stats.second_moments(layer, table["mean"])
-    corr = stats.correlations(moments)
-    return table, corr, stats.neighbours(corr, 5), stats.selectivity(moments, layer.store.class_names, top=3)
+    corr = layer.correlations()
+    return layer._table("mean"), corr, neighbours(corr, 5), layer.selectivity(top=3)
 
 
 def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: bool = True,

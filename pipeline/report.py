@@ -63,7 +63,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
     warning = layer.note()
     title = f"{layer.name} ({int(layer.usable.sum())} images)"
     bar = (lambda it, total, desc: _bar(it, total, desc)) if progress else None
-    tables = {by: stats.channel_table(layer, by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
+    tables = {by: layer._table(by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
               for by in ("mean", "max") if by in layer.available}
     rows = _channel_rows(tables)
     _write_csv(out / "channels.csv", rows)
@@ -74,20 +74,15 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
                                            f"{title}: spatial {by} per channel (log counts)", warning, groups),
                     out / f"histograms_{by}.png")
         if channel is not None:
-            qs = {name: table[name][channel] for name in ("q50", "q90", "q99", "q99.9")}
-            render.save(render.histogram(table["hist_counts"][channel], table["hist_edges"][channel], qs,
-                                         f"{layer.name} channel {channel}: spatial {by}", warning),
-                        out / f"histogram_{by}_ch{channel}.png")
-    moments = stats.second_moments(layer, tables["mean"]["mean"],
-                                   progress=bar and (lambda it, n: bar(it, n, "shards")))
-    corr = stats.correlations(moments)
+            render.save(layer.histogram_figure(channel, by), out / f"histogram_{by}_ch{channel}.png")
+    moments = layer.moments(progress=bar and (lambda it, n: bar(it, n, "shards")))
+    corr = layer.correlations()
     near = stats.neighbours(corr, 5)
     _write_csv(out / "neighbours.csv", [
         {"channel": c, **{f"n{i + 1}": int(near[c, i]) for i in range(near.shape[1])},
          **{f"r{i + 1}": round(float(corr[c, near[c, i]]), 5) for i in range(near.shape[1])}}
         for c in range(layer.channels)])
-    render.save(render.correlation(corr, stats.cluster_order(corr), f"{title}: channel correlations", warning),
-                out / "correlation.png")
+    render.save(layer.correlation_figure(), out / "correlation.png")
     pca = _pca_summary(moments.cov, groups)
     (out / "pca.json").write_text(json.dumps(pca, indent=1))
     lines = [f"{title}: {int(tables['mean']['dead'].sum())} dead channels (never > 0 on the spatial mean)",
@@ -96,7 +91,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
              f"{pca['layer']['components_99']} for 99%"]
     lines += [f"  branch {name} ({lo}-{hi - 1}): participation ratio {pca[name]['participation_ratio']:.1f}, "
               f"90% in {pca[name]['components_90']}" for name, (lo, hi) in groups.items()]
-    chosen = stats.selectivity(moments, layer.store.class_names)
+    chosen = layer.selectivity()
     if chosen is None:
         lines.append("selectivity skipped: the images have no labels (a flat folder)")
     else:
