@@ -1,7 +1,7 @@
 """Several processes for phase one, through PyTorch's own launcher (torchrun).
 
 Offers:
-    Ranks.from_environment(device) -> Ranks   reads RANK / WORLD_SIZE / LOCAL_RANK;
+    Ranks.from_environment() -> Ranks   reads RANK / WORLD_SIZE / LOCAL_RANK;
                                               joins the process group when WORLD_SIZE > 1
     Ranks.rank, .world, .local_rank, .leader
     Ranks.barrier(), .gather(obj) -> list (on every rank), .close()
@@ -24,7 +24,7 @@ class Ranks:
     joined: bool = False
 
     @classmethod
-    def from_environment(cls, cuda: bool) -> "Ranks":
+    def from_environment(cls) -> "Ranks":
         world = int(os.environ.get("WORLD_SIZE", "1"))
         ranks = cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
         if world > 1:

@@ -3,6 +3,7 @@
 Offers:
     reduce(acts) -> (B, 3, C) tensor   spatial mean, max and flat argmax, on the device
     ShardBatches                       batches that never straddle a shard
+    rows_in(shards, shard_rows, n)     how many images some shards hold
     extract(data_dir, store, ...) -> Summary
 
 The loop is separate from the math: ``reduce`` is the only computation, the
@@ -15,7 +16,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +34,11 @@ def reduce(acts):
     peak, where = flat.max(dim=2)
     # argmax < 2**24 is exact in float32, so one tensor (one copy) carries all three.
     return torch.stack((flat.mean(dim=2), peak, where.to(flat.dtype)), dim=1)
+
+
+def rows_in(shards, shard_rows: int, n: int) -> int:
+    """How many images the given shards hold (the last shard may be short)."""
+    return sum(stop - start for start, stop in (st.shard_bounds(s, shard_rows, n) for s in shards))
 
 
 class ShardBatches:
@@ -56,7 +61,7 @@ class ShardBatches:
         return total
 
     def rows_total(self) -> int:
-        return sum(np.subtract(*st.shard_bounds(s, self.rows, self.n)[::-1]) for s in self.shards)
+        return rows_in(self.shards, self.rows, self.n)
 
 
 @dataclass
@@ -221,7 +226,7 @@ def _current_shard(group, layers, mine: list[int]):
     return left[0] if left else None
 
 
-def _compute(group, images, layers, shapes, sampler, forward, loader, dev, bar) -> list[tuple[str, str]]:
+def _compute(group, images, layers, shapes, forward, loader, dev, bar) -> list[tuple[str, str]]:
     """The loop: batches in, whole shards out, each written once and then marked done."""
     import torch
 
@@ -271,7 +276,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     check_layers(model, layers)
     shapes = {layer: layer_shapes(model)[layer] for layer in layers}
     dev = _device(device)
-    ranks = Ranks.from_environment(dev.type == "cuda")
+    ranks = Ranks.from_environment()
     if ranks.world > 1 and dev.type == "cuda" and dev.index is None:
         dev = _device(f"cuda:{ranks.local_rank}")
     if decoder == "gpu" and dev.type != "cuda":
@@ -299,11 +304,11 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             cores = max(1, (os.cpu_count() or 2) // ranks.world)
             workers = max(1, min(8, cores - 1))
         started = time.perf_counter()
-        bar = tqdm(total=int(sampler.rows_total()), unit="img", desc=",".join(layers), dynamic_ncols=True,
+        bar = tqdm(total=sampler.rows_total(), unit="img", desc=",".join(layers), dynamic_ncols=True,
                    disable=not progress or not mine or not ranks.leader)
         loader = _loader(images, sampler, workers, dev.type == "cuda", decoder)
         try:
-            invalid = _compute(group, images, layers, shapes, sampler, forward, loader, dev, bar)
+            invalid = _compute(group, images, layers, shapes, forward, loader, dev, bar)
         except Exception as exc:  # name where it broke; the finished shards stay, a rerun completes
             print(f"rank {ranks.rank}/{ranks.world} failed in shard {_current_shard(group, layers, mine)}: "
                   f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete",
@@ -316,6 +321,6 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             for layer in layers:
                 st.refresh_completeness(group, layer)
     ranks.close()
-    computed = sum(int(np.subtract(*st.shard_bounds(s, shard_rows, len(images))[::-1])) for s in pending)
+    computed = rows_in(pending, shard_rows, len(images))  # the whole job's, every rank's shards
     return Summary(str(store_path), layers, len(images), computed, seconds, sorted(invalid),
                    st.store_bytes(store_path), weights_info, ranks.leader)

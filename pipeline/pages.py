@@ -87,7 +87,7 @@ class Site:
     def write_channel(self, c: int) -> None:
         layer, t = self.layer, self.table
         top, bottom, samples, _ = self.per_channel[c]
-        nav = (f'<p><a href="../index.html">index</a>'
+        nav = ('<p><a href="../index.html">index</a>'
                + (f' · <a href="{c - 1:04d}.html">← {c - 1}</a>' if c > 0 else "")
                + (f' · <a href="{c + 1:04d}.html">{c + 1} →</a>' if c + 1 < layer.channels else "") + "</p>")
         quantiles = {k: t[k][c] for k in ("q50", "q90", "q99", "q99.9")}
