@@ -53,7 +53,11 @@ class Store:
     def __getitem__(self, layer: str) -> "Layer":
         if layer not in self.layers:
             raise unknown_layer(layer, self.layers)
-        return Layer(self, layer)
+        # One Layer per name, so its masks and caches serve every later query.
+        opened = self.__dict__.setdefault("_layers", {})
+        if layer not in opened:
+            opened[layer] = Layer(self, layer)
+        return opened[layer]
 
     def __repr__(self) -> str:
         return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
@@ -175,7 +179,21 @@ class Layer(Analysis):
         return self.group[by]
 
     def column(self, channel: int, by: str = "mean") -> np.ndarray:
-        return np.asarray(self._array(by)[:, _channel(int(channel), self.channels)])
+        """One channel for every image; the last one read is kept, since a channel's
+        top-k, bottom-k and samples (a grid row, a gallery page) all start from it."""
+        key = (_channel(int(channel), self.channels), by)
+        if self.__dict__.get("_column", (None,))[0] != key:
+            values = np.asarray(self._array(by)[:, key[0]])
+            values.flags.writeable = False  # shared by the queries that follow
+            self._column = (key, values)
+        return self._column[1]
+
+    def _row_blocks(self):
+        """(start, stop, block) of the spatial means, one shard of rows at a time."""
+        arr = self._array("mean")
+        for shard in range(n_shards(self.store.n, self.store.shard_rows)):
+            lo, hi = shard_bounds(shard, self.store.shard_rows, self.store.n)
+            yield lo, hi, np.asarray(arr[lo:hi])
 
     def _results(self, query, by, rows, values, channel=None, bands=None) -> Results:
         store = self.store
@@ -229,9 +247,8 @@ class Layer(Analysis):
             for c in used:
                 out += arr[:, int(c)].astype(np.float64) * vector[c]
             return out
-        for shard in range(n_shards(self.store.n, self.store.shard_rows)):
-            lo, hi = shard_bounds(shard, self.store.shard_rows, self.store.n)
-            out[lo:hi] = arr[lo:hi].astype(np.float64) @ vector
+        for lo, hi, block in self._row_blocks():
+            out[lo:hi] = block.astype(np.float64) @ vector
         return out
 
     def direction(self, direction, k: int = 10, bottom: bool = False) -> Results:
@@ -248,13 +265,11 @@ class Layer(Analysis):
         row = self.store.row_of(image)
         if not self.usable[row]:
             raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")
-        arr = self._array("mean")
-        target = np.asarray(arr[row], dtype=np.float64)
+        target = np.asarray(self._array("mean")[row], dtype=np.float64)
         target /= np.linalg.norm(target) or 1.0
         cosine = np.zeros(self.store.n)
-        for shard in range(n_shards(self.store.n, self.store.shard_rows)):
-            lo, hi = shard_bounds(shard, self.store.shard_rows, self.store.n)
-            block = np.nan_to_num(np.asarray(arr[lo:hi], dtype=np.float64))
+        for lo, hi, block in self._row_blocks():
+            block = np.nan_to_num(block.astype(np.float64))
             norms = np.linalg.norm(block, axis=1)
             cosine[lo:hi] = block @ target / np.where(norms > 0, norms, 1.0)
         usable = self.usable.copy()
