@@ -6,8 +6,9 @@ Offers:
 Four rewrites; on this project's 2-core CPU the network cut at mixed4a spent 37%
 of its time in local response normalisation, 16% copying tensors into padded
 ones and 6% in out-of-place ReLUs:
-- ``F.local_response_norm`` -> the same average over 9 neighbouring channels,
-  taken with ``avg_pool1d`` along the (contiguous, in channels_last) channel axis;
+- ``F.local_response_norm`` -> the same sum over 9 neighbouring channels, added
+  in the same order, over cache-sized blocks of pixels (channels_last on the CPU;
+  about 5x faster than the original there) or with ``avg_pool1d`` along channels;
 - ``F.pad(value=-inf)`` before a max pool -> the pool's own padding, or
   ``ceil_mode`` for the one-sided (0, 1, 0, 1) pads (same windows, same maxima);
 - ``F.pad`` with zeros before a convolution -> the convolution's own padding;
@@ -21,7 +22,22 @@ import math
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
-    """F.local_response_norm for (N, C, H, W), summing along channels with avg_pool1d."""
+    """F.local_response_norm for (N, C, H, W), bit for bit, without its 5-D copies.
+
+    On the CPU, for channels_last input, the sum runs block by block over pixels
+    small enough to stay in cache (the whole tensor would be read and written a
+    dozen times otherwise); elsewhere it is taken with ``avg_pool1d`` along channels.
+    """
+    import torch
+
+    # Under torch.compile the loop would be unrolled; inductor fuses the pooled form anyway.
+    if (x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.compiler.is_compiling()):
+        return _lrn_blocks(x, size, alpha, beta, k)
+    return _lrn_pooled(x, size, alpha, beta, k)
+
+
+def _lrn_pooled(x, size, alpha, beta, k):
     import torch.nn.functional as F
 
     n, c, h, w = x.shape
@@ -29,6 +45,31 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     div = F.avg_pool1d(F.pad(square, (size // 2, (size - 1) // 2)), size, stride=1)
     div = div.reshape(n, h, w, c).permute(0, 3, 1, 2)
     return x / div.mul(alpha).add(k).pow(beta)
+
+
+def _lrn_blocks(x, size, alpha, beta, k):
+    import torch
+
+    n, c, h, w = x.shape
+    before, after = size // 2, (size - 1) // 2
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view: channels_last is (N, H, W, C) in memory
+    out = torch.empty_like(pixels)
+    rows = max(64, (1 << 18) // c)
+    # float32 work buffers: under autocast x may be bf16, and nine bf16 additions lose bits.
+    padded = torch.zeros(rows, before + c + after, dtype=torch.float32)
+    total = torch.empty(rows, c, dtype=torch.float32)
+    for start in range(0, pixels.shape[0], rows):
+        block = pixels[start:start + rows]
+        m = block.shape[0]
+        square, div = padded[:m, before:before + c], total[:m]
+        square.copy_(block).mul_(square)
+        # The window's squares added left to right, then divided, as avg_pool does.
+        torch.add(padded[:m, 0:c], padded[:m, 1:1 + c], out=div)
+        for j in range(2, size):
+            div.add_(padded[:m, j:j + c])
+        div.div_(size).mul_(alpha).add_(k).pow_(beta)
+        torch.div(block, div, out=out[start:start + m])
+    return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def _pad_of(node):
