@@ -2,7 +2,7 @@
 
 Offers:
     DECODERS                       ("pil", "fast", "gpu")
-    make_dataset(root, paths, decoder) -> a torch Dataset of (index, image, ok, error)
+    make_dataset(root, paths, decoder, threads=1) -> a torch Dataset of (index, image, ok, error)
     collate(items)                 batches; ``gpu`` items stay a list of encoded bytes
     finish_batch(images, device) -> (uint8 (B, 3, 224, 224) on ``device``, failures)
 
@@ -33,8 +33,8 @@ def _resize_crop(tensor):
 class FastDataset(ImageDataset):
     """decode_jpeg + v2 transforms on uint8; falls back to PIL where it cannot decode."""
 
-    def __init__(self, root, paths, keep_encoded: bool = False):
-        super().__init__(root, paths)
+    def __init__(self, root, paths, keep_encoded: bool = False, threads: int = 1):
+        super().__init__(root, paths, threads)
         self.keep_encoded = keep_encoded
 
     def __getitem__(self, i: int):
@@ -52,10 +52,10 @@ class FastDataset(ImageDataset):
         return super().__getitem__(i)
 
 
-def make_dataset(root, paths, decoder: str):
+def make_dataset(root, paths, decoder: str, threads: int = 1):
     if decoder == "pil":
-        return ImageDataset(root, paths)
-    return FastDataset(root, paths, keep_encoded=decoder == "gpu")
+        return ImageDataset(root, paths, threads)
+    return FastDataset(root, paths, keep_encoded=decoder == "gpu", threads=threads)
 
 
 def collate(items):

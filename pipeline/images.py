@@ -7,7 +7,8 @@ Offers:
     scan(root) -> ImageList
     fingerprint(images) -> str   sha256 over (path, size, mtime) of every image
     load_rgb(path) -> PIL.Image  the notebook's loader (ImageFolder's pil_loader)
-    ImageDataset                 a torch Dataset of uint8 crops, never raising on bad files
+    ImageDataset                 a torch Dataset of uint8 crops, never raising on bad files;
+                                 with ``threads`` > 1 a batch's files decode in parallel threads
     display_image(root, path) -> (PIL.Image | None, error)  the 224x224 image the model saw,
                                  as the notebook displays it (torch-free)
 
@@ -139,12 +140,27 @@ class ImageDataset:
     """Decoded, preprocessed images as uint8 tensors; bad files never raise.
 
     Item ``i`` is ``(index, image, ok, error)``; a file that cannot be decoded
-    gives a zero image, ``ok=False`` and the error text.
+    gives a zero image, ``ok=False`` and the error text. ``__getitems__`` (which
+    a DataLoader without worker processes calls for a whole batch) decodes in
+    ``threads`` threads: PIL releases the GIL while it decodes and resizes.
     """
 
-    def __init__(self, root: str, paths: list[str]):
-        self.root, self.paths = root, paths
+    def __init__(self, root: str, paths: list[str], threads: int = 1):
+        self.root, self.paths, self.threads = root, paths, threads
         self.transform = notebook_transform()
+        self._pool = None
+
+    def __getstate__(self):  # worker processes get a copy without the thread pool
+        return {**self.__dict__, "_pool": None}
+
+    def __getitems__(self, indices: list[int]) -> list:
+        if self.threads <= 1 or len(indices) <= 1:
+            return [self[i] for i in indices]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
+        return list(self._pool.map(self.__getitem__, indices))
 
     def __len__(self) -> int:
         return len(self.paths)

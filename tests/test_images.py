@@ -84,3 +84,24 @@ def test_preprocessing_is_the_notebooks_bit_for_bit(tmp_path):
         assert ok and err == ""
         expected = notebook(Image.open(tmp_path / name).convert("RGB")) * 255 - 117
         assert torch.equal(to_model_input(uint8[None])[0], expected)
+
+
+def test_threaded_batches_equal_one_by_one_and_pickle(tmp_path):
+    import pickle
+
+    import torch
+
+    names = [f"{i}.jpg" for i in range(6)]
+    for i, name in enumerate(names):
+        _touch_image(tmp_path / name, seed=i)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    names.insert(3, "broken.jpg")
+    serial, threaded = ImageDataset(str(tmp_path), names), ImageDataset(str(tmp_path), names, threads=3)
+    order = [5, 0, 3, 6, 1]
+    expected, got = [serial[i] for i in order], threaded.__getitems__(order)
+    assert [item[0] for item in got] == order  # the batch keeps its order
+    for (i, a, ok_a, err_a), (j, b, ok_b, err_b) in zip(expected, got):
+        assert (i, ok_a, err_a) == (j, ok_b, err_b) and torch.equal(a, b)
+    assert not got[2][2] and got[2][3]  # the broken file: a row marked invalid, its error kept
+    copy = pickle.loads(pickle.dumps(threaded))  # what a DataLoader worker process receives
+    assert copy.threads == 3 and torch.equal(copy.__getitems__([0])[0][1], expected[1][1])

@@ -1,0 +1,82 @@
+"""The graph rewrites keep the cut network's results: bit for bit where they say so."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.model import cut
+
+
+def _lrn_input(shape, memory_format, seed=0):
+    import torch
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).relu() * 40
+    return x.contiguous(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("size", [9, 4, 1])
+@pytest.mark.parametrize("shape", [(3, 70, 13, 11), (2, 192, 56, 56)])
+def test_local_response_norm_is_bit_for_bit(shape, size):
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.fastgraph import local_response_norm
+
+    for memory_format in (torch.channels_last, torch.contiguous_format):  # blocks, and avg_pool1d
+        x = _lrn_input(shape, memory_format)
+        expected = F.local_response_norm(x, size, alpha=9.99999974738e-05, beta=0.5, k=1)
+        got = local_response_norm(x, size, alpha=9.99999974738e-05, beta=0.5, k=1)
+        assert torch.equal(got, expected)
+        assert got.is_contiguous(memory_format=memory_format)
+
+
+def test_local_response_norm_sums_bf16_in_float32():
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.fastgraph import local_response_norm
+
+    x = _lrn_input((2, 64, 20, 20), torch.channels_last).bfloat16()
+    got = local_response_norm(x, 9, alpha=1e-4, beta=0.75, k=2.0)
+    assert got.dtype == torch.bfloat16
+    expected = F.local_response_norm(x.float(), 9, alpha=1e-4, beta=0.75, k=2.0)
+    torch.testing.assert_close(got.float(), expected, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("layers", [["mixed4a"], ["maxpool1", "mixed3b"], ["mixed5b"]])
+def test_fast_graph_equals_the_plain_cut(random_model, layers):
+    import torch
+
+    from pipeline.fastgraph import speed_up
+
+    plain, fast = cut(random_model, layers), speed_up(cut(random_model, layers))
+    assert not any(n.target is torch.nn.functional.local_response_norm for n in fast.graph.nodes)
+    x = (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 60)
+    with torch.inference_mode():
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            a = plain.to(memory_format=memory_format)(x.contiguous(memory_format=memory_format))
+            b = fast.to(memory_format=memory_format)(x.contiguous(memory_format=memory_format))
+            for name in layers:
+                torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)
+
+
+def test_fused_convolutions_equal_the_plain_cut(random_model):
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.fastgraph import fuse_conv_relu, speed_up
+
+    layers = ["conv2d2", "mixed4a"]
+    plain = cut(random_model, layers).to(memory_format=torch.channels_last)
+    fused = fuse_conv_relu(speed_up(cut(random_model, layers))).to(memory_format=torch.channels_last)
+    targets = [n.target for n in fused.graph.nodes if n.op == "call_function"]
+    if torch.backends.mkldnn.is_available():  # every ReLU of a convolution is folded into it
+        assert F.relu not in targets
+        assert targets.count(torch.ops.mkldnn._convolution_pointwise) == 21  # conv2d0..2, 6 per mixed
+    x = (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 60)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        a, b = plain(x), fused(x)
+    for name in layers:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)
+        assert (b[name] >= 0).all()
