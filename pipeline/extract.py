@@ -164,10 +164,10 @@ def _decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
     """(worker processes, decoding threads in this process) for the device.
 
     On CUDA, worker processes decode while the GPU computes. On the CPU both
-    halves need the same cores: a worker process preempting one of torch's
-    threads stalls every parallel region, so by default the batch is decoded in
-    threads of this process, then the network runs, each half on every core
-    (1.1x the throughput of one worker process on 2 cores, see the README).
+    halves need the same cores, so by default the batch is decoded in threads
+    of this process and then the network runs, each half on every core: as
+    fast as one worker process on 2 cores (within the machine's noise, see the
+    README), without that process's 0.5 GB and start-up.
     """
     cores = max(1, (os.cpu_count() or 2) // world)
     if workers is None:

@@ -6,11 +6,12 @@ machine is noisy; start-up is removed by timing a small and a large folder.
 
 from __future__ import annotations
 
-import os
 import contextlib
+import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,23 +45,35 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def timed(cmd: list[str], env=None) -> tuple[float, float, str]:
+def timed(cmd: list[str], env=None, timeout: float | None = None) -> tuple[float, float, str]:
     """Run ``cmd``; return (seconds, peak RSS in MB of its whole process tree, stdout).
 
-    The tree's RSS (workers included) is sampled every 20 ms.
+    The tree's RSS (workers included) is sampled every 20 ms. Output goes to
+    files, not pipes: a progress bar filling a pipe nobody reads would block the
+    command forever. Past ``timeout`` seconds the command is killed and
+    TimeoutError raised.
     """
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env=dict(os.environ, **(env or {})))
-    peak, watched = 0, psutil.Process(proc.pid)
-    while proc.poll() is None:
-        peak = max(peak, _tree_rss(watched))
-        time.sleep(0.02)
-    seconds = time.perf_counter() - start
-    out, err = proc.communicate()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True,
+                                cwd=ROOT, env=dict(os.environ, **(env or {})))
+        peak, watched = 0, psutil.Process(proc.pid)
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(watched))
+            if timeout is not None and time.perf_counter() - start > timeout:
+                for child in watched.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+                proc.kill()
+                proc.wait()
+                raise TimeoutError(f"{cmd} did not finish within {timeout:.0f} s")
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode:
-        raise RuntimeError(f"{cmd} failed:\n{err[-2000:]}")
-    return seconds, peak / 1e6, out
+        raise RuntimeError(f"{cmd} failed:\n{stderr[-2000:]}")
+    return seconds, peak / 1e6, stdout
 
 
 def machine() -> str:
