@@ -202,7 +202,7 @@ def _network(traced, dev, precision: str, compiled: bool, batch_size: int):
         net = fuse_conv_relu(net)
     net = net.to(dev, memory_format=torch.channels_last)
     if compiled:
-        net = torch.compile(net, dynamic=False)
+        net = torch.compile(net, dynamic=False, options={"freezing": True})
 
     def forward(batch):
         n = batch.shape[0]

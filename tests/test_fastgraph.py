@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from pipeline.model import cut
@@ -49,13 +51,15 @@ def test_fast_graph_equals_the_plain_cut(random_model, layers):
 
     from pipeline.fastgraph import speed_up
 
-    plain, fast = cut(random_model, layers), speed_up(cut(random_model, layers))
+    model = copy.deepcopy(random_model)  # .to() below changes the parameters of the shared model
+    plain, fast = cut(model, layers), speed_up(cut(model, layers))
     assert not any(n.target is torch.nn.functional.local_response_norm for n in fast.graph.nodes)
     x = (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 60)
-    with torch.inference_mode():
-        for memory_format in (torch.contiguous_format, torch.channels_last):
-            a = plain.to(memory_format=memory_format)(x.contiguous(memory_format=memory_format))
-            b = fast.to(memory_format=memory_format)(x.contiguous(memory_format=memory_format))
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        plain, fast = plain.to(memory_format=memory_format), fast.to(memory_format=memory_format)
+        with torch.inference_mode():
+            a = plain(x.contiguous(memory_format=memory_format))
+            b = fast(x.contiguous(memory_format=memory_format))
             for name in layers:
                 torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)
 
@@ -66,9 +70,9 @@ def test_fused_convolutions_equal_the_plain_cut(random_model):
 
     from pipeline.fastgraph import fuse_conv_relu, speed_up
 
-    layers = ["conv2d2", "mixed4a"]
-    plain = cut(random_model, layers).to(memory_format=torch.channels_last)
-    fused = fuse_conv_relu(speed_up(cut(random_model, layers))).to(memory_format=torch.channels_last)
+    layers, model = ["conv2d2", "mixed4a"], copy.deepcopy(random_model)
+    plain = cut(model, layers).to(memory_format=torch.channels_last)
+    fused = fuse_conv_relu(speed_up(cut(model, layers))).to(memory_format=torch.channels_last)
     targets = [n.target for n in fused.graph.nodes if n.op == "call_function"]
     if torch.backends.mkldnn.is_available():  # every ReLU of a convolution is folded into it
         assert F.relu not in targets

@@ -40,6 +40,7 @@ MODES = {
     "exact, --workers 1 (one decoding process)": ["--workers", "1"],
     "--decoder fast": ["--decoder", "fast"],
     "--precision bf16": ["--precision", "bf16"],
+    "--precision bf16 --decoder fast": ["--precision", "bf16", "--decoder", "fast"],
     "--compile": ["--compile"],
     "--compile --precision bf16 --decoder fast": ["--compile", "--precision", "bf16", "--decoder", "fast"],
 }
