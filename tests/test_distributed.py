@@ -12,9 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr
 from numpy.testing import assert_array_equal

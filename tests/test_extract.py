@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import heapq
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 

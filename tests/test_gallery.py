@@ -7,7 +7,6 @@ they are missing the browser tests fail with a message saying so.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,63 @@
+"""Decoders and loader defaults: the ``gpu`` path's batching, run here on the CPU."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import make_image
+from pipeline.decode import collate, decoding, finish_batch, make_dataset
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    make_image(rng, 500, 375).save(tmp_path / "a.jpg", quality=90)
+    make_image(rng, 300, 400).save(tmp_path / "b.png")  # not a JPEG: decoded by a worker already
+    (tmp_path / "c.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    make_image(rng, 375, 500).save(tmp_path / "d.jpg", quality=90)
+    return tmp_path, ["a.jpg", "b.png", "c.jpg", "d.jpg"]
+
+
+def test_gpu_decoder_batch_equals_the_fast_decoder(mixed_folder):
+    import torch
+
+    root, paths = mixed_folder
+    encoded = make_dataset(str(root), paths, "gpu")
+    index, images, ok, errors = collate([encoded[i] for i in range(len(paths))])
+    assert isinstance(images, list) and [image.dim() for image in images] == [1, 3, 1, 1]
+    batch, failed = finish_batch(images, torch.device("cpu"))  # the same calls as on CUDA
+    assert batch.shape == (4, 3, 224, 224) and batch.dtype == torch.uint8
+    assert list(failed) == [2] and failed[2].startswith("RuntimeError")
+    assert not batch[2].any()  # the broken file's image is black, its row marked by ``failed``
+    fast = make_dataset(str(root), paths, "fast")
+    for i in (0, 1, 3):
+        assert torch.equal(batch[i], fast[i][1])
+
+
+def test_decoded_batches_pass_through(mixed_folder):
+    import torch
+
+    root, paths = mixed_folder
+    dataset = make_dataset(str(root), paths, "pil", threads=2)
+    _, images, ok, errors = collate(dataset.__getitems__([0, 1, 2, 3]))
+    assert torch.is_tensor(images) and ok.tolist() == [True, True, False, True] and errors[2]
+    batch, failed = finish_batch(images, torch.device("cpu"))
+    assert failed == {} and torch.equal(batch, images)
+
+
+@pytest.mark.parametrize("device, workers, world, expected", [
+    ("cpu", None, 1, (0, "cores")),   # the batch decodes in threads of this process
+    ("cpu", 3, 1, (3, 1)),            # asked for worker processes: one thread each
+    ("cpu", 0, 1, (0, "cores")),
+    ("cpu", None, 2, (0, "half")),    # two ranks on one host share its cores
+    ("cuda", None, 1, ("cores-1", 1)),
+])
+def test_decoding_defaults(device, workers, world, expected, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    names = {"cores": 6, "half": 3, "cores-1": 5}
+    expected = tuple(names.get(e, e) for e in expected)
+    assert decoding(SimpleNamespace(type=device), workers, world) == expected
