@@ -78,6 +78,7 @@ def main(large: int) -> None:
             "notebook loop (batch 64, 2 workers)":
                 lambda n: [py, str(ROOT / "tests/benchmarks/notebook_loop.py"), str(dirs[n]), "64", "2", "cuda"],
             f"exemplars, exact (batch 256, {workers} workers)": ours(),
+            "exemplars --precision fp16": ours("--precision", "fp16"),
             "exemplars --decoder gpu": ours("--decoder", "gpu"),
             "exemplars --decoder gpu --precision fp16": ours("--decoder", "gpu", "--precision", "fp16"),
         }
