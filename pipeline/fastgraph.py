@@ -75,6 +75,15 @@ def _lrn_blocks(x, size, alpha, beta, k):
     return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
+def _parameters(node, module):
+    """get_attr nodes for a convolution module's weight and bias (None without one), before ``node``."""
+    graph = node.graph
+    with graph.inserting_before(node):
+        weight = graph.get_attr(f"{node.target}.weight")
+        bias = graph.get_attr(f"{node.target}.bias") if module.bias is not None else None
+    return weight, bias
+
+
 def _pad_of(node):
     import torch.nn.functional as F
 
@@ -121,9 +130,7 @@ def speed_up(gm):
         elif value in (None, 0) and isinstance(module, nn.Conv2d) and module.padding in ((0, 0), 0):
             if len(set(pad)) != 1:
                 continue  # asymmetric (conv2d0's (2, 3, 2, 3)): keep the explicit pad
-            with graph.inserting_before(user):
-                weight = graph.get_attr(f"{user.target}.weight")
-                bias = graph.get_attr(f"{user.target}.bias") if module.bias is not None else None
+            weight, bias = _parameters(user, module)
             user.op, user.target = "call_function", F.conv2d
             user.args = (node.args[0], weight, bias, module.stride, pad[0], module.dilation, module.groups)
             user.kwargs = {}
@@ -145,10 +152,7 @@ def _conv_args(node, modules):
         module = modules[node.target]
         if module.padding_mode != "zeros" or isinstance(module.padding, str):
             return None
-        graph = node.graph
-        with graph.inserting_before(node):
-            weight = graph.get_attr(f"{node.target}.weight")
-            bias = graph.get_attr(f"{node.target}.bias") if module.bias is not None else None
+        weight, bias = _parameters(node, module)
         return (node.args[0], weight, bias, list(module.padding), list(module.stride),
                 list(module.dilation), module.groups)
     if node.op == "call_function" and node.target is F.conv2d and len(node.args) == 7 and not node.kwargs:
