@@ -290,7 +290,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         mine = ranks.mine(pending)
         if ranks.world > 1:
             print(f"rank {ranks.rank}/{ranks.world}: shards {mine}", file=sys.stderr, flush=True)
-        # Small CPU batches keep a layer's activations in cache (8: 1.5x the rate of 32).
+        # Small CPU batches keep a layer's activations in cache (8: 1.3x the network's rate at 32).
         batch_size = batch_size or (128 if dev.type == "cuda" else 8)
         sampler = ShardBatches(mine, shard_rows, len(images), batch_size)
         forward = _network(traced, dev, precision, compile, batch_size)
