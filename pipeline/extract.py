@@ -22,6 +22,7 @@ from . import images as imgs
 from . import store as st
 from .decode import decoding, finish_batch, make_loader
 from .geometry import as_dict, receptive_field
+from .hardware import precision_note
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
 
 
@@ -276,6 +277,9 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         from .errors import PipelineError
 
         raise PipelineError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
+    note = precision_note(precision, dev.type)
+    if note and ranks.leader:
+        print(note, file=sys.stderr, flush=True)
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
         if ranks.leader:

@@ -252,10 +252,13 @@ def test_bad_files_are_marked_invalid_and_named(tmp_path):
     ({"compile": True}, 1.0, 1e-3),
     ({"decoder": "fast"}, 0.8, 0.1),
     ({"precision": "bf16"}, 0.8, 0.1),
+    ({"precision": "fp16"}, 0.8, 0.1),
 ])
-def test_opt_in_modes_agree_within_their_tolerance(image_folder, small_store, tmp_path, options, overlap, error):
+def test_opt_in_modes_agree_within_their_tolerance(image_folder, small_store, tmp_path, options, overlap, error,
+                                                   capsys):
     """The README states each mode's measured agreement; these are the bounds they must keep."""
     from pipeline.agreement import agreement
+    from pipeline.hardware import precision_note
 
     store = tmp_path / "mode.zarr"
     extract(image_folder, store, weights="random", batch_size=4, workers=0, shard_rows=8, progress=False, **options)
@@ -266,6 +269,8 @@ def test_opt_in_modes_agree_within_their_tolerance(image_folder, small_store, tm
     attrs = zarr.open_group(str(store), mode="r").attrs
     assert attrs["model"]["precision"] == options.get("precision", "fp32")
     assert attrs["preprocessing"]["decoder"] == options.get("decoder", "pil")
+    note = precision_note(options.get("precision", "fp32"), "cpu")
+    assert (note in capsys.readouterr().err) if note else True  # fp16 without AMX-FP16 says it is slow
 
 
 def test_bad_options_are_one_sentence(image_folder, tmp_path):

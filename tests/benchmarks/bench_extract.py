@@ -41,6 +41,7 @@ MODES = {
     "--decoder fast": ["--decoder", "fast"],
     "--precision bf16": ["--precision", "bf16"],
     "--precision bf16 --decoder fast": ["--precision", "bf16", "--decoder", "fast"],
+    "--precision fp16": ["--precision", "fp16"],
     "--compile": ["--compile"],
     "--compile --precision bf16 --decoder fast": ["--compile", "--precision", "bf16", "--decoder", "fast"],
 }
@@ -70,7 +71,7 @@ def run(workdir: Path, modes=MODES) -> list[dict]:
     return rows
 
 
-def network_sweep(batches=SWEEP_BATCHES, precisions=("fp32", "bf16"), images=64, rounds=3) -> dict:
+def network_sweep(batches=SWEEP_BATCHES, precisions=("fp32", "bf16", "fp16"), images=64, rounds=3) -> dict:
     """The cut network alone (no decoding): images/s by batch size, median of interleaved rounds."""
     import statistics
     import time
@@ -94,6 +95,67 @@ def network_sweep(batches=SWEEP_BATCHES, precisions=("fp32", "bf16"), images=64,
                     n += b
                 rates[p, b].append(n / (time.perf_counter() - started))
     return {key: statistics.median(values) for key, values in rates.items()}
+
+
+def roofline(size=2048, repeats=10) -> dict:
+    """The cut network's GFLOP per image and this CPU's matmul GFLOP/s per precision.
+
+    A large matmul is as close to the machine's peak as oneDNN/MKL get, so
+    network rate x GFLOP / matmul rate says how far from the limit a precision is.
+    """
+    import time
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.model import cut, load_model
+
+    net = cut(load_model("random", 0)[0], ["mixed4a"])  # outside the counter: tracing would count too
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, 224, 224))
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        peak[name] = 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    return {"gflop": counter.get_total_flops() / 1e9, "matmul": peak, "conv_share": _conv_share()}
+
+
+def _conv_share(batch=8, repeats=4) -> float:
+    """Share of the exact network's time spent in convolutions (torch.profiler, self time)."""
+    import torch
+
+    from pipeline.extract import _network
+    from pipeline.model import cut, load_model
+
+    forward = _network(cut(load_model("random", 0)[0], ["mixed4a"]), torch.device("cpu"), "fp32", False, batch)
+    x = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8)
+    with torch.inference_mode():
+        forward(x)
+        with torch.profiler.profile() as prof:
+            for _ in range(repeats):
+                forward(x)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if "convolution" in e.key) / total
+
+
+def roofline_report(rates, roof, batch=8) -> str:
+    lines = [f"| network alone, batch {batch} | images/s | GFLOP/s ({roof['gflop']:.2f} GFLOP per image) "
+             f"| {2048}² matmul GFLOP/s | share of the matmul rate |", "| --- | --- | --- | --- | --- |"]
+    for p in sorted({p for p, _ in rates}, key=lambda p: p != "fp32"):
+        achieved = rates[p, batch] * roof["gflop"]
+        lines.append(f"| {p} | {rates[p, batch]:.1f} | {achieved:.0f} | {roof['matmul'][p]:.0f} | "
+                     f"{achieved / roof['matmul'][p]:.0%} |")
+    share = roof["conv_share"]
+    conv_rate = rates["fp32", batch] * roof["gflop"] / share
+    lines.append(f"\nfp32: convolutions take {share:.0%} of the network's time (torch.profiler), so they run "
+                 f"at {conv_rate:.0f} GFLOP/s, {conv_rate / roof['matmul']['fp32']:.0%} of the fp32 matmul rate.")
+    return "\n".join(lines)
 
 
 def sweep_report(rates) -> str:
@@ -120,4 +182,6 @@ def report(rows) -> str:
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         print(report(run(Path(tmp))))
-    print(sweep_report(network_sweep()))
+    rates = network_sweep()
+    print(sweep_report(rates))
+    print(roofline_report(rates, roofline()))

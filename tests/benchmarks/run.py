@@ -27,7 +27,9 @@ def main(which: list[str]) -> None:
             rows = bench_extract.run(Path(tmp) / "extract")
             notebook_rate = rows[0]["rate"]
             print(bench_extract.report(rows), "\n", flush=True)
-            print(bench_extract.sweep_report(bench_extract.network_sweep()), "\n", flush=True)
+            rates = bench_extract.network_sweep()
+            print(bench_extract.sweep_report(rates), "\n", flush=True)
+            print(bench_extract.roofline_report(rates, bench_extract.roofline()), "\n", flush=True)
         if "query" in which:
             (Path(tmp) / "query").mkdir()
             print(bench_query.report(bench_query.run(Path(tmp) / "query"), notebook_rate), "\n", flush=True)
