@@ -120,7 +120,7 @@ def samples(
     channel: int = typer.Option(..., "--channel", "-c"),
     bands: str = typer.Option("0.1%,1%,10%,50%,zeros", help="Nested top bands by rank, and 'zeros'."),
     per_band: int = typer.Option(5, help="Images drawn from each band."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0),
     by: str = typer.Option("mean"),
     as_json: bool = typer.Option(False, "--json"),
 ):
@@ -179,8 +179,10 @@ def grid(
     out: Path = typer.Option(Path("grid.png"), "--out", "-o"),
 ):
     """The notebook's figure from the store: top images per channel, as a PNG."""
+    from .outputs import figure_file
     from .render import save
 
+    figure_file(out)
     figure = _layer(store, layer).grid(channels, k=k, by=by, crop=crop, heatmap=heatmap,
                                        bottom=bottom, samples=samples, featureviz=featureviz)
     save(figure, out)
@@ -194,7 +196,7 @@ def featureviz(
     channel: int = typer.Option(..., "--channel", "-c"),
     size: int = typer.Option(128, min=16, help="Side of the optimised image in pixels."),
     steps: int = typer.Option(128, min=1, help="Optimisation steps."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save it as a PNG."),
 ):
     """lucent's activation maximisation for a channel, cached in the store (reruns the model once)."""
@@ -204,6 +206,10 @@ def featureviz(
 
     from .featureviz import featureviz as optimise
 
+    if out is not None:
+        from .outputs import image_file
+
+        image_file(out)  # before the optimisation, not after it
     started = time.perf_counter()
     picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed)
     if out is not None:

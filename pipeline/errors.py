@@ -9,6 +9,7 @@ Offers:
     StoreMismatchError  a store made with other settings than this run's
     StoreLockedError    another writer holds the store
     QueryError          a malformed query (channel, k, band, direction)
+    OutputError         an output path that cannot be written (a file for a folder, a bad suffix)
 
 Each subclass also inherits the matching built-in, as zarr's errors do, so
 callers can catch ``FileNotFoundError`` or ``ValueError`` as they are used to.
@@ -49,6 +50,10 @@ class StoreLockedError(PipelineError, BlockingIOError):
 
 
 class QueryError(PipelineError, ValueError):
+    pass
+
+
+class OutputError(PipelineError, OSError):
     pass
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import pages
+from . import outputs, pages
 from .images import display_image
 from .pictures import crop_box
 
 THUMB, SMALL, CROP = 128, 96, 128
 MANIFEST = ".exemplars-gallery.json"
+OURS = re.compile(r"(\d+(_c\d+)?\.jpg|viz_\d+\.png)")  # names of the files a build writes in img/
 
 
 @dataclass
@@ -112,12 +114,13 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     out = Path(out_dir).resolve()
     if crops and "argmax" not in layer.available:
         raise QueryError(f"layer {layer.name} has no argmax for crops (an imported store); use --no-crops")
-    (out / "img").mkdir(parents=True, exist_ok=True)
-    (out / "channels").mkdir(exist_ok=True)
+    for folder in (out, out / "img", out / "channels"):
+        outputs.folder(folder)
     identity = _identity(layer)
     if not _reusable(out, identity):
         for old in (out / "img").iterdir():
-            old.unlink()
+            if OURS.fullmatch(old.name):  # only what a build writes; a user's own files stay
+                old.unlink()
     per_channel, needs = _queries(layer, k, crops)
     jobs = []
     for row, path in zip(sorted(needs), layer.store.paths(sorted(needs))):

@@ -29,8 +29,8 @@ def model_for(store):
     elif kind == "file" and weights.get("path"):
         spec, seed = weights["path"], 0
     else:
-        raise QueryError(f"heatmaps rerun the model, and this store's weights ({weights.get('name')}) "
-                         "cannot be loaded again; draw the grid without --heatmap")
+        raise QueryError(f"heatmaps and feature visualisations rerun the model, and this store's weights "
+                         f"({weights.get('name')}, {kind}) cannot be loaded again; draw grids without --heatmap")
     key = (spec, seed)
     if key not in _MODELS:
         model, info = load_model(spec, seed)

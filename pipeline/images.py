@@ -100,10 +100,19 @@ def scan(root: str | os.PathLike) -> ImageList:
         labels = np.array([index[p.split("/", 1)[0]] for p in rel], dtype=np.int32)
     else:
         classes, labels = [], np.full(len(rel), -1, dtype=np.int32)
-    stats = [os.stat(os.path.join(root, p)) for p in rel]
+    stats = [_stat(os.path.join(root, p)) for p in rel]
     return ImageList(root, layout, rel, labels, classes,
-                     np.array([s.st_size for s in stats], dtype=np.int64),
-                     np.array([s.st_mtime_ns for s in stats], dtype=np.int64))
+                     np.array([size for size, _ in stats], dtype=np.int64),
+                     np.array([mtime for _, mtime in stats], dtype=np.int64))
+
+
+def _stat(path: str) -> tuple[int, int]:
+    """(size, mtime_ns); (-1, 0) for what cannot be read (a dangling link): its row fails to decode."""
+    try:
+        s = os.stat(path)
+    except OSError:
+        return -1, 0
+    return s.st_size, s.st_mtime_ns
 
 
 def fingerprint(images: ImageList) -> str:

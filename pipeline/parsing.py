@@ -54,12 +54,17 @@ def parse_direction(spec, channels: int) -> np.ndarray:
             vector = np.load(str(spec), allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise QueryError(f"cannot read direction file {spec}: {exc}") from None
+        if not isinstance(vector, np.ndarray) or not np.issubdtype(vector.dtype, np.number):
+            raise QueryError(f"direction file {spec} must hold one numeric array (.npy), "
+                             f"not {type(vector).__name__ if not isinstance(vector, np.ndarray) else vector.dtype}")
     else:
         vector = np.zeros(channels)
         for part in str(spec).split(","):
             try:
                 c, w = part.split(":") if ":" in part else (part, "1")
                 vector[check_channel(int(c), channels)] += float(w)
+            except QueryError:
+                raise  # a channel out of range says so itself
             except ValueError:
                 raise QueryError(f"malformed direction {spec!r}; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3") from None
     vector = np.asarray(vector, dtype=np.float64).ravel()

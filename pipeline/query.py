@@ -117,7 +117,8 @@ class Store:
             return row
         if self.root and os.path.isabs(text):
             text = os.path.relpath(text, self.root)
-        found = np.flatnonzero(self.all_paths == text.replace(os.sep, "/"))
+        # "./cat/x.jpg" and "cat//x.jpg" name the stored "cat/x.jpg".
+        found = np.flatnonzero(self.all_paths == os.path.normpath(text).replace(os.sep, "/"))
         if not found.size:
             raise QueryError(f"{image} is not an image of this store (paths are relative to {self.root})")
         return int(found[0])
@@ -206,9 +207,9 @@ class Layer(Analysis):
                        store.paths(rows), labels.tolist(), names, channel=channel, peaks=peaks,
                        bands=bands, note=self.note())
 
-    def _check_k(self, k: int) -> int:
+    def _check_k(self, k: int, name: str = "k") -> int:
         if int(k) <= 0:
-            raise QueryError(f"k must be at least 1, not {k}")
+            raise QueryError(f"{name} must be at least 1, not {k}")
         return int(k)
 
     def topk(self, channel: int, k: int = 10, by: str = "mean", bottom: bool = False,
@@ -232,7 +233,7 @@ class Layer(Analysis):
     def samples(self, channel: int, bands: str = DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
                 by: str = "mean") -> Results:
         parsed = parse_bands(bands) if isinstance(bands, str) else bands
-        self._check_k(per_band)
+        self._check_k(per_band, "--per-band")
         values = self.column(channel, by)
         chosen, labels = ranking.band_samples(values, self.usable, parsed, per_band, seed)
         return self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],

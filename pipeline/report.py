@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import render, stats
+from . import outputs, render, stats
 
 COLUMNS = ["mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis", "dead"]
 
@@ -58,8 +58,7 @@ def _pca_summary(cov, groups) -> dict:
 
 
 def write_stats(layer, out_dir, channel: int | None = None, progress: bool = True) -> list[str]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = outputs.folder(out_dir)
     warning = layer.note()
     title = f"{layer.name} ({int(layer.usable.sum())} images)"
     bar = (lambda it, total, desc: _bar(it, total, desc)) if progress else None

@@ -56,7 +56,12 @@ def is_url(path) -> bool:
 def _fs(path):
     import fsspec
 
-    return fsspec.core.url_to_fs(str(path))
+    try:
+        return fsspec.core.url_to_fs(str(path))
+    except ImportError as exc:  # fsspec names the package the protocol needs
+        raise StoreError(f"{path}: {exc}") from None
+    except ValueError as exc:
+        raise StoreError(f"{path} is not a URL that fsspec can open ({exc})") from None
 
 
 def is_store(path) -> bool:
@@ -109,6 +114,8 @@ def writer_lock(path: str | Path):
         yield
         return
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file; a store is a folder, choose another --store")
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -182,11 +189,15 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
 def open_group(path, mode: str = "r"):
     """Open an existing store, refusing non-stores and newer format versions."""
     path_str = str(path)
-    if "://" not in path_str and not Path(path_str).exists():
+    if is_url(path_str):
+        _fs(path_str)  # an unknown protocol or a missing fsspec package, said in one line
+    elif not Path(path_str).exists():
         raise StoreError(f"no store at {path_str}; run `exemplars activations` first")
     try:
         group = zarr.open_group(path_str, mode=mode)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
+    except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError,
+            zarr.errors.NodeTypeValidationError, ValueError, KeyError, TypeError) as exc:
+        # ValueError covers a zarr.json that is not JSON (a damaged or foreign folder).
         raise StoreError(f"{path_str} is not an exemplars store ({exc.__class__.__name__})") from None
     attrs = group.attrs
     if attrs.get("format") != FORMAT_NAME:
@@ -218,11 +229,21 @@ def check_compatible(group, meta: dict) -> None:
     stored = group.attrs
     for field in COMPARED:
         if field in meta and _identity(stored.get(field)) != _identity(meta[field]):
+            name, old, new = _first_difference(field, _identity(stored.get(field)), _identity(meta[field]))
             raise StoreMismatchError(
-                f"store {group.store} was made with {field}={_describe(stored.get(field))}, "
-                f"this run has {field}={_describe(meta[field])}; "
+                f"store {group.store} was made with {name}={_describe(old)}, "
+                f"this run has {name}={_describe(new)}; "
                 "pass --overwrite to rebuild it or choose another --store"
             )
+
+
+def _first_difference(name: str, old, new):
+    """The dotted name and values of the first setting that differs inside nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key) != new.get(key):
+                return _first_difference(f"{name}.{key}", old.get(key), new.get(key))
+    return name, old, new
 
 
 def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict, stats=STATS):
@@ -277,6 +298,16 @@ def refresh_completeness(group, layer: str) -> dict:
     return dict(sub.attrs)
 
 
+def _paths_fingerprint(paths) -> str:
+    """What identifies an imported dataset: its image paths, in order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(f"{p}\n".encode())
+    return "paths:" + digest.hexdigest()
+
+
 def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
                   shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None,
                   max_matrix=None):
@@ -294,13 +325,18 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     labels = np.full(n, -1, dtype=np.int32) if labels is None else np.asarray(labels, dtype=np.int32)
     if labels.shape != (n,):
         raise StoreMismatchError(f"the labels have shape {labels.shape}, expected ({n},)")
+    if not layer or "/" in layer or layer == "images":
+        raise StoreError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
     with writer_lock(path):
         meta = {"dataset": {"root": root, "layout": "imported", "n_images": n},
-                "dataset_fingerprint": None, "preprocessing": None,
+                "dataset_fingerprint": _paths_fingerprint(paths), "preprocessing": None,
                 "model": {"name": "imported", "weights": {"kind": "imported", "name": layer}}}
         zeros = np.zeros(n, dtype=np.int64)
         group = create_store(path, meta, {"path": list(paths), "label": labels, "classes": list(classes),
                                           "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
+        if layer in group:  # rewriting it would mix two imports' rows
+            raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
+                                     "or pass --overwrite to rebuild the store")
         sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
                         stats=("mean",) if max_matrix is None else ("mean", "max"))
         shards = range(n_shards(n, shard_rows))

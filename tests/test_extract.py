@@ -184,7 +184,8 @@ def test_rerun_with_other_weights_refuses_unless_overwrite(image_folder, small_s
     extract(image_folder, store, weights="random", workers=0, shard_rows=8, progress=False)
     proc = run_cli("activations", image_folder, "--store", store, "--weights", weights_file,
                    "--workers", "0", check=False)
-    assert proc.returncode == 2 and "model=" in proc.stderr and "--overwrite" in proc.stderr
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert "model.weights.kind='random', this run has model.weights.kind='file'" in proc.stderr  # the differing leaf
     run_cli("activations", image_folder, "--store", store, "--weights", weights_file,
             "--workers", "0", "--overwrite")
     group = zarr.open_group(str(store), mode="r")

@@ -105,3 +105,23 @@ def test_pages_load_in_a_real_browser(site):
 def test_gallery_cli_errors(small_store, tmp_path):
     proc = run_cli("gallery", "--store", small_store, "--layer", "nope", "-o", tmp_path / "s", check=False)
     assert proc.returncode == 2 and "unknown layer" in proc.stderr
+
+
+def test_a_rebuild_removes_only_what_a_build_wrote(small_store, tmp_path):
+    out = tmp_path / "site"
+    (out / "img").mkdir(parents=True)
+    (out / "img" / "notes.txt").write_text("mine")
+    (out / "img" / "holiday.jpg").write_bytes(b"mine")
+    (out / "img" / "3.jpg").write_bytes(b"a stale thumbnail of another store")
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    build_gallery(layer, out, k=2, crops=False, progress=False, workers=1)
+    assert (out / "img" / "notes.txt").read_text() == "mine"
+    assert (out / "img" / "holiday.jpg").read_bytes() == b"mine"
+    stale = out / "img" / "3.jpg"  # no manifest of this store: removed, and redrawn if row 3 is shown
+    assert not stale.exists() or stale.read_bytes() != b"a stale thumbnail of another store"
+
+
+def test_gallery_out_that_is_a_file_is_one_sentence(small_store, tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = run_cli("gallery", "--store", small_store, "-o", tmp_path / "file", check=False)
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr

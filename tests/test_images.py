@@ -105,3 +105,12 @@ def test_threaded_batches_equal_one_by_one_and_pickle(tmp_path):
     assert not got[2][2] and got[2][3]  # the broken file: a row marked invalid, its error kept
     copy = pickle.loads(pickle.dumps(threaded))  # what a DataLoader worker process receives
     assert copy.threads == 3 and torch.equal(copy.__getitems__([0])[0][1], expected[1][1])
+
+
+def test_a_dangling_link_is_an_invalid_row_not_a_crash(tmp_path):
+    _touch_image(tmp_path / "a.jpg")
+    os.symlink(tmp_path / "gone" / "x.jpg", tmp_path / "b.jpg")
+    images = scan(tmp_path)
+    assert images.paths == ["a.jpg", "b.jpg"] and images.sizes.tolist()[1] == -1
+    _, _, ok, error = ImageDataset(images.root, images.paths)[1]
+    assert not ok and "No such file" in error

@@ -95,7 +95,7 @@ def test_similar_equals_cosine(generated):
     cosine = clean @ clean[10] / np.where(norms > 0, norms, 1) / norms[10]
     usable[10] = False
     layer = pipeline.open_store(path)["layer1"]
-    for image in (10, paths[10]):
+    for image in (10, paths[10], "./" + paths[10]):  # "./x" names the stored "x"
         got = layer.similar(image, k=8)
         assert_array_equal(got.rows, _reference_top(cosine, usable, 8))
         assert_allclose(got.activations, cosine[got.rows])
@@ -158,6 +158,15 @@ def test_errors(generated, tmp_path):
         store["layer1"].topk(0, by="max")
     with pytest.raises(QueryError, match="malformed direction"):
         store["layer1"].direction("3:")
+    with pytest.raises(QueryError, match="channel 99 is out of range"):
+        store["layer1"].direction("99:1")
+    np.save(tmp_path / "words.npy", np.array(["a", "b"]))
+    np.savez(tmp_path / "pair.npz", x=np.ones(C))
+    for name in ("words.npy", "pair.npz"):
+        with pytest.raises(QueryError, match="one numeric array"):
+            store["layer1"].direction(str(tmp_path / name))
+    with pytest.raises(QueryError, match="--per-band must be at least 1"):
+        store["layer1"].samples(0, per_band=0)
     with pytest.raises(QueryError, match="unknown band"):
         parse_bands("1%,lots")
     with pytest.raises(StoreError, match="no store"):

@@ -55,3 +55,45 @@ def test_xarray_and_dask_open_a_layer(small_store):
     np.testing.assert_allclose(per_channel.values, raw.mean(axis=0), rtol=1e-5)
     images = xr.open_zarr(str(small_store), group="images", consolidated=False)
     assert images["valid"].dims == ("image",) and bool(images["valid"].all())
+
+
+def test_damaged_or_foreign_metadata_and_urls_are_one_sentence(tmp_path):
+    bad = tmp_path / "bad.zarr"
+    bad.mkdir()
+    (bad / "zarr.json").write_text("{not json")
+    with pytest.raises(StoreError, match="not an exemplars store"):
+        open_group(bad)
+    with pytest.raises(StoreError, match="fsspec"):
+        open_group("nosuchprotocol://bucket/x.zarr")
+
+
+def test_a_mismatch_names_the_setting_inside_a_dict(small_store):
+    group = open_group(small_store)
+    preprocessing = dict(group.attrs["preprocessing"], decoder="fast")
+    with pytest.raises(StoreMismatchError, match=r"preprocessing.decoder='pil', this run has preprocessing.decoder='fast'"):
+        check_compatible(group, {"preprocessing": preprocessing})
+
+
+def test_a_second_import_never_mixes_with_the_first(tmp_path):
+    store, m = tmp_path / "s.zarr", np.ones((6, 2), dtype=np.float32)
+    import_matrix(store, m, "feat", [f"a/{i}.jpg" for i in range(6)])
+    with pytest.raises(StoreMismatchError, match="dataset_fingerprint"):  # other images
+        import_matrix(store, m[:3] * 2, "feat", [f"b/{i}.jpg" for i in range(3)])
+    with pytest.raises(StoreMismatchError, match="already has layer feat"):  # same images, same layer
+        import_matrix(store, m * 2, "feat", [f"a/{i}.jpg" for i in range(6)])
+    assert open_group(store)["feat/mean"][:].tolist() == m.tolist()  # untouched
+    fresh = import_matrix(store, m * 2, "feat", [f"b/{i}.jpg" for i in range(6)], overwrite=True)
+    assert fresh["feat/mean"][:].tolist() == (m * 2).tolist()
+    assert fresh["images/path"][:].tolist() == [f"b/{i}.jpg" for i in range(6)]
+
+
+@pytest.mark.parametrize("name", ["images", "", "a/b"])
+def test_import_refuses_layer_names_the_format_reserves(tmp_path, name):
+    with pytest.raises(StoreError, match="cannot name a layer"):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), dtype=np.float32), name, ["x", "y"])
+
+
+def test_a_file_is_not_a_store_to_write(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        import_matrix(tmp_path / "file", np.ones((2, 2), dtype=np.float32), "feat", ["x", "y"])
