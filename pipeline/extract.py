@@ -1,13 +1,12 @@
 """Phase one: one pass of the model writes every channel of every image to the store.
 
 Offers:
-    reduce(acts) -> (B, 3, C) tensor   spatial mean, max and flat argmax, on the device
     ShardBatches                       batches that never straddle a shard
     rows_in(shards, shard_rows, n)     how many images some shards hold
     extract(data_dir, store, ...) -> Summary
 
-The loop is separate from the math: ``reduce`` is the only computation, the
-rest is batching, buffering whole shards and writing each exactly once.
+The loop is separate from the math (``forward.py``: the network and ``reduce``);
+here is batching, buffering whole shards and writing each exactly once.
 """
 
 from __future__ import annotations
@@ -21,19 +20,10 @@ import numpy as np
 from . import images as imgs
 from . import store as st
 from .decode import decoding, finish_batch, make_loader
+from .forward import forward_pass, reduce
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
-
-
-def reduce(acts):
-    """(B, C, H, W) activations -> (B, 3, C): spatial mean, max, argmax (as float)."""
-    import torch
-
-    flat = acts.flatten(2)
-    peak, where = flat.max(dim=2)
-    # argmax < 2**24 is exact in float32, so one tensor (one copy) carries all three.
-    return torch.stack((flat.mean(dim=2), peak, where.to(flat.dtype)), dim=1)
 
 
 def rows_in(shards, shard_rows: int, n: int) -> int:
@@ -160,39 +150,6 @@ def _pending(group, layers) -> list[int]:
     return [int(s) for s in np.flatnonzero(~done)]
 
 
-def _network(traced, dev, precision: str, compiled: bool, batch_size: int):
-    """The forward pass as a function of a uint8 batch: autocast and compile when asked.
-
-    With ``compiled`` every batch is padded to ``batch_size``, so one graph serves all.
-    """
-    import contextlib
-
-    import torch
-
-    from .fastgraph import fuse_conv_relu, speed_up
-
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    net = speed_up(traced)
-    if dev.type == "cpu" and dtype is None and not compiled:  # autocast would not reach the fused op
-        net = fuse_conv_relu(net)
-    net = net.to(dev, memory_format=torch.channels_last)
-    if compiled:
-        # Freezing folds the weights in as constants (prepacked for oneDNN): 1.1x on this CPU.
-        net = torch.compile(net, dynamic=False, options={"freezing": True} if dev.type == "cpu" else None)
-
-    def forward(batch):
-        n = batch.shape[0]
-        if compiled and n < batch_size:
-            batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
-        x = imgs.to_model_input(batch).contiguous(memory_format=torch.channels_last)
-        context = torch.autocast(dev.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with context:
-            out = net(x)
-        return {name: value[:n].float() for name, value in out.items()}
-
-    return forward
-
-
 def _open_for_writing(store_path, images, weights_info, layers, shapes, model, traced, shard_rows,
                       overwrite, precision, decoder):
     """Create or reopen the store and its layers (the leader rank alone does this)."""
@@ -297,7 +254,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         # Small CPU batches keep a layer's activations in cache (8: 1.3x the network's rate at 32).
         batch_size = batch_size or (128 if dev.type == "cuda" else 8)
         sampler = ShardBatches(mine, shard_rows, len(images), batch_size)
-        forward = _network(traced, dev, precision, compile, batch_size)
+        forward = forward_pass(traced, dev, precision, compile, batch_size)
         workers, threads = decoding(dev, workers, ranks.world)
         started = time.perf_counter()
         bar = tqdm(total=sampler.rows_total(), unit="img", desc=",".join(layers), dynamic_ncols=True,

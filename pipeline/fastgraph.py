@@ -2,7 +2,8 @@
 
 Offers:
     speed_up(graph_module) -> graph_module         in place, and returned
-    fuse_conv_relu(graph_module) -> graph_module   CPU float32 only: oneDNN applies the ReLU
+    own_copy(graph_module) -> graph_module         with its own graph and parameters
+    fuse_conv_relu(graph_module) -> graph_module   CPU, eager: oneDNN applies the ReLU
                                                    as the convolution writes (equal to float32
                                                    round-off: bit for bit here with 2 threads,
                                                    2.4e-6 absolute with 1, where oneDNN picks
@@ -75,6 +76,22 @@ def _lrn_blocks(x, size, alpha, beta, k):
         div.div_(size).mul_(alpha).add_(k).pow_(beta)
         torch.div(block, div, out=out[start:start + m])
     return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def own_copy(gm):
+    """A copy of ``gm`` with its own graph and parameters, to convert without touching the model.
+
+    ``copy.deepcopy`` would not do: it regenerates the module from its code, where our
+    ``local_response_norm`` resolves by name to ``F.local_response_norm``.
+    """
+    import copy
+
+    import torch
+
+    out = torch.fx.GraphModule(gm, copy.deepcopy(gm.graph))  # submodules still shared here
+    for name, child in list(out.named_children()):
+        setattr(out, name, copy.deepcopy(child))
+    return out
 
 
 def _parameters(node, module):

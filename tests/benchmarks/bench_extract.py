@@ -78,11 +78,11 @@ def network_sweep(batches=SWEEP_BATCHES, precisions=("fp32", "bf16", "fp16"), im
 
     import torch
 
-    from pipeline.extract import _network
+    from pipeline.forward import forward_pass
     from pipeline.model import cut, load_model
 
     model, _ = load_model("random", 0)
-    nets = {p: _network(cut(model, ["mixed4a"]), torch.device("cpu"), p, False, 1) for p in precisions}
+    nets = {p: forward_pass(cut(model, ["mixed4a"]), torch.device("cpu"), p, False, 1) for p in precisions}
     rates = {(p, b): [] for p in precisions for b in batches}
     x = torch.randint(0, 256, (max(batches), 3, 224, 224), dtype=torch.uint8)
     with torch.inference_mode():
@@ -129,10 +129,10 @@ def _conv_share(batch=8, repeats=4) -> float:
     """Share of the exact network's time spent in convolutions (torch.profiler, self time)."""
     import torch
 
-    from pipeline.extract import _network
+    from pipeline.forward import forward_pass
     from pipeline.model import cut, load_model
 
-    forward = _network(cut(load_model("random", 0)[0], ["mixed4a"]), torch.device("cpu"), "fp32", False, batch)
+    forward = forward_pass(cut(load_model("random", 0)[0], ["mixed4a"]), torch.device("cpu"), "fp32", False, batch)
     x = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8)
     with torch.inference_mode():
         forward(x)
