@@ -33,7 +33,7 @@ def _onednn_supports(precision: str) -> bool:
 
 
 def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
-    """The forward pass as a function of a uint8 batch: autocast and compile when asked.
+    """The forward pass as a function of a uint8 batch, in ``precision``, compiled when asked.
 
     With ``compiled`` every batch is padded to ``batch_size``, so one graph serves all.
     """
