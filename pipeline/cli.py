@@ -36,7 +36,7 @@ def activations(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536)."),
     overwrite: bool = typer.Option(False, help="Rebuild a store made with other settings."),
-    precision: str = typer.Option("fp32", help="fp32 (exact) | bf16 | fp16: autocast, approximate; bf16 is the fast one on CPUs with AMX-BF16, fp16 on GPUs."),
+    precision: str = typer.Option("fp32", help="fp32 (exact) | bf16 | fp16: approximate; bf16 is the fast one on CPUs with AMX-BF16, fp16 on GPUs."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (slow start, fast run)."),
     decoder: str = typer.Option("pil", help="pil (the notebook's, exact) | fast (torchvision) | gpu (CUDA)."),
 ):

@@ -19,8 +19,9 @@ import numpy as np
 
 from . import images as imgs
 from . import store as st
-from .decode import decoding, finish_batch, make_loader
-from .forward import forward_pass, reduce
+from .decode import DECODERS, decoding, finish_batch, make_loader
+from .errors import PipelineError
+from .forward import PRECISIONS, forward_pass, reduce
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
@@ -132,10 +133,7 @@ def _root_meta(images, weights_info, precision="fp32", decoder="pil") -> dict:
 
 
 def _check_options(precision: str, decoder: str, device: str) -> None:
-    from .decode import DECODERS
-    from .errors import PipelineError
-
-    if precision not in ("fp32", "bf16", "fp16"):
+    if precision not in PRECISIONS:
         raise PipelineError(f"--precision must be fp32, bf16 or fp16, not {precision!r}")
     if decoder not in DECODERS:
         raise PipelineError(f"--decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
@@ -231,8 +229,6 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     if ranks.world > 1 and dev.type == "cuda" and dev.index is None:
         dev = _device(f"cuda:{ranks.local_rank}")
     if decoder == "gpu" and dev.type != "cuda":
-        from .errors import PipelineError
-
         raise PipelineError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
     note = precision_note(precision, dev.type)
     if note and ranks.leader:

@@ -1,6 +1,7 @@
 """Phase one's computation: the network as a function of a uint8 batch, and its reduction.
 
 Offers:
+    PRECISIONS                         ("fp32", "bf16", "fp16")
     forward_pass(traced, device, precision, compiled, batch_size) -> forward(batch) -> {layer: tensor}
     reduce(acts) -> (B, 3, C) tensor   spatial mean, max and flat argmax, on the device
 
@@ -12,6 +13,8 @@ the precision (weights converted once on the CPU, autocast elsewhere) and
 from __future__ import annotations
 
 from . import images as imgs
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def reduce(acts):
@@ -49,7 +52,7 @@ def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
     # On the CPU the weights are converted once instead of by autocast at every call: bit for
     # bit the same activations (tested), 1.1x, and the fused convolution + ReLU then applies
     # to bf16 too (1.35x in all, network alone). CUDA and compiled graphs keep autocast.
-    cast = dtype if cpu_eager and _onednn_supports(precision) else None
+    cast = dtype if dtype is not None and cpu_eager and _onednn_supports(precision) else None
     if cast is not None:
         net = own_copy(net).to(cast)  # the cut graph shares its modules with the model
     if cpu_eager:

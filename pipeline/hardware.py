@@ -6,8 +6,8 @@ Offers:
 
 On a CPU, fp16 autocast is only fast with AMX-FP16 (Granite Rapids and later).
 Without it oneDNN converts each fp16 operand to fp32 and back: on this project's
-Sapphire Rapids machine the cut network ran at 0.75x its fp32 rate, while bf16
-(AMX-BF16) ran at 1.8x (README, Benchmarks). A user who asked for speed should
+Sapphire Rapids machine the cut network ran at 0.71-0.75x its fp32 rate, while bf16
+(AMX-BF16) ran at 2.0x (README, Benchmarks). A user who asked for speed should
 hear that before a long run, not after it.
 """
 

@@ -20,7 +20,6 @@ is the sorted relative POSIX path, whatever order the file system lists.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -116,10 +115,9 @@ def _stat(path: str) -> tuple[int, int]:
 
 
 def fingerprint(images: ImageList) -> str:
-    digest = hashlib.sha256()
-    for p, s, m in zip(images.paths, images.sizes.tolist(), images.mtimes.tolist()):
-        digest.update(f"{p}\0{s}\0{m}\n".encode())
-    return digest.hexdigest()
+    from .store import dataset_fingerprint
+
+    return dataset_fingerprint(images.paths, images.sizes, images.mtimes)
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -54,9 +54,11 @@ def parse_direction(spec, channels: int) -> np.ndarray:
             vector = np.load(str(spec), allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise QueryError(f"cannot read direction file {spec}: {exc}") from None
-        if not isinstance(vector, np.ndarray) or not np.issubdtype(vector.dtype, np.number):
-            raise QueryError(f"direction file {spec} must hold one numeric array (.npy), "
-                             f"not {type(vector).__name__ if not isinstance(vector, np.ndarray) else vector.dtype}")
+        if not isinstance(vector, np.ndarray):  # an .npz archive of several arrays
+            vector.close()
+            raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not an archive")
+        if not np.issubdtype(vector.dtype, np.number):
+            raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not {vector.dtype}")
     else:
         vector = np.zeros(channels)
         for part in str(spec).split(","):

@@ -11,6 +11,7 @@ imports no torch. Offers:
     write_shard(group, layers, shard, blocks, valid, errors)
     done_shards(group, layer) -> bool array, one per shard
     shard_bounds(shard, shard_rows, n) -> (start, stop)
+    dataset_fingerprint(paths, sizes, mtimes) -> str   what identifies a dataset
     is_store(path), is_url(path), store_bytes(path)   folders and fsspec URLs (s3://...) alike
     refresh_completeness(group, layer)
     import_matrix(path, matrix, layer, paths, ...)  a store from a matrix computed elsewhere
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import warnings
@@ -228,13 +230,24 @@ def check_compatible(group, meta: dict) -> None:
     """Refuse, naming the field, when ``meta`` differs from the store's."""
     stored = group.attrs
     for field in COMPARED:
-        if field in meta and _identity(stored.get(field)) != _identity(meta[field]):
-            name, old, new = _first_difference(field, _identity(stored.get(field)), _identity(meta[field]))
+        if field not in meta:
+            continue
+        old, new = _identity(stored.get(field)), _identity(meta[field])
+        if old != new:
+            name, old, new = _first_difference(field, old, new)
             raise StoreMismatchError(
                 f"store {group.store} was made with {name}={_describe(old)}, "
                 f"this run has {name}={_describe(new)}; "
                 "pass --overwrite to rebuild it or choose another --store"
             )
+
+
+def dataset_fingerprint(paths, sizes, mtimes) -> str:
+    """sha256 over "path\\0size\\0mtime_ns\\n" of every image, in store order."""
+    digest = hashlib.sha256()
+    for p, s, m in zip(paths, np.asarray(sizes).tolist(), np.asarray(mtimes).tolist()):
+        digest.update(f"{p}\0{s}\0{m}\n".encode())
+    return digest.hexdigest()
 
 
 def _first_difference(name: str, old, new):
@@ -298,16 +311,6 @@ def refresh_completeness(group, layer: str) -> dict:
     return dict(sub.attrs)
 
 
-def _paths_fingerprint(paths) -> str:
-    """What identifies an imported dataset: its image paths, in order."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for p in paths:
-        digest.update(f"{p}\n".encode())
-    return "paths:" + digest.hexdigest()
-
-
 def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
                   shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None,
                   max_matrix=None):
@@ -328,10 +331,10 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     if not layer or "/" in layer or layer == "images":
         raise StoreError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
     with writer_lock(path):
+        zeros = np.zeros(n, dtype=np.int64)  # no files to stat: the paths alone identify the dataset
         meta = {"dataset": {"root": root, "layout": "imported", "n_images": n},
-                "dataset_fingerprint": _paths_fingerprint(paths), "preprocessing": None,
+                "dataset_fingerprint": dataset_fingerprint(paths, zeros, zeros), "preprocessing": None,
                 "model": {"name": "imported", "weights": {"kind": "imported", "name": layer}}}
-        zeros = np.zeros(n, dtype=np.int64)
         group = create_store(path, meta, {"path": list(paths), "label": labels, "classes": list(classes),
                                           "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
         if layer in group:  # rewriting it would mix two imports' rows

@@ -322,7 +322,7 @@ def test_a_failing_rank_names_itself_and_its_shard(image_folder, tmp_path, monke
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_cpu_low_precision_equals_autocast_bit_for_bit(random_model, precision):
+def test_cpu_low_precision_equals_autocast(random_model, precision):
     """On the CPU the weights are converted once rather than by autocast: the same numbers."""
     import copy
 

@@ -122,7 +122,7 @@ def roofline(size=2048, repeats=10) -> dict:
         for _ in range(repeats):
             a @ b
         peak[name] = 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
-    return {"gflop": counter.get_total_flops() / 1e9, "matmul": peak, "conv_share": _conv_share()}
+    return {"gflop": counter.get_total_flops() / 1e9, "size": size, "matmul": peak, "conv_share": _conv_share()}
 
 
 def _conv_share(batch=8, repeats=4) -> float:
@@ -146,7 +146,7 @@ def _conv_share(batch=8, repeats=4) -> float:
 
 def roofline_report(rates, roof, batch=8) -> str:
     lines = [f"| network alone, batch {batch} | images/s | GFLOP/s ({roof['gflop']:.2f} GFLOP per image) "
-             f"| {2048}² matmul GFLOP/s | share of the matmul rate |", "| --- | --- | --- | --- | --- |"]
+             f"| {roof['size']}² matmul GFLOP/s | share of the matmul rate |", "| --- | --- | --- | --- | --- |"]
     for p in sorted({p for p, _ in rates}, key=lambda p: p != "fp32"):
         achieved = rates[p, batch] * roof["gflop"]
         lines.append(f"| {p} | {rates[p, batch]:.1f} | {achieved:.0f} | {roof['matmul'][p]:.0f} | "
