@@ -5,7 +5,8 @@ Offers:
     make_dataset(root, paths, decoder, threads=1) -> a torch Dataset of (index, image, ok, error)
     decoding(device, workers, world) -> (worker processes, decoding threads): the defaults
     make_loader(images, sampler, workers, threads, pin, decoder) -> a DataLoader of batches
-    collate(items)                 batches; ``gpu`` items stay a list of encoded bytes
+    collate(items)                 batches; a ``gpu`` batch stays encoded, packed as ``Encoded``
+    prefetched(batches, depth)     iterate in a background thread, ``depth`` batches ahead
     finish_batch(images, device) -> (uint8 (B, 3, 224, 224) on ``device``, failures)
 
 ``pil``: ImageFolder's loader and the notebook's transforms, bit for bit.
@@ -18,6 +19,7 @@ Offers:
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from .images import PREPROCESSING, ImageDataset
 
@@ -63,7 +65,8 @@ def make_dataset(root, paths, decoder: str, threads: int = 1):
 def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
     """(worker processes, decoding threads in this process) for the device.
 
-    On CUDA, worker processes decode while the GPU computes. On the CPU both
+    On CUDA, worker processes decode while the GPU computes (threads of this
+    process measured 4x slower there: the GIL). On the CPU both
     halves need the same cores, so by default the batch is decoded in threads
     of this process and then the network runs, each half on every core: as
     fast as one worker process on 2 cores (within the machine's noise, see the
@@ -71,7 +74,9 @@ def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
     """
     cores = max(1, (os.cpu_count() or 2) // world)
     if workers is None:
-        workers = max(1, min(8, cores - 1)) if dev.type == "cuda" else 0
+        # On an H100 one worker decodes about 270 images/s and the network takes 8,000:
+        # decoding is the ceiling up to about 30 workers (README, GPU figures).
+        workers = max(1, min(32, cores - 1)) if dev.type == "cuda" else 0
     return workers, (cores if workers == 0 else 1)
 
 
@@ -83,6 +88,20 @@ def make_loader(images, sampler, workers: int, threads: int, pin: bool, decoder:
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
+class Encoded(NamedTuple):
+    """A batch the ``gpu`` decoder still has to decode, packed into few tensors.
+
+    One tensor per image would cross from a worker process as one shared-memory
+    file each: 256 a batch ran a GPU machine out of them and the loader hung.
+    ``data`` holds the JPEG files back to back, ``sizes`` their lengths (0 for an
+    image already decoded), ``decoded`` those images, in order.
+    """
+
+    data: object
+    sizes: object
+    decoded: object
+
+
 def collate(items):
     import torch
 
@@ -91,8 +110,55 @@ def collate(items):
     errors = [item[3] for item in items]
     images = [item[1] for item in items]
     if all(image.dim() == 3 for image in images):
-        images = torch.stack(images)
-    return index, images, ok, errors
+        return index, torch.stack(images), ok, errors
+    size = PREPROCESSING["center_crop"]
+    encoded = [image for image in images if image.dim() == 1]
+    decoded = [image for image in images if image.dim() == 3]
+    packed = Encoded(torch.cat(encoded), torch.tensor([image.numel() if image.dim() == 1 else 0 for image in images]),
+                     torch.stack(decoded) if decoded else torch.empty(0, 3, size, size, dtype=torch.uint8))
+    return index, packed, ok, errors
+
+
+def prefetched(batches, depth: int = 3):
+    """Iterate ``batches`` in a background thread, up to ``depth`` batches ahead.
+
+    On CUDA without worker processes, the batch decodes in threads of this
+    process; this lets the next batches decode while the GPU computes.
+    Errors of the loader are raised here, in the consumer.
+    """
+    import queue
+    import threading
+
+    items, stop, end = queue.Queue(depth), threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(end)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def finish_batch(images, device):
@@ -108,16 +174,20 @@ def finish_batch(images, device):
     from torchvision.io import ImageReadMode, decode_jpeg
 
     size = PREPROCESSING["center_crop"]
-    out = [image.to(device, non_blocking=True) if image.dim() == 3 else None for image in images]
-    encoded = [i for i, image in enumerate(images) if image.dim() == 1]
+    sizes = images.sizes.tolist()
+    encoded = [i for i, n in enumerate(sizes) if n]
+    files = list(torch.split(images.data, [sizes[i] for i in encoded]))
+    out = [None] * len(sizes)
+    for i, image in zip((i for i, n in enumerate(sizes) if not n), images.decoded.to(device, non_blocking=True)):
+        out[i] = image
     failed = {}
     try:
-        decoded = decode_jpeg([images[i] for i in encoded], mode=ImageReadMode.RGB, device=device)
+        decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device) if files else []
     except RuntimeError:  # one bad file fails the batch: decode one by one to find it
         decoded = []
-        for i in encoded:
+        for i, data in zip(encoded, files):
             try:
-                decoded.append(decode_jpeg(images[i], mode=ImageReadMode.RGB, device=device))
+                decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError as exc:
                 failed[i] = f"RuntimeError: {exc}".splitlines()[0]
                 decoded.append(None)

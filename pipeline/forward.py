@@ -4,6 +4,7 @@ Offers:
     PRECISIONS                         ("fp32", "bf16", "fp16")
     forward_pass(traced, device, precision, compiled, batch_size) -> forward(batch) -> {layer: tensor}
     reduce(acts) -> (B, 3, C) tensor   spatial mean, max and flat argmax, on the device
+    ieee_fp32()                        context: cuDNN convolutions in float32, not TF32
 
 ``forward_pass`` applies the exact graph rewrites (``fastgraph``), channels_last,
 the precision (weights converted once on the CPU, autocast elsewhere) and
@@ -11,6 +12,9 @@ the precision (weights converted once on the CPU, autocast elsewhere) and
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
 
 from . import images as imgs
 
@@ -35,13 +39,29 @@ def _onednn_supports(precision: str) -> bool:
     return bool(torch.backends.mkldnn.is_available() and check is not None and check())
 
 
+@contextlib.contextmanager
+def ieee_fp32():
+    """cuDNN convolutions in true float32 while inside.
+
+    cuDNN's default is TF32 (a 10-bit mantissa): about 1e-3 off float32, enough to
+    reorder near-tied top-k images, so exact mode turns it off. On an H100 the
+    network is far faster than decoding either way (see the README).
+    """
+    import torch
+
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
 def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
     """The forward pass as a function of a uint8 batch, in ``precision``, compiled when asked.
 
     With ``compiled`` every batch is padded to ``batch_size``, so one graph serves all.
     """
-    import contextlib
-
     import torch
 
     from .fastgraph import fuse_conv_relu, own_copy, speed_up
@@ -62,14 +82,20 @@ def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
         # Freezing folds the weights in as constants (prepacked for oneDNN): 1.1x on this CPU.
         net = torch.compile(net, dynamic=False, options={"freezing": True} if dev.type == "cpu" else None)
 
+    if dtype is None:
+        context = ieee_fp32 if dev.type == "cuda" else contextlib.nullcontext
+    elif cast is None:
+        context = functools.partial(torch.autocast, dev.type, dtype=dtype)
+    else:
+        context = contextlib.nullcontext
+
     def forward(batch):
         n = batch.shape[0]
         if compiled and n < batch_size:
             batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
         x = imgs.to_model_input(batch)
         x = (x.to(cast) if cast is not None else x).contiguous(memory_format=torch.channels_last)
-        context = torch.autocast(dev.type, dtype=dtype) if dtype and cast is None else contextlib.nullcontext()
-        with context:
+        with context():
             out = net(x)
         return {name: value[:n].float() for name, value in out.items()}
 

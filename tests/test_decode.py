@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_image
-from pipeline.decode import collate, decoding, finish_batch, make_dataset
+from pipeline.decode import Encoded, collate, decoding, finish_batch, make_dataset, prefetched
 
 
 @pytest.fixture
@@ -28,7 +28,9 @@ def test_gpu_decoder_batch_equals_the_fast_decoder(mixed_folder):
     root, paths = mixed_folder
     encoded = make_dataset(str(root), paths, "gpu")
     index, images, ok, errors = collate([encoded[i] for i in range(len(paths))])
-    assert isinstance(images, list) and [image.dim() for image in images] == [1, 3, 1, 1]
+    assert isinstance(images, Encoded)  # three tensors cross from a worker, not one per image
+    assert images.sizes.tolist() == [os.path.getsize(root / p) if p.endswith(".jpg") else 0 for p in paths]
+    assert images.decoded.shape == (1, 3, 224, 224) and images.data.numel() == sum(images.sizes.tolist())
     batch, failed = finish_batch(images, torch.device("cpu"))  # the same calls as on CUDA
     assert batch.shape == (4, 3, 224, 224) and batch.dtype == torch.uint8
     assert list(failed) == [2] and failed[2].startswith("RuntimeError")
@@ -47,6 +49,48 @@ def test_decoded_batches_pass_through(mixed_folder):
     assert torch.is_tensor(images) and ok.tolist() == [True, True, False, True] and errors[2]
     batch, failed = finish_batch(images, torch.device("cpu"))
     assert failed == {} and torch.equal(batch, images)
+
+
+def test_a_batch_of_decoded_images_only_stays_a_tensor(mixed_folder):
+    import torch
+
+    root, paths = mixed_folder
+    encoded = make_dataset(str(root), paths, "gpu")
+    _, images, _, _ = collate([encoded[1]])  # the PNG: decoded in the worker
+    assert torch.is_tensor(images) and images.shape == (1, 3, 224, 224)
+
+
+def test_prefetched_keeps_order_and_raises_the_loaders_error():
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetched(broken()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetched_stops_its_thread_when_the_consumer_stops():
+    import threading
+
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    for item in prefetched(endless(), depth=2):
+        if item == 3:
+            break  # closing the generator must not leave the producer blocked on a full queue
+    assert not any(t.name == "prefetch" for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 2
 
 
 @pytest.mark.parametrize("device, workers, world, expected", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,28 +46,42 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def _stop(proc: subprocess.Popen, watched: psutil.Process) -> None:
+    """Kill a command and its workers, after SIGABRT makes Python print every thread's stack."""
+    children = watched.children(recursive=True)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGABRT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    proc.kill()
+    proc.wait()
+
+
 def timed(cmd: list[str], env=None, timeout: float | None = None) -> tuple[float, float, str]:
     """Run ``cmd``; return (seconds, peak RSS in MB of its whole process tree, stdout).
 
     The tree's RSS (workers included) is sampled every 20 ms. Output goes to
     files, not pipes: a progress bar filling a pipe nobody reads would block the
     command forever. Past ``timeout`` seconds the command is killed and
-    TimeoutError raised.
+    TimeoutError raised, carrying the end of its stderr with its threads' stacks.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True,
-                                cwd=ROOT, env=dict(os.environ, **(env or {})))
+        # faulthandler lets a stuck command say where it is stuck (see _stop).
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=ROOT,
+                                env=dict(os.environ, PYTHONFAULTHANDLER="1", **(env or {})))
         peak, watched = 0, psutil.Process(proc.pid)
         while proc.poll() is None:
             peak = max(peak, _tree_rss(watched))
             if timeout is not None and time.perf_counter() - start > timeout:
-                for child in watched.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        child.kill()
-                proc.kill()
-                proc.wait()
-                raise TimeoutError(f"{cmd} did not finish within {timeout:.0f} s")
+                _stop(proc, watched)
+                err.seek(0)
+                # faulthandler's list of extension modules would push the stacks out of the tail.
+                stacks = "\n".join(line for line in err.read().splitlines() if not line.startswith("Extension modules"))
+                raise TimeoutError(f"{cmd} did not finish within {timeout:.0f} s; its stderr ends:\n{stacks[-4000:]}")
             time.sleep(0.02)
         seconds = time.perf_counter() - start
         out.seek(0), err.seek(0)

@@ -3,10 +3,15 @@
 Makes its own ImageNet-sized JPEGs (20,000 by default), times the notebook's
 loop (batch 64, 2 workers, full network, hook) and ``exemplars activations``
 on the GPU, each on a small and a large folder so start-up cancels.
+Then checks exact mode on CUDA against the CPU: the network on one batch in
+true float32 (what exact mode runs) and in cuDNN's default TF32, and the stores
+of ``activations`` on 512 images, CUDA against CPU (top-10 overlap, error).
 Where no CUDA device exists it says so and exits 0. The whole script keeps
-within ``BUDGET_S``: a variant that would pass it is killed and reported as
-not finished, and the others still print. Usage:
-    python tests/benchmarks/gpu.py [N_LARGE]
+within ``BUDGET_S`` (or the second argument): a variant that would pass it, or
+its own cap, is killed with its threads' stacks printed, and the others still
+print. Output is also written to ``$OUT/bench-gpu.log`` when ``OUT`` is set. Usage:
+    python tests/benchmarks/gpu.py [N_LARGE] [BUDGET_S] [KEYS]
+KEYS, comma-separated, picks among VARIANTS and CHECKS (default: all).
 """
 
 from __future__ import annotations
@@ -45,13 +50,56 @@ def folder(root: Path, n: int) -> Path:
 BUDGET_S = 450  # the issue allows 8 minutes; leave room for imports and clean-up
 
 
+def say(*args) -> None:
+    print(*args, flush=True)
+    if os.environ.get("OUT"):
+        with open(Path(os.environ["OUT"]) / "bench-gpu.log", "a") as log:
+            print(*args, file=log)
+
+
+def network_precision() -> None:
+    """mixed4a on one batch: CUDA in float32 (exact mode) and in TF32 (cuDNN's default) against the CPU."""
+    import torch
+
+    from pipeline.fastgraph import speed_up
+    from pipeline.forward import ieee_fp32
+    from pipeline.images import to_model_input
+    from pipeline.model import cut, load_model
+
+    net = speed_up(cut(load_model("random")[0], ["mixed4a"])).eval()
+    batch = torch.randint(0, 256, (32, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = net(to_model_input(batch))["mixed4a"].double()
+        gpu = net.to("cuda")
+        x = to_model_input(batch.cuda())
+        with ieee_fp32():
+            exact = gpu(x)["mixed4a"].double().cpu()
+        torch.backends.cudnn.allow_tf32 = True
+        tf32 = gpu(x)["mixed4a"].double().cpu()
+    for name, out in (("float32 (exact mode)", exact), ("TF32 (cuDNN default)", tf32)):
+        say(f"mixed4a on CUDA, {name}: |out - cpu| / |cpu| = {float((out - ref).norm() / ref.norm()):.2e}, "
+            f"largest error / channel max = {float(((out - ref).abs().amax((0, 2, 3)) / ref.abs().amax((0, 2, 3))).max()):.2e}")
+
+
 def _means(store):
     import zarr
 
     return zarr.open_group(store, mode="r")["mixed4a/mean"][:]
 
 
-def main(large: int) -> None:
+def activations(data: Path, store: Path, *options: str, device: str = "cuda") -> list[str]:
+    """``exemplars activations`` as the benchmark runs it: batch 256 and a worker per spare core on CUDA."""
+    batch, workers = ("256", str(os.cpu_count() - 1)) if device == "cuda" else ("8", "0")
+    return [sys.executable, "-m", "pipeline", "activations", str(data), "--store", str(store), "--weights", "random",
+            "--device", device, "--batch-size", batch, "--workers", workers, "--overwrite", *options]
+
+
+VARIANTS = ("notebook", "exact", "threads", "fast", "gpu", "gpu-fp16", "fp16")
+# float32 against TF32 on one batch; exact mode under cProfile; exact mode's store, CUDA against CPU
+CHECKS = ("network", "profile", "cpu")
+
+
+def main(large: int, budget: float = BUDGET_S, only: tuple[str, ...] = VARIANTS + CHECKS) -> None:
     from pipeline.agreement import agreement
 
     import torch
@@ -59,51 +107,93 @@ def main(large: int) -> None:
     if not torch.cuda.is_available():
         print("bench-gpu: no CUDA device here; nothing measured")
         return
-    deadline = time.monotonic() + BUDGET_S
+    deadline = time.monotonic() + budget
     small = max(large // 10, 1000)
-    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
+    say(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
+    if "network" in only:
+        network_precision()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         dirs = {n: folder(tmp / f"img{n}", n) for n in (small, large)}
-        py = sys.executable
-        workers = str(os.cpu_count() - 1)
+        workers = os.cpu_count() - 1
 
         def ours(*options):
-            return lambda n, tag="_".join(options) or "exact": [
-                py, "-m", "pipeline", "activations", str(dirs[n]), "--store", str(tmp / f"s{n}{tag}.zarr"),
-                "--weights", "random", "--device", "cuda", "--batch-size", "256", "--workers", workers,
-                "--overwrite", *options]
+            tag = "_".join(options) or "exact"
+            return lambda n: activations(dirs[n], tmp / f"s{n}{tag}.zarr", *options)
 
         variants = {
-            "notebook loop (batch 64, 2 workers)":
-                lambda n: [py, str(ROOT / "tests/benchmarks/notebook_loop.py"), str(dirs[n]), "64", "2", "cuda"],
-            f"exemplars, exact (batch 256, {workers} workers)": ours(),
-            "exemplars --precision fp16": ours("--precision", "fp16"),
-            "exemplars --decoder gpu": ours("--decoder", "gpu"),
-            "exemplars --decoder gpu --precision fp16": ours("--decoder", "gpu", "--precision", "fp16"),
+            "notebook": ("notebook loop (batch 64, 2 workers)", lambda n: [
+                sys.executable, str(ROOT / "tests/benchmarks/notebook_loop.py"), str(dirs[n]), "64", "2", "cuda"]),
+            "exact": (f"exemplars, exact (batch 256, {workers} worker processes)", ours()),
+            "threads": (f"exemplars --workers 0 (decoding in {workers + 1} threads)", ours("--workers", "0")),
+            "fast": ("exemplars --decoder fast", ours("--decoder", "fast")),
+            "gpu": ("exemplars --decoder gpu", ours("--decoder", "gpu")),
+            "gpu-fp16": ("exemplars --decoder gpu --precision fp16", ours("--decoder", "gpu", "--precision", "fp16")),
+            "fp16": ("exemplars --precision fp16", ours("--precision", "fp16")),
         }
         rates, stores = {}, {}
-        for name, cmd in variants.items():
-            try:
-                ts, _, _ = timed(cmd(small), timeout=deadline - time.monotonic())
-                tl, peak, _ = timed(cmd(large), timeout=deadline - time.monotonic())
-            except (TimeoutError, RuntimeError) as exc:
-                print(f"{name}: not measured: {str(exc)[-600:]}", flush=True)
+        for key, (name, cmd) in variants.items():
+            if key not in only:
                 continue
-            rates[name] = (large - small) / (tl - ts)
-            store = cmd(large)[cmd(large).index("--store") + 1] if "--store" in cmd(large) else None
-            stores[name] = store
-            print(f"{name}: {rates[name]:.0f} images/s steady, start-up {ts - small / rates[name]:.1f} s, "
-                  f"peak host memory {peak:.0f} MB", flush=True)
-        base = rates.get(list(variants)[0])
-        exact_name = list(variants)[1]
-        exact = _means(stores[exact_name]) if exact_name in stores else None
-        for name, rate in rates.items():
-            agree = agreement(exact, _means(stores[name])) if stores[name] and exact is not None else None
+            try:
+                # A cap at 500 images/s past 30 s of start-up: one stuck variant must not eat the others' time.
+                ts, _, _ = timed(cmd(small), timeout=min(30 + small / 500, deadline - time.monotonic()))
+                tl, peak, _ = timed(cmd(large), timeout=min(30 + large / 500, deadline - time.monotonic()))
+            except (TimeoutError, RuntimeError) as exc:
+                say(f"{name}: not measured: {str(exc)[-4000:]}")
+                continue
+            rates[key] = (large - small) / (tl - ts)
+            stores[key] = cmd(large)[cmd(large).index("--store") + 1] if key != "notebook" else None
+            say(f"{name}: {rates[key]:.0f} images/s steady, start-up {ts - small / rates[key]:.1f} s, "
+                f"peak host memory {peak:.0f} MB")
+        base = rates.get("notebook")
+        exact = _means(stores["exact"]) if "exact" in stores else None
+        say("| variant | images/s | x notebook | top-10 overlap | max rel. error |")
+        for key, rate in rates.items():
+            agree = agreement(exact, _means(stores[key])) if stores[key] and exact is not None else None
             extra = f"{agree['topk_overlap']:.3f} | {agree['max_relative_error']:.2e}" if agree else "– | –"
             ratio = f"{rate / base:.2f}" if base else "–"
-            print(f"| {name} | {rate:.0f} | {ratio} | {extra} |")
+            say(f"| {variants[key][0]} | {rate:.0f} | {ratio} | {extra} |")
+        if "profile" in only:
+            profiled(dirs[large], tmp / "profiled.zarr", timeout=deadline - time.monotonic())
+        if "cpu" in only:
+            cuda_against_cpu(tmp, deadline)
+
+
+def profiled(data: Path, store: Path, *options: str, timeout: float) -> None:
+    """``activations`` under cProfile: is the main process waiting for batches, the GPU, or itself?"""
+    import io
+    import pstats
+
+    prof = store.with_suffix(".prof")
+    cmd = activations(data, store, *options)
+    seconds, _, _ = timed([cmd[0], "-m", "cProfile", "-o", str(prof), *cmd[1:]], timeout=timeout)
+    text = io.StringIO()
+    pstats.Stats(str(prof), stream=text).sort_stats("tottime").print_stats(14)
+    body = text.getvalue()
+    say(f"activations {' '.join(options)} under cProfile: {seconds:.1f} s; main process by own time:\n"
+        f"{body[body.index('ncalls'):]}")
+
+
+def cuda_against_cpu(tmp: Path, deadline: float) -> None:
+    """Exact mode's store on CUDA against the CPU's, on 512 images: the agreement users rely on."""
+    from pipeline.agreement import agreement
+
+    data = folder(tmp / "img512", 512)
+    stores = {}
+    for device in ("cpu", "cuda"):
+        try:
+            timed(activations(data, tmp / f"check_{device}.zarr", device=device),
+                  timeout=min(120, deadline - time.monotonic()))
+        except (TimeoutError, RuntimeError) as exc:
+            say(f"exact mode, {device}: not run: {str(exc)[-1500:]}")
+            return
+        stores[device] = _means(tmp / f"check_{device}.zarr")
+    agree = agreement(stores["cpu"], stores["cuda"])
+    say(f"exact mode, CUDA against CPU on 512 images: top-10 overlap {agree['topk_overlap']:.3f}, "
+        f"largest relative error {agree['max_relative_error']:.2e}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20000, float(sys.argv[2]) if len(sys.argv) > 2 else BUDGET_S,
+         tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else VARIANTS + CHECKS)

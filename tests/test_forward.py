@@ -1,0 +1,65 @@
+"""The forward pass: CPU low precision equals autocast, exact mode keeps float32 on cuDNN, the reduction."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.forward import ieee_fp32, reduce
+
+
+def test_reduce_is_mean_max_and_flat_argmax():
+    import torch
+
+    acts = torch.randn(3, 5, 4, 6, generator=torch.Generator().manual_seed(0))
+    out = reduce(acts)
+    assert out.shape == (3, 3, 5)
+    flat = acts.flatten(2)
+    torch.testing.assert_close(out[:, 0], flat.mean(2))
+    torch.testing.assert_close(out[:, 1], flat.amax(2))
+    assert torch.equal(out[:, 2].long(), flat.argmax(2))
+
+
+def test_ieee_fp32_turns_tf32_off_and_restores_it():
+    import torch
+
+    before = torch.backends.cudnn.allow_tf32
+    try:
+        for start in (True, False):
+            torch.backends.cudnn.allow_tf32 = start
+            with ieee_fp32():
+                assert torch.backends.cudnn.allow_tf32 is False
+            assert torch.backends.cudnn.allow_tf32 is start
+        torch.backends.cudnn.allow_tf32 = True
+        with pytest.raises(KeyError), ieee_fp32():
+            raise KeyError  # restored on the way out of an error too
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cpu_low_precision_equals_autocast(random_model, precision):
+    """On the CPU the weights are converted once rather than by autocast: the same numbers."""
+    import copy
+
+    import torch
+
+    from pipeline.forward import forward_pass
+    from pipeline.fastgraph import speed_up
+    from pipeline.images import to_model_input
+    from pipeline.model import cut
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    layers = ["conv2d2", "mixed4a"]
+    reference = speed_up(cut(copy.deepcopy(random_model), layers)).to(memory_format=torch.channels_last)
+    batch = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    forward = forward_pass(cut(random_model, layers), torch.device("cpu"), precision, False, 2)
+    with torch.inference_mode():
+        got = forward(batch)
+        with torch.autocast("cpu", dtype=dtype):
+            expected = reference(to_model_input(batch).contiguous(memory_format=torch.channels_last))
+    for name in layers:
+        # Bit for bit here (2 threads); elsewhere oneDNN may pick kernels that round differently.
+        torch.testing.assert_close(got[name], expected[name].float(), rtol=1e-2, atol=1e-2)
+        assert (got[name] == expected[name].float()).float().mean() > 0.99, name
+    assert all(p.dtype == torch.float32 for p in random_model.parameters())  # the shared model is untouched
