@@ -57,16 +57,22 @@ def say(*args) -> None:
             print(*args, file=log)
 
 
+def cut_network():
+    """InceptionV1 with random weights, cut at mixed4a and rewritten as phase one runs it."""
+    from pipeline.fastgraph import speed_up
+    from pipeline.model import cut, load_model
+
+    return speed_up(cut(load_model("random")[0], ["mixed4a"])).eval()
+
+
 def network_precision() -> None:
     """mixed4a on one batch: CUDA in float32 (exact mode) and in TF32 (cuDNN's default) against the CPU."""
     import torch
 
-    from pipeline.fastgraph import speed_up
     from pipeline.forward import ieee_fp32
     from pipeline.images import to_model_input
-    from pipeline.model import cut, load_model
 
-    net = speed_up(cut(load_model("random")[0], ["mixed4a"])).eval()
+    net = cut_network()
     batch = torch.randint(0, 256, (32, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         ref = net(to_model_input(batch))["mixed4a"].double()

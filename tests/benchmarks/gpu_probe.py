@@ -14,6 +14,7 @@ Usage: python tests/benchmarks/gpu_probe.py [N_IMAGES]
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import sys
@@ -24,22 +25,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import timed  # noqa: E402
-from gpu import activations, folder, profiled, say  # noqa: E402
+from gpu import activations, cut_network, folder, profiled, say  # noqa: E402
 
+GFLOP = 1.97  # per image, the cut network (bench_extract.roofline counts it)
 STEP_S = 60  # a step still running after this prints its stacks and the process exits
 
 
 def network(batch_size: int = 256) -> None:
     import torch
 
-    from pipeline.fastgraph import speed_up
     from pipeline.forward import ieee_fp32
     from pipeline.images import to_model_input
-    from pipeline.model import cut, load_model
 
-    net = speed_up(cut(load_model("random")[0], ["mixed4a"])).eval().to("cuda", memory_format=torch.channels_last)
+    net = cut_network().to("cuda", memory_format=torch.channels_last)
     batch = torch.randint(0, 256, (batch_size, 3, 224, 224), dtype=torch.uint8, device="cuda")
-    modes = {"float32 (exact)": ieee_fp32, "TF32": lambda: torch.autocast("cuda", enabled=False),
+    modes = {"float32 (exact)": ieee_fp32, "TF32": contextlib.nullcontext,
              "fp16 autocast": lambda: torch.autocast("cuda", dtype=torch.float16)}
     torch.backends.cudnn.allow_tf32 = True
     with torch.inference_mode():
@@ -55,7 +55,7 @@ def network(batch_size: int = 256) -> None:
                 torch.cuda.synchronize()
             rate = 10 * batch_size / (time.perf_counter() - start)
             say(f"network alone, {name}, batch {batch_size}: {rate:,.0f} images/s "
-                f"({rate * 1.97e9 / 1e12:.1f} TFLOP/s)")
+                f"({rate * GFLOP / 1e3:.1f} TFLOP/s)")
 
 
 def loader(data: Path, decoder: str, workers: int, batch_size: int = 256) -> None:
@@ -71,24 +71,23 @@ def loader(data: Path, decoder: str, workers: int, batch_size: int = 256) -> Non
     # Workers decode ahead from the start: count only batches after every worker has
     # delivered twice, when arrivals are paced by decoding alone.
     start, arrivals = time.perf_counter(), []
-    for _, batch, _, _ in make_loader(images, sampler, workers, 1, True, decoder):
-        arrivals.append((time.perf_counter(), len(batch)))
+    for index, _, _, _ in make_loader(images, sampler, workers, 1, True, decoder):
+        arrivals.append((time.perf_counter(), len(index)))  # a gpu batch is an Encoded, not a tensor
     k = min(2 * workers, len(arrivals) // 2)
     rate = sum(m for _, m in arrivals[k + 1:]) / (arrivals[-1][0] - arrivals[k][0])
     say(f"loader alone, --decoder {decoder}, {workers} workers: {rate:,.0f} images/s "
         f"(first batch after {arrivals[0][0] - start:.1f} s)")
     if decoder == "gpu":
-        batches = [b for _, b, _, _ in make_loader(images, ShardBatches([0], n, min(n, 2048), batch_size),
-                                                     workers, 1, True, decoder)]
-        finish_batch(batches[0][:4], torch.device("cuda"))
-        say("finish_batch on 4 images: ok")
+        loaded = list(make_loader(images, ShardBatches([0], n, min(n, 2048), batch_size), workers, 1, True, decoder))
+        finish_batch(loaded[0][1], torch.device("cuda"))  # warm: nvJPEG's handles and buffers
+        say("finish_batch on one batch: ok")
         torch.cuda.synchronize()
         start = time.perf_counter()
-        for b in batches:
+        for _, b, _, _ in loaded:
             finish_batch(b, torch.device("cuda"))
         torch.cuda.synchronize()
-        say(f"finish_batch (GPU decode + resize) alone: {sum(map(len, batches)) / (time.perf_counter() - start):,.0f}"
-            " images/s")
+        rate = sum(len(index) for index, _, _, _ in loaded) / (time.perf_counter() - start)
+        say(f"finish_batch (GPU decode + resize) alone: {rate:,.0f} images/s")
 
 
 def end_to_end(data: Path, store: Path) -> None:
