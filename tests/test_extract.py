@@ -250,7 +250,7 @@ def test_bad_files_are_marked_invalid_and_named(tmp_path):
 
 
 @pytest.mark.parametrize("options, overlap, error", [
-    ({"compile": True}, 1.0, 1e-3),
+    ({"compile": True}, 1.0, 1e-6),  # the same oneDNN convolutions, exact pools, our LRN: round-off at most
     ({"decoder": "fast"}, 0.8, 0.1),
     ({"precision": "bf16"}, 0.8, 0.1),
     ({"precision": "fp16"}, 0.8, 0.1),

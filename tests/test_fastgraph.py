@@ -84,3 +84,31 @@ def test_fused_convolutions_equal_the_plain_cut(random_model):
     for name in layers:
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)
         assert (b[name] >= 0).all()
+
+
+def test_local_response_norm_under_torch_compile_runs_the_blocks_outside_the_graph(monkeypatch):
+    """Inductor's fused form is slower and not bit for bit; a compiled graph calls the blocks instead."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline import fastgraph
+
+    calls = []
+
+    def spy(*args):
+        calls.append(torch.compiler.is_compiling())
+        return blocks(*args)
+
+    blocks = fastgraph._lrn_blocks
+    monkeypatch.setattr(fastgraph, "_lrn_blocks", spy)
+    fastgraph._lrn_outside_graph.cache_clear()
+    x = _lrn_input((2, 64, 12, 12), torch.channels_last)
+    compiled = torch.compile(lambda t: fastgraph.local_response_norm(t, 9, alpha=9.99999974738e-05, beta=0.5, k=1),
+                             backend="eager")
+    try:
+        with torch.inference_mode():
+            got = compiled(x)
+    finally:
+        fastgraph._lrn_outside_graph.cache_clear()
+    assert calls == [False]  # called once, and run eagerly, outside the traced graph
+    assert torch.equal(got, F.local_response_norm(x, 9, alpha=9.99999974738e-05, beta=0.5, k=1))
