@@ -21,7 +21,7 @@ from . import images as imgs
 from . import store as st
 from .decode import DECODERS, decoding, finish_batch, make_loader, prefetched
 from .errors import PipelineError
-from .forward import PRECISIONS, forward_pass, reduce
+from .forward import PRECISIONS, forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
@@ -175,30 +175,55 @@ def _current_shard(group, layers, mine: list[int]):
     return left[0] if left else None
 
 
+class _ShardWriter:
+    """Batch results in, whole shards out: each written once, then marked done."""
+
+    def __init__(self, group, layers, shapes, n_images: int):
+        self.group, self.layers, self.shapes, self.n = group, layers, shapes, n_images
+        self.rows = group.attrs["shard_rows"]
+        self.split = np.cumsum([shapes[layer][0] for layer in layers])[:-1]
+        self.buffer = None
+
+    def add(self, rows, stacked, ok, errors) -> None:
+        """``stacked`` is (B, 3, C summed over layers): mean, max and argmax per channel."""
+        if self.buffer is None:
+            shard = rows[0] // self.rows
+            self.buffer = _ShardBuffer(shard, *st.shard_bounds(shard, self.rows, self.n), self.shapes)
+        buffer = self.buffer
+        buffer.add(rows, dict(zip(self.layers, np.split(stacked, self.split, axis=2))), ok, errors)
+        if buffer.filled == buffer.stop - buffer.start:
+            st.write_shard(self.group, self.layers, buffer.shard, buffer.blocks(), buffer.valid, buffer.errors)
+            self.buffer = None
+
+
 def _compute(group, images, layers, shapes, forward, loader, dev, bar) -> list[tuple[str, str]]:
-    """The loop: batches in, whole shards out, each written once and then marked done."""
+    """The loop: a batch's results are stored once the next batch has arrived.
+
+    On CUDA their copy to the host is waited for only then, so the GPU computes while
+    this process fetches the next batch instead of idling (``to_host``).
+    """
     import torch
 
-    shard_rows, invalid, buffer = group.attrs["shard_rows"], [], None
-    split = np.cumsum([shapes[layer][0] for layer in layers])[:-1]
+    writer, invalid, waiting = _ShardWriter(group, layers, shapes, len(images)), [], None
+
+    def settle(rows, result, ok, errors):
+        ok = ok.numpy()
+        writer.add(rows, result(), ok, errors)
+        invalid.extend((images.paths[r], e) for r, good, e in zip(rows, ok, errors) if not good)
+        bar.update(len(rows))
+
     with torch.inference_mode(), bar:
         for index, batch, ok, errors in loader:
-            rows = index.tolist()
-            if buffer is None:
-                shard = rows[0] // shard_rows
-                buffer = _ShardBuffer(shard, *st.shard_bounds(shard, shard_rows, len(images)), shapes)
+            if waiting is not None:  # before this batch runs, so that its failure cannot lose them
+                settle(*waiting)
             batch, failed = finish_batch(batch, dev)
             for i, error in failed.items():
                 ok[i], errors[i] = False, error
             out = forward(batch)
-            stacked = torch.cat([reduce(out[layer]) for layer in layers], dim=2).cpu().numpy()
-            oks = ok.numpy()
-            buffer.add(rows, dict(zip(layers, np.split(stacked, split, axis=2))), oks, list(errors))
-            invalid += [(images.paths[r], e) for r, good, e in zip(rows, oks, errors) if not good]
-            bar.update(len(rows))
-            if buffer.filled == buffer.stop - buffer.start:
-                st.write_shard(group, layers, buffer.shard, buffer.blocks(), buffer.valid, buffer.errors)
-                buffer = None
+            waiting = (index.tolist(), to_host(torch.cat([reduce(out[layer]) for layer in layers], dim=2)),
+                       ok, list(errors))
+        if waiting is not None:
+            settle(*waiting)
     return invalid
 
 

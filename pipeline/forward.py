@@ -4,6 +4,7 @@ Offers:
     PRECISIONS                         ("fp32", "bf16", "fp16")
     forward_pass(traced, device, precision, compiled, batch_size) -> forward(batch) -> {layer: tensor}
     reduce(acts) -> (B, 3, C) tensor   spatial mean, max and flat argmax, on the device
+    to_host(tensor) -> wait() -> numpy  the copy to the host, waited for later (non-blocking on CUDA)
     ieee_fp32()                        context: cuDNN convolutions in float32, not TF32
 
 ``forward_pass`` applies the exact graph rewrites (``fastgraph``), channels_last,
@@ -29,6 +30,30 @@ def reduce(acts):
     peak, where = flat.max(dim=2)
     # argmax < 2**24 is exact in float32, so one tensor (one copy) carries all three.
     return torch.stack((flat.mean(dim=2), peak, where.to(flat.dtype)), dim=1)
+
+
+def to_host(tensor):
+    """Start copying ``tensor`` to the host; returns a function that waits and gives a numpy array.
+
+    On CUDA the copy goes to pinned memory without blocking, and the wait comes one
+    batch later, after the next batch is queued: a ``.cpu()`` here would leave the GPU
+    idle while the loop fetches each batch.
+    """
+    import torch
+
+    if tensor.device.type != "cuda":
+        host = tensor.cpu()
+        return host.numpy
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def wait():
+        copied.synchronize()
+        return host.numpy()
+
+    return wait
 
 
 def _onednn_supports(precision: str) -> bool:

@@ -294,6 +294,30 @@ def test_agreement_metric():
     assert result == pytest.approx({"topk_overlap": (1.0 + 0.8) / 2, "max_relative_error": 1.0})
 
 
+def test_a_batch_is_waited_for_only_after_the_next_has_arrived(image_folder, tmp_path, monkeypatch):
+    """The overlap on CUDA: the loop fetches batch k+1 before it waits for batch k's results."""
+    import pipeline.extract as ex
+
+    events, real_loader, real_to_host = [], ex.make_loader, ex.to_host
+
+    def loader(*args, **kwargs):
+        for i, item in enumerate(real_loader(*args, **kwargs)):
+            events.append(f"fetch {i}")
+            yield item
+
+    def to_host(tensor):
+        wait, i = real_to_host(tensor), sum(e.startswith("fetch") for e in events) - 1
+        return lambda: (events.append(f"wait {i}"), wait())[1]
+
+    monkeypatch.setattr(ex, "make_loader", loader)
+    monkeypatch.setattr(ex, "to_host", to_host)
+    extract(image_folder, tmp_path / "s.zarr", weights="random", batch_size=8, workers=0, progress=False)
+    from pipeline.images import scan
+
+    n = -(-len(scan(image_folder)) // 8)
+    assert events == ["fetch 0"] + [e for i in range(1, n) for e in (f"fetch {i}", f"wait {i - 1}")] + [f"wait {n - 1}"]
+
+
 def test_a_failing_rank_names_itself_and_its_shard(image_folder, tmp_path, monkeypatch, capsys):
     import pipeline.extract as ex
 

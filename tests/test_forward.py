@@ -63,3 +63,13 @@ def test_cpu_low_precision_equals_autocast(random_model, precision):
         torch.testing.assert_close(got[name], expected[name].float(), rtol=1e-2, atol=1e-2)
         assert (got[name] == expected[name].float()).float().mean() > 0.99, name
     assert all(p.dtype == torch.float32 for p in random_model.parameters())  # the shared model is untouched
+
+
+def test_to_host_gives_the_numbers_when_waited_for():
+    import torch
+
+    from pipeline.forward import to_host
+
+    values = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
+    wait = to_host(values)
+    assert (wait() == values.numpy()).all()
