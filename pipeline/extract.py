@@ -21,7 +21,7 @@ from . import images as imgs
 from . import store as st
 from .decode import DECODERS, decoding, finish_batch, make_loader, prefetched
 from .errors import PipelineError
-from .forward import PRECISIONS, forward_pass, reduce, to_host
+from .forward import PRECISIONS, check_compiler, forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
@@ -239,6 +239,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     """
     import contextlib
 
+    import torch
     from tqdm import tqdm
 
     from .distributed import Ranks
@@ -253,8 +254,12 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     ranks = Ranks.from_environment()
     if ranks.world > 1 and dev.type == "cuda" and dev.index is None:
         dev = _device(f"cuda:{ranks.local_rank}")
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)  # pinned memory, events and nvJPEG then use this rank's GPU
     if decoder == "gpu" and dev.type != "cuda":
         raise PipelineError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
+    if compile and dev.type == "cpu":
+        check_compiler()  # before the store is made; inductor would fail at the first batch, with a traceback
     note = precision_note(precision, dev.type)
     if note and ranks.leader:
         print(note, file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@
 Offers:
     speed_up(graph_module) -> graph_module         in place, and returned
     own_copy(graph_module) -> graph_module         with its own graph and parameters
+    prepare_compile()                              before torch.compile: normalisation outside the graph
     fuse_conv_relu(graph_module) -> graph_module   CPU, eager: oneDNN applies the ReLU
                                                    as the convolution writes (equal to float32
                                                    round-off: bit for bit here with 2 threads,
@@ -24,7 +25,6 @@ ones and 6% in out-of-place ReLUs:
 
 from __future__ import annotations
 
-import functools
 import math
 
 
@@ -39,23 +39,29 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     import torch
 
     if x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
-        if torch.compiler.is_compiling():
-            return _lrn_outside_graph()(x, size, alpha, beta, k)
-        return _lrn_blocks(x, size, alpha, beta, k)
+        if not torch.compiler.is_compiling():
+            return _lrn_blocks(x, size, alpha, beta, k)
+        if _blocks_outside_graph is not None:
+            return _blocks_outside_graph(x, size, alpha, beta, k)
     return _lrn_pooled(x, size, alpha, beta, k)
 
 
-@functools.cache
-def _lrn_outside_graph():
-    """``_lrn_blocks`` as a graph break for torch.compile.
+_blocks_outside_graph = None  # ``_lrn_blocks`` behind torch.compiler.disable, once prepare_compile() ran
+
+
+def prepare_compile() -> None:
+    """Call before torch.compile: a compiled graph then runs the blocks outside itself (a graph break each).
 
     Inductor's fused kernel for the pooled form, with its bounds masks, measured
     1.3x slower than the blocks in float32 and 5x in bf16 on this project's CPU
-    (where it took 74% of a compiled bf16 network), and the loop would be unrolled.
+    (where it took 74% of a compiled bf16 network). Made here rather than during
+    tracing, which would trace the maker too.
     """
     import torch
 
-    return torch.compiler.disable(_lrn_blocks)
+    global _blocks_outside_graph
+    if _blocks_outside_graph is None:
+        _blocks_outside_graph = torch.compiler.disable(_lrn_blocks)
 
 
 def _lrn_pooled(x, size, alpha, beta, k):

@@ -6,6 +6,7 @@ Offers:
     reduce(acts) -> (B, 3, C) tensor   spatial mean, max and flat argmax, on the device
     to_host(tensor) -> wait() -> numpy  the copy to the host, waited for later (non-blocking on CUDA)
     ieee_fp32()                        context: cuDNN convolutions in float32, not TF32
+    check_compiler()                   PipelineError unless torch.compile can build CPU kernels
 
 ``forward_pass`` applies the exact graph rewrites (``fastgraph``), channels_last,
 the precision (weights converted once on the CPU, autocast elsewhere) and
@@ -18,6 +19,7 @@ import contextlib
 import functools
 
 from . import images as imgs
+from .errors import PipelineError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -47,7 +49,7 @@ def to_host(tensor):
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     host.copy_(tensor, non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(tensor.device))  # the copy's stream, whatever the current device
 
     def wait():
         copied.synchronize()
@@ -83,6 +85,18 @@ def ieee_fp32():
         torch.backends.cudnn.allow_tf32 = before
 
 
+def check_compiler() -> None:
+    """Raise a PipelineError where torch.compile could not build its CPU kernels (no C++ compiler)."""
+    from torch._inductor import exc
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        raise PipelineError("--compile on the CPU needs a C++ compiler (g++ or clang++, or one named by CXX); "
+                            "install one or run without --compile") from None
+
+
 def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
     """The forward pass as a function of a uint8 batch, in ``precision``, compiled when asked.
 
@@ -90,7 +104,7 @@ def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
     """
     import torch
 
-    from .fastgraph import fuse_conv_relu, own_copy, speed_up
+    from .fastgraph import fuse_conv_relu, own_copy, prepare_compile, speed_up
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     net = speed_up(traced)
@@ -105,6 +119,7 @@ def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
         net = fuse_conv_relu(net)
     net = net.to(dev, memory_format=torch.channels_last)
     if compiled:
+        prepare_compile()
         # Not frozen: inductor's "freezing" option does not reach dynamo's tracing, which lifted the
         # weights as inputs and left freezing nothing to fold; made effective, it measured within noise.
         net = torch.compile(net, dynamic=False)

@@ -274,6 +274,17 @@ def test_opt_in_modes_agree_within_their_tolerance(image_folder, small_store, tm
     assert (note in capsys.readouterr().err) if note else True  # fp16 without AMX-FP16 says it is slow
 
 
+def test_compile_without_a_cpp_compiler_stops_before_the_store(image_folder, tmp_path, monkeypatch):
+    import torch._inductor.config as inductor
+
+    from pipeline.errors import PipelineError
+
+    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
+    with pytest.raises(PipelineError, match="needs a C[+][+] compiler"):
+        extract(image_folder, tmp_path / "s.zarr", weights="random", compile=True, device="cpu", progress=False)
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_bad_options_are_one_sentence(image_folder, tmp_path):
     for args, fragment in ((["--precision", "fp8"], "--precision"), (["--decoder", "magic"], "--decoder"),
                            (["--decoder", "gpu", "--device", "cpu"], "needs a CUDA device")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 
@@ -101,14 +102,13 @@ def test_local_response_norm_under_torch_compile_runs_the_blocks_outside_the_gra
 
     blocks = fastgraph._lrn_blocks
     monkeypatch.setattr(fastgraph, "_lrn_blocks", spy)
-    fastgraph._lrn_outside_graph.cache_clear()
+    monkeypatch.setattr(fastgraph, "_blocks_outside_graph", None)
+    fastgraph.prepare_compile()
     x = _lrn_input((2, 64, 12, 12), torch.channels_last)
     compiled = torch.compile(lambda t: fastgraph.local_response_norm(t, 9, alpha=9.99999974738e-05, beta=0.5, k=1),
                              backend="eager")
-    try:
-        with torch.inference_mode():
-            got = compiled(x)
-    finally:
-        fastgraph._lrn_outside_graph.cache_clear()
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # dynamo warned about the lru_cache this replaced
+        got = compiled(x)
     assert calls == [False]  # called once, and run eagerly, outside the traced graph
     assert torch.equal(got, F.local_response_norm(x, 9, alpha=9.99999974738e-05, beta=0.5, k=1))

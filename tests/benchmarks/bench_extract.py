@@ -167,7 +167,7 @@ def _conv_share(batch=8, repeats=4) -> float:
 def roofline_report(rates, roof, batch=8) -> str:
     lines = [f"| network alone, batch {batch} | images/s | GFLOP/s ({roof['gflop']:.2f} GFLOP per image) "
              f"| {roof['size']}² matmul GFLOP/s | share of the matmul rate |", "| --- | --- | --- | --- | --- |"]
-    for p in sorted({p for p, _ in rates}, key=lambda p: p != "fp32"):
+    for p in sorted({p for p, _ in rates}, key=("fp32", "bf16", "fp16").index):
         achieved = rates[p, batch] * roof["gflop"]
         lines.append(f"| {p} | {rates[p, batch]:.1f} | {achieved:.0f} | {roof['matmul'][p]:.0f} | "
                      f"{achieved / roof['matmul'][p]:.0%} |")
@@ -182,7 +182,7 @@ def sweep_report(rates) -> str:
     batches = sorted({b for _, b in rates})
     lines = ["| network alone, images/s | " + " | ".join(f"batch {b}" for b in batches) + " |",
              "| --- |" + " --- |" * len(batches)]
-    for p in sorted({p for p, _ in rates}, key=lambda p: p != "fp32"):
+    for p in sorted({p for p, _ in rates}, key=("fp32", "bf16", "fp16").index):
         lines.append(f"| {p} | " + " | ".join(f"{rates[p, b]:.1f}" for b in batches) + " |")
     return "\n".join(lines)
 
