@@ -140,7 +140,10 @@ def notebook_transform():
 
 def to_model_input(batch_uint8):
     """uint8 (B,3,H,W) -> the model's input, bit for bit as the notebook computes it."""
-    return batch_uint8.float().div(255).mul(255).sub(117)
+    import torch
+
+    # In place on a copy: one float tensor, not four, and the caller's batch untouched.
+    return batch_uint8.to(torch.float32, copy=True).div_(255).mul_(255).sub_(117)
 
 
 class ImageDataset:

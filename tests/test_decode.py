@@ -105,3 +105,15 @@ def test_decoding_defaults(device, workers, world, expected, monkeypatch):
     names = {"cores": 6, "half": 3, "cores-1": 5}
     expected = tuple(names.get(e, e) for e in expected)
     assert decoding(SimpleNamespace(type=device), workers, world) == expected
+
+
+def test_a_batch_is_stacked_in_the_networks_layout():
+    import torch
+
+    from pipeline.decode import stack_channels_last
+
+    images = [torch.randint(0, 256, (5, 4, 3), dtype=torch.uint8).permute(2, 0, 1) for _ in range(3)]  # as PIL's
+    images.append(torch.randint(0, 256, (3, 5, 4), dtype=torch.uint8))  # as decode_jpeg's
+    batch = stack_channels_last(images)
+    assert torch.equal(batch, torch.stack(images))
+    assert batch.is_contiguous(memory_format=torch.channels_last)
