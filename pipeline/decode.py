@@ -69,9 +69,9 @@ def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
     On CUDA, worker processes decode while the GPU computes (threads of this
     process measured 4x slower there: the GIL). On the CPU both
     halves need the same cores, so by default the batch is decoded in threads
-    of this process and then the network runs, each half on every core: faster
-    than one worker process on 2 cores (91 against 80 images/s, medians of three
-    rounds; README), without that process's 0.5 GB and start-up.
+    of this process and then the network runs, each half on every core: as fast
+    as one worker process on 2 cores or faster (84 against 82, 91 against 80 and 87
+    against 76 images/s in three runs; README), without that process's 0.5 GB and start-up.
     """
     cores = max(1, (os.cpu_count() or 2) // world)
     if workers is None:
