@@ -15,7 +15,7 @@ from numpy.testing import assert_array_equal
 from PIL import Image
 
 from conftest import EXEMPLARS, ROOT, make_folder, make_image, run_cli
-from pipeline.extract import ShardBatches, extract
+from pipeline.extract import extract
 
 NUM_CHANNELS, TOP_K = 10, 10
 
@@ -113,12 +113,6 @@ def test_max_and_argmax_match_the_activation_map(image_folder, small_store, rand
     stored = group["mixed4a/argmax"][[3, 17]]
     picked = np.take_along_axis(acts.numpy(), stored[..., None].astype(np.int64), 2)[..., 0]
     np.testing.assert_allclose(picked, acts.amax(2).numpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_shard_batches_never_straddle_shards():
-    batches = list(ShardBatches([0, 2], shard_rows=5, n=12, batch_size=3))
-    assert batches == [[0, 1, 2], [3, 4], [10, 11]]
-    assert len(ShardBatches([0, 2], 5, 12, 3)) == 3
 
 
 def test_multi_layer_run_equals_single_layer_runs(image_folder, small_store, tmp_path):

@@ -62,7 +62,7 @@ def loader(data: Path, decoder: str, workers: int, batch_size: int = 256) -> Non
     import torch
 
     from pipeline.decode import finish_batch, make_loader
-    from pipeline.extract import ShardBatches
+    from pipeline.shards import ShardBatches
     from pipeline.images import scan
 
     images = scan(data)
