@@ -3,6 +3,7 @@
 Offers:
     cpu_flags() -> frozenset[str]                 the CPU's feature flags (Linux; empty elsewhere)
     precision_note(precision, device_type, flags=None) -> str | None
+    keep_freed_memory() -> bool                   glibc: freed blocks stay mapped for the next batch
 
 On a CPU, fp16 autocast is only fast with AMX-FP16 (Granite Rapids and later).
 Without it oneDNN converts each fp16 operand to fp32 and back: on this project's
@@ -13,6 +14,7 @@ hear that before a long run, not after it.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 
 
@@ -38,3 +40,28 @@ def precision_note(precision: str, device_type: str, flags=None) -> str | None:
     faster = " --precision bf16 is the fast one here (AMX-BF16)." if "amx_bf16" in flags else ""
     return ("note: this CPU has no fp16 matrix units (AMX-FP16), so --precision fp16 runs slower "
             f"than fp32 on it.{faster}")
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory mapped, so that each batch reuses the last one's pages.
+
+    Activations of tens of MB are above malloc's mmap threshold, which glibc moves
+    as it goes: some runs then unmapped and mapped them again at every call, and the
+    kernel zeroed each new page (about 5,000 page faults a batch of 8, cut network,
+    fp32). With the thresholds fixed the faults went to none and the network ran
+    1.1x faster, and no slower in runs that had none. Peak memory is unchanged: the
+    pages are the ones the previous batch already held. False where the C library
+    is not glibc (nothing is changed there).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    # glibc before 2.35 refuses an mmap threshold above 32 MB on 64-bit machines.
+    mapped = any(mallopt(_M_MMAP_THRESHOLD, size) == 1 for size in (1 << 30, 32 << 20))
+    return mapped and mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1) == 1
