@@ -33,6 +33,7 @@ def activations(
     seed: int = typer.Option(0, help="Seed for --weights random."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Images per batch (default 8 on CPU, 256 on CUDA)."),
     workers: Optional[int] = typer.Option(None, min=0, help="Decoding processes (default: on CPU none, the batch decodes in threads; on CUDA cores - 1, at most 32)."),
+    lanes: Optional[int] = typer.Option(None, min=1, help="CPU: batches computed at once, each by one core that decodes it and runs the network (default: one per core; 1 with --compile or --workers)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536)."),
     overwrite: bool = typer.Option(False, help="Rebuild a store made with other settings."),
@@ -45,7 +46,7 @@ def activations(
 
     summary = extract(data_dir, store, layer, weights=weights, seed=seed, batch_size=batch_size,
                       workers=workers, device=device, shard_rows=shard_rows, overwrite=overwrite,
-                      precision=precision, compile=compile, decoder=decoder)
+                      precision=precision, compile=compile, decoder=decoder, lanes=lanes)
     if not summary.leader:
         return
     for path, error in summary.invalid[:20]:

@@ -9,6 +9,7 @@ and from the shards (``shards.py``: batching and writing each shard exactly once
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ import numpy as np
 
 from . import images as imgs
 from . import store as st
-from .decode import DECODERS, decoding, finish_batch, make_loader, prefetched
+from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched
 from .errors import PipelineError
 from .forward import PRECISIONS, check_compiler, forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
+from .lanes import in_lanes, lanes_for, one_thread_each
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
 from .shards import ShardBatches, ShardWriter, rows_in
 
@@ -115,11 +117,12 @@ def _current_shard(group, layers, mine: list[int]):
     return left[0] if left else None
 
 
-def _compute(group, images, layers, shapes, forward, loader, dev, bar) -> list[tuple[str, str]]:
-    """The loop: a batch's results are stored once the next batch has arrived.
+def _compute(group, images, layers, shapes, results, bar) -> list[tuple[str, str]]:
+    """Store each batch's results once the next batch has been computed (or launched, on CUDA).
 
-    On CUDA their copy to the host is waited for only then, so the GPU computes while
-    this process fetches the next batch instead of idling (``to_host``).
+    ``results`` yields ``(rows, result, ok, errors)`` per batch, where ``result()`` gives
+    the statistics: on CUDA their copy to the host is waited for only then, so the GPU
+    computes while this process fetches the next batch instead of idling (``to_host``).
     """
     import torch
 
@@ -132,23 +135,58 @@ def _compute(group, images, layers, shapes, forward, loader, dev, bar) -> list[t
         bar.update(len(rows))
 
     with torch.inference_mode(), bar:
-        for index, batch, ok, errors in loader:
-            if waiting is not None:  # before this batch runs, so that its failure cannot lose them
+        results = iter(results)
+        while True:
+            try:
+                item = next(results)
+            except StopIteration:
+                break
+            except Exception:
+                if waiting is not None:  # it may finish a shard: a later batch's failure must not lose that
+                    settle(*waiting)
+                raise
+            if waiting is not None:
                 settle(*waiting)
-            batch, failed = finish_batch(batch, dev)
-            for i, error in failed.items():
-                ok[i], errors[i] = False, error
-            out = forward(batch)
-            waiting = (index.tolist(), to_host(torch.cat([reduce(out[layer]) for layer in layers], dim=2)),
-                       ok, list(errors))
+            waiting = item
         if waiting is not None:
             settle(*waiting)
     return invalid
 
 
+def _statistics(out: dict, layers):
+    import torch
+
+    return torch.cat([reduce(out[layer]) for layer in layers], dim=2)
+
+
+def _one_lane(loader, forward, layers, dev):
+    """Batches from the loader through the network, one at a time (``_compute`` holds inference mode)."""
+    for index, batch, ok, errors in loader:
+        batch, failed = finish_batch(batch, dev)
+        for i, error in failed.items():
+            ok[i], errors[i] = False, error
+        yield index.tolist(), to_host(_statistics(forward(batch), layers)), ok, list(errors)
+
+
+def _lanes(images, sampler, decoder, forward, layers, lanes: int):
+    """Each lane decodes its batch in its own thread and runs it through the network (CPU)."""
+    import torch
+
+    dataset = make_dataset(images.root, images.paths, decoder)
+
+    def work(rows):
+        with torch.inference_mode():
+            index, batch, ok, errors = collate(dataset.__getitems__(rows))
+            stats = _statistics(forward(batch), layers)
+        return index.tolist(), lambda: stats.numpy(), ok, list(errors)
+
+    return in_lanes(work, sampler, lanes)
+
+
 def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", seed=0,
             batch_size=None, workers=None, device="auto", shard_rows=None,
-            overwrite=False, progress=True, precision="fp32", compile=False, decoder="pil") -> Summary:
+            overwrite=False, progress=True, precision="fp32", compile=False, decoder="pil",
+            lanes=None) -> Summary:
     """Run phase one; resumable, and a no-op on a finished store.
 
     The defaults reproduce the notebook (to float32 round-off); ``precision``
@@ -179,6 +217,9 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         raise PipelineError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
     if compile and dev.type == "cpu":
         check_compiler()  # before the store is made; inductor would fail at the first batch, with a traceback
+    workers, threads = decoding(dev, workers, ranks.world)
+    cores = max(1, (os.cpu_count() or 1) // ranks.world)
+    lanes = lanes_for(dev.type, workers, compile, cores, lanes)
     note = precision_note(precision, dev.type)
     if note and ranks.leader:
         print(note, file=sys.stderr, flush=True)
@@ -201,15 +242,19 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         batch_size = batch_size or (256 if dev.type == "cuda" else 8)
         sampler = ShardBatches(mine, shard_rows, len(images), batch_size)
         forward = forward_pass(traced, dev, precision, compile, batch_size)
-        workers, threads = decoding(dev, workers, ranks.world)
         started = time.perf_counter()
         bar = tqdm(total=sampler.rows_total(), unit="img", desc=",".join(layers), dynamic_ncols=True,
                    disable=not progress or not mine or not ranks.leader)
-        loader = make_loader(images, sampler, workers, threads, dev.type == "cuda", decoder)
-        if dev.type == "cuda" and workers == 0:
-            loader = prefetched(loader)  # decode in threads while the GPU computes
+        if lanes > 1:
+            results = _lanes(images, sampler, decoder, forward, layers, lanes)
+        else:
+            loader = make_loader(images, sampler, workers, threads, dev.type == "cuda", decoder)
+            if dev.type == "cuda" and workers == 0:
+                loader = prefetched(loader)  # decode in threads while the GPU computes
+            results = _one_lane(loader, forward, layers, dev)
         try:
-            invalid = _compute(group, images, layers, shapes, forward, loader, dev, bar)
+            with one_thread_each(lanes, cores):
+                invalid = _compute(group, images, layers, shapes, results, bar)
         except Exception as exc:  # name where it broke; the finished shards stay, a rerun completes
             print(f"rank {ranks.rank}/{ranks.world} failed in shard {_current_shard(group, layers, mine)}: "
                   f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete",

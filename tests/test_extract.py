@@ -126,6 +126,19 @@ def test_multi_layer_run_equals_single_layer_runs(image_folder, small_store, tmp
         np.testing.assert_allclose(group["mixed4a"][name][:], single["mixed4a"][name][:], rtol=1e-5, atol=1e-6)
 
 
+def test_one_lane_and_several_store_the_same(image_folder, small_store, tmp_path):
+    """small_store ran with the default lanes (one per core); here one lane, and more lanes than batches in a shard."""
+    single = zarr.open_group(str(small_store), mode="r")
+    for lanes in (1, 3):
+        path = tmp_path / f"lanes{lanes}.zarr"
+        extract(image_folder, path, ["mixed4a"], weights="random", batch_size=4, workers=0, shard_rows=8,
+                progress=False, lanes=lanes)
+        group = zarr.open_group(str(path), mode="r")
+        np.testing.assert_array_equal(group["images/valid"][:], single["images/valid"][:])
+        for name in ("mean", "max", "argmax"):
+            np.testing.assert_allclose(group["mixed4a"][name][:], single["mixed4a"][name][:], rtol=1e-5, atol=1e-6)
+
+
 def test_finished_store_is_a_no_op(image_folder, small_store):
     before = {p: p.stat().st_mtime_ns for p in small_store.rglob("*") if p.is_file() and p.name != ".writer.lock"}
     summary = extract(image_folder, small_store, ["mixed4a"], weights="random", workers=0, progress=False)
@@ -281,7 +294,8 @@ def test_compile_without_a_cpp_compiler_stops_before_the_store(image_folder, tmp
 
 def test_bad_options_are_one_sentence(image_folder, tmp_path):
     for args, fragment in ((["--precision", "fp8"], "--precision"), (["--decoder", "magic"], "--decoder"),
-                           (["--decoder", "gpu", "--device", "cpu"], "needs a CUDA device")):
+                           (["--decoder", "gpu", "--device", "cpu"], "needs a CUDA device"),
+                           (["--lanes", "2", "--workers", "1"], "--lanes")):
         proc = run_cli("activations", image_folder, "--store", tmp_path / "s.zarr", "--weights", "random",
                        *args, check=False)
         assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
@@ -300,7 +314,7 @@ def test_agreement_metric():
 
 
 def test_a_batch_is_waited_for_only_after_the_next_has_arrived(image_folder, tmp_path, monkeypatch):
-    """The overlap on CUDA: the loop fetches batch k+1 before it waits for batch k's results."""
+    """The overlap on CUDA (one lane): the loop fetches batch k+1 before it waits for batch k's results."""
     import pipeline.extract as ex
 
     events, real_loader, real_to_host = [], ex.make_loader, ex.to_host
@@ -316,7 +330,7 @@ def test_a_batch_is_waited_for_only_after_the_next_has_arrived(image_folder, tmp
 
     monkeypatch.setattr(ex, "make_loader", loader)
     monkeypatch.setattr(ex, "to_host", to_host)
-    extract(image_folder, tmp_path / "s.zarr", weights="random", batch_size=8, workers=0, progress=False)
+    extract(image_folder, tmp_path / "s.zarr", weights="random", batch_size=8, workers=0, progress=False, lanes=1)
     from pipeline.images import scan
 
     n = -(-len(scan(image_folder)) // 8)
