@@ -67,11 +67,12 @@ def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
     """(worker processes, decoding threads in this process) for the device.
 
     On CUDA, worker processes decode while the GPU computes (threads of this
-    process measured 4x slower there: the GIL). On the CPU both
-    halves need the same cores, so by default the batch is decoded in threads
-    of this process and then the network runs, each half on every core: as fast
-    as one worker process on 2 cores or faster (84 against 82, 91 against 80 and 87
-    against 76 images/s in three runs; README), without that process's 0.5 GB and start-up.
+    process measured 4x slower there: the GIL). On the CPU both halves need the same
+    cores, so by default there is no worker process: each lane decodes its own batch
+    (``lanes.py``), or with one lane the batch is decoded in threads of this process
+    and then the network runs. A worker process was as fast or slower on 2 cores (84
+    against 82, 91 against 80 and 87 against 76 images/s in three runs; README) and
+    costs 0.5 GB and a start-up.
     """
     cores = max(1, (os.cpu_count() or 2) // world)
     if workers is None:

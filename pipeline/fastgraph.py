@@ -9,6 +9,9 @@ Offers:
                                                    round-off: bit for bit here with 2 threads,
                                                    2.4e-6 absolute with 1, where oneDNN picks
                                                    other kernels)
+    separable_pools(graph_module) -> graph_module  CPU, eager: the 3x3 stride-1 max pools as a
+                                                   maximum along rows, then along columns
+                                                   (bit for bit: a maximum is one whatever the order)
 
 ``speed_up`` makes four rewrites; on this project's 2-core CPU the network cut at mixed4a spent 37%
 of its time in local response normalisation, 16% copying tensors into padded
@@ -233,5 +236,52 @@ def fuse_conv_relu(gm):
         graph.erase_node(conv)
     graph.eliminate_dead_code()
     graph.lint()
+    gm.recompile()
+    return gm
+
+
+def max_pool_3x3_same(x):
+    """F.max_pool2d(x, 3, stride=1, padding=1), bit for bit, without the indices eager's pool computes.
+
+    Four elementwise maxima over shifted views (two along each axis); 1.3-1.5x faster
+    than the pool for the Inception blocks' pool branches on the CPU, channels_last.
+    The stride-2 pools stay as they are: their strided views made this 2x slower.
+    """
+    return _max3_along(_max3_along(x, 2), 3)
+
+
+def _max3_along(x, dim):
+    import torch
+
+    n = x.shape[dim]
+    if n < 2:
+        return x.clone()
+    pairs = torch.maximum(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1))  # pairs[j] = max(x[j], x[j+1])
+    out = torch.empty_like(x)
+    out.narrow(dim, 0, 1).copy_(pairs.narrow(dim, 0, 1))  # the borders see two values: the padding is -inf
+    out.narrow(dim, n - 1, 1).copy_(pairs.narrow(dim, n - 2, 1))
+    if n > 2:
+        torch.maximum(pairs.narrow(dim, 0, n - 2), pairs.narrow(dim, 1, n - 2), out=out.narrow(dim, 1, n - 2))
+    return out
+
+
+def _same_3x3(node, modules) -> bool:
+    from lucent.modelzoo.inceptionv1 import helper_layers
+
+    if node.op != "call_module" or not isinstance(modules.get(node.target), helper_layers.MaxPool2dLayer):
+        return False
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    kw = node.kwargs
+    return (len(node.args) == 1 and pair(kw.get("kernel_size", 3)) == (3, 3) and pair(kw.get("stride", 1)) == (1, 1)
+            and pair(kw.get("padding", 0)) == (1, 1))
+
+
+def separable_pools(gm):
+    """Each 3x3, stride-1, padding-1 max pool becomes ``max_pool_3x3_same`` (after ``speed_up``)."""
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        if _same_3x3(node, modules):
+            node.op, node.target, node.kwargs = "call_function", max_pool_3x3_same, {}
+    gm.graph.lint()
     gm.recompile()
     return gm

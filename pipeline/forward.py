@@ -105,7 +105,7 @@ def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
     """
     import torch
 
-    from .fastgraph import fuse_conv_relu, own_copy, prepare_compile, speed_up
+    from .fastgraph import fuse_conv_relu, own_copy, prepare_compile, separable_pools, speed_up
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     net = speed_up(traced)
@@ -119,7 +119,7 @@ def forward_pass(traced, dev, precision: str, compiled: bool, batch_size: int):
     if cast is not None:
         net = own_copy(net).to(cast)  # the cut graph shares its modules with the model
     if cpu_eager:
-        net = fuse_conv_relu(net)
+        net = separable_pools(fuse_conv_relu(net))
     net = net.to(dev, memory_format=torch.channels_last)
     if compiled:
         prepare_compile()

@@ -87,6 +87,42 @@ def test_fused_convolutions_equal_the_plain_cut(random_model):
         assert (b[name] >= 0).all()
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 1, 1), (1, 3, 2, 5), (2, 7, 3, 3), (2, 256, 28, 28)])
+def test_separable_max_pool_is_bit_for_bit(shape):
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.fastgraph import max_pool_3x3_same
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    x.view(-1)[::7] = -float("inf")
+    x.view(-1)[3] = float("nan")  # the pool's NaN wins its windows; torch.maximum's does too
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        x = x.contiguous(memory_format=memory_format)
+        expected = F.max_pool2d(x, 3, stride=1, padding=1)
+        got = max_pool_3x3_same(x)
+        assert torch.equal(got.isnan(), expected.isnan())
+        assert torch.equal(got.nan_to_num(), expected.nan_to_num())
+        assert got.is_contiguous(memory_format=memory_format)
+
+
+def test_separable_pools_replace_the_branch_pools_bit_for_bit(random_model):
+    import torch
+
+    from pipeline.fastgraph import fuse_conv_relu, max_pool_3x3_same, separable_pools, speed_up
+
+    layers, model = ["mixed3b", "mixed4a"], copy.deepcopy(random_model)
+    before = fuse_conv_relu(speed_up(cut(model, layers))).to(memory_format=torch.channels_last)
+    after = separable_pools(fuse_conv_relu(speed_up(cut(model, layers)))).to(memory_format=torch.channels_last)
+    pools = [n for n in after.graph.nodes if n.target is max_pool_3x3_same]
+    assert len(pools) == 3  # mixed3a, mixed3b and mixed4a's pool branches; the stride-2 pools stay
+    x = (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3)) * 60)
+    with torch.inference_mode():
+        a, b = before(x.contiguous(memory_format=torch.channels_last)), after(x.contiguous(memory_format=torch.channels_last))
+    for name in layers:
+        assert torch.equal(a[name], b[name])
+
+
 def test_local_response_norm_under_torch_compile_runs_the_blocks_outside_the_graph(monkeypatch):
     """Inductor's fused form is slower and not bit for bit; a compiled graph calls the blocks instead."""
     import torch
