@@ -178,7 +178,7 @@ def _lanes(images, sampler, decoder, forward, layers, lanes: int):
         with torch.inference_mode():
             index, batch, ok, errors = collate(dataset.__getitems__(rows))
             stats = _statistics(forward(batch), layers)
-        return index.tolist(), lambda: stats.numpy(), ok, list(errors)
+        return index.tolist(), to_host(stats), ok, list(errors)
 
     return in_lanes(work, sampler, lanes)
 
