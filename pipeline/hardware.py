@@ -55,8 +55,8 @@ def keep_freed_memory() -> bool:
     With the thresholds fixed the faults went to none, and the network alone ran
     1.18x faster in fp32 and 1.2-1.3x in bf16 where there had been faults, and at the
     same rate where there had been none (three runs of each, one script). Peak memory
-    is unchanged: the pages are the ones the previous batch already held. False where the C library
-    is not glibc (nothing is changed there).
+    is unchanged: the pages are the ones the previous batch already held. False where
+    the C library is not glibc (nothing is changed there).
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -10,11 +10,10 @@ the network on every core. Both halves lose time to their sharing: OpenMP's thre
 spin after each parallel region while the decoding threads want the cores, and the
 network's many small operations leave one core waiting at each barrier. With a lane per
 core, each core runs whole batches alone, one thread each, and neither waits for the
-other (phase one on 2 cores, README: 1.05x in fp32 and 1.1x in bf16 for decoding and
-network together, measured in one script; compiled graphs measured slower in lanes, so
-``--compile`` keeps one). Results come back in the order of the batches, so the shard
-writer sees the same sequence as with one lane. numpy-free, torch only in
-``one_thread_each``.
+other: phase one 1.02-1.11x faster on 2 cores in three benchmark runs (README), 1.1x in
+bf16 in one script, while the network alone is no faster. Compiled graphs measured
+slower in lanes, so ``--compile`` keeps one. Results come back in the order of the
+batches, so the shard writer sees the same sequence as with one lane.
 """
 
 from __future__ import annotations
