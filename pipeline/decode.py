@@ -3,6 +3,7 @@
 Offers:
     DECODERS                       ("pil", "fast", "gpu")
     make_dataset(root, paths, decoder, threads=1) -> a torch Dataset of (index, image, ok, error)
+    rank_cores(world) -> int       this process's share of the machine's cores under ``world`` ranks
     decoding(device, workers, world) -> (worker processes, decoding threads): the defaults
     make_loader(images, sampler, workers, threads, pin, decoder) -> a DataLoader of batches
     collate(items)                 batches; a ``gpu`` batch stays encoded, packed as ``Encoded``
@@ -63,6 +64,10 @@ def make_dataset(root, paths, decoder: str, threads: int = 1):
     return FastDataset(root, paths, keep_encoded=decoder == "gpu", threads=threads)
 
 
+def rank_cores(world: int) -> int:
+    return max(1, (os.cpu_count() or 2) // world)
+
+
 def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
     """(worker processes, decoding threads in this process) for the device.
 
@@ -74,7 +79,7 @@ def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
     against 82, 91 against 80 and 87 against 76 images/s in three runs; README) and
     costs 0.5 GB and a start-up.
     """
-    cores = max(1, (os.cpu_count() or 2) // world)
+    cores = rank_cores(world)
     if workers is None:
         # On an H100 one worker decodes about 270 images/s and the network takes 8,000:
         # decoding is the ceiling up to about 30 workers (README, GPU figures).

@@ -9,7 +9,6 @@ and from the shards (``shards.py``: batching and writing each shard exactly once
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 
 from . import images as imgs
 from . import store as st
-from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched
+from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
 from .errors import PipelineError
 from .forward import PRECISIONS, check_compiler, forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
@@ -218,7 +217,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     if compile and dev.type == "cpu":
         check_compiler()  # before the store is made; inductor would fail at the first batch, with a traceback
     workers, threads = decoding(dev, workers, ranks.world)
-    cores = max(1, (os.cpu_count() or 1) // ranks.world)
+    cores = rank_cores(ranks.world)
     lanes = lanes_for(dev.type, workers, compile, cores, lanes)
     note = precision_note(precision, dev.type)
     if note and ranks.leader:

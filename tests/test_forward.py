@@ -73,4 +73,3 @@ def test_to_host_gives_the_numbers_when_waited_for():
     values = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
     wait = to_host(values)
     assert (wait() == values.numpy()).all()
-
