@@ -12,7 +12,8 @@ network's many small operations leave one core waiting at each barrier. With a l
 core, each core runs whole batches alone, one thread each, and neither waits for the
 other: phase one 1.02-1.11x faster on 2 cores in three benchmark runs (README), 1.1x in
 bf16 in one script, while the network alone is no faster. Compiled graphs measured
-slower in lanes, so ``--compile`` keeps one. Results come back in the order of the
+slower in lanes (inductor's CPU kernels hold the GIL, so lanes take turns; with its
+``cpp_wrapper``, which releases it, within noise), so ``--compile`` keeps one. Results come back in the order of the
 batches, so the shard writer sees the same sequence as with one lane.
 """
 
