@@ -160,6 +160,9 @@ def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json")):
     typer.echo(f"weights      {weights}" + ("  <- RANDOM WEIGHTS" if weights.get("kind") == "random" else ""))
     typer.echo(f"preprocess   {facts['preprocessing']}")
     for name, layer in facts["layers"].items():
+        if layer.get("being_created"):
+            typer.echo(f"layer {name:12s} being created (or its creation was interrupted)")
+            continue
         typer.echo(f"layer {name:12s} {layer['channels']} channels, {layer['spatial_shape'][0]}x"
                    f"{layer['spatial_shape'][1]}, shards {layer['shards_done']}/{layer['shards']}, "
                    f"{layer['images_covered']} images usable, stats {','.join(layer['stats'])}")
@@ -284,8 +287,6 @@ def import_(
         peaks = None if max_matrix is None else np.load(max_matrix, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise PipelineError(f"cannot read a .npy array: {exc}") from None
-    if data.ndim != 2:
-        raise PipelineError(f"{matrix} has shape {data.shape}; expected (images, channels)")
     import_matrix(store, data, layer, read_lines(paths), label_array,
                   read_lines(classes) if classes else (), root, shard_rows, overwrite,
                   progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"), max_matrix=peaks)
@@ -297,6 +298,9 @@ def main() -> None:
         app()
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
+        # An object store's failed requests leave coroutines that Python reports, as
+        # tracebacks, when it collects them at exit; the sentence above said it all.
+        sys.unraisablehook = lambda unraisable: None
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

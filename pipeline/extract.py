@@ -24,7 +24,7 @@ from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .lanes import in_lanes, lanes_for, one_thread_each
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
-from .shards import ShardBatches, ShardWriter, rows_in
+from .shards import ShardBatches, ShardWriter, mark_non_finite, rows_in
 
 
 @dataclass
@@ -128,8 +128,9 @@ def _compute(group, images, layers, shapes, results, bar) -> list[tuple[str, str
     writer, invalid, waiting = ShardWriter(group, layers, shapes, len(images)), [], None
 
     def settle(rows, result, ok, errors):
-        ok = ok.numpy()
-        writer.add(rows, result(), ok, errors)
+        ok, stats = ok.numpy(), result()
+        mark_non_finite(stats, ok, errors)
+        writer.add(rows, stats, ok, errors)
         invalid.extend((images.paths[r], e) for r, good, e in zip(rows, ok, errors) if not good)
         bar.update(len(rows))
 

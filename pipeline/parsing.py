@@ -3,12 +3,14 @@
 Offers:
     DEFAULT_BANDS
     parse_bands("0.1%,1%,10%,zeros") -> [(label, upper fraction | None), ...]
-    parse_direction(text | .npy path | dict | array, channels) -> float64 vector
+    parse_direction(text | .npy path | dict | sequence, channels) -> float64 vector
+    whole_number(value, name) -> int, or QueryError (2.7 and "abc" are refused)
     check_channel(channel, channels) -> channel, or QueryError
 """
 
 from __future__ import annotations
 
+import operator
 import os
 
 import numpy as np
@@ -43,12 +45,21 @@ def parse_bands(text: str) -> list[tuple[str, float | None]]:
 
 def parse_direction(spec, channels: int) -> np.ndarray:
     """A direction from "97:0.7,301:0.3", a .npy path, or an array of length ``channels``."""
-    if isinstance(spec, np.ndarray):
-        vector = spec
+    if isinstance(spec, (np.ndarray, list, tuple)):
+        try:
+            vector = np.asarray(spec, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise QueryError(f"a direction given as an array needs {channels} numbers") from None
+        if vector.ndim != 1:
+            raise QueryError(f"a direction needs {channels} weights in one dimension, not shape {vector.shape}")
     elif isinstance(spec, dict):
         vector = np.zeros(channels)
         for c, w in spec.items():
-            vector[check_channel(int(c), channels)] += float(w)
+            try:
+                weight = float(w)
+            except (TypeError, ValueError):
+                raise QueryError(f"the weight of channel {c} must be a number, not {w!r}") from None
+            vector[check_channel(c, channels)] += weight
     elif str(spec).endswith(".npy") or os.path.isfile(str(spec)):
         try:
             vector = np.load(str(spec), allow_pickle=False)
@@ -57,11 +68,14 @@ def parse_direction(spec, channels: int) -> np.ndarray:
         if not isinstance(vector, np.ndarray):  # an .npz archive of several arrays
             vector.close()
             raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not an archive")
-        if not np.issubdtype(vector.dtype, np.number):
+        if not np.issubdtype(vector.dtype, np.number) or np.iscomplexobj(vector):
             raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not {vector.dtype}")
+        if vector.ndim != 1:
+            raise QueryError(f"direction file {spec} must hold {channels} weights in one dimension, "
+                             f"not shape {vector.shape}")
     else:
         vector = np.zeros(channels)
-        for part in str(spec).split(","):
+        for part in (p.strip() for p in str(spec).split(",") if p.strip()):
             try:
                 c, w = part.split(":") if ":" in part else (part, "1")
                 vector[check_channel(int(c), channels)] += float(w)
@@ -69,13 +83,31 @@ def parse_direction(spec, channels: int) -> np.ndarray:
                 raise  # a channel out of range says so itself
             except ValueError:
                 raise QueryError(f"malformed direction {spec!r}; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3") from None
-    vector = np.asarray(vector, dtype=np.float64).ravel()
+    vector = np.asarray(vector, dtype=np.float64)
     if vector.size != channels or not np.isfinite(vector).all() or not vector.any():
         raise QueryError(f"a direction needs {channels} finite weights, not all zero (got {vector.size})")
     return vector
 
 
-def check_channel(channel: int, channels: int) -> int:
+def whole_number(value, name: str = "channel") -> int:
+    """``value`` as an int, refusing 2.7 (which ``int`` would quietly make 2) and text that is no number."""
+    if isinstance(value, (bool, np.bool_)):
+        raise QueryError(f"{name} must be a whole number, not {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise QueryError(f"{name} must be a whole number, not {value!r}") from None
+        if not number.is_integer():
+            raise QueryError(f"{name} must be a whole number, not {value!r}")
+        number = int(number)
+    return number
+
+
+def check_channel(channel, channels: int) -> int:
+    channel = whole_number(channel)
     if not 0 <= channel < channels:
         raise QueryError(f"channel {channel} is out of range; this layer has channels 0-{channels - 1}")
     return channel

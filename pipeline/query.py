@@ -18,6 +18,7 @@ Rows that are invalid or not yet written never appear; ties go to the lower row.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from functools import cached_property
 
@@ -26,8 +27,8 @@ import numpy as np
 from . import ranking
 from .analysis import Analysis
 from .classes import human_names
-from .errors import QueryError, unknown_layer
-from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction  # noqa: F401
+from .errors import QueryError, StoreError, unknown_layer
+from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number  # noqa: F401
 from .results import Results
 from .store import STATS, n_shards, open_group, shard_bounds
 
@@ -109,8 +110,8 @@ class Store:
 
     def row_of(self, image) -> int:
         """A row number, or the row of a path (relative to the dataset root, or absolute)."""
-        text = str(image)
-        if text.lstrip("-").isdigit():
+        text = str(image).strip()
+        if re.fullmatch(r"-?[0-9]+", text):  # ASCII digits only: str.isdigit() takes "²"
             row = int(text)
             if not 0 <= row < self.n:
                 raise QueryError(f"row {row} is out of range; the store has rows 0-{self.n - 1}")
@@ -120,19 +121,24 @@ class Store:
         # "./cat/x.jpg" and "cat//x.jpg" name the stored "cat/x.jpg".
         found = np.flatnonzero(self.all_paths == os.path.normpath(text).replace(os.sep, "/"))
         if not found.size:
-            raise QueryError(f"{image} is not an image of this store (paths are relative to {self.root})")
+            where = f"relative to {self.root}" if self.root else f"as imported, e.g. {self.paths([0])[0]!r}"
+            raise QueryError(f"{image} is not an image of this store (paths are {where})")
         return int(found[0])
 
     def info(self) -> dict:
         layers = {}
         for name in self.layers:
-            layer = self[name]
+            try:
+                layer = self[name]
+            except StoreError:  # a writer is making it right now, or was killed doing so
+                layers[name] = {"being_created": True}
+                continue
             layers[name] = {"channels": layer.channels, "spatial_shape": layer.spatial_shape,
                             "shards_done": int(layer.done.sum()), "shards": int(layer.done.size),
                             "images_covered": int(layer.usable.sum()), "stats": layer.available}
         return {"store": self.path, "format_version": self.attrs.get("format_version"),
-                "images": self.n, "invalid": int(self.n - self.valid.sum()) if all(
-                    v["shards_done"] == v["shards"] for v in layers.values()) else None,
+                "images": self.n, "invalid": int(self.n - self.valid.sum()) if layers and all(
+                    v.get("shards_done", -1) == v.get("shards") for v in layers.values()) else None,
                 "classes": len(self.classes), "dataset": self.attrs.get("dataset"),
                 "weights": self.weights, "preprocessing": self.attrs.get("preprocessing"),
                 "layers": layers}
@@ -146,6 +152,9 @@ class Layer(Analysis):
         self.store, self.name = store, name
         self.group = store.group[name]
         self.attrs = dict(self.group.attrs)
+        if "channels" not in self.attrs or "done" not in self.group:
+            raise StoreError(f"layer {name} of {store.path} is still being created (or its creation was "
+                             "interrupted: rerun the command that makes it)")
         self.channels = int(self.attrs["channels"])
         self.spatial_shape = list(self.attrs.get("spatial_shape", [1, 1]))
         self.available = [s for s in STATS if s in self.group]  # stored statistics
@@ -182,7 +191,7 @@ class Layer(Analysis):
     def column(self, channel: int, by: str = "mean") -> np.ndarray:
         """One channel for every image; the last one read is kept, since a channel's
         top-k, bottom-k and samples (a grid row, a gallery page) all start from it."""
-        key = (_channel(int(channel), self.channels), by)
+        key = (_channel(channel, self.channels), by)
         if self.__dict__.get("_column", (None,))[0] != key:
             values = np.asarray(self._array(by)[:, key[0]])
             values.flags.writeable = False  # shared by the queries that follow
@@ -208,9 +217,10 @@ class Layer(Analysis):
                        bands=bands, note=self.note())
 
     def _check_k(self, k: int, name: str = "k") -> int:
-        if int(k) <= 0:
+        k = whole_number(k, name)
+        if k <= 0:
             raise QueryError(f"{name} must be at least 1, not {k}")
-        return int(k)
+        return k
 
     def topk(self, channel: int, k: int = 10, by: str = "mean", bottom: bool = False,
              diverse: bool = False, per_class: int = 2) -> Results:
@@ -266,11 +276,11 @@ class Layer(Analysis):
         row = self.store.row_of(image)
         if not self.usable[row]:
             raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")
-        target = np.asarray(self._array("mean")[row], dtype=np.float64)
+        target = ranking.finite_or_zero(np.asarray(self._array("mean")[row], dtype=np.float64))
         target /= np.linalg.norm(target) or 1.0
         cosine = np.zeros(self.store.n)
         for lo, hi, block in self._row_blocks():
-            block = np.nan_to_num(block.astype(np.float64))
+            block = ranking.finite_or_zero(block.astype(np.float64))
             norms = np.linalg.norm(block, axis=1)
             cosine[lo:hi] = block @ target / np.where(norms > 0, norms, 1.0)
         usable = self.usable.copy()

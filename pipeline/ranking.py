@@ -15,36 +15,48 @@ import numpy as np
 DUPLICATE_COSINE = 0.995
 
 
-def _keys(values, usable, bottom):
-    """Larger is better; unusable rows sink below every usable one."""
-    keys = -values if bottom else values.copy()  # stays float32 when the column is: half the bytes
-    if not usable.all():
-        keys[~usable] = -np.inf
+def finite_or_zero(array: np.ndarray) -> np.ndarray:
+    """NaN and ±inf as 0 (``nan_to_num`` would make inf 1.8e308, which overflows in products)."""
+    return np.where(np.isfinite(array), array, 0.0)
+
+
+def _keys(values, rows, bottom):
+    """The usable rows' keys, larger is better; NaN counts as -inf (ties go to the lower row).
+
+    Only the usable rows take part, so no sentinel value can collide with a real
+    one (an infinite activation is a value like any other).
+    """
+    keys = np.asarray(values)[rows]
+    keys = -keys if bottom else keys  # indexing made a copy; float32 stays float32: half the bytes
+    nan = np.isnan(keys)
+    if nan.any():
+        keys[nan] = -np.inf
     return keys
 
 
 def _ranked(keys, rows):
-    """``rows`` sorted by key descending, then row ascending."""
-    return rows[np.lexsort((rows, -keys[rows]))]
+    """``rows`` (with their ``keys``) sorted by key descending, then row ascending."""
+    return rows[np.lexsort((rows, -keys))]
 
 
 def top_rows(values, usable, k: int, bottom: bool = False) -> np.ndarray:
     """The rows of the ``k`` largest (or smallest) usable values, best first."""
-    k = min(int(k), int(usable.sum()))
+    rows = np.flatnonzero(usable)
+    k = min(int(k), rows.size)
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    keys = _keys(values, usable, bottom)
+    keys = _keys(values, rows, bottom)
     threshold = np.partition(keys, keys.size - k)[keys.size - k]
     above = np.flatnonzero(keys > threshold)
-    ties = np.flatnonzero(keys == threshold)[: k - above.size]
-    return _ranked(keys, np.concatenate([above, ties]))
+    ties = np.flatnonzero(keys == threshold)[: k - above.size]  # rows ascend: ties go to the lower row
+    picked = np.concatenate([above, ties])
+    return _ranked(keys[picked], rows[picked])
 
 
 def ranked_all(values, usable, bottom: bool = False) -> np.ndarray:
     """Every usable row in rank order (a full stable sort)."""
-    keys = _keys(values, usable, bottom)
     rows = np.flatnonzero(usable)
-    return rows[np.argsort(-keys[rows], kind="stable")]
+    return rows[np.argsort(-_keys(values, rows, bottom), kind="stable")]
 
 
 def band_samples(values, usable, bands, per_band: int, seed: int):
@@ -65,7 +77,8 @@ def band_samples(values, usable, bands, per_band: int, seed: int):
             pool, start = order[start:stop], stop
         if pool.size:
             picked = rng.choice(pool, size=min(per_band, pool.size), replace=False)
-            picked = _ranked(np.asarray(values, dtype=np.float64), np.sort(picked))
+            picked = np.sort(picked)
+            picked = _ranked(_keys(values, picked, False), picked)
             rows.extend(picked.tolist())
             labels.extend([label] * picked.size)
     return np.asarray(rows, dtype=np.int64), labels
@@ -78,9 +91,8 @@ def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2)
     activations on a spread subset of channels (crops and re-encodes of one
     photo land there; different photos rarely do).
     """
-    keys = _keys(values, usable, bottom)
     chosen, counts = [], {}
-    unit = np.nan_to_num(np.asarray(fingerprints, dtype=np.float64))
+    unit = finite_or_zero(np.asarray(fingerprints, dtype=np.float64))
     unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
     pool = min(int(usable.sum()), max(50 * k, 1000))
     while True:
@@ -96,7 +108,8 @@ def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2)
             chosen.append(int(row))
             counts[label] = counts.get(label, 0) + 1
             if len(chosen) == k:
-                return _ranked(keys, np.asarray(chosen))
-        if pool >= usable.sum():
-            return _ranked(keys, np.asarray(chosen, dtype=np.int64))
+                break
+        if len(chosen) == k or pool >= usable.sum():
+            chosen = np.asarray(chosen, dtype=np.int64)
+            return _ranked(_keys(values, chosen, bottom), chosen)
         pool = min(int(usable.sum()), pool * 4)

@@ -36,7 +36,9 @@ def _channel_rows(tables: dict) -> list[dict]:
         for by, table in tables.items():
             for name in COLUMNS:
                 value = table[name][c]
-                row[f"{by}_{name}"] = bool(value) if name == "dead" else round(float(value), 7)
+                # JSON has no NaN (a dead channel's kurtosis): null there, an empty CSV cell
+                row[f"{by}_{name}"] = (bool(value) if name == "dead" else
+                                       round(float(value), 7) if np.isfinite(value) else None)
         rows.append(row)
     return rows
 

@@ -3,6 +3,7 @@
 Offers:
     ShardBatches                       batch sampler whose batches never straddle a shard
     rows_in(shards, shard_rows, n)     how many images some shards hold
+    mark_non_finite(stacked, ok, errors)  rows with NaN or inf statistics made invalid, in place
     ShardBuffer                        one shard's rows for every layer, filled batch by batch
     ShardWriter                        batch results in, whole shards out (written once, then marked done)
 
@@ -14,6 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from . import store as st
+
+
+NON_FINITE = "non-finite activations (NaN or inf; in fp16 a value above 65504 overflows)"
+
+
+def mark_non_finite(stacked, ok, errors) -> None:
+    """Rows whose mean or max is NaN or inf become invalid, in place: no ranking can place them."""
+    bad = np.flatnonzero(ok & ~np.isfinite(stacked[:, :2]).all(axis=(1, 2)))
+    for i in bad:
+        ok[i], errors[i] = False, NON_FINITE
 
 
 def rows_in(shards, shard_rows: int, n: int) -> int:

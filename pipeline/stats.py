@@ -217,10 +217,13 @@ def pca(cov: np.ndarray) -> dict:
     total = eig.sum()
     ratio = eig / total if total > 0 else eig
     cumulative = np.cumsum(ratio)
+
+    def components(share: float) -> int:  # none when there is no variance to explain
+        return int(min(np.searchsorted(cumulative, share) + 1, eig.size)) if total > 0 else 0
+
     return {"explained_variance_ratio": ratio,
             "participation_ratio": float(total ** 2 / (eig ** 2).sum()) if total > 0 else 0.0,
-            "components_90": int(np.searchsorted(cumulative, 0.90) + 1),
-            "components_99": int(np.searchsorted(cumulative, 0.99) + 1)}
+            "components_90": components(0.90), "components_99": components(0.99)}
 
 
 def branches(layer) -> dict[str, tuple[int, int]]:

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import posixpath
 import shutil
 import warnings
 from pathlib import Path
@@ -201,6 +202,12 @@ def open_group(path, mode: str = "r"):
             zarr.errors.NodeTypeValidationError, ValueError, KeyError, TypeError) as exc:
         # ValueError covers a zarr.json that is not JSON (a damaged or foreign folder).
         raise StoreError(f"{path_str} is not an exemplars store ({exc.__class__.__name__})") from None
+    except Exception as exc:
+        if not is_url(path_str):
+            raise
+        # An object store's client fails in its own ways (no credentials, no endpoint, denied).
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise StoreError(f"cannot open {path_str}: {exc.__class__.__name__}" + (f": {reason}" if reason else "")) from None
     attrs = group.attrs
     if attrs.get("format") != FORMAT_NAME:
         raise StoreError(f"{path_str} is a zarr group but not an exemplars store")
@@ -262,7 +269,9 @@ def _first_difference(name: str, old, new):
 def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict, stats=STATS):
     """Create a layer's arrays, or return the existing subgroup unchanged."""
     if name in group:
-        return group[name]
+        if "done" in group[name] and "channels" in group[name].attrs:
+            return group[name]
+        del group[name]  # a creation cut short (the writer holds the lock): nothing in it was computed
     n = group.attrs["n_images"]
     rows = group.attrs["shard_rows"]
     sub = group.create_group(name)
@@ -311,35 +320,66 @@ def refresh_completeness(group, layer: str) -> dict:
     return dict(sub.attrs)
 
 
+def _numbers(name: str, array, ndim: int):
+    """Refuse, before anything is written, an array that is not real numbers of the right rank."""
+    if not isinstance(array, np.ndarray) or array.ndim != ndim:
+        shape = getattr(array, "shape", None)
+        raise StoreMismatchError(f"the {name} must be a {ndim}-dimensional array, not shape {shape}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise StoreMismatchError(f"the {name} must hold real numbers, not {array.dtype}")
+
+
+def _import_labels(labels, n: int) -> np.ndarray:
+    if labels is None:
+        return np.full(n, -1, dtype=np.int32)
+    labels = np.asarray(labels)
+    _numbers("labels", labels, 1)
+    if labels.shape != (n,):
+        raise StoreMismatchError(f"the labels have shape {labels.shape}, expected ({n},)")
+    if labels.size and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))
+                        or labels.min() < -1 or labels.max() >= 2**31):
+        raise StoreMismatchError("the labels must be whole numbers from -1 (no label) up to 2**31 - 1")
+    return labels.astype(np.int32)
+
+
 def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
                   shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None,
                   max_matrix=None):
-    """Make a store from an (N, C) matrix of spatial means computed elsewhere.
+    """Make a store from an (N, C) matrix of spatial means computed elsewhere, or add a layer to one.
 
     ``matrix`` (and ``max_matrix``, the spatial max, if given) may be memory
-    maps: they are read and written one shard at a time. Non-finite rows are
-    marked invalid. The layer has ``mean`` (and ``max``), never ``argmax``.
+    maps: they are read and written one shard at a time. A row with a non-finite
+    mean or max is marked invalid (in every layer: validity is the image's). The
+    layer has ``mean`` (and ``max``), never ``argmax``. Further layers need the same
+    paths; paths are stored normalised ("./cat/x.jpg" as "cat/x.jpg").
     """
-    if max_matrix is not None and max_matrix.shape != matrix.shape:
-        raise StoreMismatchError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
+    matrix = matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
+    max_matrix = max_matrix if max_matrix is None or isinstance(max_matrix, np.ndarray) else np.asarray(max_matrix)
+    _numbers("matrix", matrix, 2)
     n, channels = matrix.shape
+    if channels < 1:
+        raise StoreMismatchError("the matrix has no channels (shape (N, 0))")
+    if max_matrix is not None:
+        _numbers("max matrix", max_matrix, 2)
+        if max_matrix.shape != matrix.shape:
+            raise StoreMismatchError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
     if len(paths) != n:
         raise StoreMismatchError(f"the matrix has {n} rows but {len(paths)} paths were given")
-    labels = np.full(n, -1, dtype=np.int32) if labels is None else np.asarray(labels, dtype=np.int32)
-    if labels.shape != (n,):
-        raise StoreMismatchError(f"the labels have shape {labels.shape}, expected ({n},)")
+    paths = [posixpath.normpath(str(p).strip().replace(os.sep, "/")) for p in paths]
+    labels = _import_labels(labels, n)
     if not layer or "/" in layer or layer == "images":
         raise StoreError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
     with writer_lock(path):
         zeros = np.zeros(n, dtype=np.int64)  # no files to stat: the paths alone identify the dataset
         meta = {"dataset": {"root": root, "layout": "imported", "n_images": n},
                 "dataset_fingerprint": dataset_fingerprint(paths, zeros, zeros), "preprocessing": None,
-                "model": {"name": "imported", "weights": {"kind": "imported", "name": layer}}}
-        group = create_store(path, meta, {"path": list(paths), "label": labels, "classes": list(classes),
+                "model": {"name": "imported", "weights": {"kind": "imported"}}}
+        group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
                                           "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
         if layer in group:  # rewriting it would mix two imports' rows
             raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
                                      "or pass --overwrite to rebuild the store")
+        first = not any(name != "images" for name in group.group_keys())
         sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
                         stats=("mean",) if max_matrix is None else ("mean", "max"))
         shards = range(n_shards(n, shard_rows))
@@ -347,10 +387,14 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
             start, stop = shard_bounds(shard, shard_rows, n)
             block = np.asarray(matrix[start:stop], dtype=np.float32)
             valid = np.isfinite(block).all(axis=1)
+            if max_matrix is not None:
+                peaks = np.asarray(max_matrix[start:stop], dtype=np.float32)
+                valid &= np.isfinite(peaks).all(axis=1)
+                sub["max"][start:stop] = peaks
+            if not first:
+                valid &= np.asarray(group["images"]["valid"][start:stop], dtype=bool)
             group["images"]["valid"][start:stop] = valid
             sub["mean"][start:stop] = block
-            if max_matrix is not None:
-                sub["max"][start:stop] = np.asarray(max_matrix[start:stop], dtype=np.float32)
             sub["done"][shard] = True
         refresh_completeness(group, layer)
     return group

@@ -237,3 +237,33 @@ def test_import_cli_round_trip(tmp_path):
     assert [r["row"] for r in data["results"]] == expected.tolist()
     info = run_cli("info", "--store", tmp_path / "i.zarr").stdout
     assert "probe" in info and "invalid: 3" in info
+
+
+def test_ranking_places_infinite_and_nan_values_and_never_an_unusable_row():
+    from pipeline import ranking
+
+    values = np.array([np.inf, -np.inf, np.nan, 1.0, 5.0, -np.inf], dtype=np.float32)
+    usable = np.array([False, True, True, True, True, True])
+    assert ranking.top_rows(values, usable, 10).tolist() == [4, 3, 1, 2, 5]  # NaN as -inf; never row 0
+    assert ranking.top_rows(values, usable, 10, bottom=True).tolist() == [1, 5, 3, 4, 2]
+    assert ranking.top_rows(values, usable, 2, bottom=True).tolist() == [1, 5]
+    assert ranking.ranked_all(values, usable).tolist() == [4, 3, 1, 2, 5]
+
+
+def test_api_arguments_are_checked_like_the_cli(generated):
+    path, m, _, _ = generated
+    layer = pipeline.open_store(path)["layer1"]
+    for bad in (2.7, "abc", True, None):
+        with pytest.raises(QueryError, match="whole number"):
+            layer.topk(bad)
+    with pytest.raises(QueryError, match="k must be a whole number"):
+        layer.topk(1, k="x")
+    assert layer.topk(np.int64(3), k=2.0).rows.tolist() == layer.topk(3, k=2).rows.tolist()
+    weights = [0.0] * C
+    weights[4] = 1.0
+    assert layer.direction(weights, k=5).rows.tolist() == layer.topk(4, k=5).rows.tolist()
+    with pytest.raises(QueryError, match="one dimension"):
+        layer.direction(np.ones((2, C // 2)))
+    assert layer.direction("4:1,", k=3).rows.tolist() == layer.topk(4, k=3).rows.tolist()
+    with pytest.raises(QueryError, match="not an image of this store"):
+        layer.similar("²")  # a digit to str.isdigit, not to int()

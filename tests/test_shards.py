@@ -6,7 +6,7 @@ import numpy as np
 import zarr
 
 from pipeline import store as st
-from pipeline.shards import ShardBatches, ShardWriter, rows_in
+from pipeline.shards import NON_FINITE, ShardBatches, ShardWriter, mark_non_finite, rows_in
 
 
 def test_shard_batches_never_straddle_shards():
@@ -30,3 +30,13 @@ def test_a_shard_is_written_when_full_and_then_marked_done(tmp_path):
     mean = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["conv/mean"][:4]
     np.testing.assert_array_equal(mean[[0, 2, 3]], stats[[0, 2, 3], 0])
     assert np.isnan(mean[1]).all()  # the row that failed to decode
+
+
+def test_rows_with_non_finite_statistics_become_invalid():
+    stats = np.ones((3, 3, 2), dtype=np.float32)
+    stats[1, 1, 0] = np.inf  # an fp16 overflow in one channel's max
+    stats[2, 0, 1] = np.nan  # a row that already failed to decode keeps its own error
+    ok, errors = np.array([True, True, False]), ["", "", "broken"]
+    mark_non_finite(stats, ok, errors)
+    assert ok.tolist() == [True, False, False]
+    assert errors == ["", NON_FINITE, "broken"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -120,3 +122,19 @@ def test_stats_on_an_extracted_store_has_max_too(small_store, tmp_path):
 def test_stats_errors(small_store, tmp_path, args, fragment):
     proc = run_cli("stats", "--store", small_store, "-o", tmp_path / "o", *args, check=False)
     assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_variance_needs_no_components_and_json_has_no_nan(tmp_path):
+    assert stats.pca(np.zeros((6, 6)))["components_90"] == 0
+    assert stats.pca(np.diag([3.0, 1.0, 0.0]))["components_99"] == 2
+    m = np.zeros((40, 5), dtype=np.float32)
+    m[:, 0] = np.arange(40)  # one live channel; the constant ones have no kurtosis
+    import_matrix(tmp_path / "z.zarr", m, "feat", [f"{i}.jpg" for i in range(40)])
+    run_cli("stats", "--store", tmp_path / "z.zarr", "--layer", "feat", "-o", tmp_path / "o")
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    rows = json.loads((tmp_path / "o" / "channels.json").read_text(), parse_constant=refuse)
+    assert rows[1]["mean_kurtosis"] is None and rows[0]["mean_kurtosis"] is not None
+    json.loads((tmp_path / "o" / "pca.json").read_text(), parse_constant=refuse)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import zarr
 
+import pipeline
 from pipeline.errors import StoreError, StoreMismatchError
-from pipeline.store import check_compatible, import_matrix, n_shards, open_group, shard_bounds
+from pipeline.store import add_layer, check_compatible, create_store, import_matrix, n_shards, open_group, shard_bounds
 
 
 def test_shard_arithmetic():
@@ -97,3 +100,63 @@ def test_a_file_is_not_a_store_to_write(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="is a file"):
         import_matrix(tmp_path / "file", np.ones((2, 2), dtype=np.float32), "feat", ["x", "y"])
+
+
+def test_an_object_store_client_failure_is_one_sentence(tmp_path, monkeypatch):
+    class NoCredentialsError(Exception):  # botocore's, as s3fs raises it without credentials
+        pass
+
+    def refuse(*args, **kwargs):
+        raise NoCredentialsError("Unable to locate credentials")
+
+    monkeypatch.setattr(zarr, "open_group", refuse)
+    with pytest.raises(StoreError, match="cannot open memory://x.zarr: NoCredentialsError: Unable to locate"):
+        open_group("memory://x.zarr")
+    (tmp_path / "local").mkdir()
+    with pytest.raises(NoCredentialsError):  # a local folder's unexpected failure stays a bug to see
+        open_group(tmp_path / "local")
+
+
+@pytest.mark.parametrize("matrix, labels, fragment", [
+    (np.array([["a", "b"], ["c", "d"]]), None, "real numbers, not <U1"),
+    (np.ones(2, dtype=np.float32), None, "2-dimensional array, not shape (2,)"),
+    (np.ones((2, 0), dtype=np.float32), None, "no channels"),
+    (np.ones((2, 2), dtype=np.complex64), None, "real numbers"),
+    (np.ones((2, 2), dtype=np.float32), np.array([0.5, 1.0]), "whole numbers"),
+    (np.ones((2, 2), dtype=np.float32), np.array([0, 2**31]), "whole numbers"),
+])
+def test_import_refuses_what_it_cannot_store_before_writing(tmp_path, matrix, labels, fragment):
+    with pytest.raises(StoreMismatchError, match=re.escape(fragment)):
+        import_matrix(tmp_path / "s.zarr", matrix, "feat", ["x", "y"][: len(matrix)], labels)
+    assert not (tmp_path / "s.zarr").exists()  # refused before anything was made
+
+
+def test_layers_import_one_after_another_and_non_finite_rows_are_invalid(tmp_path):
+    store = tmp_path / "s.zarr"
+    a = np.arange(8, dtype=np.float32).reshape(4, 2)
+    peaks = a + 1
+    peaks[1, 0] = np.inf  # a finite mean with an infinite max: no ranking by max could place it
+    import_matrix(store, a, "A", ["./x/0.jpg", "x//1.jpg", "x/2.jpg", "x/3.jpg"], max_matrix=peaks)
+    b = a * 2
+    b[3, 1] = np.nan
+    import_matrix(store, b, "B", ["x/0.jpg", "x/1.jpg", "x/2.jpg", "x/3.jpg"])  # the same images, normalised
+    s = pipeline.open_store(store)
+    assert s.layers == ["A", "B"] and s.valid.tolist() == [True, False, True, False]
+    assert s.row_of("./x/0.jpg") == 0 and s.all_paths[1] == "x/1.jpg"
+    assert s["A"].topk(0, k=4, by="max").rows.tolist() == [2, 0]
+    assert s["B"].topk(1, k=4, bottom=True).rows.tolist() == [0, 2]
+
+
+def test_a_layer_cut_short_in_its_creation_is_refused_by_readers_and_remade(tmp_path):
+    store = tmp_path / "s.zarr"
+    images = {"path": ["a.jpg", "b.jpg"], "label": [0, 0], "classes": ["c"], "size": [1, 1], "mtime_ns": [0, 0]}
+    group = create_store(store, {"model": {}}, images, shard_rows=2, overwrite=False)
+    assert pipeline.open_store(store).info()["invalid"] is None  # no layer yet: not "every image"
+    group.create_group("conv")  # killed after the group, before its arrays and attributes
+    with pytest.raises(StoreError, match="layer conv of .* is still being created"):
+        pipeline.open_store(store)["conv"]
+    facts = pipeline.open_store(store).info()
+    assert facts["invalid"] is None and facts["layers"] == {"conv": {"being_created": True}}
+    sub = add_layer(open_group(store, mode="r+"), "conv", 3, (1, 1), {})
+    assert sub.attrs["channels"] == 3 and "done" in sub
+    assert pipeline.open_store(store)["conv"].channels == 3
