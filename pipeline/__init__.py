@@ -6,7 +6,7 @@ channel's questions from that store, without the model and without torch.
 
 Offers:
     __version__
-    open_store(path) -> Store     phase two's entry point (see ``pipeline.query``)
+    open_store(path, root=None) -> Store     phase two's entry point (see ``pipeline.query``)
     PipelineError and its children (``pipeline.errors``)
 """
 
@@ -15,15 +15,16 @@ __version__ = "0.1.0"
 from .errors import PipelineError  # noqa: E402
 
 
-def open_store(path, cache_paths: bool = True):
+def open_store(path, cache_paths: bool = True, root=None):
     """Open a store read-only for queries: ``open_store(p)["mixed4a"].topk(97)``.
 
     With ``cache_paths`` the first query reads every image path once (about
-    0.8 s for 1.28M images) and later queries look them up in memory.
+    0.8 s for 1.28M images) and later queries look them up in memory. ``root``
+    is where the images are now, when they moved since phase one (pictures only).
     """
     from .query import Store
 
-    return Store(path, cache_paths=cache_paths)
+    return Store(path, cache_paths=cache_paths, root=root)
 
 
 __all__ = ["__version__", "open_store", "PipelineError"]

@@ -80,10 +80,15 @@ def _emit(results, as_json: bool) -> None:
         typer.echo(repr(results))
 
 
-def _layer(store: str, layer: str):
+def _layer(store: str, layer: str, root: Optional[Path] = None):
     from . import open_store
 
-    return open_store(store, cache_paths=False)[layer]
+    if root is not None and not root.is_dir():
+        raise PipelineError(f"--root {root} is not a folder")
+    return open_store(store, cache_paths=False, root=root)[layer]
+
+
+RootOpt = typer.Option(None, "--root", help="Where the images are now, if they moved since phase one.")
 
 
 @app.command()
@@ -181,13 +186,14 @@ def grid(
     samples: bool = typer.Option(False, help="Add a row of quantile-band samples per channel."),
     featureviz: bool = typer.Option(False, help="Start each row with the channel's cached feature visualisation."),
     out: Path = typer.Option(Path("grid.png"), "--out", "-o"),
+    root: Optional[Path] = RootOpt,
 ):
     """The notebook's figure from the store: top images per channel, as a PNG."""
     from .outputs import figure_file
     from .render import save
 
     figure_file(out)
-    figure = _layer(store, layer).grid(channels, k=k, by=by, crop=crop, heatmap=heatmap,
+    figure = _layer(store, layer, root).grid(channels, k=k, by=by, crop=crop, heatmap=heatmap,
                                        bottom=bottom, samples=samples, featureviz=featureviz)
     save(figure, out)
     typer.echo(f"wrote {out}")
@@ -201,25 +207,30 @@ def featureviz(
     size: int = typer.Option(128, min=16, help="Side of the optimised image in pixels."),
     steps: int = typer.Option(128, min=1, help="Optimisation steps."),
     seed: int = typer.Option(0, min=0),
+    redo: bool = typer.Option(False, help="Optimise again and replace the cached picture "
+                              "(with other settings: every cached picture)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save it as a PNG."),
 ):
     """lucent's activation maximisation for a channel, cached in the store (reruns the model once)."""
     import time
 
-    from PIL import Image
-
+    from . import open_store
     from .featureviz import featureviz as optimise
+    from .featureviz import marked
 
     if out is not None:
         from .outputs import image_file
 
         image_file(out)  # before the optimisation, not after it
     started = time.perf_counter()
-    picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed)
+    picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed, redo=redo)
+    note = open_store(store)[layer].note()
     if out is not None:
-        Image.fromarray(picture).save(out)
+        marked(picture, note).save(out)
     typer.echo(f"{layer} channel {channel}: {size}x{size}, {steps} steps, cached in {store} "
                f"({time.perf_counter() - started:.1f} s)" + (f"; wrote {out}" if out else ""))
+    if note:
+        typer.echo(f"note: {note}", err=True)
 
 
 @app.command()
@@ -229,13 +240,17 @@ def gallery(
     out: Path = typer.Option(Path("site"), "--out", "-o", help="Folder of the static site."),
     k: int = typer.Option(10, "-k", help="Top images per channel."),
     crops: bool = typer.Option(True, help="Receptive-field crops around each top image's peak."),
+    root: Optional[Path] = RootOpt,
 ):
     """A static, offline HTML site of every channel of a layer (open OUT/index.html)."""
     from .gallery import build_gallery
 
-    target = _layer(store, layer)
+    target = _layer(store, layer, root)
     target._check_k(k)
-    typer.echo(build_gallery(target, out, k=k, crops=crops).line())
+    summary = build_gallery(target, out, k=k, crops=crops)
+    typer.echo(summary.line())
+    if summary.missing:
+        typer.echo(f"warning: {summary.missing_line(target.store.root)}", err=True)
 
 
 @app.command()

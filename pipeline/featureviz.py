@@ -2,7 +2,8 @@
 
 Offers:
     cached(layer, channel) -> uint8 (S, S, 3) or None      torch-free
-    featureviz(store_path, layer, channel, size, steps, seed) -> uint8 (S, S, 3)
+    featureviz(store_path, layer, channel, size, steps, seed, redo) -> uint8 (S, S, 3)
+    marked(picture, warning) -> PIL image   the picture with the store's warning under it
 
 The picture is optimised once, with the store's own weights, and kept in
 ``<layer>/featureviz`` (one chunk per channel; ``featureviz_done`` marks which
@@ -11,6 +12,8 @@ real exemplars without running the model again.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import zarr
@@ -28,34 +31,44 @@ def cached(layer, channel: int):
 
 def _optimise(store, layer: str, channel: int, size: int, steps: int, seed: int) -> np.ndarray:
     import torch
-    from lucent.optvis import param, render
 
     from .heatmap import model_for
 
     model = model_for(store)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # kornia's, at lucent's import
+        from lucent.optvis import param, render
+
         torch.manual_seed(seed)
         images = render.render_vis(model, f"{layer}:{channel}", param_f=lambda: param.image(size),
                                    thresholds=(steps,), show_image=False, progress=False)
     return (np.clip(images[-1][0], 0, 1) * 255).round().astype(np.uint8)
 
 
-def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int = 128, seed: int = 0):
-    """The channel's feature visualisation, from the cache or optimised now and cached."""
+def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int = 128, seed: int = 0,
+               redo: bool = False):
+    """The channel's feature visualisation, from the cache or optimised now and cached.
+
+    One store caches one set of settings. ``redo`` optimises again and replaces the
+    cached picture; with other settings it first drops every picture cached before.
+    """
     from . import open_store
 
     target = open_store(store_path)[layer]
     target.column(channel)  # validates the channel
     settings = {"size": size, "steps": steps, "seed": seed, "method": "lucent.optvis.render.render_vis, param.image"}
     stored = target.attrs.get("featureviz")
-    if stored and stored != settings:
-        raise QueryError(f"this store caches feature visualisations made with {stored}; ask for the same settings")
-    picture = cached(target, channel)
+    if stored and stored != settings and not redo:
+        raise QueryError(f"this store caches feature visualisations made with {stored}; ask for the same "
+                         "settings, or pass --redo to replace them")
+    picture = None if redo else cached(target, channel)
     if picture is not None:
         return picture
     picture = _optimise(target.store, layer, channel, size, steps, seed)
     with writer_lock(store_path):
         group = zarr.open_group(str(store_path), mode="r+")[layer]
+        if "featureviz" in group and group.attrs.get("featureviz") != settings:
+            del group["featureviz"], group["featureviz_done"]
         if "featureviz" not in group:
             group.create_array("featureviz", shape=(target.channels, size, size, 3), dtype="uint8",
                                chunks=(1, size, size, 3), fill_value=0,
@@ -66,3 +79,18 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
         group["featureviz"][channel] = picture
         group["featureviz_done"][channel] = True
     return picture
+
+
+def marked(picture: np.ndarray, warning: str):
+    """The picture as a PIL image, with ``warning`` (random weights) in red under it when there is one."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(picture)
+    if not warning:
+        return image
+    text = warning.split(":")[0]  # "RANDOM WEIGHTS"
+    left, top, right, bottom = ImageDraw.Draw(image).textbbox((0, 0), text)
+    out = Image.new("RGB", (max(image.width, right + 6), image.height + bottom + 4), (255, 255, 255))
+    out.paste(image, (0, 0))
+    ImageDraw.Draw(out).text((3, image.height + 2), text, fill=(176, 0, 32))
+    return out

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import outputs, pages
 from .images import display_image
-from .pictures import crop_box
+from .pictures import crop_box, crop_field
 
 THUMB, SMALL, CROP = 128, 96, 128
 MANIFEST = ".exemplars-gallery.json"
@@ -40,10 +40,18 @@ class Summary:
     images: int
     decoded: int
     seconds: float
+    missing: int = 0  # images that could not be read this time (shown as placeholders)
+    example: str = ""  # one of them, with why
 
     def line(self) -> str:
+        unread = f", {self.missing} of them unreadable" if self.missing else ""
         return (f"gallery of {self.channels} channels at {self.out}/index.html: {self.images} images "
-                f"({self.decoded} decoded this time) in {self.seconds:.1f} s")
+                f"({self.decoded} decoded this time{unread}) in {self.seconds:.1f} s")
+
+    def missing_line(self, root) -> str:
+        where = (f"are the images still under {root}? If they moved, pass --root NEW_FOLDER"
+                 if self.missing * 2 > self.images else "the pages show them as placeholders")
+        return f"{self.missing} of {self.images} images could not be read (e.g. {self.example}); {where}"
 
 
 def _render_images(job):
@@ -54,7 +62,8 @@ def _render_images(job):
         return row, error
     image.resize((THUMB, THUMB), resample=2).save(os.path.join(folder, f"{row}.jpg"), quality=85)
     for channel, box in boxes:
-        image.crop(box).resize((CROP, CROP), resample=3).save(os.path.join(folder, f"{row}_c{channel}.jpg"), quality=85)
+        crop_field(image, box).resize((CROP, CROP), resample=3).save(os.path.join(folder, f"{row}_c{channel}.jpg"),
+                                                                     quality=85)
     return row, ""
 
 
@@ -127,7 +136,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
         boxes = [(c, box) for c, box in needs[row] if not (out / "img" / f"{row}_c{c}.jpg").exists()]
         if boxes or not (out / "img" / f"{row}.jpg").exists():  # made once, reused by later builds
             jobs.append((layer.store.root, path, row, boxes, str(out / "img")))
-    missing = {}
+    missing, paths = {}, dict(zip((job[2] for job in jobs), (job[1] for job in jobs)))
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         results = pool.map(_render_images, jobs, chunksize=16)
         for row, error in tqdm(results, total=len(jobs), desc="images", unit="img", disable=not progress):
@@ -140,4 +149,6 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     for c in tqdm(range(layer.channels), desc="pages", unit="page", disable=not progress):
         site.write_channel(c)
     site.write_index()
-    return Summary(str(out), layer.channels, len(needs), len(jobs), time.perf_counter() - started)
+    example = next((f"{paths[row]}: {error}" for row, error in missing.items()), "")
+    return Summary(str(out), layer.channels, len(needs), len(jobs), time.perf_counter() - started,
+                   len(missing), example)

@@ -30,7 +30,7 @@ def model_for(store):
         spec, seed = weights["path"], 0
     else:
         raise QueryError(f"heatmaps and feature visualisations rerun the model, and this store's weights "
-                         f"({weights.get('name')}, {kind}) cannot be loaded again; draw grids without --heatmap")
+                         f"({kind or 'unrecorded'}) cannot be loaded again; none can be made from this store")
     key = (spec, seed)
     if key not in _MODELS:
         model, info = load_model(spec, seed)

@@ -20,7 +20,7 @@ a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;mar
 .warn{background:#b00020;color:#fff;padding:.4em .8em;font-weight:bold;border-radius:4px}
 .row{display:flex;flex-wrap:wrap;gap:8px} .tile{width:132px;font-size:11px;overflow-wrap:anywhere}
 .tile img{display:block;width:128px;height:128px;border:1px solid #ccc}
-.small .tile{width:100px} .small .tile img{width:96px;height:96px}
+.small .tile{width:100px} .small .tile img,.small .missing{width:96px;height:96px}
 .missing{width:128px;height:128px;background:#ddd;display:flex;align-items:center;justify-content:center;
  text-align:center;font-size:10px;border:1px solid #ccc}
 .card{display:inline-block;margin:4px;padding:4px;background:#fff;border:1px solid #ddd;vertical-align:top}

@@ -3,6 +3,8 @@
 Offers:
     Tile(image, caption, error)           one picture of a grid (image None: placeholder)
     parse_channels("0-9,97") -> [0..9, 97]
+    crop_box(layer, y, x), crop_field(image, box)   a unit's receptive field, square, grey outside the image
+    upsample(heat, size, field)           a channel's map placed on its units' receptive fields
     tiles(layer, results, crop, heatmap) -> list[Tile]
     grid(layer, channels, k, by, crop, heatmap, bottom, samples, ...) -> matplotlib Figure
 
@@ -21,6 +23,7 @@ from .geometry import from_dict
 from .images import display_image
 
 TILE = 160
+OUTSIDE = (128, 128, 128)  # a crop's part beyond the image's border
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Tile:
     image: Image.Image | None
     caption: str
     error: str = ""
+    rank: int | None = None  # shown above the first row's tiles; a feature visualisation has none
 
 
 def parse_channels(text: str, channels: int) -> list[int]:
@@ -47,24 +51,59 @@ def parse_channels(text: str, channels: int) -> list[int]:
     return out
 
 
-def crop_box(layer, y: int, x: int) -> tuple[int, int, int, int]:
-    """The receptive field of unit (y, x), clipped to the 224 x 224 input (left, top, right, bottom)."""
+def _field(layer):
     field = layer.attrs.get("receptive_field")
     if not field:
         raise QueryError(f"layer {layer.name} records no receptive field (an imported store); draw it without --crop")
-    top, left, bottom, right = from_dict(field).box(y, x)
-    size = int(layer.attrs.get("input_size", 224))
-    return max(0, int(left)), max(0, int(top)), min(size, int(right)), min(size, int(bottom))
+    return from_dict(field)
 
 
-def overlay(image: Image.Image, heat: np.ndarray, scale: float) -> Image.Image:
-    """The map, upsampled bilinearly and coloured, blended over the image."""
+def crop_box(layer, y: int, x: int) -> tuple[int, int, int, int]:
+    """The receptive field of unit (y, x) in input pixels (left, top, right, bottom), square and
+    not clipped: near the border part of it lies outside the 224 x 224 input (``crop_field``)."""
+    top, left, bottom, right = _field(layer).box(y, x)
+    return int(np.floor(left)), int(np.floor(top)), int(np.floor(right)), int(np.floor(bottom))
+
+
+def crop_field(image: Image.Image, box) -> Image.Image:
+    """``box`` of ``image``, grey where it lies outside: square crops keep their proportions and
+    the peak at their centre (a clipped box, stretched to a square tile, distorted both)."""
+    left, top, right, bottom = box
+    out = Image.new("RGB", (right - left, bottom - top), OUTSIDE)
+    inside = (max(0, left), max(0, top), min(image.width, right), min(image.height, bottom))
+    if inside[0] < inside[2] and inside[1] < inside[3]:
+        out.paste(image.convert("RGB").crop(inside), (inside[0] - left, inside[1] - top))
+    return out
+
+
+def _spread(cells: int, pixels: int, field) -> np.ndarray:
+    """(pixels, cells) linear-interpolation weights that put cell i at the centre of its receptive field."""
+    where = np.clip((np.arange(pixels) - field.centre(0)) / field.stride, 0, cells - 1)
+    lo = np.floor(where).astype(int)
+    hi = np.minimum(lo + 1, cells - 1)
+    weights = np.zeros((pixels, cells))
+    np.add.at(weights, (np.arange(pixels), lo), 1 - (where - lo))
+    np.add.at(weights, (np.arange(pixels), hi), where - lo)
+    return weights
+
+
+def upsample(heat: np.ndarray, size: tuple[int, int], field) -> np.ndarray:
+    """A (h, w) map at the input's (height, width), each cell centred on its unit's receptive field.
+
+    Resizing the map to the image would put cell i at 16i + 7.5 for mixed4a; its unit looks
+    at 16i + 15 (the field's centre), half a cell further down and right.
+    """
+    h, w = heat.shape
+    return _spread(h, size[0], field) @ np.asarray(heat, dtype=np.float64) @ _spread(w, size[1], field).T
+
+
+def overlay(image: Image.Image, heat: np.ndarray, scale: float, field) -> Image.Image:
+    """The map, placed on the units' receptive fields and coloured, blended over the image."""
     from matplotlib import colormaps
 
     if not np.isfinite(heat).all():
         return image
-    field = Image.fromarray(np.asarray(heat, dtype=np.float32), mode="F").resize(image.size, Image.Resampling.BILINEAR)
-    values = np.clip(np.asarray(field) / (scale or 1.0), 0, 1)
+    values = np.clip(upsample(heat, (image.height, image.width), field) / (scale or 1.0), 0, 1)
     colour = (colormaps["inferno"](values)[..., :3] * 255).astype(np.uint8)
     return Image.blend(image.convert("RGB"), Image.fromarray(colour), 0.55)
 
@@ -74,16 +113,17 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
     out = []
     peaks = layer.peaks(results.rows, results.channel) if crop else None
     scale = float(np.nanmax(heat)) if heat is not None and np.isfinite(heat).any() else 1.0
+    field = _field(layer) if heat is not None else None
     for i, item in enumerate(results.to_list()):
         caption = f"{item['activation']:.3g}" + (f"  {item['band']}" if "band" in item else "")
         image, error = display_image(store.root, item["path"])
         if image is not None and heat is not None:
-            image = overlay(image, heat[i], scale)
+            image = overlay(image, heat[i], scale, field)
         if image is not None and crop:
-            image = image.crop(crop_box(layer, *peaks[i]))
+            image = crop_field(image, crop_box(layer, *peaks[i]))
         if image is not None:
             image = image.resize((TILE, TILE), Image.Resampling.BICUBIC if crop else Image.Resampling.BILINEAR)
-        out.append(Tile(image, caption, error and f"{item['path']}: {error}"))
+        out.append(Tile(image, caption, error and f"{item['path']}: {error}", item["rank"]))
     return out
 
 
@@ -118,6 +158,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
                                      f"not cached: exemplars featureviz -c {channel}"))
             rows.append((label, drawn))
     what = "receptive-field crops around the peak" if crop else "whole images"
-    title = (f"{layer.name}: top {k} images per channel by spatial {by} ({what}"
+    shown = min(k, int(layer.usable.sum()))  # a store of 200 images shows 200, whatever k asked
+    title = (f"{layer.name}: top {shown} images per channel by spatial {by} ({what}"
              f"{', activation heatmaps' if heatmap else ''})")
     return grid_figure(rows, title, layer.note())

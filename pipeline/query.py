@@ -35,8 +35,9 @@ from .store import STATS, n_shards, open_group, shard_bounds
 class Store:
     """A read-only store; ``store["mixed4a"]`` gives a Layer."""
 
-    def __init__(self, path, cache_paths: bool = True):
+    def __init__(self, path, cache_paths: bool = True, root=None):
         self.path = str(path)
+        self._root = None if root is None else os.path.abspath(os.fspath(root))
         # A session (notebook) reads every path once and then looks them up in
         # memory; a one-shot command decodes only the chunks its rows touch.
         self.cache_paths = cache_paths
@@ -86,7 +87,8 @@ class Store:
 
     @property
     def root(self) -> str | None:
-        return self.attrs.get("dataset", {}).get("root")
+        """Where the images are read from: the recorded dataset root, unless opened with another."""
+        return self._root or self.attrs.get("dataset", {}).get("root")
 
     @cached_property
     def all_paths(self) -> np.ndarray:

@@ -101,12 +101,26 @@ def correlation(corr, order, title: str, warning: str = ""):
     return figure
 
 
+def _lines(text: str, inches: float, per_inch: float) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, max(20, int(inches * per_inch))) if text else []
+
+
 def grid_figure(rows, title: str, warning: str = ""):
-    """Rows of tiles; each tile's caption (its activation) above it, the row's label at its left."""
+    """Rows of tiles; each tile's caption (its activation) above it, the row's label at its left.
+
+    The figure is never narrower than its title and warning need, wrapped: a one-image
+    grid must still say what it shows and that its weights are random.
+    """
     plt = _pyplot()
     n_rows, n_cols = len(rows), max((len(t) for _, t in rows), default=1)
-    figure, axes = plt.subplots(n_rows, max(n_cols, 1), figsize=(1.7 * n_cols + 0.9, 1.85 * n_rows + 0.9),
-                                dpi=100, squeeze=False)
+    width = max(1.7 * n_cols + 0.9, 6.0)
+    title_lines, warn_lines = _lines(title, width, 9.0), _lines(warning, width, 9.5)
+    height = 1.85 * n_rows + 0.5 + 0.2 * len(title_lines) + 0.18 * len(warn_lines)
+    # constrained layout makes room for the title, the captions and the warning as they are
+    figure, axes = plt.subplots(n_rows, max(n_cols, 1), figsize=(width, height), dpi=100, squeeze=False,
+                                layout="constrained")
     for r, (label, tiles) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -117,18 +131,28 @@ def grid_figure(rows, title: str, warning: str = ""):
                 continue
             tile = tiles[c]
             if tile.image is None:
-                ax.set_facecolor("#dddddd")
-                ax.text(0.5, 0.5, "missing\n" + tile.error[-40:], ha="center", va="center", fontsize=6,
-                        wrap=True, transform=ax.transAxes)
+                _placeholder(ax, tile.error)
             else:
                 ax.imshow(np.asarray(tile.image))
-            ax.set_title(tile.caption if r else f"#{c + 1}  {tile.caption}", fontsize=8)
+            rank = f"#{tile.rank}  " if r == 0 and tile.rank is not None else ""
+            ax.set_title(rank + tile.caption, fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=10, rotation=0, labelpad=34, va="center")
-    figure.suptitle(title, fontsize=12)
-    _warn(figure, warning)
-    figure.tight_layout(rect=(0, 0.025 if warning else 0, 1, 0.97))
+    figure.suptitle("\n".join(title_lines), fontsize=12)
+    if warn_lines:
+        figure.supxlabel("\n".join(warn_lines), color="#b00020", fontsize=10, weight="bold")
     return figure
+
+
+def _placeholder(ax, error: str) -> None:
+    """A grey square naming the file and why it could not be shown, inside the tile."""
+    import os
+    import textwrap
+
+    path, _, why = error.rpartition(": ")
+    lines = ["missing", *textwrap.wrap(os.path.basename(path) or error, 22)[:2], *textwrap.wrap(why, 22)[:3]]
+    ax.imshow(np.full((8, 8, 3), 221, dtype=np.uint8))
+    ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=6, transform=ax.transAxes, clip_on=True)
 
 
 def save(figure, path) -> None:

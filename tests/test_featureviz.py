@@ -30,8 +30,24 @@ def test_featureviz_is_cached_and_raises_the_channel(store_copy, monkeypatch):
     assert cached(layer, 6) is None
     monkeypatch.setattr(fv, "_optimise", lambda *a: pytest.fail("the cache was not used"))
     np.testing.assert_array_equal(featureviz(store_copy, "mixed4a", 5, size=48, steps=8), picture)
-    with pytest.raises(QueryError, match="same settings"):
+    with pytest.raises(QueryError, match="same settings, or pass --redo"):
         featureviz(store_copy, "mixed4a", 6, size=64, steps=8)
+    monkeypatch.setattr(fv, "_optimise", lambda *a: np.full((64, 64, 3), 7, dtype=np.uint8))
+    assert featureviz(store_copy, "mixed4a", 6, size=64, steps=8, redo=True).shape == (64, 64, 3)
+    layer = pipeline.open_store(store_copy)["mixed4a"]
+    assert layer.attrs["featureviz"]["size"] == 64 and cached(layer, 5) is None  # the old settings' are gone
+    assert (cached(layer, 6) == 7).all()
+
+
+def test_a_random_weights_picture_says_so():
+    from pipeline.featureviz import marked
+
+    picture = np.zeros((32, 32, 3), dtype=np.uint8)
+    assert marked(picture, "").size == (32, 32)
+    image = marked(picture, "RANDOM WEIGHTS: these activations come from an untrained network")
+    strip = np.asarray(image)[32:].astype(int)
+    assert image.width >= 32 and image.height > 32 and (strip[..., 0] - strip[..., 1] > 100).any()  # red text
+    np.testing.assert_array_equal(np.asarray(image)[:32, :32], picture)
 
 
 def test_optimisation_raises_the_channel_above_its_grey_start(store_copy):

@@ -125,3 +125,23 @@ def test_gallery_out_that_is_a_file_is_one_sentence(small_store, tmp_path):
     (tmp_path / "file").write_text("x")
     proc = run_cli("gallery", "--store", small_store, "-o", tmp_path / "file", check=False)
     assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_moved_dataset_is_named_and_found_again_with_root(image_folder, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data)
+    store = tmp_path / "s.zarr"
+    extract(data, store, weights="random", workers=0, shard_rows=8, progress=False)
+    data.rename(tmp_path / "moved")
+    proc = run_cli("gallery", "--store", store, "-o", tmp_path / "lost", "-k", "2", "--no-crops")
+    assert "could not be read" in proc.stderr and f"still under {data}" in proc.stderr and "--root" in proc.stderr
+    assert ", 0 decoded" not in proc.stdout and "of them unreadable" in proc.stdout
+    proc = run_cli("gallery", "--store", store, "-o", tmp_path / "found", "-k", "2", "--no-crops",
+                   "--root", tmp_path / "moved")
+    assert "could not be read" not in proc.stderr and "unreadable" not in proc.stdout
+    assert len(list((tmp_path / "found" / "img").glob("*.jpg"))) > 0
+    grid = run_cli("grid", "--store", store, "--channels", "1", "-k", "2", "-o", tmp_path / "g.png",
+                   "--root", tmp_path / "moved")
+    assert grid.returncode == 0
+    proc = run_cli("grid", "--store", store, "-o", tmp_path / "g.png", "--root", tmp_path / "nowhere", check=False)
+    assert proc.returncode == 2 and "is not a folder" in proc.stderr

@@ -41,3 +41,17 @@ def test_bad_outputs_fail_before_the_work(small_store, tmp_path):
     assert (tmp_path / "new" / "g.png").stat().st_size > 0 and "wrote" in made.stdout
     proc = run_cli("samples", "--store", small_store, "-c", "1", "--seed", "-1", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_an_unwritable_place_or_a_format_without_its_writer_fails_before_the_work(tmp_path):
+    with pytest.raises(OutputError, match="cannot write into folder /proc"):  # even as root
+        figure_file("/proc/exemplars-test.png")
+    with pytest.raises(OutputError, match="must end in one of"):
+        figure_file(tmp_path / "g.pgf")  # matplotlib lists it, but it needs LaTeX
+    for name in ("v.xbm", "v.h5"):  # PIL lists them, but their writers refuse RGB or need a plugin
+        with pytest.raises(OutputError, match="must end in one of"):
+            image_file(tmp_path / name)
+    assert not list(tmp_path.iterdir())  # the probes leave nothing behind
+    (tmp_path / "kept.png").write_bytes(b"mine")
+    figure_file(tmp_path / "kept.png")
+    assert (tmp_path / "kept.png").read_bytes() == b"mine"  # probed by appending nothing

@@ -12,7 +12,7 @@ import pipeline
 from conftest import run_cli
 from pipeline.errors import QueryError
 from pipeline.images import display_image
-from pipeline.pictures import crop_box, parse_channels, tiles
+from pipeline.pictures import OUTSIDE, crop_box, crop_field, parse_channels, tiles, upsample
 
 
 def test_parse_channels():
@@ -43,20 +43,57 @@ def test_grid_has_the_notebooks_shape_and_labels(small_store):
     top = layer.topk(1, k=4)
     assert axes[1][2].get_title() == f"{top.activations[2]:.3g}"
     assert axes[0][0].get_title().startswith("#1 ")
-    assert "RANDOM WEIGHTS" in " ".join(t.get_text() for t in figure.texts)
+    assert "RANDOM WEIGHTS" in figure.get_supxlabel()
 
 
 def test_crops_are_centred_on_the_argmax_and_sized_by_the_field(small_store):
     layer = pipeline.open_store(small_store)["mixed4a"]
     results = layer.topk(5, k=3, by="max")
     for (y, x), row in zip(results.peaks, results.rows):
-        left, top, right, bottom = crop_box(layer, y, x)
-        centre = -70 + 16 * np.array([y, x]) + 85  # start + stride * i + (size - 1) / 2
-        full = (left, top, right, bottom) == (-70 + 16 * x, -70 + 16 * y, 101 + 16 * x, 101 + 16 * y)
-        clipped = (max(0, -70 + 16 * x), max(0, -70 + 16 * y), min(224, 101 + 16 * x), min(224, 101 + 16 * y))
-        assert (left, top, right, bottom) == clipped or full
-        assert top <= centre[0] < bottom and left <= centre[1] < right
+        # the whole field, start + stride * i to start + stride * i + size, even past the border
+        assert crop_box(layer, y, x) == (-70 + 16 * x, -70 + 16 * y, 101 + 16 * x, 101 + 16 * y)
     assert [t.image.size for t in tiles(layer, results, crop=True)] == [(160, 160)] * 3
+
+
+def test_a_crop_past_the_border_stays_square_with_grey_outside():
+    image = Image.new("RGB", (224, 224), (200, 10, 10))
+    crop = crop_field(image, (-70, -70, 101, 101))  # unit (0, 0) of mixed4a: mostly outside the image
+    assert crop.size == (171, 171)
+    assert crop.getpixel((10, 10)) == OUTSIDE and crop.getpixel((70, 70)) == (200, 10, 10)
+    assert crop.getpixel((85, 85)) == (200, 10, 10)  # the field's centre, pixel 15, is inside
+    assert crop_field(image, (300, 300, 471, 471)).getpixel((0, 0)) == OUTSIDE  # wholly outside: all grey
+
+
+def test_a_heatmap_cell_lies_on_its_units_receptive_field():
+    from pipeline.geometry import Field
+
+    field = Field(171, 16, -70)  # mixed4a
+    for y, x in ((7, 7), (0, 13), (13, 0)):
+        heat = np.zeros((14, 14))
+        heat[y, x] = 1
+        up = upsample(heat, (224, 224), field)
+        assert up.shape == (224, 224) and up.max() == 1
+        assert up[15 + 16 * y, 15 + 16 * x] == 1 == up[int(field.centre(y)), int(field.centre(x))]
+        assert up[15 + 16 * y - 8, 15 + 16 * x] == 0.5 if y else up[0, 15 + 16 * x] == 1  # before the first centre: held
+    assert np.allclose(upsample(np.ones((14, 14)), (224, 224), field), 1)  # weights sum to one
+
+
+def test_ranks_count_the_images_not_the_feature_visualisation(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    figure = layer.grid([2], k=3, featureviz=True)
+    titles = [ax.get_title() for ax in figure.axes[:4]]
+    assert titles[0] == "feature viz" and titles[1].startswith("#1 ") and titles[3].startswith("#3 ")
+
+
+def test_a_one_image_grid_keeps_its_title_and_warning_whole(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    figure = layer.grid([2], k=1, crop=True)
+    figure.canvas.draw()
+    box = figure.bbox
+    for text in (figure._suptitle, figure._supxlabel):
+        extent = text.get_window_extent()
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, text.get_text()
+    assert "RANDOM WEIGHTS" in figure._supxlabel.get_text()
 
 
 def test_heatmaps_come_from_the_model_on_the_shown_images_only(small_store, monkeypatch):
