@@ -308,15 +308,28 @@ def import_(
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
 
 
+def _quiet_exit() -> None:
+    """Leave out what Python reports at exit about work cut short: an object store's failed
+    requests, or zarr's writes stopped by Ctrl-C, leave coroutines and tasks that it would
+    print as hundreds of lines of tracebacks; the line before the exit said it all."""
+    import logging
+
+    sys.unraisablehook = lambda unraisable: None
+    logging.getLogger("asyncio").disabled = True
+
+
 def main() -> None:
     try:
         app()
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
-        # An object store's failed requests leave coroutines that Python reports, as
-        # tracebacks, when it collects them at exit; the sentence above said it all.
-        sys.unraisablehook = lambda unraisable: None
+        _quiet_exit()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
+        _quiet_exit()
         sys.exit(130)
+    except SystemExit as exc:  # typer turns Ctrl-C into exit 130 itself
+        if exc.code not in (0, None):
+            _quiet_exit()
+        raise

@@ -9,6 +9,7 @@ and from the shards (``shards.py``: batching and writing each shard exactly once
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,10 +58,12 @@ def _device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from .errors import PipelineError
-
-        raise PipelineError("--device cuda was asked for but no CUDA device is available")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PipelineError(f"--device {name} was asked for but no CUDA device is available")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise PipelineError(f"--device {name}: this machine has CUDA devices 0-{torch.cuda.device_count() - 1}")
     return torch.device(name)
 
 
@@ -78,8 +81,8 @@ def _check_options(precision: str, decoder: str, device: str) -> None:
         raise PipelineError(f"--precision must be fp32, bf16 or fp16, not {precision!r}")
     if decoder not in DECODERS:
         raise PipelineError(f"--decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise PipelineError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:[0-9]+", device):
+        raise PipelineError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
 
 
 def _pending(group, layers) -> list[int]:
@@ -202,6 +205,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     from .distributed import Ranks
 
     _check_options(precision, decoder, device)
+    store_path = st.location(store_path)
     layers = list(dict.fromkeys(layers))
     images = imgs.scan(data_dir)
     model, weights_info = load_model(weights, seed)
@@ -259,6 +263,10 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             print(f"rank {ranks.rank}/{ranks.world} failed in shard {_current_shard(group, layers, mine)}: "
                   f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete",
                   file=sys.stderr, flush=True)
+            raise
+        except KeyboardInterrupt:
+            print(f"\ninterrupted in shard {_current_shard(group, layers, mine)}; finished shards are kept, "
+                  "rerun the same command to complete", file=sys.stderr, flush=True)
             raise
         seconds = time.perf_counter() - started
         invalid = [item for part in ranks.gather(invalid) for item in part]

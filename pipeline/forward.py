@@ -26,10 +26,13 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def reduce(acts):
-    """(B, C, H, W) activations -> (B, 3, C): spatial mean, max, argmax (as float)."""
+    """(B, C, H, W) activations -> (B, 3, C): spatial mean, max, argmax (as float).
+
+    A layer without a spatial map (the logits, (B, C)) counts as 1 x 1.
+    """
     import torch
 
-    flat = acts.flatten(2)
+    flat = acts.flatten(2) if acts.ndim > 2 else acts[:, :, None]
     peak, where = flat.max(dim=2)
     # argmax < 2**24 is exact in float32, so one tensor (one copy) carries all three.
     return torch.stack((flat.mean(dim=2), peak, where.to(flat.dtype)), dim=1)

@@ -73,11 +73,29 @@ def _is_image(name: str) -> bool:
 
 
 def _walk(top: str) -> list[str]:
-    found = []
+    """Image files under ``top``, following links to folders, each real folder once (a link
+    back up the tree would otherwise repeat every image, or never end)."""
+    found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        dirnames[:] = [d for d in dirnames if _visible(d)]
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if _visible(d))  # the first path to a folder wins, always the same
         found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
     return found
+
+
+def _check_names(paths: list[str], root: str) -> None:
+    """The store keeps paths as UTF-8 text; a name in another encoding is said, not crashed on."""
+    for p in paths:
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = p.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise DatasetError(f"the file name {shown!r} under {root} is not valid UTF-8, which the store "
+                               "cannot record; rename it (e.g. with convmv) or move it out") from None
 
 
 def scan(root: str | os.PathLike) -> ImageList:
@@ -91,8 +109,11 @@ def scan(root: str | os.PathLike) -> ImageList:
     layout = "imagefolder" if subdirs and not top_images else "flat"
     files = _walk(root)
     rel = sorted(Path(f).relative_to(root).as_posix() for f in files)
+    if layout == "imagefolder":  # what lies beside the class folders (a dangling link) is no class
+        rel = [p for p in rel if "/" in p]
     if not rel:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    _check_names(rel, root)
     if layout == "imagefolder":
         classes = sorted({p.split("/", 1)[0] for p in rel})
         index = {c: i for i, c in enumerate(classes)}

@@ -59,16 +59,15 @@ def _pretrained():
 
 
 def _from_file(path: str):
-    import pickle
-
     import torch
 
     if not os.path.isfile(path):
         raise WeightsError(f"weights file {path} does not exist; pass pretrained, random or a .pth path")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise WeightsError(f"cannot read weights file {path}: {str(exc).splitlines()[0][:200]}") from None
+    except Exception as exc:  # torch.load fails in many ways on a file that is no checkpoint (KeyError, IndexError...)
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise WeightsError(f"cannot read weights file {path} as a torch checkpoint: {reason}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     model = _fresh(0)
@@ -88,6 +87,8 @@ def load_model(weights: str = "pretrained", seed: int = 0):
     if weights == "pretrained":
         model, info = _pretrained()
     elif weights == "random":
+        if not 0 <= int(seed) < 2**63:
+            raise WeightsError(f"--seed must be from 0 to 2**63 - 1, not {seed}")
         model, info = _fresh(seed), {"kind": "random", "name": "random", "seed": seed}
     else:
         model, info = _from_file(os.fspath(weights))

@@ -30,18 +30,21 @@ from .classes import human_names
 from .errors import QueryError, StoreError, unknown_layer
 from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number  # noqa: F401
 from .results import Results
-from .store import STATS, n_shards, open_group, shard_bounds
+from .store import STATS, images_whole, location, n_shards, open_group, shard_bounds
 
 class Store:
     """A read-only store; ``store["mixed4a"]`` gives a Layer."""
 
     def __init__(self, path, cache_paths: bool = True, root=None):
-        self.path = str(path)
+        self.path = location(path)
         self._root = None if root is None else os.path.abspath(os.fspath(root))
         # A session (notebook) reads every path once and then looks them up in
         # memory; a one-shot command decodes only the chunks its rows touch.
         self.cache_paths = cache_paths
-        self.group = open_group(path, mode="r")
+        self.group = open_group(self.path, mode="r")
+        if not images_whole(self.group):
+            raise StoreError(f"{self.path} is still being created (or its creation was interrupted: "
+                             "rerun the command that makes it)")
         self.attrs = dict(self.group.attrs)
         self.n = int(self.attrs["n_images"])
         self.shard_rows = int(self.attrs["shard_rows"])

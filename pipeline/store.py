@@ -6,12 +6,14 @@ imports no torch. Offers:
     FORMAT_NAME, FORMAT_VERSION, DEFAULT_SHARD_ROWS
     create_store(path, meta, images, shard_rows, overwrite) -> zarr.Group
     open_group(path, mode)        open and validate an existing store
+    images_whole(group)           whether a store's image arrays were all made
     check_compatible(group, meta) refuse a store made with other settings
     add_layer(group, name, channels, spatial_shape, layer_meta, stats=STATS)
     write_shard(group, layers, shard, blocks, valid, errors)
     done_shards(group, layer) -> bool array, one per shard
     shard_bounds(shard, shard_rows, n) -> (start, stop)
     dataset_fingerprint(paths, sizes, mtimes) -> str   what identifies a dataset
+    location(path) -> str          a user's store name, file:// URLs as plain paths
     is_store(path), is_url(path), store_bytes(path)   folders and fsspec URLs (s3://...) alike
     refresh_completeness(group, layer)
     import_matrix(path, matrix, layer, paths, ...)  a store from a matrix computed elsewhere
@@ -21,6 +23,7 @@ imports no torch. Offers:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -52,6 +55,15 @@ warnings.filterwarnings("ignore", category=UserWarning, module="zarr.*")
 warnings.filterwarnings("ignore", message=".*writer.lock is not recognized.*")
 
 
+def location(path) -> str:
+    """A store's place as given by a user: ``file://`` URLs become plain paths (fsspec's local
+    file system would not make the store's folders); an empty name is refused."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    if not text.strip():
+        raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
+    return text[len("file://"):] if text.startswith("file://") else text
+
+
 def is_url(path) -> bool:
     return "://" in str(path)
 
@@ -75,6 +87,8 @@ def is_store(path) -> bool:
             text = fs.cat_file(f"{root.rstrip('/')}/zarr.json").decode(errors="replace")
         except FileNotFoundError:
             return False
+        except Exception as exc:  # the client's own failures: no credentials, no endpoint, denied
+            raise _unreachable(path, exc) from None
     else:
         meta = Path(path) / "zarr.json"
         text = meta.read_text(errors="replace") if meta.is_file() else ""
@@ -119,12 +133,21 @@ def writer_lock(path: str | Path):
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} is a file; a store is a folder, choose another --store")
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    if _entries(path) and not is_store(path):  # said before a lock file is left in someone's folder
+        raise StoreError(f"{path} exists and is not an exemplars store; choose another --store")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot make store {path}: {exc.strerror}") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # A POSIX record lock, not flock(): forked DataLoader workers do not inherit it, so a
+            # killed run's orphaned workers cannot hold the store for the seconds they take to exit.
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             raise StoreLockedError(
                 f"store {path} is being written by another process; "
                 "wait for it to finish or stop it first"
@@ -162,15 +185,32 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
     if is_store(path):
         group = open_group(path, mode="r+")
         check_compatible(group, dict(meta, shard_rows=shard_rows))
+        if not images_whole(group):  # killed while making them: no layer exists yet, nothing is lost
+            _make_images(group, images, shard_rows)
         return group
     if _entries(path):
         raise StoreError(f"{path} exists and is not an exemplars store; choose another --store")
-    n = len(images["path"])
     # Attributes first, so that even a half-made store is recognised (and
     # --overwrite may clear it); mode "w" would wipe the lock file too.
     group = zarr.create_group(str(path), overwrite=False, attributes=dict(
         meta, format=FORMAT_NAME, format_version=FORMAT_VERSION, tool_version=__version__,
-        shard_rows=shard_rows, n_images=n))
+        shard_rows=shard_rows, n_images=len(images["path"])))
+    _make_images(group, images, shard_rows)
+    return group
+
+
+IMAGE_ARRAYS = ("path", "label", "size", "mtime_ns", "valid", "error")
+
+
+def images_whole(group) -> bool:
+    """Whether every ``images/`` array exists (the last, ``error``, is made after the others)."""
+    return "images" in group and all(name in group["images"] for name in IMAGE_ARRAYS)
+
+
+def _make_images(group, images: dict, shard_rows: int) -> None:
+    if "images" in group:
+        del group["images"]
+    n = len(images["path"])
     im = group.create_group("images")
     im.attrs["classes"] = list(images["classes"])
     chunks = (min(shard_rows, max(n, 1)),)
@@ -186,7 +226,6 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
     im.create_array("valid", shape=(n,), dtype=bool, chunks=chunks,
                     fill_value=False, dimension_names=("image",))
     im.create_array("error", shape=(n,), dtype=str, chunks=chunks, dimension_names=("image",))
-    return group
 
 
 def open_group(path, mode: str = "r"):
@@ -205,9 +244,7 @@ def open_group(path, mode: str = "r"):
     except Exception as exc:
         if not is_url(path_str):
             raise
-        # An object store's client fails in its own ways (no credentials, no endpoint, denied).
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise StoreError(f"cannot open {path_str}: {exc.__class__.__name__}" + (f": {reason}" if reason else "")) from None
+        raise _unreachable(path_str, exc) from None  # an object store's client fails in its own ways
     attrs = group.attrs
     if attrs.get("format") != FORMAT_NAME:
         raise StoreError(f"{path_str} is a zarr group but not an exemplars store")
@@ -218,6 +255,11 @@ def open_group(path, mode: str = "r"):
             f"{FORMAT_VERSION}; upgrade exemplars to read it"
         )
     return group
+
+
+def _unreachable(path, exc: Exception) -> StoreError:
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return StoreError(f"cannot open {path}: {exc.__class__.__name__}" + (f": {reason}" if reason else ""))
 
 
 def _describe(value) -> str:
@@ -353,6 +395,7 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     layer has ``mean`` (and ``max``), never ``argmax``. Further layers need the same
     paths; paths are stored normalised ("./cat/x.jpg" as "cat/x.jpg").
     """
+    path = location(path)
     matrix = matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
     max_matrix = max_matrix if max_matrix is None or isinstance(max_matrix, np.ndarray) else np.asarray(max_matrix)
     _numbers("matrix", matrix, 2)

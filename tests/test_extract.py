@@ -14,6 +14,7 @@ import zarr
 from numpy.testing import assert_array_equal
 from PIL import Image
 
+import pipeline
 from conftest import EXEMPLARS, ROOT, make_folder, make_image, run_cli
 from pipeline.extract import extract
 
@@ -295,7 +296,8 @@ def test_compile_without_a_cpp_compiler_stops_before_the_store(image_folder, tmp
 def test_bad_options_are_one_sentence(image_folder, tmp_path):
     for args, fragment in ((["--precision", "fp8"], "--precision"), (["--decoder", "magic"], "--decoder"),
                            (["--decoder", "gpu", "--device", "cpu"], "needs a CUDA device"),
-                           (["--lanes", "2", "--workers", "1"], "--lanes")):
+                           (["--lanes", "2", "--workers", "1"], "--lanes"),
+                           (["--device", "cuda:abc"], "cuda:N"), (["--seed", str(10**20)], "--seed")):
         proc = run_cli("activations", image_folder, "--store", tmp_path / "s.zarr", "--weights", "random",
                        *args, check=False)
         assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
@@ -362,3 +364,33 @@ def test_a_failing_rank_names_itself_and_its_shard(image_folder, tmp_path, monke
     assert zarr.open_group(str(store), mode="r")["mixed4a/done"][:].tolist() == [True, False, False]
     monkeypatch.setattr(ex, "forward_pass", real)
     assert extract(image_folder, store, weights="random", batch_size=4, workers=0, progress=False).computed == 16
+
+
+def test_a_store_name_that_cannot_be_made_is_one_sentence(image_folder, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for store, fragment in ((tmp_path / "afile" / "sub", "cannot make store"), ("", "name is empty")):
+        proc = run_cli("activations", image_folder, "--store", store, "--weights", "random", check=False)
+        assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("activations", image_folder, "--store", "file://" + str(tmp_path / "url.zarr"), "--weights",
+                   "random", "--shard-rows", "8", "-l", "conv2d0")
+    assert (tmp_path / "url.zarr" / "conv2d0" / "done").exists()  # a file:// URL is the folder
+
+
+def test_the_logits_are_a_layer_of_one_by_one_maps(image_folder, random_model, tmp_path):
+    import torch
+
+    from pipeline.images import ImageDataset, to_model_input
+
+    store = tmp_path / "logits.zarr"
+    extract(image_folder, store, ["softmax2_pre_activation_matmul"], weights="random", batch_size=4,
+            shard_rows=8, progress=False)
+    layer = pipeline.open_store(store)["softmax2_pre_activation_matmul"]
+    assert layer.channels == 1008 and layer.spatial_shape == [1, 1]
+    data = ImageDataset(str(image_folder), pipeline.open_store(store).all_paths[:2].tolist())
+    batch = torch.stack([data[i][1] for i in range(2)])
+    with torch.inference_mode():
+        logits = random_model(to_model_input(batch))  # lucent's forward returns the softmax of these
+    stored = np.asarray(layer.group["mean"][:2])
+    np.testing.assert_allclose(np.exp(stored) / np.exp(stored).sum(1, keepdims=True), logits.numpy(),
+                               rtol=1e-4, atol=1e-7)
+    assert (np.asarray(layer.group["argmax"][:2]) == 0).all()

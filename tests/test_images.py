@@ -114,3 +114,27 @@ def test_a_dangling_link_is_an_invalid_row_not_a_crash(tmp_path):
     assert images.paths == ["a.jpg", "b.jpg"] and images.sizes.tolist()[1] == -1
     _, _, ok, error = ImageDataset(images.root, images.paths)[1]
     assert not ok and "No such file" in error
+
+
+def test_a_link_back_up_the_tree_lists_each_image_once(tmp_path):
+    _touch_image(tmp_path / "cat" / "a.jpg")
+    _touch_image(tmp_path / "dog" / "b.jpg")
+    os.symlink("..", tmp_path / "cat" / "up")  # would repeat every image, level after level
+    os.symlink("../cat", tmp_path / "dog" / "cats")
+    images = scan(tmp_path)
+    assert images.paths == ["cat/a.jpg", "dog/b.jpg"] and images.classes == ["cat", "dog"]
+
+
+def test_a_dangling_link_beside_the_class_folders_is_no_class(tmp_path):
+    _touch_image(tmp_path / "cat" / "a.jpg")
+    _touch_image(tmp_path / "dog" / "b.jpg")
+    os.symlink("/nonexistent.jpg", tmp_path / "broken.jpg")
+    images = scan(tmp_path)
+    assert images.classes == ["cat", "dog"] and images.labels.tolist() == [0, 1]
+
+
+def test_a_file_name_that_is_not_utf8_is_one_sentence(tmp_path):
+    _touch_image(tmp_path / "a.jpg")
+    os.rename(tmp_path / "a.jpg", os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"))
+    with pytest.raises(DatasetError, match="not valid UTF-8"):
+        scan(tmp_path)

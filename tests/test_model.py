@@ -40,6 +40,12 @@ def test_unreadable_and_mismatched_weights(tmp_path):
         load_model(str(wrong))
     with pytest.raises(WeightsError, match="does not exist"):
         load_model(str(tmp_path / "absent.pth"))
+    for name, content in (("text.pth", b"hello"), ("empty.pth", b"")):  # KeyError and EOFError inside torch.load
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(WeightsError, match="cannot read weights file .* as a torch checkpoint"):
+            load_model(str(tmp_path / name))
+    with pytest.raises(WeightsError, match="--seed must be from 0"):
+        load_model("random", seed=10**20)
 
 
 def test_pretrained_failure_names_the_fixes(monkeypatch, tmp_path):

@@ -10,7 +10,8 @@ import zarr
 
 import pipeline
 from pipeline.errors import StoreError, StoreMismatchError
-from pipeline.store import add_layer, check_compatible, create_store, import_matrix, n_shards, open_group, shard_bounds
+from pipeline.store import (add_layer, check_compatible, create_store, import_matrix, n_shards, open_group,
+                            shard_bounds, writer_lock)
 
 
 def test_shard_arithmetic():
@@ -160,3 +161,47 @@ def test_a_layer_cut_short_in_its_creation_is_refused_by_readers_and_remade(tmp_
     sub = add_layer(open_group(store, mode="r+"), "conv", 3, (1, 1), {})
     assert sub.attrs["channels"] == 3 and "done" in sub
     assert pipeline.open_store(store)["conv"].channels == 3
+
+
+def test_a_store_killed_while_making_its_image_arrays_is_completed(tmp_path):
+    store = tmp_path / "s.zarr"
+    images = {"path": ["a.jpg", "b.jpg"], "label": [0, 0], "classes": ["c"], "size": [1, 1], "mtime_ns": [0, 0]}
+    group = create_store(store, {"model": {}}, images, shard_rows=2, overwrite=False)
+    del group["images/valid"], group["images/error"]  # as if killed before the last two
+    with pytest.raises(StoreError, match="is still being created"):
+        pipeline.open_store(store)
+    group = create_store(store, {"model": {}}, images, shard_rows=2, overwrite=False)
+    assert "valid" in group["images"] and group["images/path"][:].tolist() == ["a.jpg", "b.jpg"]
+    assert pipeline.open_store(store).n == 2
+
+
+def test_the_lock_is_not_left_in_a_folder_that_is_no_store(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(StoreError, match="not an exemplars store"):
+        with writer_lock(folder):
+            pass
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_a_forked_child_does_not_keep_the_lock_after_its_parent_dies(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "s.zarr"
+    # The parent takes the lock, forks a child that lives on (as DataLoader workers do), and dies.
+    code = f"""
+import os, time
+from pipeline.store import writer_lock
+with writer_lock({str(store)!r}):
+    if os.fork() == 0:
+        time.sleep(6)
+        os._exit(0)
+    os._exit(0)
+"""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    with writer_lock(store):  # free at once, while the orphan still lives
+        assert time.monotonic() - started < 5
