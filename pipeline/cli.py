@@ -318,9 +318,31 @@ def _quiet_exit() -> None:
     logging.getLogger("asyncio").disabled = True
 
 
+def _click_class(name: str):
+    """click's exception class of that name, from the click that typer uses (newer typers carry
+    their own copy, so ``import click`` would not name the class that is raised)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
 def main() -> None:
     try:
-        app()
+        # Not standalone: click's own mistakes (a missing option, "abc" for a number) come
+        # here and are said in one sentence too, instead of a framed usage box.
+        code = app(standalone_mode=False)
+    except _click_class("UsageError") as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `exemplars` alone: the help
+            typer.echo(exc.ctx.get_help())
+            sys.exit(0)
+        hint = f"; see {exc.ctx.command_path} --help" if exc.ctx is not None else ""
+        typer.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except _click_class("ClickException") as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        _quiet_exit()
+        sys.exit(130)
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
         _quiet_exit()
@@ -329,7 +351,6 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         _quiet_exit()
         sys.exit(130)
-    except SystemExit as exc:  # typer turns Ctrl-C into exit 130 itself
-        if exc.code not in (0, None):
-            _quiet_exit()
-        raise
+    if isinstance(code, int) and code:  # typer turns Ctrl-C into exit 130 itself
+        _quiet_exit()
+        sys.exit(code)

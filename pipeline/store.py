@@ -134,7 +134,8 @@ def writer_lock(path: str | Path):
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} is a file; a store is a folder, choose another --store")
     if _entries(path) and not is_store(path):  # said before a lock file is left in someone's folder
-        raise StoreError(f"{path} exists and is not an exemplars store; choose another --store")
+        raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it or write "
+                         "into it, choose another --store")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import run_cli
 
 
@@ -59,3 +61,20 @@ def test_store_path_that_is_not_a_store(image_folder, tmp_path):
                    "--overwrite", check=False)
     _assert_one_sentence(proc, "refusing to overwrite")
     assert (tmp_path / "occupied" / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["topk", "--store", "s", "-c", "abc"], "Invalid value for '--channel'"),
+    (["samples", "--store", "s"], "Missing option '--channel'"),
+    (["topk", "--store", "s", "-c", "1", "--per-class", "0"], "'--per-class'"),
+    (["nosuch"], "No such command 'nosuch'"),
+])
+def test_what_typer_refuses_is_one_sentence_too(args, fragment):
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_command_alone_shows_its_help():
+    proc = run_cli(check=False)
+    assert proc.returncode == 0 and "activations" in proc.stdout and "topk" in proc.stdout
