@@ -2,7 +2,7 @@
 
 Offers (on a Layer):
     stats(by), histograms(by), moments(), correlations(), selectivity(), pca()
-    histogram_figure(channel, by), correlation_figure(), peaks(rows, channel), grid(...)
+    histogram_figure(channel, by), correlation_figure(), peaks(rows, channel), flat(rows, channel), grid(...)
 
 Statistics come from ``pipeline.stats`` (numpy); figures from ``pipeline.render``
 and ``pipeline.pictures``; only heatmaps import torch.
@@ -94,6 +94,16 @@ class Analysis:
         flat = self.group["argmax"].get_orthogonal_selection((rows, [_channel(int(channel), self.channels)]))[:, 0]
         width = self.spatial_shape[1]
         return [(int(f) // width, int(f) % width) for f in flat]
+
+    def flat(self, rows, channel: int) -> np.ndarray:
+        """Whether each row's map for ``channel`` is flat (its max equals its mean: all zero after
+        a ReLU), where the stored argmax is only the first cell and marks no peak."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0 or "max" not in self.available:
+            return np.zeros(rows.size, dtype=bool)
+        channel = _channel(channel, self.channels)
+        peak, mean = (self.group[stat].get_orthogonal_selection((rows, [channel]))[:, 0] for stat in ("max", "mean"))
+        return peak == mean
 
     def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
              bottom: bool = False, samples: bool = False, featureviz: bool = False):

@@ -113,6 +113,8 @@ def topk(
     if direction is not None:
         if by != "mean":
             raise QueryError("--direction ranks by the spatial mean only (the mean is linear; the max is not)")
+        if diverse:
+            raise QueryError("--diverse is for --channel; a direction ranks every image as it is")
         results = target.direction(direction, k=k, bottom=bottom)
     else:
         results = target.topk(channel, k=k, by=by, bottom=bottom, diverse=diverse, per_class=per_class)

@@ -87,12 +87,15 @@ def _queries(layer, k: int, crops: bool):
         bottom = layer.topk(c, k=max(1, k // 2), bottom=True)
         samples = layer.samples(c, per_band=max(1, k // 5))
         peaks = layer.peaks(top.rows, c) if crops else []
+        flat = layer.flat(top.rows, c) if crops else []
+        peaks = [None if f else peak for peak, f in zip(peaks, flat)]  # a flat map has no peak to crop around
         per_channel[c] = (top, bottom, samples, peaks)
         for results in (top, bottom, samples):
             for row in results.rows.tolist():
                 needs.setdefault(row, [])
         for row, peak in zip(top.rows.tolist(), peaks):
-            needs[row].append((c, crop_box(layer, *peak)))
+            if peak is not None:
+                needs[row].append((c, crop_box(layer, *peak)))
     return per_channel, needs
 
 
@@ -123,7 +126,11 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     out = Path(out_dir).resolve()
     if crops and "argmax" not in layer.available:
         raise QueryError(f"layer {layer.name} has no argmax for crops (an imported store); use --no-crops")
-    for folder in (out, out / "img", out / "channels"):
+    outputs.folder(out)
+    if not (out / MANIFEST).exists() and any((out / name).exists() for name in ("index.html", "style.css")):
+        raise QueryError(f"{out} holds an index.html or style.css that no gallery build made; "
+                         "give a new or empty folder with -o")
+    for folder in (out / "img", out / "channels"):
         outputs.folder(folder)
     identity = _identity(layer)
     if not _reusable(out, identity):

@@ -28,6 +28,10 @@ a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;mar
 """
 
 
+def _number(value) -> str:
+    return f"{value:.4g}" if np.isfinite(value) else "–"  # a constant channel has no kurtosis
+
+
 def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
@@ -70,14 +74,16 @@ class Site:
                     f'{caption}</div>')
         return f'<div class="tile"><img src="../img/{name}.jpg" alt="row {row}" loading="lazy">{caption}</div>'
 
-    def _tiles(self, results, with_crops: bool, css: str = "") -> str:
+    def _tiles(self, results, with_crops: bool, css: str = "", peaks=()) -> str:
         items = []
         for i, item in enumerate(results.to_list()):
             row = item["row"]
             caption = (f'<b>{item["activation"]:.4g}</b>' + (f' {esc(item["band"])}' if "band" in item else "")
                        + f'<br>{esc(item["path"])}<br><i>{esc(item["class"])}</i>')
             items.append(self._image(row, str(row), caption))
-            if with_crops:
+            if with_crops and peaks[i] is None:
+                items.append('<div class="tile"><div class="missing">no peak: the map is flat</div></div>')
+            elif with_crops:
                 items.append(self._image(row, f"{row}_c{results.channel}", "receptive field at the peak"))
         return f'<div class="row {css}">{"".join(items)}</div>'
 
@@ -86,14 +92,16 @@ class Site:
 
     def write_channel(self, c: int) -> None:
         layer, t = self.layer, self.table
-        top, bottom, samples, _ = self.per_channel[c]
+        top, bottom, samples, peaks = self.per_channel[c]
         nav = ('<p><a href="../index.html">index</a>'
                + (f' · <a href="{c - 1:04d}.html">← {c - 1}</a>' if c > 0 else "")
                + (f' · <a href="{c + 1:04d}.html">{c + 1} →</a>' if c + 1 < layer.channels else "") + "</p>")
         quantiles = {k: t[k][c] for k in ("q50", "q90", "q99", "q99.9")}
-        facts = "".join(f"<tr><th>{esc(k)}</th><td>{t[k][c]:.4g}</td></tr>"
+        facts = "".join(f"<tr><th>{esc(k)}</th><td>{_number(t[k][c])}</td></tr>"
                         for k in ("mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis"))
         neighbours = ", ".join(f'<a href="{int(n):04d}.html">{int(n)}</a> ({self.corr[c, n]:.2f})' for n in self.near[c])
+        if not t["std"][c] > 0:  # a constant channel correlates with nothing
+            neighbours = "none: the channel is constant over the dataset"
         classes = "<p>No labels: class selectivity needs an ImageFolder dataset.</p>"
         if self.chosen is not None:
             names = dict(zip(self.chosen["classes"].tolist(), self.chosen["class_names"]))
@@ -103,7 +111,7 @@ class Site:
         if (self.out / "img" / f"viz_{c}.png").exists():
             viz = f'<h2>Feature visualisation</h2><img src="../img/viz_{c}.png" alt="feature visualisation" width="192">'
         body = (f"<h1>{esc(layer.name)} channel {c} <small>{esc(self._branch(c))}</small></h1>{nav}{viz}"
-                f"<h2>Top {len(top)} by spatial mean</h2>{self._tiles(top, self.crops)}"
+                f"<h2>Top {len(top)} by spatial mean</h2>{self._tiles(top, self.crops, peaks=peaks)}"
                 f"<h2>Quantile-band samples</h2>{self._tiles(samples, False, 'small')}"
                 f"<h2>Bottom {len(bottom)}</h2>{self._tiles(bottom, False, 'small')}"
                 f"<h2>Distribution of the spatial mean</h2>"

@@ -112,6 +112,7 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
     store = layer.store
     out = []
     peaks = layer.peaks(results.rows, results.channel) if crop else None
+    flat = layer.flat(results.rows, results.channel) if crop else None
     scale = float(np.nanmax(heat)) if heat is not None and np.isfinite(heat).any() else 1.0
     field = _field(layer) if heat is not None else None
     for i, item in enumerate(results.to_list()):
@@ -119,7 +120,9 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
         image, error = display_image(store.root, item["path"])
         if image is not None and heat is not None:
             image = overlay(image, heat[i], scale, field)
-        if image is not None and crop:
+        if image is not None and crop and flat[i]:
+            caption += "  (flat map: whole image)"  # its argmax is the first cell, no peak to crop around
+        elif image is not None and crop:
             image = crop_field(image, crop_box(layer, *peaks[i]))
         if image is not None:
             image = image.resize((TILE, TILE), Image.Resampling.BICUBIC if crop else Image.Resampling.BILINEAR)

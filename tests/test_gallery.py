@@ -13,6 +13,7 @@ import pytest
 import pipeline
 from conftest import make_folder, make_image, run_cli
 from pipeline.extract import extract
+from pipeline.errors import QueryError
 from pipeline.gallery import build_gallery
 
 HOSTILE = "<img src=x onerror=alert(1)>.jpg"
@@ -145,3 +146,15 @@ def test_a_moved_dataset_is_named_and_found_again_with_root(image_folder, tmp_pa
     assert grid.returncode == 0
     proc = run_cli("grid", "--store", store, "-o", tmp_path / "g.png", "--root", tmp_path / "nowhere", check=False)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
+
+
+def test_a_folder_with_someone_elses_site_is_refused(small_store, tmp_path):
+    out = tmp_path / "mysite"
+    out.mkdir()
+    (out / "index.html").write_text("my home page")
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    with pytest.raises(QueryError, match="no gallery build made"):
+        build_gallery(layer, out, k=2, crops=False, progress=False, workers=1)
+    assert (out / "index.html").read_text() == "my home page"
+    build_gallery(layer, tmp_path / "ours", k=2, crops=False, progress=False, workers=1)
+    build_gallery(layer, tmp_path / "ours", k=2, crops=False, progress=False, workers=1)  # a rebuild is welcome

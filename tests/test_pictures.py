@@ -139,3 +139,19 @@ def test_grid_cli(small_store, tmp_path):
     assert Image.open(out).size[0] > 400
     proc = run_cli("grid", "--store", small_store, "--channels", "0-999", "-o", out, check=False)
     assert proc.returncode == 2 and "out of range" in proc.stderr
+
+
+def test_a_flat_map_marks_no_peak(tmp_path):
+    from pipeline import store as st
+
+    images = {"path": ["a.jpg", "b.jpg", "c.jpg"], "label": [0] * 3, "classes": ["x"], "size": [1] * 3,
+              "mtime_ns": [0] * 3}
+    group = st.create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=4, overwrite=False)
+    st.add_layer(group, "conv", 2, (2, 2), {})
+    mean = np.array([[0.0, 1.0], [0.5, 0.0], [0.0, 2.0]], dtype=np.float32)
+    peak = np.array([[0.0, 3.0], [0.5, 1.0], [0.0, 2.0]], dtype=np.float32)  # row 1 ch 0: constant 0.5
+    st.write_shard(group, ["conv"], 0, {"conv": (mean, peak, np.zeros((3, 2), dtype=np.int32))},
+                   [True] * 3, [""] * 3)
+    layer = pipeline.open_store(tmp_path / "s.zarr")["conv"]
+    assert layer.flat([0, 1, 2], 0).tolist() == [True, True, True]
+    assert layer.flat([2, 0, 1], 1).tolist() == [True, False, False]

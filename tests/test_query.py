@@ -195,6 +195,7 @@ def test_cli_topk_json_and_table(small_store):
     (["topk", "--store", "STORE", "-c", "1", "-k", "0"], "at least 1"),
     (["topk", "--store", "STORE", "-c", "1", "--layer", "mixed9"], "unknown layer"),
     (["topk", "--store", "STORE", "--direction", "1:x"], "malformed direction"),
+    (["topk", "--store", "STORE", "--direction", "1:1", "--diverse"], "--diverse is for --channel"),
     (["samples", "--store", "STORE", "-c", "1", "--bands", "1%,many"], "unknown band"),
     (["similar", "--store", "STORE", "-i", "nope.jpg"], "not an image of this store"),
 ])
