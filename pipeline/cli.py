@@ -290,7 +290,7 @@ def import_(
     from tqdm import tqdm
 
     from .errors import PipelineError
-    from .store import import_matrix
+    from .importing import import_matrix
 
     def read_lines(p: Path) -> list[str]:
         try:

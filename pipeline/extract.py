@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import images as imgs
+from . import places
 from . import store as st
 from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
 from .errors import PipelineError
@@ -96,7 +97,7 @@ def _open_for_writing(store_path, images, weights_info, layers, shapes, model, t
                       overwrite, precision, decoder):
     """Create or reopen the store and its layers (the leader rank alone does this)."""
     meta = _root_meta(images, weights_info, precision, decoder)
-    if shard_rows is None and not overwrite and st.is_store(store_path):
+    if shard_rows is None and not overwrite and places.is_store(store_path):
         shard_rows = st.open_group(store_path).attrs.get("shard_rows")
     shard_rows = int(shard_rows or st.DEFAULT_SHARD_ROWS)
     group = st.create_store(store_path, meta, {
@@ -205,7 +206,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     from .distributed import Ranks
 
     _check_options(precision, decoder, device)
-    store_path = st.location(store_path)
+    store_path = places.location(store_path)
     layers = list(dict.fromkeys(layers))
     images = imgs.scan(data_dir)
     model, weights_info = load_model(weights, seed)
@@ -277,4 +278,4 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     ranks.close()
     computed = rows_in(pending, shard_rows, len(images))  # the whole job's, every rank's shards
     return Summary(str(store_path), layers, len(images), computed, seconds, sorted(invalid),
-                   st.store_bytes(store_path), weights_info, ranks.leader)
+                   places.store_bytes(store_path), weights_info, ranks.leader)

@@ -53,7 +53,7 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     cached picture; with other settings it first drops every picture cached before.
     """
     from . import open_store
-    from .store import location
+    from .places import location
 
     store_path = location(store_path)
     target = open_store(store_path)[layer]

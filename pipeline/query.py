@@ -30,7 +30,8 @@ from .classes import human_names
 from .errors import QueryError, StoreError, unknown_layer
 from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number  # noqa: F401
 from .results import Results
-from .store import STATS, images_whole, location, n_shards, open_group, shard_bounds
+from .places import location
+from .store import STATS, images_whole, n_shards, open_group, shard_bounds
 
 class Store:
     """A read-only store; ``store["mixed4a"]`` gives a Layer."""

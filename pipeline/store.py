@@ -13,11 +13,11 @@ imports no torch. Offers:
     done_shards(group, layer) -> bool array, one per shard
     shard_bounds(shard, shard_rows, n) -> (start, stop)
     dataset_fingerprint(paths, sizes, mtimes) -> str   what identifies a dataset
-    location(path) -> str          a user's store name, file:// URLs as plain paths
-    is_store(path), is_url(path), store_bytes(path)   folders and fsspec URLs (s3://...) alike
     refresh_completeness(group, layer)
-    import_matrix(path, matrix, layer, paths, ...)  a store from a matrix computed elsewhere
     writer_lock(path)             context manager: one writer per store
+
+Where a store lives (folders, URLs) is ``pipeline.places``; a store from a matrix
+computed elsewhere is ``pipeline.importing``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import posixpath
 import shutil
 import warnings
 from pathlib import Path
@@ -37,11 +36,10 @@ import zarr
 
 from . import __version__
 from .errors import StoreError, StoreLockedError, StoreMismatchError
+from .places import FORMAT_NAME, LOCK_NAME, entries, filesystem, is_store, is_url, unreachable
 
-FORMAT_NAME = "exemplars-activations"
 FORMAT_VERSION = 1
 DEFAULT_SHARD_ROWS = 65536
-LOCK_NAME = ".writer.lock"
 LOOKUP_ROWS = 1024  # chunk of images/path
 STATS = ("mean", "max", "argmax")
 # Fields of the root metadata that must match for a run to continue a store.
@@ -53,63 +51,6 @@ warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
 warnings.filterwarnings("ignore", category=UserWarning, module="zarr.*")
 # The writer lock lives inside the store folder; zarr notices it when listing.
 warnings.filterwarnings("ignore", message=".*writer.lock is not recognized.*")
-
-
-def location(path) -> str:
-    """A store's place as given by a user: ``file://`` URLs become plain paths (fsspec's local
-    file system would not make the store's folders); an empty name is refused."""
-    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
-    if not text.strip():
-        raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
-    return text[len("file://"):] if text.startswith("file://") else text
-
-
-def is_url(path) -> bool:
-    return "://" in str(path)
-
-
-def _fs(path):
-    import fsspec
-
-    try:
-        return fsspec.core.url_to_fs(str(path))
-    except ImportError as exc:  # fsspec names the package the protocol needs
-        raise StoreError(f"{path}: {exc}") from None
-    except ValueError as exc:
-        raise StoreError(f"{path} is not a URL that fsspec can open ({exc})") from None
-
-
-def is_store(path) -> bool:
-    """Whether ``path`` (a folder or an fsspec URL such as s3://...) holds an exemplars store."""
-    if is_url(path):
-        fs, root = _fs(path)
-        try:
-            text = fs.cat_file(f"{root.rstrip('/')}/zarr.json").decode(errors="replace")
-        except FileNotFoundError:
-            return False
-        except Exception as exc:  # the client's own failures: no credentials, no endpoint, denied
-            raise _unreachable(path, exc) from None
-    else:
-        meta = Path(path) / "zarr.json"
-        text = meta.read_text(errors="replace") if meta.is_file() else ""
-    return FORMAT_NAME in text
-
-
-def _entries(path) -> list[str]:
-    """What the store's folder holds, the lock file aside."""
-    if is_url(path):
-        fs, root = _fs(path)
-        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)] if fs.exists(root) else []
-    else:
-        names = [p.name for p in Path(path).iterdir()] if Path(path).is_dir() else []
-    return [n for n in names if n != LOCK_NAME]
-
-
-def store_bytes(path) -> int:
-    if is_url(path):
-        fs, root = _fs(path)
-        return int(fs.du(root))
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def shard_bounds(shard: int, shard_rows: int, n: int) -> tuple[int, int]:
@@ -133,7 +74,7 @@ def writer_lock(path: str | Path):
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} is a file; a store is a folder, choose another --store")
-    if _entries(path) and not is_store(path):  # said before a lock file is left in someone's folder
+    if entries(path) and not is_store(path):  # said before a lock file is left in someone's folder
         raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it or write "
                          "into it, choose another --store")
     try:
@@ -161,12 +102,12 @@ def writer_lock(path: str | Path):
 
 
 def _remove_store(path) -> None:
-    if not _entries(path):
+    if not entries(path):
         return
     if not is_store(path):
         raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it")
     if is_url(path):
-        fs, root = _fs(path)
+        fs, root = filesystem(path)
         fs.rm(root, recursive=True)
         return
     for child in Path(path).iterdir():
@@ -189,7 +130,7 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
         if not images_whole(group):  # killed while making them: no layer exists yet, nothing is lost
             _make_images(group, images, shard_rows)
         return group
-    if _entries(path):
+    if entries(path):
         raise StoreError(f"{path} exists and is not an exemplars store; choose another --store")
     # Attributes first, so that even a half-made store is recognised (and
     # --overwrite may clear it); mode "w" would wipe the lock file too.
@@ -233,7 +174,7 @@ def open_group(path, mode: str = "r"):
     """Open an existing store, refusing non-stores and newer format versions."""
     path_str = str(path)
     if is_url(path_str):
-        _fs(path_str)  # an unknown protocol or a missing fsspec package, said in one line
+        filesystem(path_str)  # an unknown protocol or a missing fsspec package, said in one line
     elif not Path(path_str).exists():
         raise StoreError(f"no store at {path_str}; run `exemplars activations` first")
     try:
@@ -245,7 +186,7 @@ def open_group(path, mode: str = "r"):
     except Exception as exc:
         if not is_url(path_str):
             raise
-        raise _unreachable(path_str, exc) from None  # an object store's client fails in its own ways
+        raise unreachable(path_str, exc) from None  # an object store's client fails in its own ways
     attrs = group.attrs
     if attrs.get("format") != FORMAT_NAME:
         raise StoreError(f"{path_str} is a zarr group but not an exemplars store")
@@ -256,11 +197,6 @@ def open_group(path, mode: str = "r"):
             f"{FORMAT_VERSION}; upgrade exemplars to read it"
         )
     return group
-
-
-def _unreachable(path, exc: Exception) -> StoreError:
-    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return StoreError(f"cannot open {path}: {exc.__class__.__name__}" + (f": {reason}" if reason else ""))
 
 
 def _describe(value) -> str:
@@ -361,84 +297,3 @@ def refresh_completeness(group, layer: str) -> dict:
     if any(sub.attrs.get(k) != v for k, v in state.items()):  # a no-op run writes nothing
         sub.attrs.update(state)
     return dict(sub.attrs)
-
-
-def _numbers(name: str, array, ndim: int):
-    """Refuse, before anything is written, an array that is not real numbers of the right rank."""
-    if not isinstance(array, np.ndarray) or array.ndim != ndim:
-        shape = getattr(array, "shape", None)
-        raise StoreMismatchError(f"the {name} must be a {ndim}-dimensional array, not shape {shape}")
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise StoreMismatchError(f"the {name} must hold real numbers, not {array.dtype}")
-
-
-def _import_labels(labels, n: int) -> np.ndarray:
-    if labels is None:
-        return np.full(n, -1, dtype=np.int32)
-    labels = np.asarray(labels)
-    _numbers("labels", labels, 1)
-    if labels.shape != (n,):
-        raise StoreMismatchError(f"the labels have shape {labels.shape}, expected ({n},)")
-    if labels.size and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))
-                        or labels.min() < -1 or labels.max() >= 2**31):
-        raise StoreMismatchError("the labels must be whole numbers from -1 (no label) up to 2**31 - 1")
-    return labels.astype(np.int32)
-
-
-def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
-                  shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None,
-                  max_matrix=None):
-    """Make a store from an (N, C) matrix of spatial means computed elsewhere, or add a layer to one.
-
-    ``matrix`` (and ``max_matrix``, the spatial max, if given) may be memory
-    maps: they are read and written one shard at a time. A row with a non-finite
-    mean or max is marked invalid (in every layer: validity is the image's). The
-    layer has ``mean`` (and ``max``), never ``argmax``. Further layers need the same
-    paths; paths are stored normalised ("./cat/x.jpg" as "cat/x.jpg").
-    """
-    path = location(path)
-    matrix = matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
-    max_matrix = max_matrix if max_matrix is None or isinstance(max_matrix, np.ndarray) else np.asarray(max_matrix)
-    _numbers("matrix", matrix, 2)
-    n, channels = matrix.shape
-    if channels < 1:
-        raise StoreMismatchError("the matrix has no channels (shape (N, 0))")
-    if max_matrix is not None:
-        _numbers("max matrix", max_matrix, 2)
-        if max_matrix.shape != matrix.shape:
-            raise StoreMismatchError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
-    if len(paths) != n:
-        raise StoreMismatchError(f"the matrix has {n} rows but {len(paths)} paths were given")
-    paths = [posixpath.normpath(str(p).strip().replace(os.sep, "/")) for p in paths]
-    labels = _import_labels(labels, n)
-    if not layer or "/" in layer or layer == "images":
-        raise StoreError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
-    with writer_lock(path):
-        zeros = np.zeros(n, dtype=np.int64)  # no files to stat: the paths alone identify the dataset
-        meta = {"dataset": {"root": root, "layout": "imported", "n_images": n},
-                "dataset_fingerprint": dataset_fingerprint(paths, zeros, zeros), "preprocessing": None,
-                "model": {"name": "imported", "weights": {"kind": "imported"}}}
-        group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
-                                          "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
-        if layer in group:  # rewriting it would mix two imports' rows
-            raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
-                                     "or pass --overwrite to rebuild the store")
-        first = not any(name != "images" for name in group.group_keys())
-        sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
-                        stats=("mean",) if max_matrix is None else ("mean", "max"))
-        shards = range(n_shards(n, shard_rows))
-        for shard in progress(shards) if progress else shards:
-            start, stop = shard_bounds(shard, shard_rows, n)
-            block = np.asarray(matrix[start:stop], dtype=np.float32)
-            valid = np.isfinite(block).all(axis=1)
-            if max_matrix is not None:
-                peaks = np.asarray(max_matrix[start:stop], dtype=np.float32)
-                valid &= np.isfinite(peaks).all(axis=1)
-                sub["max"][start:stop] = peaks
-            if not first:
-                valid &= np.asarray(group["images"]["valid"][start:stop], dtype=bool)
-            group["images"]["valid"][start:stop] = valid
-            sub["mean"][start:stop] = block
-            sub["done"][shard] = True
-        refresh_completeness(group, layer)
-    return group

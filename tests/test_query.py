@@ -15,7 +15,8 @@ import pipeline
 from conftest import ROOT, run_cli
 from pipeline.errors import LayerError, QueryError, StoreError
 from pipeline.query import parse_bands
-from pipeline.store import import_matrix, refresh_completeness
+from pipeline.importing import import_matrix
+from pipeline.store import refresh_completeness
 
 N, C, ROWS = 203, 12, 32
 

@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import pipeline
 from conftest import run_cli
 from pipeline import stats
-from pipeline.store import import_matrix
+from pipeline.importing import import_matrix
 
 N, C = 300, 10
 

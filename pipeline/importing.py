@@ -1,0 +1,100 @@
+"""A store from an (N, C) matrix computed elsewhere (another network, a probe), so every
+phase-two query, statistic and picture works on it.
+
+Offers:
+    import_matrix(path, matrix, layer, paths, labels=None, classes=(), root=None, ...)
+        make the store, or add a layer to one made from the same paths
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+import numpy as np
+
+from .errors import StoreError, StoreMismatchError
+from .places import location
+from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, n_shards,
+                    refresh_completeness, shard_bounds, writer_lock)
+
+
+def _numbers(name: str, array, ndim: int):
+    """Refuse, before anything is written, an array that is not real numbers of the right rank."""
+    if not isinstance(array, np.ndarray) or array.ndim != ndim:
+        shape = getattr(array, "shape", None)
+        raise StoreMismatchError(f"the {name} must be a {ndim}-dimensional array, not shape {shape}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise StoreMismatchError(f"the {name} must hold real numbers, not {array.dtype}")
+
+
+def _import_labels(labels, n: int) -> np.ndarray:
+    if labels is None:
+        return np.full(n, -1, dtype=np.int32)
+    labels = np.asarray(labels)
+    _numbers("labels", labels, 1)
+    if labels.shape != (n,):
+        raise StoreMismatchError(f"the labels have shape {labels.shape}, expected ({n},)")
+    if labels.size and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))
+                        or labels.min() < -1 or labels.max() >= 2**31):
+        raise StoreMismatchError("the labels must be whole numbers from -1 (no label) up to 2**31 - 1")
+    return labels.astype(np.int32)
+
+
+def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
+                  shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None,
+                  max_matrix=None):
+    """Make a store from an (N, C) matrix of spatial means computed elsewhere, or add a layer to one.
+
+    ``matrix`` (and ``max_matrix``, the spatial max, if given) may be memory
+    maps: they are read and written one shard at a time. A row with a non-finite
+    mean or max is marked invalid (in every layer: validity is the image's). The
+    layer has ``mean`` (and ``max``), never ``argmax``. Further layers need the same
+    paths; paths are stored normalised ("./cat/x.jpg" as "cat/x.jpg").
+    """
+    path = location(path)
+    matrix = matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
+    max_matrix = max_matrix if max_matrix is None or isinstance(max_matrix, np.ndarray) else np.asarray(max_matrix)
+    _numbers("matrix", matrix, 2)
+    n, channels = matrix.shape
+    if channels < 1:
+        raise StoreMismatchError("the matrix has no channels (shape (N, 0))")
+    if max_matrix is not None:
+        _numbers("max matrix", max_matrix, 2)
+        if max_matrix.shape != matrix.shape:
+            raise StoreMismatchError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
+    if len(paths) != n:
+        raise StoreMismatchError(f"the matrix has {n} rows but {len(paths)} paths were given")
+    paths = [posixpath.normpath(str(p).strip().replace(os.sep, "/")) for p in paths]
+    labels = _import_labels(labels, n)
+    if not layer or "/" in layer or layer == "images":
+        raise StoreError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
+    with writer_lock(path):
+        zeros = np.zeros(n, dtype=np.int64)  # no files to stat: the paths alone identify the dataset
+        meta = {"dataset": {"root": root, "layout": "imported", "n_images": n},
+                "dataset_fingerprint": dataset_fingerprint(paths, zeros, zeros), "preprocessing": None,
+                "model": {"name": "imported", "weights": {"kind": "imported"}}}
+        group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
+                                          "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
+        if layer in group:  # rewriting it would mix two imports' rows
+            raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
+                                     "or pass --overwrite to rebuild the store")
+        first = not any(name != "images" for name in group.group_keys())
+        sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
+                        stats=("mean",) if max_matrix is None else ("mean", "max"))
+        shards = range(n_shards(n, shard_rows))
+        for shard in progress(shards) if progress else shards:
+            start, stop = shard_bounds(shard, shard_rows, n)
+            block = np.asarray(matrix[start:stop], dtype=np.float32)
+            valid = np.isfinite(block).all(axis=1)
+            if max_matrix is not None:
+                peaks = np.asarray(max_matrix[start:stop], dtype=np.float32)
+                valid &= np.isfinite(peaks).all(axis=1)
+                sub["max"][start:stop] = peaks
+            if not first:
+                valid &= np.asarray(group["images"]["valid"][start:stop], dtype=bool)
+            group["images"]["valid"][start:stop] = valid
+            sub["mean"][start:stop] = block
+            sub["done"][shard] = True
+        refresh_completeness(group, layer)
+    return group

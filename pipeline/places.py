@@ -1,0 +1,82 @@
+"""Where a store lives: a folder, or an fsspec URL (s3://...), and what is there.
+
+Offers:
+    location(path) -> str          a user's store name, file:// URLs as plain paths, "" refused
+    is_url(path), filesystem(url)  fsspec URLs and their file systems
+    is_store(path) -> bool         whether an exemplars store is there
+    entries(path) -> names         what the folder holds, the writer's lock file aside
+    store_bytes(path) -> int
+    unreachable(path, exc) -> StoreError   an object store client's failure, in one sentence
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import StoreError
+
+FORMAT_NAME = "exemplars-activations"
+LOCK_NAME = ".writer.lock"
+
+
+def location(path) -> str:
+    """A store's place as given by a user: ``file://`` URLs become plain paths (fsspec's local
+    file system would not make the store's folders); an empty name is refused."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    if not text.strip():
+        raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
+    return text[len("file://"):] if text.startswith("file://") else text
+
+
+def is_url(path) -> bool:
+    return "://" in str(path)
+
+
+def filesystem(path):
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(str(path))
+    except ImportError as exc:  # fsspec names the package the protocol needs
+        raise StoreError(f"{path}: {exc}") from None
+    except ValueError as exc:
+        raise StoreError(f"{path} is not a URL that fsspec can open ({exc})") from None
+
+
+def is_store(path) -> bool:
+    """Whether ``path`` (a folder or an fsspec URL such as s3://...) holds an exemplars store."""
+    if is_url(path):
+        fs, root = filesystem(path)
+        try:
+            text = fs.cat_file(f"{root.rstrip('/')}/zarr.json").decode(errors="replace")
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # the client's own failures: no credentials, no endpoint, denied
+            raise unreachable(path, exc) from None
+    else:
+        meta = Path(path) / "zarr.json"
+        text = meta.read_text(errors="replace") if meta.is_file() else ""
+    return FORMAT_NAME in text
+
+
+def entries(path) -> list[str]:
+    """What the store's folder holds, the lock file aside."""
+    if is_url(path):
+        fs, root = filesystem(path)
+        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)] if fs.exists(root) else []
+    else:
+        names = [p.name for p in Path(path).iterdir()] if Path(path).is_dir() else []
+    return [n for n in names if n != LOCK_NAME]
+
+
+def store_bytes(path) -> int:
+    if is_url(path):
+        fs, root = filesystem(path)
+        return int(fs.du(root))
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def unreachable(path, exc: Exception) -> StoreError:
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return StoreError(f"cannot open {path}: {exc.__class__.__name__}" + (f": {reason}" if reason else ""))

@@ -1,0 +1,79 @@
+"""Imported stores: a matrix computed elsewhere, checked before writing, one layer after another."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import pipeline
+from pipeline.errors import StoreError, StoreMismatchError
+from pipeline.importing import import_matrix
+from pipeline.store import open_group
+
+
+def test_import_matrix_layout(tmp_path):
+    m = np.arange(30, dtype=np.float32).reshape(10, 3)
+    m[4] = np.nan
+    group = import_matrix(tmp_path / "s.zarr", m, "feat", [f"{i}.jpg" for i in range(10)], shard_rows=4)
+    assert group["images/valid"][:].tolist() == [True] * 4 + [False] + [True] * 5
+    assert group["feat/done"][:].all() and group["feat"].attrs["complete"]
+    np.testing.assert_array_equal(group["feat/mean"][:][~np.isnan(m).any(1)], m[~np.isnan(m).any(1)])
+    with pytest.raises(StoreMismatchError, match="10 rows but 3 paths"):
+        import_matrix(tmp_path / "t.zarr", m, "feat", ["a", "b", "c"])
+
+
+def test_a_second_import_never_mixes_with_the_first(tmp_path):
+    store, m = tmp_path / "s.zarr", np.ones((6, 2), dtype=np.float32)
+    import_matrix(store, m, "feat", [f"a/{i}.jpg" for i in range(6)])
+    with pytest.raises(StoreMismatchError, match="dataset_fingerprint"):  # other images
+        import_matrix(store, m[:3] * 2, "feat", [f"b/{i}.jpg" for i in range(3)])
+    with pytest.raises(StoreMismatchError, match="already has layer feat"):  # same images, same layer
+        import_matrix(store, m * 2, "feat", [f"a/{i}.jpg" for i in range(6)])
+    assert open_group(store)["feat/mean"][:].tolist() == m.tolist()  # untouched
+    fresh = import_matrix(store, m * 2, "feat", [f"b/{i}.jpg" for i in range(6)], overwrite=True)
+    assert fresh["feat/mean"][:].tolist() == (m * 2).tolist()
+    assert fresh["images/path"][:].tolist() == [f"b/{i}.jpg" for i in range(6)]
+
+
+@pytest.mark.parametrize("name", ["images", "", "a/b"])
+def test_import_refuses_layer_names_the_format_reserves(tmp_path, name):
+    with pytest.raises(StoreError, match="cannot name a layer"):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), dtype=np.float32), name, ["x", "y"])
+
+
+def test_a_file_is_not_a_store_to_write(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        import_matrix(tmp_path / "file", np.ones((2, 2), dtype=np.float32), "feat", ["x", "y"])
+
+
+@pytest.mark.parametrize("matrix, labels, fragment", [
+    (np.array([["a", "b"], ["c", "d"]]), None, "real numbers, not <U1"),
+    (np.ones(2, dtype=np.float32), None, "2-dimensional array, not shape (2,)"),
+    (np.ones((2, 0), dtype=np.float32), None, "no channels"),
+    (np.ones((2, 2), dtype=np.complex64), None, "real numbers"),
+    (np.ones((2, 2), dtype=np.float32), np.array([0.5, 1.0]), "whole numbers"),
+    (np.ones((2, 2), dtype=np.float32), np.array([0, 2**31]), "whole numbers"),
+])
+def test_import_refuses_what_it_cannot_store_before_writing(tmp_path, matrix, labels, fragment):
+    with pytest.raises(StoreMismatchError, match=re.escape(fragment)):
+        import_matrix(tmp_path / "s.zarr", matrix, "feat", ["x", "y"][: len(matrix)], labels)
+    assert not (tmp_path / "s.zarr").exists()  # refused before anything was made
+
+
+def test_layers_import_one_after_another_and_non_finite_rows_are_invalid(tmp_path):
+    store = tmp_path / "s.zarr"
+    a = np.arange(8, dtype=np.float32).reshape(4, 2)
+    peaks = a + 1
+    peaks[1, 0] = np.inf  # a finite mean with an infinite max: no ranking by max could place it
+    import_matrix(store, a, "A", ["./x/0.jpg", "x//1.jpg", "x/2.jpg", "x/3.jpg"], max_matrix=peaks)
+    b = a * 2
+    b[3, 1] = np.nan
+    import_matrix(store, b, "B", ["x/0.jpg", "x/1.jpg", "x/2.jpg", "x/3.jpg"])  # the same images, normalised
+    s = pipeline.open_store(store)
+    assert s.layers == ["A", "B"] and s.valid.tolist() == [True, False, True, False]
+    assert s.row_of("./x/0.jpg") == 0 and s.all_paths[1] == "x/1.jpg"
+    assert s["A"].topk(0, k=4, by="max").rows.tolist() == [2, 0]
+    assert s["B"].topk(1, k=4, bottom=True).rows.tolist() == [0, 2]
