@@ -99,8 +99,8 @@ class Analysis:
         """Whether each row's map for ``channel`` is flat (its max equals its mean: all zero after
         a ReLU), where the stored argmax is only the first cell and marks no peak."""
         rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0 or "max" not in self.available:
-            return np.zeros(rows.size, dtype=bool)
+        if rows.size == 0 or "max" not in self.available or np.prod(self.spatial_shape) <= 1:
+            return np.zeros(rows.size, dtype=bool)  # a 1 x 1 map's one cell is its peak
         channel = _channel(channel, self.channels)
         peak, mean = (self.group[stat].get_orthogonal_selection((rows, [channel]))[:, 0] for stat in ("max", "mean"))
         return peak == mean

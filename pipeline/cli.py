@@ -282,7 +282,7 @@ def import_(
     max_matrix: Optional[Path] = typer.Option(None, "--max", help="An (N, C) .npy of spatial maxima."),
     classes: Optional[Path] = typer.Option(None, help="A text file of class names, one per line."),
     root: Optional[str] = typer.Option(None, help="Dataset root the paths are relative to."),
-    shard_rows: int = typer.Option(65536, min=1),
+    shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536, or the store's)."),
     overwrite: bool = typer.Option(False),
 ):
     """Make a store from a matrix computed elsewhere, so every query works on it."""
@@ -332,8 +332,9 @@ def main() -> None:
         # here and are said in one sentence too, instead of a framed usage box.
         code = app(standalone_mode=False)
     except _click_class("UsageError") as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # `exemplars` alone: the help
-            typer.echo(exc.ctx.get_help())
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `exemplars` alone: the help (rich has printed it)
+            if exc.format_message():
+                typer.echo(exc.format_message())
             sys.exit(0)
         hint = f"; see {exc.ctx.command_path} --help" if exc.ctx is not None else ""
         typer.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)

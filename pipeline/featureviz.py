@@ -69,8 +69,10 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     picture = _optimise(target.store, layer, channel, size, steps, seed)
     with writer_lock(store_path):
         group = zarr.open_group(str(store_path), mode="r+")[layer]
-        if "featureviz" in group and group.attrs.get("featureviz") != settings:
-            del group["featureviz"], group["featureviz_done"]
+        if group.attrs.get("featureviz") != settings:  # other settings, or a first run cut short
+            for name in ("featureviz", "featureviz_done"):
+                if name in group:
+                    del group[name]
         if "featureviz" not in group:
             group.create_array("featureviz", shape=(target.channels, size, size, 3), dtype="uint8",
                                chunks=(1, size, size, 3), fill_value=0,

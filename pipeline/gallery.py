@@ -30,6 +30,7 @@ from .pictures import crop_box, crop_field
 
 THUMB, SMALL, CROP = 128, 96, 128
 MANIFEST = ".exemplars-gallery.json"
+PICTURES = 2  # how thumbnails and crops are drawn; a change redraws older builds' files (2: square crops)
 OURS = re.compile(r"(\d+(_c\d+)?\.jpg|viz_\d+\.png)")  # names of the files a build writes in img/
 
 
@@ -70,7 +71,8 @@ def _render_images(job):
 def _identity(layer) -> dict:
     attrs = layer.store.attrs
     return {"store": os.path.abspath(layer.store.path), "layer": layer.name,
-            "fingerprint": attrs.get("dataset_fingerprint"), "weights": attrs.get("model")}
+            "fingerprint": attrs.get("dataset_fingerprint"), "weights": attrs.get("model"),
+            "pictures": PICTURES}
 
 
 def _reusable(out: Path, identity: dict) -> bool:

@@ -14,9 +14,9 @@ import posixpath
 import numpy as np
 
 from .errors import StoreError, StoreMismatchError
-from .places import location
-from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, n_shards,
-                    refresh_completeness, shard_bounds, writer_lock)
+from .places import is_store, location
+from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, merged_validity, n_shards,
+                    open_group, refresh_completeness, shard_bounds, writer_lock)
 
 
 def _numbers(name: str, array, ndim: int):
@@ -42,7 +42,7 @@ def _import_labels(labels, n: int) -> np.ndarray:
 
 
 def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
-                  shard_rows: int = DEFAULT_SHARD_ROWS, overwrite: bool = False, progress=None,
+                  shard_rows: int | None = None, overwrite: bool = False, progress=None,
                   max_matrix=None):
     """Make a store from an (N, C) matrix of spatial means computed elsewhere, or add a layer to one.
 
@@ -50,7 +50,9 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     maps: they are read and written one shard at a time. A row with a non-finite
     mean or max is marked invalid (in every layer: validity is the image's). The
     layer has ``mean`` (and ``max``), never ``argmax``. Further layers need the same
-    paths; paths are stored normalised ("./cat/x.jpg" as "cat/x.jpg").
+    paths (and labels, if given); paths are stored normalised ("./cat/x.jpg" as
+    "cat/x.jpg"). ``shard_rows`` defaults to the store's, or 65536 for a new one. A layer
+    whose import was cut short is imported again; a finished one is refused.
     """
     path = location(path)
     matrix = matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
@@ -66,20 +68,26 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     if len(paths) != n:
         raise StoreMismatchError(f"the matrix has {n} rows but {len(paths)} paths were given")
     paths = [posixpath.normpath(str(p).strip().replace(os.sep, "/")) for p in paths]
-    labels = _import_labels(labels, n)
+    given_labels, labels = labels is not None, _import_labels(labels, n)
     if not layer or "/" in layer or layer == "images":
         raise StoreError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
     with writer_lock(path):
+        if shard_rows is None:
+            shard_rows = open_group(path).attrs["shard_rows"] if is_store(path) and not overwrite else DEFAULT_SHARD_ROWS
         zeros = np.zeros(n, dtype=np.int64)  # no files to stat: the paths alone identify the dataset
         meta = {"dataset": {"root": root, "layout": "imported", "n_images": n},
                 "dataset_fingerprint": dataset_fingerprint(paths, zeros, zeros), "preprocessing": None,
                 "model": {"name": "imported", "weights": {"kind": "imported"}}}
         group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
                                           "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
-        if layer in group:  # rewriting it would mix two imports' rows
+        if given_labels and not np.array_equal(group["images"]["label"][:], labels):
+            raise StoreMismatchError(f"store {path} has other labels for these images; import without --labels "
+                                     "or pass --overwrite to rebuild the store")
+        if layer in group and group[layer].attrs.get("complete"):  # rewriting it would mix two imports' rows
             raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
                                      "or pass --overwrite to rebuild the store")
-        first = not any(name != "images" for name in group.group_keys())
+        if layer in group:  # an import cut short: made again from the start
+            del group[layer]
         sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
                         stats=("mean",) if max_matrix is None else ("mean", "max"))
         shards = range(n_shards(n, shard_rows))
@@ -91,9 +99,10 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
                 peaks = np.asarray(max_matrix[start:stop], dtype=np.float32)
                 valid &= np.isfinite(peaks).all(axis=1)
                 sub["max"][start:stop] = peaks
-            if not first:
-                valid &= np.asarray(group["images"]["valid"][start:stop], dtype=bool)
+            errors = ["" if ok else "non-finite values in the imported matrix" for ok in valid]
+            valid, errors = merged_validity(group, [layer], shard, valid, errors)
             group["images"]["valid"][start:stop] = valid
+            group["images"]["error"][start:stop] = np.asarray(errors, dtype=str)
             sub["mean"][start:stop] = block
             sub["done"][shard] = True
         refresh_completeness(group, layer)

@@ -50,8 +50,7 @@ def parse_direction(spec, channels: int) -> np.ndarray:
             vector = np.asarray(spec, dtype=np.float64)
         except (TypeError, ValueError):
             raise QueryError(f"a direction given as an array needs {channels} numbers") from None
-        if vector.ndim != 1:
-            raise QueryError(f"a direction needs {channels} weights in one dimension, not shape {vector.shape}")
+        vector = _one_dimension(vector, channels, "a direction given as an array")
     elif isinstance(spec, dict):
         vector = np.zeros(channels)
         for c, w in spec.items():
@@ -70,9 +69,7 @@ def parse_direction(spec, channels: int) -> np.ndarray:
             raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not an archive")
         if not np.issubdtype(vector.dtype, np.number) or np.iscomplexobj(vector):
             raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not {vector.dtype}")
-        if vector.ndim != 1:
-            raise QueryError(f"direction file {spec} must hold {channels} weights in one dimension, "
-                             f"not shape {vector.shape}")
+        vector = _one_dimension(vector, channels, f"direction file {spec}")
     else:
         vector = np.zeros(channels)
         for part in (p.strip() for p in str(spec).split(",") if p.strip()):
@@ -87,6 +84,13 @@ def parse_direction(spec, channels: int) -> np.ndarray:
     if vector.size != channels or not np.isfinite(vector).all() or not vector.any():
         raise QueryError(f"a direction needs {channels} finite weights, not all zero (got {vector.size})")
     return vector
+
+
+def _one_dimension(vector: np.ndarray, channels: int, what: str) -> np.ndarray:
+    """A (C,) vector; a (1, C) or (C, 1) one is the same vector, any other shape is refused."""
+    if sum(size != 1 for size in vector.shape) > 1 or vector.ndim == 0:
+        raise QueryError(f"{what} must hold {channels} weights in one dimension, not shape {vector.shape}")
+    return vector.reshape(-1)
 
 
 def whole_number(value, name: str = "channel") -> int:

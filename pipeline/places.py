@@ -26,7 +26,14 @@ def location(path) -> str:
     text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
     if not text.strip():
         raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
-    return text[len("file://"):] if text.startswith("file://") else text
+    if not text.startswith("file://"):
+        return text
+    from urllib.parse import unquote, urlparse
+
+    url = urlparse(text)
+    if url.netloc not in ("", "localhost"):
+        raise StoreError(f"{text} names another host; a file:// store is a folder of this machine")
+    return unquote(url.path)
 
 
 def is_url(path) -> bool:

@@ -249,7 +249,7 @@ class Layer(Analysis):
     def samples(self, channel: int, bands: str = DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
                 by: str = "mean") -> Results:
         parsed = parse_bands(bands) if isinstance(bands, str) else bands
-        self._check_k(per_band, "--per-band")
+        per_band = self._check_k(per_band, "--per-band")
         values = self.column(channel, by)
         chosen, labels = ranking.band_samples(values, self.usable, parsed, per_band, seed)
         return self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],

@@ -10,6 +10,7 @@ imports no torch. Offers:
     check_compatible(group, meta) refuse a store made with other settings
     add_layer(group, name, channels, spatial_shape, layer_meta, stats=STATS)
     write_shard(group, layers, shard, blocks, valid, errors)
+    merged_validity(group, layers, shard, valid, errors)   AND-ed with other layers' of the shard
     done_shards(group, layer) -> bool array, one per shard
     shard_bounds(shard, shard_rows, n) -> (start, stop)
     dataset_fingerprint(paths, sizes, mtimes) -> str   what identifies a dataset
@@ -42,6 +43,7 @@ FORMAT_VERSION = 1
 DEFAULT_SHARD_ROWS = 65536
 LOOKUP_ROWS = 1024  # chunk of images/path
 STATS = ("mean", "max", "argmax")
+_HELD: set[str] = set()  # stores whose writer lock this process holds
 # Fields of the root metadata that must match for a run to continue a store.
 COMPARED = ("dataset_fingerprint", "preprocessing", "model", "shard_rows")
 
@@ -74,6 +76,9 @@ def writer_lock(path: str | Path):
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} is a file; a store is a folder, choose another --store")
+    key = os.path.realpath(path)
+    if key in _HELD:  # POSIX locks do not exclude their own process, and closing a second one frees the first
+        raise StoreLockedError(f"store {path} is being written by this process already (another thread)")
     if entries(path) and not is_store(path):  # said before a lock file is left in someone's folder
         raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it or write "
                          "into it, choose another --store")
@@ -82,6 +87,7 @@ def writer_lock(path: str | Path):
         fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise StoreError(f"cannot make store {path}: {exc.strerror}") from None
+    _HELD.add(key)
     try:
         try:
             # A POSIX record lock, not flock(): forked DataLoader workers do not inherit it, so a
@@ -99,6 +105,7 @@ def writer_lock(path: str | Path):
         yield
     finally:
         os.close(fd)
+        _HELD.discard(key)
 
 
 def _remove_store(path) -> None:
@@ -280,14 +287,29 @@ def write_shard(group, layers, shard: int, blocks: dict, valid, errors) -> None:
     markers come last, so a run killed mid-write recomputes this shard.
     """
     start, stop = shard_bounds(shard, group.attrs["shard_rows"], group.attrs["n_images"])
+    valid, errors = merged_validity(group, layers, shard, valid, errors)
     images = group["images"]
-    images["valid"][start:stop] = np.asarray(valid, dtype=bool)
+    images["valid"][start:stop] = valid
     images["error"][start:stop] = np.asarray(errors, dtype=str)
     for layer in layers:
         for stat, block in zip(STATS, blocks[layer]):
             group[layer][stat][start:stop] = block
     for layer in layers:
         group[layer]["done"][shard] = True
+
+
+def merged_validity(group, layers, shard: int, valid, errors):
+    """This shard's validity, AND-ed with what other layers already wrote of it: validity is the
+    image's, and a row one layer found non-finite must not turn valid when another is added."""
+    valid, errors = np.asarray(valid, dtype=bool), list(errors)
+    others = [name for name in group.group_keys() if name != "images" and name not in layers
+              and "done" in group[name] and bool(group[name]["done"][shard])]
+    if not others:
+        return valid, errors
+    start, stop = shard_bounds(shard, group.attrs["shard_rows"], group.attrs["n_images"])
+    before = np.asarray(group["images"]["valid"][start:stop], dtype=bool)
+    said = group["images"]["error"][start:stop]
+    return valid & before, [new or str(old) for new, old in zip(errors, said)]
 
 
 def refresh_completeness(group, layer: str) -> dict:

@@ -78,3 +78,4 @@ def test_what_typer_refuses_is_one_sentence_too(args, fragment):
 def test_the_command_alone_shows_its_help():
     proc = run_cli(check=False)
     assert proc.returncode == 0 and "activations" in proc.stdout and "topk" in proc.stdout
+    assert proc.stdout.count("Usage:") == 1  # once, though click and rich both offer to print it

@@ -39,6 +39,18 @@ def test_featureviz_is_cached_and_raises_the_channel(store_copy, monkeypatch):
     assert (cached(layer, 6) == 7).all()
 
 
+def test_a_first_run_cut_short_between_its_arrays_is_redone(store_copy, monkeypatch):
+    import zarr
+
+    import pipeline.featureviz as fv
+
+    group = zarr.open_group(str(store_copy), mode="r+")["mixed4a"]
+    group.create_array("featureviz", shape=(508, 16, 16, 3), dtype="uint8", chunks=(1, 16, 16, 3))
+    monkeypatch.setattr(fv, "_optimise", lambda *a: np.full((32, 32, 3), 9, dtype=np.uint8))
+    assert (featureviz(store_copy, "mixed4a", 3, size=32, steps=2) == 9).all()
+    assert (cached(pipeline.open_store(store_copy)["mixed4a"], 3) == 9).all()
+
+
 def test_a_random_weights_picture_says_so():
     from pipeline.featureviz import marked
 

@@ -77,3 +77,18 @@ def test_layers_import_one_after_another_and_non_finite_rows_are_invalid(tmp_pat
     assert s.row_of("./x/0.jpg") == 0 and s.all_paths[1] == "x/1.jpg"
     assert s["A"].topk(0, k=4, by="max").rows.tolist() == [2, 0]
     assert s["B"].topk(1, k=4, bottom=True).rows.tolist() == [0, 2]
+
+
+def test_an_import_cut_short_is_imported_again_in_the_stores_shards(tmp_path):
+    store, paths = tmp_path / "s.zarr", [f"{i}.jpg" for i in range(6)]
+    m = np.arange(12, dtype=np.float32).reshape(6, 2)
+    import_matrix(store, m, "A", paths, shard_rows=4)
+    group = open_group(store, mode="r+")
+    group["A"].attrs["complete"] = False  # as if killed before it finished
+    group["A/done"][1] = False
+    import_matrix(store, m * 3, "A", paths)  # no --shard-rows: the store's 4, not 65536
+    s = pipeline.open_store(store)
+    assert s.shard_rows == 4 and s["A"].column(1).tolist() == (m[:, 1] * 3).tolist()
+    import_matrix(store, m, "B", paths)
+    with pytest.raises(StoreMismatchError, match="other labels"):
+        import_matrix(store, m, "C", paths, labels=np.arange(6))

@@ -155,3 +155,11 @@ def test_a_flat_map_marks_no_peak(tmp_path):
     layer = pipeline.open_store(tmp_path / "s.zarr")["conv"]
     assert layer.flat([0, 1, 2], 0).tolist() == [True, True, True]
     assert layer.flat([2, 0, 1], 1).tolist() == [True, False, False]
+
+
+def test_a_one_by_one_map_is_never_flat(tmp_path):
+    from pipeline.importing import import_matrix
+
+    import_matrix(tmp_path / "s.zarr", np.ones((3, 2), np.float32), "logits", ["a", "b", "c"],
+                  max_matrix=np.ones((3, 2), np.float32))
+    assert pipeline.open_store(tmp_path / "s.zarr")["logits"].flat([0, 1, 2], 1).tolist() == [False] * 3

@@ -266,6 +266,10 @@ def test_api_arguments_are_checked_like_the_cli(generated):
     assert layer.direction(weights, k=5).rows.tolist() == layer.topk(4, k=5).rows.tolist()
     with pytest.raises(QueryError, match="one dimension"):
         layer.direction(np.ones((2, C // 2)))
+    row = np.zeros((1, C))
+    row[0, 4] = 1
+    assert layer.direction(row, k=5).rows.tolist() == layer.topk(4, k=5).rows.tolist()  # (1, C) is a vector
+    assert len(layer.samples(4, per_band="2")) > 0
     assert layer.direction("4:1,", k=3).rows.tolist() == layer.topk(4, k=3).rows.tolist()
     with pytest.raises(QueryError, match="not an image of this store"):
         layer.similar("²")  # a digit to str.isdigit, not to int()

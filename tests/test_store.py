@@ -137,3 +137,37 @@ with writer_lock({str(store)!r}):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     with writer_lock(store):  # free at once, while the orphan still lives
         assert time.monotonic() - started < 5
+
+
+def test_a_row_one_layer_found_invalid_stays_invalid_when_another_is_added(tmp_path):
+    images = {"path": ["a.jpg", "b.jpg"], "label": [0, 0], "classes": ["c"], "size": [1, 1], "mtime_ns": [0, 0]}
+    group = create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=2, overwrite=False)
+    for name in ("A", "B"):
+        add_layer(group, name, 1, (1, 1), {})
+    blocks = (np.ones((2, 1), np.float32), np.ones((2, 1), np.float32), np.zeros((2, 1), np.int32))
+    from pipeline.store import write_shard
+
+    write_shard(group, ["A"], 0, {"A": blocks}, [True, False], ["", "non-finite activations"])
+    write_shard(group, ["B"], 0, {"B": blocks}, [True, True], ["", ""])  # a later run adds layer B
+    assert group["images/valid"][:].tolist() == [True, False]
+    assert group["images/error"][:].tolist() == ["", "non-finite activations"]
+
+
+def test_one_process_cannot_take_its_own_lock_twice(tmp_path):
+    from pipeline.errors import StoreLockedError
+
+    with writer_lock(tmp_path / "s.zarr"):
+        with pytest.raises(StoreLockedError, match="by this process already"):
+            with writer_lock(tmp_path / "s.zarr"):
+                pass
+    with writer_lock(tmp_path / "s.zarr"):  # released, and taken again
+        pass
+
+
+def test_file_urls_name_folders_of_this_machine():
+    from pipeline.places import location
+
+    assert location("file:///data/my%20store.zarr") == "/data/my store.zarr"
+    assert location("file://localhost/data/s.zarr") == "/data/s.zarr"
+    with pytest.raises(StoreError, match="names another host"):
+        location("file://server/data/s.zarr")
