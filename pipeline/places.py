@@ -71,7 +71,10 @@ def entries(path) -> list[str]:
     """What the store's folder holds, the lock file aside."""
     if is_url(path):
         fs, root = filesystem(path)
-        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)] if fs.exists(root) else []
+        try:
+            names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)] if fs.exists(root) else []
+        except Exception as exc:  # the client's own failures: no credentials, no endpoint, denied
+            raise unreachable(path, exc) from None
     else:
         names = [p.name for p in Path(path).iterdir()] if Path(path).is_dir() else []
     return [n for n in names if n != LOCK_NAME]
@@ -80,7 +83,10 @@ def entries(path) -> list[str]:
 def store_bytes(path) -> int:
     if is_url(path):
         fs, root = filesystem(path)
-        return int(fs.du(root))
+        try:
+            return int(fs.du(root))
+        except Exception as exc:
+            raise unreachable(path, exc) from None
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
