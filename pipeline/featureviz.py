@@ -66,6 +66,8 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     picture = None if redo else cached(target, channel)
     if picture is not None:
         return picture
+    with writer_lock(store_path):  # refused now if a writer is at work, not after the optimisation
+        pass
     picture = _optimise(target.store, layer, channel, size, steps, seed)
     with writer_lock(store_path):
         group = zarr.open_group(str(store_path), mode="r+")[layer]

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import outputs, pages
 from .images import display_image
-from .pictures import crop_box, crop_field
+from .pictures import covers_input, crop_box, crop_field
 
 THUMB, SMALL, CROP = 128, 96, 128
 MANIFEST = ".exemplars-gallery.json"
@@ -128,6 +128,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     out = Path(out_dir).resolve()
     if crops and "argmax" not in layer.available:
         raise QueryError(f"layer {layer.name} has no argmax for crops (an imported store); use --no-crops")
+    crops = crops and not covers_input(layer)  # each unit sees the whole image: a crop would repeat it
     outputs.folder(out)
     if not (out / MANIFEST).exists() and any((out / name).exists() for name in ("index.html", "style.css")):
         raise QueryError(f"{out} holds an index.html or style.css that no gallery build made; "

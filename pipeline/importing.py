@@ -41,6 +41,23 @@ def _import_labels(labels, n: int) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+NON_FINITE = "non-finite values in an imported matrix"
+
+
+def _finite_in_other_layers(group, layer: str, shard: int, start: int, stop: int):
+    """Rows finite in every other layer finished for this shard (None when there is none): an
+    imported row is invalid exactly when one of its stored values is not finite."""
+    valid = None
+    for name in group.group_keys():
+        if name in ("images", layer) or "done" not in group[name] or not bool(group[name]["done"][shard]):
+            continue
+        for stat in ("mean", "max"):
+            if stat in group[name]:
+                finite = np.isfinite(np.asarray(group[name][stat][start:stop])).all(axis=1)
+                valid = finite if valid is None else valid & finite
+    return valid
+
+
 def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
                   shard_rows: int | None = None, overwrite: bool = False, progress=None,
                   max_matrix=None):
@@ -83,10 +100,14 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
         if given_labels and not np.array_equal(group["images"]["label"][:], labels):
             raise StoreMismatchError(f"store {path} has other labels for these images; import without --labels "
                                      "or pass --overwrite to rebuild the store")
+        if classes and list(group["images"].attrs.get("classes", [])) != list(classes):
+            raise StoreMismatchError(f"store {path} has other class names; import without --classes "
+                                     "or pass --overwrite to rebuild the store")
         if layer in group and group[layer].attrs.get("complete"):  # rewriting it would mix two imports' rows
             raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
                                      "or pass --overwrite to rebuild the store")
-        if layer in group:  # an import cut short: made again from the start
+        redo = layer in group
+        if redo:  # an import cut short: made again from the start
             del group[layer]
         sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
                         stats=("mean",) if max_matrix is None else ("mean", "max"))
@@ -99,8 +120,12 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
                 peaks = np.asarray(max_matrix[start:stop], dtype=np.float32)
                 valid &= np.isfinite(peaks).all(axis=1)
                 sub["max"][start:stop] = peaks
-            errors = ["" if ok else "non-finite values in the imported matrix" for ok in valid]
-            valid, errors = merged_validity(group, [layer], shard, valid, errors)
+            if redo:  # the images' validity holds what the attempt cut short wrote: read it anew
+                others = _finite_in_other_layers(group, layer, shard, start, stop)
+                valid = valid if others is None else valid & others
+            errors = ["" if ok else NON_FINITE for ok in valid]
+            if not redo:
+                valid, errors = merged_validity(group, [layer], shard, valid, errors)
             group["images"]["valid"][start:stop] = valid
             group["images"]["error"][start:stop] = np.asarray(errors, dtype=str)
             sub["mean"][start:stop] = block

@@ -4,6 +4,7 @@ Offers:
     Tile(image, caption, error)           one picture of a grid (image None: placeholder)
     parse_channels("0-9,97") -> [0..9, 97]
     crop_box(layer, y, x), crop_field(image, box)   a unit's receptive field, square, grey outside the image
+    covers_input(layer)                   whether a unit sees the whole input (1 x 1 maps): no crops
     upsample(heat, size, field)           a channel's map placed on its units' receptive fields
     tiles(layer, results, crop, heatmap) -> list[Tile]
     grid(layer, channels, k, by, crop, heatmap, bottom, samples, ...) -> matplotlib Figure
@@ -61,8 +62,16 @@ def _field(layer):
 def crop_box(layer, y: int, x: int) -> tuple[int, int, int, int]:
     """The receptive field of unit (y, x) in input pixels (left, top, right, bottom), square and
     not clipped: near the border part of it lies outside the 224 x 224 input (``crop_field``)."""
+    if covers_input(layer):  # a unit that sees the whole input (the logits): the image is its crop
+        size = int(layer.attrs.get("input_size", 224))
+        return 0, 0, size, size
     top, left, bottom, right = _field(layer).box(y, x)
     return int(np.floor(left)), int(np.floor(top)), int(np.floor(right)), int(np.floor(bottom))
+
+
+def covers_input(layer) -> bool:
+    """Whether each unit's receptive field is at least the whole input, so a crop shows nothing more."""
+    return _field(layer).size >= int(layer.attrs.get("input_size", 224)) and layer.spatial_shape == [1, 1]
 
 
 def crop_field(image: Image.Image, box) -> Image.Image:

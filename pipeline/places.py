@@ -33,6 +33,8 @@ def location(path) -> str:
     url = urlparse(text)
     if url.netloc not in ("", "localhost"):
         raise StoreError(f"{text} names another host; a file:// store is a folder of this machine")
+    if not url.path:
+        raise StoreError(f"{text} names no folder; give one, e.g. file:///data/activations.zarr")
     return unquote(url.path)
 
 

@@ -229,7 +229,7 @@ def check_compatible(group, meta: dict) -> None:
         if old != new:
             name, old, new = _first_difference(field, old, new)
             raise StoreMismatchError(
-                f"store {group.store} was made with {name}={_describe(old)}, "
+                f"store {str(group.store).removeprefix('file://')} was made with {name}={_describe(old)}, "
                 f"this run has {name}={_describe(new)}; "
                 "pass --overwrite to rebuild it or choose another --store"
             )

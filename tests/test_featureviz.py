@@ -51,6 +51,17 @@ def test_a_first_run_cut_short_between_its_arrays_is_redone(store_copy, monkeypa
     assert (cached(pipeline.open_store(store_copy)["mixed4a"], 3) == 9).all()
 
 
+def test_a_store_being_written_is_refused_before_the_optimisation(store_copy, monkeypatch):
+    import pipeline.featureviz as fv
+    from pipeline.errors import StoreLockedError
+    from pipeline.store import writer_lock
+
+    monkeypatch.setattr(fv, "_optimise", lambda *a: pytest.fail("optimised for a store it cannot write"))
+    with writer_lock(store_copy):
+        with pytest.raises(StoreLockedError):
+            featureviz(store_copy, "mixed4a", 7, size=32, steps=2)
+
+
 def test_a_random_weights_picture_says_so():
     from pipeline.featureviz import marked
 

@@ -92,3 +92,21 @@ def test_an_import_cut_short_is_imported_again_in_the_stores_shards(tmp_path):
     import_matrix(store, m, "B", paths)
     with pytest.raises(StoreMismatchError, match="other labels"):
         import_matrix(store, m, "C", paths, labels=np.arange(6))
+
+
+def test_a_redone_import_forgets_the_rows_its_cut_short_attempt_found_invalid(tmp_path):
+    store, paths = tmp_path / "s.zarr", [f"{i}.jpg" for i in range(8)]
+    a = np.ones((8, 2), dtype=np.float32)
+    a[5] = np.nan  # invalid in layer A, for good
+    import_matrix(store, a, "A", paths, shard_rows=4)
+    bad = np.ones((8, 2), dtype=np.float32)
+    bad[1] = np.inf  # the attempt that was cut short had a broken row
+    import_matrix(store, bad, "B", paths)
+    group = open_group(store, mode="r+")
+    group["B"].attrs["complete"] = False
+    group["B/done"][1] = False
+    import_matrix(store, np.ones((8, 2), dtype=np.float32), "B", paths)  # redone with a clean matrix
+    s = pipeline.open_store(store)
+    assert s.valid.tolist() == [True] * 5 + [False] + [True] * 2
+    with pytest.raises(StoreMismatchError, match="other class names"):
+        import_matrix(store, a, "C", paths, classes=["x"])

@@ -163,3 +163,17 @@ def test_a_one_by_one_map_is_never_flat(tmp_path):
     import_matrix(tmp_path / "s.zarr", np.ones((3, 2), np.float32), "logits", ["a", "b", "c"],
                   max_matrix=np.ones((3, 2), np.float32))
     assert pipeline.open_store(tmp_path / "s.zarr")["logits"].flat([0, 1, 2], 1).tolist() == [False] * 3
+
+
+def test_a_unit_that_sees_the_whole_input_is_cropped_to_the_image(tmp_path):
+    from pipeline import store as st
+    from pipeline.pictures import covers_input
+
+    images = {"path": ["a.jpg"], "label": [0], "classes": ["x"], "size": [1], "mtime_ns": [0]}
+    group = st.create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=4, overwrite=False)
+    st.add_layer(group, "logits", 2, (1, 1), {"receptive_field": {"size": 907, "stride": 32, "start": -326},
+                                              "input_size": 224})
+    st.add_layer(group, "conv", 2, (14, 14), {"receptive_field": {"size": 171, "stride": 16, "start": -70}})
+    s = pipeline.open_store(tmp_path / "s.zarr")
+    assert covers_input(s["logits"]) and crop_box(s["logits"], 0, 0) == (0, 0, 224, 224)
+    assert not covers_input(s["conv"])

@@ -171,3 +171,12 @@ def test_file_urls_name_folders_of_this_machine():
     assert location("file://localhost/data/s.zarr") == "/data/s.zarr"
     with pytest.raises(StoreError, match="names another host"):
         location("file://server/data/s.zarr")
+    with pytest.raises(StoreError, match="names no folder"):
+        location("file://")
+
+
+def test_a_mismatch_names_the_store_as_given(tmp_path):
+    images = {"path": ["a.jpg"], "label": [0], "classes": ["c"], "size": [1], "mtime_ns": [0]}
+    create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=2, overwrite=False)
+    with pytest.raises(StoreMismatchError, match=f"store {tmp_path / 's.zarr'} was made with shard_rows=2"):
+        create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=4, overwrite=False)
