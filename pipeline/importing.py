@@ -100,6 +100,9 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
         if given_labels and not np.array_equal(group["images"]["label"][:], labels):
             raise StoreMismatchError(f"store {path} has other labels for these images; import without --labels "
                                      "or pass --overwrite to rebuild the store")
+        if root is not None and group.attrs.get("dataset", {}).get("root") != root:
+            raise StoreMismatchError(f"store {path} records another dataset root; import without --root "
+                                     "or pass --overwrite to rebuild the store")
         if classes and list(group["images"].attrs.get("classes", [])) != list(classes):
             raise StoreMismatchError(f"store {path} has other class names; import without --classes "
                                      "or pass --overwrite to rebuild the store")
