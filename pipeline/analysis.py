@@ -2,7 +2,8 @@
 
 Offers (on a Layer):
     stats(by), histograms(by), moments(), correlations(), selectivity(), pca()
-    histogram_figure(channel, by), correlation_figure(), peaks(rows, channel), flat(rows, channel), grid(...)
+    histogram_figure(channel, by), correlation_figure(), peaks(rows, channel), flat(rows, channel),
+    crop_peaks(rows, channel), grid(...)
 
 Statistics come from ``pipeline.stats`` (numpy); figures from ``pipeline.render``
 and ``pipeline.pictures``; only heatmaps import torch.
@@ -104,6 +105,10 @@ class Analysis:
         channel = _channel(channel, self.channels)
         peak, mean = (self.group[stat].get_orthogonal_selection((rows, [channel]))[:, 0] for stat in ("max", "mean"))
         return peak == mean
+
+    def crop_peaks(self, rows, channel: int) -> list[tuple[int, int] | None]:
+        """Each row's peak to crop around, None where the map is flat and has none."""
+        return [None if f else peak for peak, f in zip(self.peaks(rows, channel), self.flat(rows, channel))]
 
     def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
              bottom: bool = False, samples: bool = False, featureviz: bool = False):

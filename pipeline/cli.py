@@ -342,15 +342,11 @@ def main() -> None:
     except _click_class("ClickException") as exc:
         typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("interrupted", err=True)
-        _quiet_exit()
-        sys.exit(130)
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
         _quiet_exit()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         _quiet_exit()
         sys.exit(130)

@@ -88,9 +88,7 @@ def _queries(layer, k: int, crops: bool):
         top = layer.topk(c, k=k)
         bottom = layer.topk(c, k=max(1, k // 2), bottom=True)
         samples = layer.samples(c, per_band=max(1, k // 5))
-        peaks = layer.peaks(top.rows, c) if crops else []
-        flat = layer.flat(top.rows, c) if crops else []
-        peaks = [None if f else peak for peak, f in zip(peaks, flat)]  # a flat map has no peak to crop around
+        peaks = layer.crop_peaks(top.rows, c) if crops else []
         per_channel[c] = (top, bottom, samples, peaks)
         for results in (top, bottom, samples):
             for row in results.rows.tolist():

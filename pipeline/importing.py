@@ -15,8 +15,8 @@ import numpy as np
 
 from .errors import StoreError, StoreMismatchError
 from .places import is_store, location
-from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, merged_validity, n_shards,
-                    open_group, refresh_completeness, shard_bounds, writer_lock)
+from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere,
+                    merged_validity, n_shards, open_group, refresh_completeness, shard_bounds, writer_lock)
 
 
 def _numbers(name: str, array, ndim: int):
@@ -48,9 +48,7 @@ def _finite_in_other_layers(group, layer: str, shard: int, start: int, stop: int
     """Rows finite in every other layer finished for this shard (None when there is none): an
     imported row is invalid exactly when one of its stored values is not finite."""
     valid = None
-    for name in group.group_keys():
-        if name in ("images", layer) or "done" not in group[name] or not bool(group[name]["done"][shard]):
-            continue
+    for name in finished_elsewhere(group, [layer], shard):
         for stat in ("mean", "max"):
             if stat in group[name]:
                 finite = np.isfinite(np.asarray(group[name][stat][start:stop])).all(axis=1)

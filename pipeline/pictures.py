@@ -120,8 +120,7 @@ def overlay(image: Image.Image, heat: np.ndarray, scale: float, field) -> Image.
 def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) -> list[Tile]:
     store = layer.store
     out = []
-    peaks = layer.peaks(results.rows, results.channel) if crop else None
-    flat = layer.flat(results.rows, results.channel) if crop else None
+    peaks = layer.crop_peaks(results.rows, results.channel) if crop else None
     scale = float(np.nanmax(heat)) if heat is not None and np.isfinite(heat).any() else 1.0
     field = _field(layer) if heat is not None else None
     for i, item in enumerate(results.to_list()):
@@ -129,7 +128,7 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
         image, error = display_image(store.root, item["path"])
         if image is not None and heat is not None:
             image = overlay(image, heat[i], scale, field)
-        if image is not None and crop and flat[i]:
+        if image is not None and crop and peaks[i] is None:
             caption += "  (flat map: whole image)"  # its argmax is the first cell, no peak to crop around
         elif image is not None and crop:
             image = crop_field(image, crop_box(layer, *peaks[i]))

@@ -11,6 +11,7 @@ imports no torch. Offers:
     add_layer(group, name, channels, spatial_shape, layer_meta, stats=STATS)
     write_shard(group, layers, shard, blocks, valid, errors)
     merged_validity(group, layers, shard, valid, errors)   AND-ed with other layers' of the shard
+    finished_elsewhere(group, layers, shard) -> the other layers that finished it
     done_shards(group, layer) -> bool array, one per shard
     shard_bounds(shard, shard_rows, n) -> (start, stop)
     dataset_fingerprint(paths, sizes, mtimes) -> str   what identifies a dataset
@@ -298,13 +299,17 @@ def write_shard(group, layers, shard: int, blocks: dict, valid, errors) -> None:
         group[layer]["done"][shard] = True
 
 
+def finished_elsewhere(group, layers, shard: int) -> list[str]:
+    """The layers other than ``layers`` that have finished ``shard``."""
+    return [name for name in group.group_keys() if name != "images" and name not in layers
+            and "done" in group[name] and bool(group[name]["done"][shard])]
+
+
 def merged_validity(group, layers, shard: int, valid, errors):
     """This shard's validity, AND-ed with what other layers already wrote of it: validity is the
     image's, and a row one layer found non-finite must not turn valid when another is added."""
     valid, errors = np.asarray(valid, dtype=bool), list(errors)
-    others = [name for name in group.group_keys() if name != "images" and name not in layers
-              and "done" in group[name] and bool(group[name]["done"][shard])]
-    if not others:
+    if not finished_elsewhere(group, layers, shard):
         return valid, errors
     start, stop = shard_bounds(shard, group.attrs["shard_rows"], group.attrs["n_images"])
     before = np.asarray(group["images"]["valid"][start:stop], dtype=bool)
