@@ -99,9 +99,12 @@ class Site:
         quantiles = {k: t[k][c] for k in ("q50", "q90", "q99", "q99.9")}
         facts = "".join(f"<tr><th>{esc(k)}</th><td>{_number(t[k][c])}</td></tr>"
                         for k in ("mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis"))
-        neighbours = ", ".join(f'<a href="{int(n):04d}.html">{int(n)}</a> ({self.corr[c, n]:.2f})' for n in self.near[c])
+        neighbours = ", ".join(f'<a href="{int(n):04d}.html">{int(n)}</a> ({self.corr[c, n]:.2f})'
+                               for n in self.near[c] if n >= 0)
         if not t["std"][c] > 0:  # a constant channel correlates with nothing
             neighbours = "none: the channel is constant over the dataset"
+        elif not neighbours:
+            neighbours = "none: the layer has no other channel"
         classes = "<p>No labels: class selectivity needs an ImageFolder dataset.</p>"
         if self.chosen is not None:
             names = dict(zip(self.chosen["classes"].tolist(), self.chosen["class_names"]))

@@ -2,7 +2,7 @@
 
 Offers:
     DEFAULT_BANDS
-    parse_bands("0.1%,1%,10%,zeros") -> [(label, upper fraction | None), ...]
+    parse_bands("0.1%,1%,10%,zeros") -> [(label, upper Fraction | None), ...]
     parse_direction(text | .npy path | dict | sequence, channels) -> float64 vector
     whole_number(value, name) -> int, or QueryError (2.7 and "abc" are refused)
     check_channel(channel, channels) -> channel, or QueryError
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import operator
 import os
+from fractions import Fraction
 
 import numpy as np
 
@@ -21,21 +22,27 @@ DEFAULT_BANDS = "0.1%,1%,10%,50%,zeros"
 
 
 def parse_bands(text: str) -> list[tuple[str, float | None]]:
-    """"0.1%,1%,10%,zeros" -> nested top bands (label, upper fraction) and zeros."""
-    bands, previous = [], 0.0
+    """"0.1%,1%,10%,zeros" -> nested top bands (label, upper fraction) and zeros.
+
+    Fractions are exact (``Fraction("7") / 100``): as floats, n * 0.07 rounds above 7 for
+    n = 100, and a band's edge would move by one image.
+    """
+    bands, previous = [], Fraction(0)
     for part in (p.strip() for p in text.split(",") if p.strip()):
         if part in ("zeros", "zero", "0"):
             bands.append(("zeros", None))
             continue
         try:
-            fraction = float(part.rstrip("%")) / 100
-        except ValueError:
+            if "/" in part:  # Fraction would read "1/3" as a third: not a percentage people type
+                raise ValueError(part)
+            fraction = Fraction(part.rstrip("%")) / 100
+        except (ValueError, ZeroDivisionError):
             raise QueryError(f"unknown band {part!r}; use percentages such as 0.1%,1%,10% or 'zeros'") from None
         if not previous < fraction <= 1:
-            raise QueryError(f"band {part!r} must be above {previous * 100:g}% and at most 100%")
+            raise QueryError(f"band {part!r} must be above {float(previous * 100):g}% and at most 100%")
         label = f"top {part if part.endswith('%') else part + '%'}"
         if previous:
-            label = f"top {previous * 100:g}-{fraction * 100:g}%"
+            label = f"top {float(previous * 100):g}-{float(fraction * 100):g}%"
         bands.append((label, fraction))
         previous = fraction
     if not bands:

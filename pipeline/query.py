@@ -217,7 +217,7 @@ class Layer(Analysis):
         names = [store.class_names[l] if 0 <= l < len(store.classes) else "" for l in labels]
         peaks = None
         if by == "max" and channel is not None and "argmax" in self.available and len(rows):
-            peaks = self.peaks(rows, channel)
+            peaks = self.crop_peaks(rows, channel)  # None for a flat map: its argmax marks no peak
         return Results(self.name, query, by, np.asarray(rows), np.asarray(values, dtype=np.float64),
                        store.paths(rows), labels.tolist(), names, channel=channel, peaks=peaks,
                        bands=bands, note=self.note())
@@ -251,21 +251,27 @@ class Layer(Analysis):
         parsed = parse_bands(bands) if isinstance(bands, str) else bands
         per_band = self._check_k(per_band, "--per-band")
         values = self.column(channel, by)
-        chosen, labels = ranking.band_samples(values, self.usable, parsed, per_band, seed)
-        return self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
-                             channel=int(channel), bands=labels)
+        chosen, labels, empty = ranking.band_samples(values, self.usable, parsed, per_band, seed)
+        results = self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
+                                channel=int(channel), bands=labels)
+        if empty:
+            results.note = "; ".join(filter(None, [results.note, f"no image in {', '.join(empty)} "
+                                                   f"(of {int(self.usable.sum())} usable images)"]))
+        return results
 
     def projection(self, vector: np.ndarray) -> np.ndarray:
         """mean @ vector for every image, reading only the columns with a weight."""
         used = np.flatnonzero(vector)
         arr = self._array("mean")
         out = np.zeros(self.store.n, dtype=np.float64)
-        if used.size <= self.channels // 4:
-            for c in used:
-                out += arr[:, int(c)].astype(np.float64) * vector[c]
-            return out
-        for lo, hi, block in self._row_blocks():
-            out[lo:hi] = block.astype(np.float64) @ vector
+        # Unfinished shards hold NaN: their rows are never ranked, and need no warning.
+        with np.errstate(invalid="ignore", over="ignore"):
+            if used.size <= self.channels // 4:
+                for c in used:
+                    out += arr[:, int(c)].astype(np.float64) * vector[c]
+                return out
+            for lo, hi, block in self._row_blocks():
+                out[lo:hi] = block.astype(np.float64) @ vector
         return out
 
     def direction(self, direction, k: int = 10, bottom: bool = False) -> Results:
@@ -283,7 +289,10 @@ class Layer(Analysis):
         if not self.usable[row]:
             raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")
         target = ranking.finite_or_zero(np.asarray(self._array("mean")[row], dtype=np.float64))
-        target /= np.linalg.norm(target) or 1.0
+        if not target.any():
+            raise QueryError(f"image {image} (row {row}) has no activation in layer {self.name} "
+                             "(every channel 0): every image is equally far from it in cosine")
+        target /= np.linalg.norm(target)
         cosine = np.zeros(self.store.n)
         for lo, hi, block in self._row_blocks():
             block = ranking.finite_or_zero(block.astype(np.float64))

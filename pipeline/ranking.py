@@ -2,13 +2,15 @@
 
 Offers:
     top_rows(values, usable, k, bottom=False) -> rows, best first
-    band_samples(values, usable, bands, per_band, seed) -> (rows, band labels)
+    band_samples(values, usable, bands, per_band, seed) -> (rows, band labels, empty bands)
     diverse(values, usable, k, bottom, labels, fingerprints, per_class) -> rows
 
 Ties always go to the lower row, so every answer is reproducible.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -62,26 +64,30 @@ def ranked_all(values, usable, bottom: bool = False) -> np.ndarray:
 def band_samples(values, usable, bands, per_band: int, seed: int):
     """Random rows from nested rank bands: top 0.1%, then 0.1-1%, ... and exact zeros.
 
-    A band "top p" holds the ranks [n*previous, n*p) of the usable rows, so
-    bands never overlap; rows within a sample are shown best first.
+    Rank r (0 = best) of the n usable rows is in the band "top previous-p" when
+    previous <= r / n < p, so bands never overlap and a band narrower than one image
+    of this store may hold none (returned by label in ``empty``); rows within a
+    sample are shown best first. Returns (rows, labels, empty).
     """
     rng = np.random.default_rng(seed)
     order = ranked_all(values, usable)
     n = order.size
-    rows, labels, start = [], [], 0
+    rows, labels, empty, start = [], [], [], 0
     for label, fraction in bands:
         if fraction is None:
             pool = np.flatnonzero(usable & (np.asarray(values) == 0))
-        else:  # at least one rank per band, so tiny stores still show each band
-            stop = min(n, max(int(np.ceil(n * fraction)), start + 1))
+        else:
+            stop = min(n, math.ceil(n * fraction))
             pool, start = order[start:stop], stop
-        if pool.size:
-            picked = rng.choice(pool, size=min(per_band, pool.size), replace=False)
-            picked = np.sort(picked)
-            picked = _ranked(_keys(values, picked, False), picked)
-            rows.extend(picked.tolist())
-            labels.extend([label] * picked.size)
-    return np.asarray(rows, dtype=np.int64), labels
+        if not pool.size:
+            empty.append(label)
+            continue
+        picked = rng.choice(pool, size=min(per_band, pool.size), replace=False)
+        picked = np.sort(picked)
+        picked = _ranked(_keys(values, picked, False), picked)
+        rows.extend(picked.tolist())
+        labels.extend([label] * picked.size)
+    return np.asarray(rows, dtype=np.int64), labels, empty
 
 
 def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2) -> np.ndarray:

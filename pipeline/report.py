@@ -38,9 +38,15 @@ def _channel_rows(tables: dict) -> list[dict]:
                 value = table[name][c]
                 # JSON has no NaN (a dead channel's kurtosis): null there, an empty CSV cell
                 row[f"{by}_{name}"] = (bool(value) if name == "dead" else
-                                       round(float(value), 7) if np.isfinite(value) else None)
+                                       _digits(value) if np.isfinite(value) else None)
         rows.append(row)
     return rows
+
+
+def _digits(value, significant: int = 7) -> float:
+    """``value`` to float32's precision in significant digits (not decimal places, which would
+    write a channel of means near 1e-8 as 0.0)."""
+    return float(f"{float(value):.{significant}g}")
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -55,7 +61,7 @@ def _pca_summary(cov, groups) -> dict:
     for name, (lo, hi) in groups.items():
         out[name] = stats.pca(cov[lo:hi, lo:hi])
     for value in out.values():
-        value["explained_variance_ratio"] = [round(float(v), 7) for v in value["explained_variance_ratio"][:50]]
+        value["explained_variance_ratio"] = [_digits(v) for v in value["explained_variance_ratio"][:50]]
     return out
 
 
@@ -80,8 +86,9 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
     corr = layer.correlations()
     near = stats.neighbours(corr, 5)
     _write_csv(out / "neighbours.csv", [
-        {"channel": c, **{f"n{i + 1}": int(near[c, i]) for i in range(near.shape[1])},
-         **{f"r{i + 1}": round(float(corr[c, near[c, i]]), 5) for i in range(near.shape[1])}}
+        {"channel": c, **{f"n{i + 1}": (int(near[c, i]) if near[c, i] >= 0 else "") for i in range(near.shape[1])},
+         **{f"r{i + 1}": (round(float(corr[c, near[c, i]]), 5) if near[c, i] >= 0 else "")
+            for i in range(near.shape[1])}}
         for c in range(layer.channels)])
     render.save(layer.correlation_figure(), out / "correlation.png")
     pca = _pca_summary(moments.cov, groups)

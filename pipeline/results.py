@@ -25,7 +25,7 @@ class Results:
     labels: list[int]
     classes: list[str]
     channel: int | None = None
-    peaks: list[tuple[int, int]] | None = None  # (y, x) on the layer's grid, for by="max"
+    peaks: list[tuple[int, int] | None] | None = None  # (y, x) on the layer's grid, for by="max"; None: a flat map
     bands: list[str] | None = None
     note: str = ""  # e.g. random weights, or an incomplete store
     extra: dict = field(default_factory=dict)
@@ -43,7 +43,7 @@ class Results:
                     "label": int(self.labels[i]), "class": self.classes[i],
                     "activation": float(self.activations[i])}
             if self.peaks is not None:
-                item["peak"] = list(self.peaks[i])
+                item["peak"] = None if self.peaks[i] is None else list(self.peaks[i])
             if self.bands is not None:
                 item["band"] = self.bands[i]
             out.append(item)
@@ -66,7 +66,7 @@ class Results:
             row = {"rank": str(item["rank"]), "activation": f"{item['activation']:.4f}",
                    "path": item["path"], "class": item["class"]}
             if "peak" in item:
-                row["peak (y, x)"] = f"({item['peak'][0]}, {item['peak'][1]})"
+                row["peak (y, x)"] = "no peak" if item["peak"] is None else f"({item['peak'][0]}, {item['peak'][1]})"
             if "band" in item:
                 row["band"] = item["band"]
             rows.append([row[n] for n in names])

@@ -7,7 +7,7 @@ Offers:
         (excess, Fisher), dead (never > 0), hist_counts (C, bins), hist_edges (C, bins+1)
     second_moments(layer) -> Moments: n, mean, cov (C, C), class sums and counts
     correlations(moments) -> (C, C) Pearson matrix (0 where a channel is constant)
-    neighbours(corr, k) -> (C, k) most correlated other channels
+    neighbours(corr, k) -> (C, k) most correlated other channels (-1: none)
     selectivity(moments, class_names, top) -> dict: per channel its top classes and
         the index (mu_max - mu_rest) / (mu_max + mu_rest); per class its top channels
     pca(cov) -> dict: explained variance ratio, participation ratio, n for 90/99 %
@@ -77,13 +77,22 @@ def _block_table(layer, lo, hi, arr) -> dict:
         x = x[layer.usable]
     if not len(x):
         return {}
-    mean = x.sum(axis=0, dtype=np.float64) / len(x)
-    square = x - mean.astype(np.float32)  # float32 products, float64 sums: fast and accurate
-    square *= square
-    m2 = square.sum(axis=0, dtype=np.float64) / len(x)
-    square *= square
-    m4 = square.sum(axis=0, dtype=np.float64) / len(x)
-    del square
+    n = len(x)
+    mean = x.sum(axis=0, dtype=np.float64) / n
+    # Moments about the float32-rounded mean (float32 products, float64 sums: fast), then
+    # moved to the exact mean: far from zero (1e4 + U(0, 1)) the rounding alone put the
+    # kurtosis 3e-4 off.
+    y = x - mean.astype(np.float32)
+    d = y.sum(axis=0, dtype=np.float64) / n
+    power = y * y
+    r2 = power.sum(axis=0, dtype=np.float64) / n
+    power *= y
+    r3 = power.sum(axis=0, dtype=np.float64) / n
+    power *= y
+    r4 = power.sum(axis=0, dtype=np.float64) / n
+    del y, power
+    m2 = np.maximum(r2 - d * d, 0.0)
+    m4 = np.maximum(r4 - 4 * d * r3 + 6 * d * d * r2 - 3 * d ** 4, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         kurtosis = np.where(m2 > 0, m4 / m2 ** 2 - 3.0, np.nan)
     counts, edges = _histograms(x)
@@ -185,9 +194,16 @@ def correlations(moments: Moments) -> np.ndarray:
 
 
 def neighbours(corr: np.ndarray, k: int = 5) -> np.ndarray:
+    """Each channel's ``k`` most correlated other channels, best first; -1 fills the places
+    left where there are fewer other channels than ``k``, and every place of a constant
+    channel, which correlates with nothing."""
+    channels = corr.shape[0]
     masked = corr.copy()
     np.fill_diagonal(masked, -np.inf)
-    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :min(k, max(channels - 1, 0))]
+    constant = np.diag(corr) == 0  # correlations() puts 0 on the diagonal of a constant channel
+    order[constant] = -1
+    return np.pad(order, ((0, 0), (0, k - order.shape[1])), constant_values=-1)
 
 
 def selectivity(moments: Moments, class_names, top: int = 5) -> dict | None:

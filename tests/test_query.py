@@ -121,6 +121,79 @@ def test_samples_come_from_their_rank_bands(generated):
     assert_array_equal(again.rows, got.rows)
 
 
+def _ranked_store(tmp_path, n, name="ranked.zarr"):
+    """n images whose channel 0 is n, n-1, ..., 1: rank r is row r."""
+    m = np.stack([np.arange(n, 0, -1), np.zeros(n)], axis=1).astype(np.float32)
+    path = tmp_path / name
+    import_matrix(path, m, "layer1", [f"img_{i:04d}.jpg" for i in range(n)], shard_rows=16)
+    return pipeline.open_store(path)["layer1"]
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 40, 100, 1000])
+@pytest.mark.parametrize("bands", ["0.1%,1%,10%,50%", "7%,14%,28%,57%", "17%,34%,55%,56%,68%,81%"])
+def test_band_edges_are_exact_at_every_size(tmp_path, n, bands):
+    """Rank r is in band p-q when p <= r/n < q, in exact arithmetic (7% of 100 is 7 images)."""
+    from fractions import Fraction
+
+    layer = _ranked_store(tmp_path, n)
+    got = layer.samples(0, bands=bands, per_band=n)
+    edges = [Fraction(0)] + [Fraction(b.rstrip("%")) / 100 for b in bands.split(",")]
+    expected = {}
+    for (label, _), lo, hi in zip(parse_bands(bands), edges, edges[1:]):
+        expected[label] = [r for r in range(n) if lo <= Fraction(r, n) < hi]
+    for label, rows in expected.items():
+        assert [r for r, b in zip(got.rows.tolist(), got.bands) if b == label] == rows, label
+    empty = [label for label, rows in expected.items() if not rows]
+    assert (f"no image in {', '.join(empty)}" in got.note) == bool(empty)
+
+
+def test_band_sizes_at_a_hundred_images(tmp_path):
+    layer = _ranked_store(tmp_path, 100)
+    got = layer.samples(0, bands="7%,50%", per_band=100)
+    assert got.bands.count("top 7%") == 7 and got.bands.count("top 7-50%") == 43
+    tiny = _ranked_store(tmp_path, 3, "tiny.zarr").samples(0, per_band=3)
+    # rank 0 (0 < 0.1%) and rank 1 (1/3 in 10-50%); rank 2 (2/3) is in no band, nor in zeros
+    assert list(zip(tiny.rows.tolist(), tiny.bands)) == [(0, "top 0.1%"), (1, "top 10-50%")]
+    assert "no image in top 0.1-1%, top 1-10%, zeros (of 3 usable images)" in tiny.note
+    with pytest.raises(QueryError, match="unknown band"):
+        parse_bands("1/3%")
+
+
+def test_flat_maps_have_no_peak(small_store):
+    """A map with max == mean (all zero after the ReLU) stores argmax 0, which is no peak."""
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    flat = np.asarray(layer.group["max"][:]) == np.asarray(layer.group["mean"][:])
+    channel = int(np.argmax(flat.sum(axis=0)))
+    assert flat[:, channel].any()  # random weights leave some channels all zero on some images
+    got = layer.topk(channel, k=layer.store.n, by="max")
+    for row, peak in zip(got.rows, got.peaks):
+        assert (peak is None) == bool(flat[row, channel])
+    items = got.to_list()
+    assert all((item["peak"] is None) == bool(flat[row, channel]) for item, row in zip(items, got.rows))
+    assert ("no peak" in repr(got)) == bool(flat[got.rows, channel].any())
+
+
+def test_similar_to_an_all_zero_image_is_refused(tmp_path):
+    m = np.array([[0, 0], [1, 2], [2, 1]], dtype=np.float32)
+    import_matrix(tmp_path / "z.zarr", m, "layer1", ["a.jpg", "b.jpg", "c.jpg"])
+    layer = pipeline.open_store(tmp_path / "z.zarr")["layer1"]
+    with pytest.raises(QueryError, match="every channel 0"):
+        layer.similar("a.jpg")
+    assert layer.similar("b.jpg", k=1).paths == ["c.jpg"]
+
+
+def test_direction_on_an_incomplete_store_warns_nothing(generated, recwarn):
+    path, m, _, _ = generated
+    group = zarr.open_group(str(path), mode="r+")
+    group["layer1/done"][1] = False
+    group["layer1/mean"][32:64] = np.inf  # anything may be there before a shard is done
+    refresh_completeness(group, "layer1")
+    for weights in ("0:1,3:-2", ",".join(f"{c}:1" for c in range(C))):  # column and block paths
+        got = pipeline.open_store(path)["layer1"].direction(weights, k=5)
+        assert not set(got.rows.tolist()) & set(range(32, 64))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_diverse_caps_classes_and_skips_duplicates(generated, tmp_path):
     path, m, paths, labels = generated
     layer = pipeline.open_store(path)["layer1"]

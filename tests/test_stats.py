@@ -138,3 +138,34 @@ def test_no_variance_needs_no_components_and_json_has_no_nan(tmp_path):
     rows = json.loads((tmp_path / "o" / "channels.json").read_text(), parse_constant=refuse)
     assert rows[1]["mean_kurtosis"] is None and rows[0]["mean_kurtosis"] is not None
     json.loads((tmp_path / "o" / "pca.json").read_text(), parse_constant=refuse)
+
+
+def test_small_values_keep_their_digits_and_no_channel_is_its_own_neighbour(tmp_path):
+    rng = np.random.default_rng(2)
+    m = np.stack([rng.random(60) * 1e-8, rng.random(60), np.full(60, 3.0)], axis=1).astype(np.float32)
+    import_matrix(tmp_path / "t.zarr", m, "feat", [f"{i}.jpg" for i in range(60)])
+    run_cli("stats", "--store", tmp_path / "t.zarr", "--layer", "feat", "-o", tmp_path / "o")
+    rows = json.loads((tmp_path / "o" / "channels.json").read_text())
+    x = m.astype(np.float64)
+    assert_allclose([r["mean_mean"] for r in rows], x.mean(0), rtol=1e-6)  # 1e-8 is not written as 0.0
+    assert_allclose([r["mean_std"] for r in rows], x.std(0), rtol=1e-5)
+    near = (tmp_path / "o" / "neighbours.csv").read_text().splitlines()
+    assert near[0] == "channel,n1,n2,n3,n4,n5,r1,r2,r3,r4,r5"
+    assert [line.split(",")[1:6] for line in near[1:]] == [
+        ["1", "2", "", "", ""], ["0", "2", "", "", ""], ["", "", "", "", ""]]  # 2 is constant: none
+
+
+def test_neighbours_are_other_channels():
+    corr = np.array([[1.0, 0.5], [0.5, 1.0]])
+    assert stats.neighbours(corr, 3).tolist() == [[1, -1, -1], [0, -1, -1]]
+    assert stats.neighbours(np.ones((1, 1)), 2).tolist() == [[-1, -1]]
+
+
+def test_kurtosis_far_from_zero(tmp_path):
+    rng = np.random.default_rng(3)
+    m = np.stack([1e4 + rng.random(400), 3 * rng.standard_normal(400) + 1], axis=1).astype(np.float32)
+    import_matrix(tmp_path / "k.zarr", m, "feat", [f"{i}.jpg" for i in range(400)])
+    table = pipeline.open_store(tmp_path / "k.zarr")["feat"].stats()
+    x = m.astype(np.float64)
+    assert_allclose(table["kurtosis"], scipy.stats.kurtosis(x, axis=0), rtol=1e-6, atol=1e-6)  # was 3e-4 off
+    assert_allclose(table["std"], x.std(0), rtol=1e-6)
