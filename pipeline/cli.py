@@ -72,7 +72,7 @@ LayerOpt = typer.Option("mixed4a", "--layer", "-l", help="Layer of the store.")
 def _emit(results, as_json: bool) -> None:
     import json
 
-    if results.note:
+    if results.note and as_json:  # a table says it in its own lines
         typer.echo(f"note: {results.note}", err=True)
     if as_json:
         typer.echo(json.dumps(results.to_dict()))
@@ -163,14 +163,19 @@ def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json")):
     typer.echo(f"store        {facts['store']} (format {facts['format_version']})")
     typer.echo(f"images       {facts['images']} ({facts['classes']} classes), invalid: "
                f"{'unknown until complete' if facts['invalid'] is None else facts['invalid']}")
+    for example in facts["invalid_examples"]:
+        typer.echo(f"  invalid    row {example['row']} {example['path']}: {example['error']}")
     typer.echo(f"dataset      {facts['dataset']}")
     typer.echo(f"weights      {weights}" + ("  <- RANDOM WEIGHTS" if weights.get("kind") == "random" else ""))
+    if facts["precision"] is not None:  # imported stores say nothing of how they were computed
+        typer.echo(f"precision    {facts['precision']}" + ("" if facts["precision"] == "fp32" else "  (approximate)"))
     typer.echo(f"preprocess   {facts['preprocessing']}")
+    width = max([12, *map(len, facts["layers"])])
     for name, layer in facts["layers"].items():
         if layer.get("being_created"):
-            typer.echo(f"layer {name:12s} being created (or its creation was interrupted)")
+            typer.echo(f"layer {name:{width}s} being created (or its creation was interrupted)")
             continue
-        typer.echo(f"layer {name:12s} {layer['channels']} channels, {layer['spatial_shape'][0]}x"
+        typer.echo(f"layer {name:{width}s} {layer['channels']} channels, {layer['spatial_shape'][0]}x"
                    f"{layer['spatial_shape'][1]}, shards {layer['shards_done']}/{layer['shards']}, "
                    f"{layer['images_covered']} images usable, stats {','.join(layer['stats'])}")
 
@@ -294,9 +299,12 @@ def import_(
 
     def read_lines(p: Path) -> list[str]:
         try:
-            return p.read_text().splitlines()
+            return p.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise PipelineError(f"cannot read {p}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise PipelineError(f"{p} is not UTF-8 text (byte {exc.start}); "
+                                "give one path or class name per line, encoded in UTF-8") from None
 
     try:
         data = np.load(matrix, mmap_mode="r")
@@ -304,10 +312,14 @@ def import_(
         peaks = None if max_matrix is None else np.load(max_matrix, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise PipelineError(f"cannot read a .npy array: {exc}") from None
-    import_matrix(store, data, layer, read_lines(paths), label_array,
-                  read_lines(classes) if classes else (), root, shard_rows, overwrite,
-                  progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"), max_matrix=peaks)
+    group = import_matrix(store, data, layer, read_lines(paths), label_array,
+                          read_lines(classes) if classes else (), root, shard_rows, overwrite,
+                          progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"), max_matrix=peaks)
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
+    invalid = int((~np.asarray(group["images"]["valid"][:])).sum())
+    if invalid:
+        typer.echo(f"warning: {invalid} of {data.shape[0]} rows are invalid (a value not finite): "
+                   "queries leave them out", err=True)
 
 
 def _quiet_exit() -> None:

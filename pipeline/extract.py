@@ -225,9 +225,9 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     workers, threads = decoding(dev, workers, ranks.world)
     cores = rank_cores(ranks.world)
     lanes = lanes_for(dev.type, workers, compile, cores, lanes)
-    note = precision_note(precision, dev.type)
-    if note and ranks.leader:
-        print(note, file=sys.stderr, flush=True)
+    for note in (images.note, precision_note(precision, dev.type)):
+        if note and ranks.leader:
+            print(note, file=sys.stderr, flush=True)
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
         if ranks.leader:

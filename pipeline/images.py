@@ -56,6 +56,7 @@ class ImageList:
     classes: list[str] = field(default_factory=list)
     sizes: np.ndarray | None = None
     mtimes: np.ndarray | None = None
+    note: str = ""  # what a user should know about how the folder was read
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -123,7 +124,20 @@ def scan(root: str | os.PathLike) -> ImageList:
     stats = [_stat(os.path.join(root, p)) for p in rel]
     return ImageList(root, layout, rel, labels, classes,
                      np.array([size for size, _ in stats], dtype=np.int64),
-                     np.array([mtime for _, mtime in stats], dtype=np.int64))
+                     np.array([mtime for _, mtime in stats], dtype=np.int64),
+                     note=_mixed_note(root, top_images, rel))
+
+
+def _mixed_note(root: str, top_images, rel: list[str]) -> str:
+    """A warning where images beside subfolders of images made the folder a flat one: one stray
+    file would otherwise silently drop every class label."""
+    nested = sum("/" in p for p in rel)
+    if not top_images or not nested:
+        return ""
+    shown = ", ".join(e.name for e in top_images[:3]) + (", ..." if len(top_images) > 3 else "")
+    return (f"warning: {root} holds {len(top_images)} image(s) directly ({shown}) beside subfolders of "
+            f"{nested} images, so it is read as a flat folder, without labels; to use the subfolders as "
+            "classes, move those images into them or out of the folder")
 
 
 def _stat(path: str) -> tuple[int, int]:

@@ -56,6 +56,30 @@ def _finite_in_other_layers(group, layer: str, shard: int, start: int, stop: int
     return valid
 
 
+def _relative_paths(paths, root):
+    """Paths normalised ("./cat/x.jpg" as "cat/x.jpg") and relative to the root; absolute ones
+    are made relative to ``root`` or, without one, to their common folder, which becomes it."""
+    paths = [posixpath.normpath(str(p).strip().replace(os.sep, "/")) for p in paths]
+    absolute = [p.startswith("/") for p in paths]
+    if any(absolute) and not all(absolute):
+        raise StoreMismatchError("the paths mix absolute and relative ones; give all relative to --root")
+    if paths and all(absolute):
+        base = (os.path.abspath(root).replace(os.sep, "/") if root is not None
+                else posixpath.commonpath([posixpath.dirname(p) for p in paths]))
+        outside = next((p for p in paths if posixpath.commonpath([base, p]) != base), None)
+        if outside is not None:
+            raise StoreMismatchError(f"path {outside} is not under the root {root}")
+        paths, root = [posixpath.relpath(p, base) for p in paths], base
+    for p in paths:
+        if p in ("", ".") or p == ".." or p.startswith("../"):
+            raise StoreMismatchError(f"path {p!r} does not name a file under the dataset root")
+    seen = {}
+    for row, p in enumerate(paths):
+        if seen.setdefault(p, row) != row:
+            raise StoreMismatchError(f"path {p} is given twice (rows {seen[p]} and {row}); a path names one image")
+    return paths, root
+
+
 def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root=None,
                   shard_rows: int | None = None, overwrite: bool = False, progress=None,
                   max_matrix=None):
@@ -82,8 +106,12 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
             raise StoreMismatchError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
     if len(paths) != n:
         raise StoreMismatchError(f"the matrix has {n} rows but {len(paths)} paths were given")
-    paths = [posixpath.normpath(str(p).strip().replace(os.sep, "/")) for p in paths]
+    paths, root = _relative_paths(paths, root)
+    if classes and labels is None:
+        raise StoreMismatchError("class names need labels (--labels) that index them")
     given_labels, labels = labels is not None, _import_labels(labels, n)
+    if len(classes) and labels.size and labels.max() >= len(classes):
+        raise StoreMismatchError(f"label {int(labels.max())} has no class name: {len(classes)} were given")
     if not layer or "/" in layer or layer == "images":
         raise StoreError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
     with writer_lock(path):

@@ -142,12 +142,15 @@ class Store:
             layers[name] = {"channels": layer.channels, "spatial_shape": layer.spatial_shape,
                             "shards_done": int(layer.done.sum()), "shards": int(layer.done.size),
                             "images_covered": int(layer.usable.sum()), "stats": layer.available}
+        complete = layers and all(v.get("shards_done", -1) == v.get("shards") for v in layers.values())
+        invalid = np.flatnonzero(~self.valid)[:5] if complete else np.zeros(0, dtype=np.int64)
         return {"store": self.path, "format_version": self.attrs.get("format_version"),
-                "images": self.n, "invalid": int(self.n - self.valid.sum()) if layers and all(
-                    v.get("shards_done", -1) == v.get("shards") for v in layers.values()) else None,
+                "images": self.n, "invalid": int(self.n - self.valid.sum()) if complete else None,
+                "invalid_examples": [{"row": int(r), "path": p, "error": str(e)} for r, p, e in zip(
+                    invalid.tolist(), self.paths(invalid), self.group["images/error"].get_coordinate_selection(invalid))],
                 "classes": len(self.classes), "dataset": self.attrs.get("dataset"),
-                "weights": self.weights, "preprocessing": self.attrs.get("preprocessing"),
-                "layers": layers}
+                "weights": self.weights, "precision": self.attrs.get("model", {}).get("precision"),
+                "preprocessing": self.attrs.get("preprocessing"), "layers": layers}
 
 
 class Layer(Analysis):
@@ -185,6 +188,9 @@ class Layer(Analysis):
         if not self.done.all():
             notes.append(f"incomplete store: answering from {int(self.done.sum())} of {self.done.size} "
                          f"shards ({int(self.usable.sum())} of {self.store.n} images)")
+        elif not self.usable.any():
+            notes.append(f"no valid image: every one of the {self.store.n} rows is invalid "
+                         "(exemplars info shows their errors)")
         return "; ".join(notes)
 
     def _array(self, by: str):

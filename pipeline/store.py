@@ -134,7 +134,7 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
         _remove_store(path)
     if is_store(path):
         group = open_group(path, mode="r+")
-        check_compatible(group, dict(meta, shard_rows=shard_rows))
+        check_compatible(group, dict(meta, shard_rows=shard_rows), images)
         if not images_whole(group):  # killed while making them: no layer exists yet, nothing is lost
             _make_images(group, images, shard_rows)
         return group
@@ -220,20 +220,43 @@ def _identity(value):
     return value
 
 
-def check_compatible(group, meta: dict) -> None:
-    """Refuse, naming the field, when ``meta`` differs from the store's."""
+def check_compatible(group, meta: dict, images: dict | None = None) -> None:
+    """Refuse, naming the field, when ``meta`` differs from the store's (and, for the dataset,
+    the files that differ, when this run's ``images`` are given)."""
     stored = group.attrs
+    where = str(group.store).removeprefix("file://")
     for field in COMPARED:
         if field not in meta:
             continue
         old, new = _identity(stored.get(field)), _identity(meta[field])
-        if old != new:
-            name, old, new = _first_difference(field, old, new)
-            raise StoreMismatchError(
-                f"store {str(group.store).removeprefix('file://')} was made with {name}={_describe(old)}, "
-                f"this run has {name}={_describe(new)}; "
-                "pass --overwrite to rebuild it or choose another --store"
-            )
+        if old == new:
+            continue
+        if field == "dataset_fingerprint" and images is not None and images_whole(group):
+            raise StoreMismatchError(f"the images changed since store {where} was made: "
+                                     f"{_dataset_difference(group['images'], images)}; a store holds one fixed "
+                                     "set of files: pass --overwrite to rebuild it (every layer) or choose another --store")
+        name, old, new = _first_difference(field, old, new)
+        raise StoreMismatchError(
+            f"store {where} was made with {name}={_describe(old)}, "
+            f"this run has {name}={_describe(new)}; "
+            "pass --overwrite to rebuild it or choose another --store"
+        )
+
+
+def _dataset_difference(stored, images: dict) -> str:
+    """Which files were added, removed or changed (size or modification time), a few named."""
+    def listed(paths, sizes, mtimes):
+        return {str(p): (int(s), int(m)) for p, s, m in zip(paths, np.asarray(sizes).tolist(), np.asarray(mtimes).tolist())}
+
+    old = listed(stored["path"][:], stored["size"][:], stored["mtime_ns"][:])
+    new = listed(images["path"], images["size"], images["mtime_ns"])
+    parts = []
+    for what, names in (("added", sorted(new.keys() - old.keys())), ("removed", sorted(old.keys() - new.keys())),
+                        ("changed in size or modification time (a copy that does not keep times changes them)",
+                         sorted(p for p in old.keys() & new.keys() if old[p] != new[p]))):
+        if names:
+            parts.append(f"{len(names)} {what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
+    return "; ".join(parts) or "the same files in another order"
 
 
 def dataset_fingerprint(paths, sizes, mtimes) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import os
 import signal
 import subprocess
 import time
@@ -207,8 +208,13 @@ def test_changed_dataset_refuses(tmp_path):
     store = tmp_path / "s.zarr"
     extract(data, store, weights="random", workers=0, progress=False)
     make_image(np.random.default_rng(5), 200, 200).save(data / "a" / "new.jpg")
+    old = sorted(p.name for p in (data / "a").iterdir() if p.name != "new.jpg")
+    os.utime(data / "a" / old[0], ns=(0, 0))  # a copy that did not keep the time
+    (data / "a" / old[1]).unlink()
     proc = run_cli("activations", data, "--store", store, "--weights", "random", "--workers", "0", check=False)
-    assert proc.returncode == 2 and "dataset_fingerprint" in proc.stderr
+    assert proc.returncode == 2 and "the images changed since store" in proc.stderr
+    assert "1 added: a/new.jpg; 1 removed: a/" + old[1] in proc.stderr
+    assert f"1 changed in size or modification time (a copy that does not keep times changes them): a/{old[0]}" in proc.stderr
 
 
 def _odd_images(root: Path) -> dict[str, bool]:

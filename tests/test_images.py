@@ -40,6 +40,15 @@ def test_flat_folder_has_label_minus_one(tmp_path):
     assert images.labels.tolist() == [-1, -1, -1]
 
 
+def test_an_image_beside_class_folders_makes_a_flat_folder_and_says_so(tmp_path):
+    for rel in ["a/1.jpg", "b/2.jpg", "stray.jpg"]:
+        _touch_image(tmp_path / rel)
+    images = scan(tmp_path)
+    assert images.layout == "flat" and "1 image(s) directly (stray.jpg)" in images.note
+    (tmp_path / "stray.jpg").unlink()
+    assert scan(tmp_path).layout == "imagefolder" and scan(tmp_path).note == ""
+
+
 def test_order_does_not_depend_on_listing_order(tmp_path, monkeypatch):
     for rel in ["b/1.jpg", "a/2.jpg", "a/1.jpg"]:
         _touch_image(tmp_path / rel)

@@ -27,7 +27,7 @@ def test_import_matrix_layout(tmp_path):
 def test_a_second_import_never_mixes_with_the_first(tmp_path):
     store, m = tmp_path / "s.zarr", np.ones((6, 2), dtype=np.float32)
     import_matrix(store, m, "feat", [f"a/{i}.jpg" for i in range(6)])
-    with pytest.raises(StoreMismatchError, match="dataset_fingerprint"):  # other images
+    with pytest.raises(StoreMismatchError, match="images changed.*3 added: b/0.jpg, b/1.jpg, b/2.jpg; 6 removed: a/0.jpg, a/1.jpg, a/2.jpg, ..."):
         import_matrix(store, m[:3] * 2, "feat", [f"b/{i}.jpg" for i in range(3)])
     with pytest.raises(StoreMismatchError, match="already has layer feat"):  # same images, same layer
         import_matrix(store, m * 2, "feat", [f"a/{i}.jpg" for i in range(6)])
@@ -112,3 +112,30 @@ def test_a_redone_import_forgets_the_rows_its_cut_short_attempt_found_invalid(tm
         import_matrix(store, a, "C", paths, classes=["x"])
     with pytest.raises(StoreMismatchError, match="another dataset root"):
         import_matrix(store, a, "C", paths, root="/elsewhere")
+
+
+def test_paths_are_relative_unique_and_inside_the_root(tmp_path):
+    m = np.ones((2, 2), dtype=np.float32)
+    group = import_matrix(tmp_path / "a.zarr", m, "feat", ["/data/cat/1.jpg", "/data/dog/2.jpg"])
+    assert group["images/path"][:].tolist() == ["cat/1.jpg", "dog/2.jpg"] and group.attrs["dataset"]["root"] == "/data"
+    for paths, fragment in [(["a.jpg", "./a.jpg"], "given twice"), (["../a.jpg", "b.jpg"], "does not name a file"),
+                            (["/data/a.jpg", "b.jpg"], "mix absolute and relative")]:
+        with pytest.raises(StoreMismatchError, match=fragment):
+            import_matrix(tmp_path / "b.zarr", m, "feat", paths)
+    with pytest.raises(StoreMismatchError, match="not under the root"):
+        import_matrix(tmp_path / "b.zarr", m, "feat", ["/data/a.jpg", "/elsewhere/b.jpg"], root="/data")
+    with pytest.raises(StoreMismatchError, match="class names need labels"):
+        import_matrix(tmp_path / "b.zarr", m, "feat", ["a.jpg", "b.jpg"], classes=["x"])
+    with pytest.raises(StoreMismatchError, match="label 3 has no class name: 2 were given"):
+        import_matrix(tmp_path / "b.zarr", m, "feat", ["a.jpg", "b.jpg"], np.array([0, 3]), ["x", "y"])
+    assert not (tmp_path / "b.zarr").exists()  # refused before anything was written
+
+
+def test_text_files_that_are_not_utf8_are_one_sentence(tmp_path):
+    from conftest import run_cli
+
+    np.save(tmp_path / "m.npy", np.ones((1, 2), dtype=np.float32))
+    (tmp_path / "p.txt").write_bytes("café.jpg".encode("latin-1"))
+    proc = run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f",
+                   "--paths", tmp_path / "p.txt", check=False)
+    assert proc.returncode == 2 and "is not UTF-8 text" in proc.stderr and "Traceback" not in proc.stderr
