@@ -111,9 +111,10 @@ class Analysis:
         return [None if f else peak for peak, f in zip(self.peaks(rows, channel), self.flat(rows, channel))]
 
     def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
-             bottom: bool = False, samples: bool = False, featureviz: bool = False):
-        """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter)."""
+             bottom: bool = False, samples: bool = False, featureviz: bool = False, shown: list | None = None):
+        """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter).
+        ``shown``, a list, receives for each image drawn "" or, where it could not be read, "path: why"."""
         from .pictures import grid
 
         self._check_k(k)
-        return grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz)
+        return grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz, shown=shown)

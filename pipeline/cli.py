@@ -101,7 +101,7 @@ def topk(
     by: str = typer.Option("mean", help="mean (the notebook's statistic) | max"),
     bottom: bool = typer.Option(False, help="The least activating images instead."),
     diverse: bool = typer.Option(False, help="Skip near-duplicates; at most --per-class per class."),
-    per_class: int = typer.Option(2, min=1, help="With --diverse: images per class at most."),
+    per_class: Optional[int] = typer.Option(None, min=1, help="With --diverse: images per class at most [default: 2]."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ):
     """The k most (or least) activating images of a channel or a direction."""
@@ -109,6 +109,8 @@ def topk(
 
     if (channel is None) == (direction is None):
         raise QueryError("give exactly one of --channel or --direction")
+    if per_class is not None and not diverse:
+        raise QueryError("--per-class limits --diverse; add --diverse")
     target = _layer(store, layer)
     if direction is not None:
         if by != "mean":
@@ -117,7 +119,7 @@ def topk(
             raise QueryError("--diverse is for --channel; a direction ranks every image as it is")
         results = target.direction(direction, k=k, bottom=bottom)
     else:
-        results = target.topk(channel, k=k, by=by, bottom=bottom, diverse=diverse, per_class=per_class)
+        results = target.topk(channel, k=k, by=by, bottom=bottom, diverse=diverse, per_class=per_class or 2)
     _emit(results, as_json)
 
 
@@ -200,10 +202,16 @@ def grid(
     from .render import save
 
     figure_file(out)
-    figure = _layer(store, layer, root).grid(channels, k=k, by=by, crop=crop, heatmap=heatmap,
-                                       bottom=bottom, samples=samples, featureviz=featureviz)
+    target, shown = _layer(store, layer, root), []
+    figure = target.grid(channels, k=k, by=by, crop=crop, heatmap=heatmap, bottom=bottom, samples=samples,
+                         featureviz=featureviz, shown=shown)
     save(figure, out)
     typer.echo(f"wrote {out}")
+    missing = [error for error in shown if error]
+    if missing:
+        from .pictures import missing_line
+
+        typer.echo(f"warning: {missing_line(len(missing), len(shown), missing[0], target.store.root)}", err=True)
 
 
 @app.command()

@@ -50,9 +50,9 @@ class Summary:
                 f"({self.decoded} decoded this time{unread}) in {self.seconds:.1f} s")
 
     def missing_line(self, root) -> str:
-        where = (f"are the images still under {root}? If they moved, pass --root NEW_FOLDER"
-                 if self.missing * 2 > self.images else "the pages show them as placeholders")
-        return f"{self.missing} of {self.images} images could not be read (e.g. {self.example}); {where}"
+        from .pictures import missing_line
+
+        return missing_line(self.missing, self.images, self.example, root)
 
 
 def _render_images(job):

@@ -51,7 +51,8 @@ def _pretrained():
         raise WeightsError(
             f"could not fetch lucent's pretrained InceptionV1 weights from {LUCENT_URL} "
             f"({exc.__class__.__name__}); download that file elsewhere and pass "
-            "WEIGHTS=/path/to/inception5h.pth (--weights PATH), or use WEIGHTS=random"
+            "--weights /path/to/inception5h.pth (WEIGHTS=... with make), or use --weights random "
+            "for an untrained, seeded network"
         ) from None
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(LUCENT_URL))
     sha = _sha256_file(cached) if os.path.isfile(cached) else None

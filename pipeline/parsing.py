@@ -65,7 +65,10 @@ def parse_direction(spec, channels: int) -> np.ndarray:
                 weight = float(w)
             except (TypeError, ValueError):
                 raise QueryError(f"the weight of channel {c} must be a number, not {w!r}") from None
-            vector[check_channel(c, channels)] += weight
+            channel = check_channel(c, channels)
+            if vector[channel]:
+                raise QueryError(f"channel {channel} is given twice in the direction; give each channel once")
+            vector[channel] = weight
     elif str(spec).endswith(".npy") or os.path.isfile(str(spec)):
         try:
             vector = np.load(str(spec), allow_pickle=False)
@@ -78,18 +81,36 @@ def parse_direction(spec, channels: int) -> np.ndarray:
             raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not {vector.dtype}")
         vector = _one_dimension(vector, channels, f"direction file {spec}")
     else:
-        vector = np.zeros(channels)
-        for part in (p.strip() for p in str(spec).split(",") if p.strip()):
-            try:
-                c, w = part.split(":") if ":" in part else (part, "1")
-                vector[check_channel(int(c), channels)] += float(w)
-            except QueryError:
-                raise  # a channel out of range says so itself
-            except ValueError:
-                raise QueryError(f"malformed direction {spec!r}; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3") from None
+        vector = _from_text(str(spec), channels)
     vector = np.asarray(vector, dtype=np.float64)
-    if vector.size != channels or not np.isfinite(vector).all() or not vector.any():
-        raise QueryError(f"a direction needs {channels} finite weights, not all zero (got {vector.size})")
+    if vector.size != channels:
+        raise QueryError(f"a direction needs {channels} weights, not {vector.size}")
+    if not np.isfinite(vector).all():
+        raise QueryError(f"a direction's weights must be finite numbers (channel {int(np.flatnonzero(~np.isfinite(vector))[0])} "
+                         f"has {vector[~np.isfinite(vector)][0]})")
+    if not vector.any():
+        raise QueryError("a direction needs a weight that is not 0" + (f" (got {spec!r})" if isinstance(spec, str) else ""))
+    return vector
+
+
+def _from_text(spec: str, channels: int) -> np.ndarray:
+    """"97:0.7,301:0.3" (a bare "97" weighs 1); a channel named twice is refused, not summed."""
+    vector, seen = np.zeros(channels), set()
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise QueryError("an empty direction; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3")
+    for part in parts:
+        try:
+            c, w = part.split(":") if ":" in part else (part, "1")
+            channel, weight = check_channel(int(c), channels), float(w)
+        except QueryError:
+            raise  # a channel out of range says so itself
+        except ValueError:
+            raise QueryError(f"malformed direction {spec!r}; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3") from None
+        if channel in seen:
+            raise QueryError(f"channel {channel} is given twice in direction {spec!r}; give each channel once")
+        seen.add(channel)
+        vector[channel] = weight
     return vector
 
 

@@ -7,7 +7,8 @@ Offers:
     covers_input(layer)                   whether a unit sees the whole input (1 x 1 maps): no crops
     upsample(heat, size, field)           a channel's map placed on its units' receptive fields
     tiles(layer, results, crop, heatmap) -> list[Tile]
-    grid(layer, channels, k, by, crop, heatmap, bottom, samples, ...) -> matplotlib Figure
+    grid(layer, channels, k, by, crop, heatmap, bottom, samples, ..., shown=None) -> matplotlib Figure
+    missing_line(missing, shown, example, root) -> the warning for images that could not be read
 
 Torch is imported only for ``heatmap=True`` (through ``pipeline.heatmap``).
 """
@@ -129,7 +130,7 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
         if image is not None and heat is not None:
             image = overlay(image, heat[i], scale, field)
         if image is not None and crop and peaks[i] is None:
-            caption += "  (flat map: whole image)"  # its argmax is the first cell, no peak to crop around
+            caption += "\n(flat map: whole image)"  # its argmax is the first cell, no peak to crop around
         elif image is not None and crop:
             image = crop_field(image, crop_box(layer, *peaks[i]))
         if image is not None:
@@ -138,11 +139,21 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
     return out
 
 
+def missing_line(missing: int, shown: int, example: str, root) -> str:
+    """What to say when ``missing`` of ``shown`` images could not be read: most of them
+    missing means the dataset moved, which ``--root`` fixes."""
+    where = (f"are the images still under {root}? If they moved, pass --root NEW_FOLDER"
+             if missing * 2 > shown else "they are shown as placeholders")
+    return f"{missing} of {shown} images could not be read (e.g. {example}); {where}"
+
+
 def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
-         bottom: bool = False, samples: bool = False, per_band: int | None = None, featureviz: bool = False):
+         bottom: bool = False, samples: bool = False, per_band: int | None = None, featureviz: bool = False,
+         shown: list | None = None):
     """The notebook's figure (rows = channels, columns = ranks), with optional extra rows.
 
     ``featureviz`` puts each channel's cached feature visualisation first in its row.
+    ``shown``, a list, receives for each image drawn "" or, where it could not be read, "path: why".
     """
     from .featureviz import cached
     from .render import grid_figure
@@ -162,6 +173,8 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
 
                 heat = channel_maps(layer, results.rows, channel)
             drawn = tiles(layer, results, crop=crop, heat=heat)
+            if shown is not None:
+                shown.extend("" if t.image is not None else t.error for t in drawn)
             if featureviz and label == f"ch {channel}":
                 picture = cached(layer, channel)
                 ideal = Image.fromarray(picture).resize((TILE, TILE)) if picture is not None else None

@@ -244,8 +244,13 @@ class Layer(Analysis):
         else:
             rows = ranking.top_rows(values, self.usable, k, bottom)
         word = "bottom" if bottom else "top"
-        return self._results(f"channel {channel} ({word} {k}{', diverse' if diverse else ''})",
-                             by, rows, values[rows], channel=int(channel))
+        results = self._results(f"channel {channel} ({word} {k}{', diverse' if diverse else ''})",
+                                by, rows, values[rows], channel=int(channel))
+        if diverse and len(rows) < min(k, int(self.usable.sum())):
+            results.note = "; ".join(filter(None, [results.note, (
+                f"only {len(rows)} images pass the diversity rules (at most {per_class} a class, "
+                "no near-duplicates); a larger --per-class allows more")]))
+        return results
 
     def _fingerprints(self) -> np.ndarray:
         """A few spread channels' means: enough to tell near-duplicate images apart."""

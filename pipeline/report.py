@@ -67,32 +67,37 @@ def _pca_summary(cov, groups) -> dict:
 
 def write_stats(layer, out_dir, channel: int | None = None, progress: bool = True) -> list[str]:
     out = outputs.folder(out_dir)
+    written = []  # named at the end: only this run's files, not what else the folder holds
+
+    def to(name: str) -> Path:
+        written.append(name)
+        return out / name
     warning = layer.note()
     title = f"{layer.name} ({int(layer.usable.sum())} images)"
     bar = (lambda it, total, desc: _bar(it, total, desc)) if progress else None
     tables = {by: layer._table(by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
               for by in ("mean", "max") if by in layer.available}
     rows = _channel_rows(tables)
-    _write_csv(out / "channels.csv", rows)
-    (out / "channels.json").write_text(json.dumps(rows))
+    _write_csv(to("channels.csv"), rows)
+    to("channels.json").write_text(json.dumps(rows))
     groups = stats.branches(layer)
     for by, table in tables.items():
         render.save(render.small_multiples(table["hist_counts"], table["hist_edges"],
                                            f"{title}: spatial {by} per channel (log counts)", warning, groups),
-                    out / f"histograms_{by}.png")
+                    to(f"histograms_{by}.png"))
         if channel is not None:
-            render.save(layer.histogram_figure(channel, by), out / f"histogram_{by}_ch{channel}.png")
+            render.save(layer.histogram_figure(channel, by), to(f"histogram_{by}_ch{channel}.png"))
     moments = layer.moments(progress=bar and (lambda it, n: bar(it, n, "shards")))
     corr = layer.correlations()
     near = stats.neighbours(corr, 5)
-    _write_csv(out / "neighbours.csv", [
+    _write_csv(to("neighbours.csv"), [
         {"channel": c, **{f"n{i + 1}": (int(near[c, i]) if near[c, i] >= 0 else "") for i in range(near.shape[1])},
          **{f"r{i + 1}": (round(float(corr[c, near[c, i]]), 5) if near[c, i] >= 0 else "")
             for i in range(near.shape[1])}}
         for c in range(layer.channels)])
-    render.save(layer.correlation_figure(), out / "correlation.png")
+    render.save(layer.correlation_figure(), to("correlation.png"))
     pca = _pca_summary(moments.cov, groups)
-    (out / "pca.json").write_text(json.dumps(pca, indent=1))
+    to("pca.json").write_text(json.dumps(pca, indent=1))
     lines = [f"{title}: {int(tables['mean']['dead'].sum())} dead channels (never > 0 on the spatial mean)",
              f"effective dimensionality: participation ratio {pca['layer']['participation_ratio']:.1f}, "
              f"{pca['layer']['components_90']} components for 90% of variance, "
@@ -104,15 +109,15 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
         lines.append("selectivity skipped: the images have no labels (a flat folder)")
     else:
         names = dict(zip(chosen["classes"].tolist(), chosen["class_names"]))
-        _write_csv(out / "selectivity_channels.csv", [
+        _write_csv(to("selectivity_channels.csv"), [
             {"channel": c, "selectivity": round(float(chosen["index"][c]), 5),
              **{f"class{i + 1}": names[int(k)] for i, k in enumerate(chosen["top_classes"][c])}}
             for c in range(layer.channels)])
-        _write_csv(out / "selectivity_classes.csv", [
+        _write_csv(to("selectivity_classes.csv"), [
             {"class": chosen["class_names"][i], **{f"channel{j + 1}": int(ch) for j, ch in enumerate(row)}}
             for i, row in enumerate(chosen["channels_per_class"])])
         most = int(np.argmax(chosen["index"]))
         lines.append(f"most class-selective channel: {most} (index {chosen['index'][most]:.3f}, "
                      f"prefers {names[int(chosen['top_classes'][most][0])]})")
-    lines.append(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+    lines.append(f"wrote {', '.join(sorted(written))} to {out}")
     return ([warning] if warning else []) + lines

@@ -48,7 +48,7 @@ def test_pretrained_without_network(image_folder, tmp_path):
     proc = run_cli("activations", image_folder, "--store", tmp_path / "s.zarr",
                    env={"TORCH_HOME": str(tmp_path / "hub"), "https_proxy": "http://127.0.0.1:9",
                         "HTTPS_PROXY": "http://127.0.0.1:9"}, check=False)
-    _assert_one_sentence(proc, "WEIGHTS=/path/to/inception5h.pth", "WEIGHTS=random", "inception5h.pth")
+    _assert_one_sentence(proc, "--weights /path/to/inception5h.pth", "--weights random", "inception5h.pth")
 
 
 def test_store_path_that_is_not_a_store(image_folder, tmp_path):

@@ -143,7 +143,9 @@ def test_a_moved_dataset_is_named_and_found_again_with_root(image_folder, tmp_pa
     assert len(list((tmp_path / "found" / "img").glob("*.jpg"))) > 0
     grid = run_cli("grid", "--store", store, "--channels", "1", "-k", "2", "-o", tmp_path / "g.png",
                    "--root", tmp_path / "moved")
-    assert grid.returncode == 0
+    assert grid.returncode == 0 and "could not be read" not in grid.stderr
+    lost = run_cli("grid", "--store", store, "--channels", "1,2", "-k", "2", "-o", tmp_path / "g.png")
+    assert "warning: 4 of 4 images could not be read" in lost.stderr and f"still under {data}?" in lost.stderr
     proc = run_cli("grid", "--store", store, "-o", tmp_path / "g.png", "--root", tmp_path / "nowhere", check=False)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
 

@@ -58,7 +58,7 @@ def test_pretrained_failure_names_the_fixes(monkeypatch, tmp_path):
     with pytest.raises(WeightsError) as err:
         load_model("pretrained")
     message = str(err.value)
-    assert LUCENT_URL in message and "WEIGHTS=/path/to/inception5h.pth" in message and "WEIGHTS=random" in message
+    assert LUCENT_URL in message and "--weights /path/to/inception5h.pth" in message and "--weights random" in message
 
 
 def test_layer_shapes(random_model):

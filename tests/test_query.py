@@ -199,6 +199,8 @@ def test_diverse_caps_classes_and_skips_duplicates(generated, tmp_path):
     layer = pipeline.open_store(path)["layer1"]
     got = layer.topk(0, k=6, diverse=True, per_class=1)
     assert sorted(got.labels) == [0, 1, 2, 3]  # four classes, one each: no more can be found
+    assert "only 4 images pass the diversity rules (at most 1 a class" in got.note
+    assert "diversity" not in layer.topk(0, k=4, diverse=True, per_class=1).note
     # A near-duplicate (same vector, other class) of the top image never shows twice.
     dup = m.copy()
     top = int(_reference_top(m[:, 0], np.isfinite(m).all(axis=1), 1)[0])
@@ -234,6 +236,12 @@ def test_errors(generated, tmp_path):
         store["layer1"].direction("3:")
     with pytest.raises(QueryError, match="channel 99 is out of range"):
         store["layer1"].direction("99:1")
+    for spec, fragment in [("", "an empty direction"), ("3:0", r"a weight that is not 0 \(got '3:0'\)"),
+                           ("3:nan", "finite numbers \\(channel 3 has nan\\)"), ("3:1,3:2", "channel 3 is given twice"),
+                           ({3: 1, "3": 2}, "channel 3 is given twice")]:
+        with pytest.raises(QueryError, match=fragment):
+            store["layer1"].direction(spec)
+    assert store["layer1"].direction("3").rows.tolist() == store["layer1"].topk(3).rows.tolist()  # a bare channel weighs 1
     np.save(tmp_path / "words.npy", np.array(["a", "b"]))
     np.savez(tmp_path / "pair.npz", x=np.ones(C))
     for name in ("words.npy", "pair.npz"):
@@ -271,6 +279,7 @@ def test_cli_topk_json_and_table(small_store):
     (["topk", "--store", "STORE", "-c", "1", "--layer", "mixed9"], "unknown layer"),
     (["topk", "--store", "STORE", "--direction", "1:x"], "malformed direction"),
     (["topk", "--store", "STORE", "--direction", "1:1", "--diverse"], "--diverse is for --channel"),
+    (["topk", "--store", "STORE", "-c", "1", "--per-class", "1"], "--per-class limits --diverse"),
     (["samples", "--store", "STORE", "-c", "1", "--bands", "1%,many"], "unknown band"),
     (["similar", "--store", "STORE", "-i", "nope.jpg"], "not an image of this store"),
 ])

@@ -96,7 +96,10 @@ def test_correlations_pca_and_selectivity(layer):
 def test_stats_cli_writes_everything(layer, tmp_path):
     lay, _, _ = layer
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
     proc = run_cli("stats", "--store", lay.store.path, "--layer", "mixed4a", "-o", out, "--channel", "5")
+    assert "mine.txt" not in proc.stdout and "channels.csv" in proc.stdout  # only what it wrote
     for name in ["channels.csv", "channels.json", "neighbours.csv", "pca.json", "correlation.png",
                  "histograms_mean.png", "histogram_mean_ch5.png", "selectivity_channels.csv",
                  "selectivity_classes.csv"]:
