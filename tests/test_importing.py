@@ -109,7 +109,7 @@ def test_a_redone_import_forgets_the_rows_its_cut_short_attempt_found_invalid(tm
     s = pipeline.open_store(store)
     assert s.valid.tolist() == [True] * 5 + [False] + [True] * 2
     with pytest.raises(StoreMismatchError, match="other class names"):
-        import_matrix(store, a, "C", paths, classes=["x"])
+        import_matrix(store, a, "C", paths, np.full(8, -1), classes=["x"])
     with pytest.raises(StoreMismatchError, match="another dataset root"):
         import_matrix(store, a, "C", paths, root="/elsewhere")
 
