@@ -363,7 +363,8 @@ def main() -> None:
         typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except PipelineError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if str(exc):  # a torchrun follower's stop is silent: rank 0 said why
+            typer.echo(f"error: {exc}", err=True)
         _quiet_exit()
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):

@@ -10,6 +10,7 @@ Offers:
     StoreLockedError    another writer holds the store
     QueryError          a malformed query (channel, k, band, direction)
     OutputError         an output path that cannot be written (a file for a folder, a bad suffix)
+    FollowerStopped     a torchrun rank stopping because rank 0 refused the run (and said why)
 
 Each subclass also inherits the matching built-in, as zarr's errors do, so
 callers can catch ``FileNotFoundError`` or ``ValueError`` as they are used to.
@@ -57,7 +58,16 @@ class OutputError(PipelineError, OSError):
     pass
 
 
+class FollowerStopped(PipelineError):
+    """Rank 0 refused the run and said why; the other ranks stop with its exit code, silently."""
+
+    def __str__(self) -> str:
+        return ""
+
+
 def unknown_layer(name: str, known: list[str] | tuple[str, ...]) -> LayerError:
     """A LayerError naming the missing layer and listing the valid ones."""
+    if not known:
+        return LayerError(f"unknown layer {name!r}: the store has no layer yet; `exemplars activations` adds them")
     shown = ", ".join(known[:80]) + (" ..." if len(known) > 80 else "")
     return LayerError(f"unknown layer {name!r}; known layers: {shown}")

@@ -20,7 +20,7 @@ from . import images as imgs
 from . import places
 from . import store as st
 from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
-from .errors import PipelineError
+from .errors import FollowerStopped, PipelineError
 from .forward import PRECISIONS, check_compiler, forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
@@ -103,6 +103,9 @@ def _open_for_writing(store_path, images, weights_info, layers, shapes, model, t
     group = st.create_store(store_path, meta, {
         "path": images.paths, "label": images.labels, "classes": images.classes,
         "size": images.sizes, "mtime_ns": images.mtimes}, shard_rows, overwrite)
+    if group.attrs["dataset"].get("root") != images.root:
+        # The same files (the fingerprint says so) found elsewhere: pictures read them from here now.
+        group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=images.root)})
     for layer in layers:
         layer_meta = {"model": MODEL_NAME, "weights": weights_info, "input_size": imgs.PREPROCESSING["center_crop"],
                       "branches": inception_branches(model, layer),
@@ -230,10 +233,19 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             print(note, file=sys.stderr, flush=True)
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
+        refusal = None
         if ranks.leader:
-            stack.enter_context(st.writer_lock(store_path))
-            group = _open_for_writing(store_path, images, weights_info, layers, shapes, model, traced,
-                                      shard_rows, overwrite, precision, decoder)
+            try:
+                stack.enter_context(st.writer_lock(store_path))
+                group = _open_for_writing(store_path, images, weights_info, layers, shapes, model, traced,
+                                          shard_rows, overwrite, precision, decoder)
+            except PipelineError as exc:
+                refusal = exc
+        # Every rank learns of the leader's refusal, and stops without a word: waiting at the barrier
+        # instead, they died of the closed connection, with tracebacks, once the leader had exited.
+        if any(ranks.gather(refusal is not None)):
+            ranks.close()
+            raise refusal if refusal is not None else FollowerStopped()
         ranks.barrier()
         if not ranks.leader:
             group = st.open_group(store_path, mode="r+")

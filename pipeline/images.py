@@ -21,6 +21,7 @@ is the sorted relative POSIX path, whatever order the file system lists.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,10 +123,24 @@ def scan(root: str | os.PathLike) -> ImageList:
     else:
         classes, labels = [], np.full(len(rel), -1, dtype=np.int32)
     stats = [_stat(os.path.join(root, p)) for p in rel]
+    # A FIFO, socket or device named like an image would hang the decoder (a FIFO's read waits
+    # for a writer): such files are left out, and said so.
+    special = [p for p, st in zip(rel, stats) if st is None]
+    if special:
+        keep = [st is not None for st in stats]
+        rel, labels, stats = ([x for x, k in zip(seq, keep) if k] for seq in (rel, labels, stats))
+        labels = np.asarray(labels, dtype=np.int32)
+        if not rel:
+            raise DatasetError(f"no images under {root}: {len(special)} files named like images are not "
+                               f"regular files (FIFOs, sockets or devices), e.g. {special[0]}")
+    notes = [_mixed_note(root, top_images, rel)]
+    if special:
+        notes.append(f"warning: {len(special)} files named like images are not regular files (FIFOs, sockets "
+                     f"or devices) and were left out: {', '.join(special[:3])}{', ...' if len(special) > 3 else ''}")
     return ImageList(root, layout, rel, labels, classes,
                      np.array([size for size, _ in stats], dtype=np.int64),
                      np.array([mtime for _, mtime in stats], dtype=np.int64),
-                     note=_mixed_note(root, top_images, rel))
+                     note="\n".join(filter(None, notes)))
 
 
 def _mixed_note(root: str, top_images, rel: list[str]) -> str:
@@ -140,12 +155,15 @@ def _mixed_note(root: str, top_images, rel: list[str]) -> str:
             "classes, move those images into them or out of the folder")
 
 
-def _stat(path: str) -> tuple[int, int]:
-    """(size, mtime_ns); (-1, 0) for what cannot be read (a dangling link): its row fails to decode."""
+def _stat(path: str) -> tuple[int, int] | None:
+    """(size, mtime_ns); (-1, 0) for what cannot be read (a dangling link): its row fails to
+    decode; None for what is not a regular file."""
     try:
         s = os.stat(path)
     except OSError:
         return -1, 0
+    if not stat.S_ISREG(s.st_mode):
+        return None
     return s.st_size, s.st_mtime_ns
 
 

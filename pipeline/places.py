@@ -4,6 +4,8 @@ Offers:
     location(path) -> str          a user's store name, file:// URLs as plain paths, "" refused
     is_url(path), filesystem(url)  fsspec URLs and their file systems
     is_store(path) -> bool         whether an exemplars store is there
+    rebuilding(path) -> bool       whether an --overwrite began removing the store there
+    mark_rebuilding(path, on)      set or clear that mark (written before the first removal)
     entries(path) -> names         what the folder holds, the writer's lock file aside
     store_bytes(path) -> int
     unreachable(path, exc) -> StoreError   an object store client's failure, in one sentence
@@ -18,6 +20,7 @@ from .errors import StoreError
 
 FORMAT_NAME = "exemplars-activations"
 LOCK_NAME = ".writer.lock"
+REBUILD_NAME = ".overwriting"  # beside the lock; present while --overwrite removes a store
 
 
 def location(path) -> str:
@@ -49,12 +52,15 @@ def filesystem(path):
         return fsspec.core.url_to_fs(str(path))
     except ImportError as exc:  # fsspec names the package the protocol needs
         raise StoreError(f"{path}: {exc}") from None
-    except ValueError as exc:
-        raise StoreError(f"{path} is not a URL that fsspec can open ({exc})") from None
+    except Exception as exc:  # a protocol that needs other arguments (zip://) fails in its own way
+        raise StoreError(f"{path} is not a URL that fsspec can open ({exc.__class__.__name__}: {exc})") from None
 
 
 def is_store(path) -> bool:
-    """Whether ``path`` (a folder or an fsspec URL such as s3://...) holds an exemplars store."""
+    """Whether ``path`` (a folder or an fsspec URL such as s3://...) holds an exemplars store
+    (one that an --overwrite began removing does not count)."""
+    if rebuilding(path):
+        return False
     if is_url(path):
         fs, root = filesystem(path)
         try:
@@ -67,6 +73,32 @@ def is_store(path) -> bool:
         meta = Path(path) / "zarr.json"
         text = meta.read_text(errors="replace") if meta.is_file() else ""
     return FORMAT_NAME in text
+
+
+def rebuilding(path) -> bool:
+    if is_url(path):
+        fs, root = filesystem(path)
+        try:
+            return fs.exists(f"{root.rstrip('/')}/{REBUILD_NAME}")
+        except Exception as exc:
+            raise unreachable(path, exc) from None
+    return (Path(path) / REBUILD_NAME).is_file()
+
+
+def mark_rebuilding(path, on: bool) -> None:
+    """The mark says that a store is partly removed, so a run cut short there is finished
+    by the next one and never read as a store."""
+    if is_url(path):
+        fs, root = filesystem(path)
+        target = f"{root.rstrip('/')}/{REBUILD_NAME}"
+        if on:
+            fs.pipe_file(target, b"")
+        elif fs.exists(target):
+            fs.rm(target)
+    elif on:
+        (Path(path) / REBUILD_NAME).touch()
+    else:
+        (Path(path) / REBUILD_NAME).unlink(missing_ok=True)
 
 
 def entries(path) -> list[str]:

@@ -31,7 +31,7 @@ from .errors import QueryError, StoreError, unknown_layer
 from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number  # noqa: F401
 from .results import Results
 from .places import location
-from .store import STATS, images_whole, n_shards, open_group, shard_bounds
+from .store import STATS, images_whole, layer_whole, n_shards, open_group, shard_bounds
 
 class Store:
     """A read-only store; ``store["mixed4a"]`` gives a Layer."""
@@ -161,7 +161,7 @@ class Layer(Analysis):
         self.store, self.name = store, name
         self.group = store.group[name]
         self.attrs = dict(self.group.attrs)
-        if "channels" not in self.attrs or "done" not in self.group:
+        if not layer_whole(self.group):
             raise StoreError(f"layer {name} of {store.path} is still being created (or its creation was "
                              "interrupted: rerun the command that makes it)")
         self.channels = int(self.attrs["channels"])

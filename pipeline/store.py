@@ -8,7 +8,8 @@ imports no torch. Offers:
     open_group(path, mode)        open and validate an existing store
     images_whole(group)           whether a store's image arrays were all made
     check_compatible(group, meta) refuse a store made with other settings
-    add_layer(group, name, channels, spatial_shape, layer_meta, stats=STATS)
+    add_layer(group, name, channels, spatial_shape, layer_meta, stats=STATS) -> the layer group
+    layer_whole(sub)              whether a layer's arrays and attributes were all made
     write_shard(group, layers, shard, blocks, valid, errors)
     merged_validity(group, layers, shard, valid, errors)   AND-ed with other layers' of the shard
     finished_elsewhere(group, layers, shard) -> the other layers that finished it
@@ -38,7 +39,8 @@ import zarr
 
 from . import __version__
 from .errors import StoreError, StoreLockedError, StoreMismatchError
-from .places import FORMAT_NAME, LOCK_NAME, entries, filesystem, is_store, is_url, unreachable
+from .places import (FORMAT_NAME, LOCK_NAME, REBUILD_NAME, entries, filesystem, is_store, is_url, mark_rebuilding,
+                     rebuilding, unreachable)
 
 FORMAT_VERSION = 1
 DEFAULT_SHARD_ROWS = 65536
@@ -80,13 +82,16 @@ def writer_lock(path: str | Path):
     key = os.path.realpath(path)
     if key in _HELD:  # POSIX locks do not exclude their own process, and closing a second one frees the first
         raise StoreLockedError(f"store {path} is being written by this process already (another thread)")
-    if entries(path) and not is_store(path):  # said before a lock file is left in someone's folder
+    if entries(path) and not is_store(path) and not rebuilding(path):  # said before a lock file is left in someone's folder
         raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it or write "
                          "into it, choose another --store")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES) and is_store(path):
+            raise StoreError(f"store {path} cannot be written here ({exc.strerror}); phase one needs to write "
+                             "its lock, even to find it finished: queries read it as it is") from None
         raise StoreError(f"cannot make store {path}: {exc.strerror}") from None
     _HELD.add(key)
     try:
@@ -110,17 +115,24 @@ def writer_lock(path: str | Path):
 
 
 def _remove_store(path) -> None:
+    """Remove a store, marked first: killed half-way, it is never read as a store (whose
+    done markers might survive its data), and the next writer finishes the removal."""
     if not entries(path):
         return
-    if not is_store(path):
+    if not is_store(path) and not rebuilding(path):
         raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it")
+    mark_rebuilding(path, True)
+    keep = (LOCK_NAME, REBUILD_NAME)
     if is_url(path):
         fs, root = filesystem(path)
-        fs.rm(root, recursive=True)
-        return
-    for child in Path(path).iterdir():
-        if child.name != LOCK_NAME:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        for name in fs.ls(root, detail=False):
+            if name.rstrip("/").rsplit("/", 1)[-1] not in keep:
+                fs.rm(name, recursive=True)
+    else:
+        for child in Path(path).iterdir():
+            if child.name not in keep:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    mark_rebuilding(path, False)
 
 
 def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: bool):
@@ -130,7 +142,7 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
     must agree on the ``COMPARED`` fields unless ``overwrite``. ``images`` maps
     ``path``, ``label``, ``size``, ``mtime_ns`` to arrays and ``classes`` to a list.
     """
-    if overwrite:
+    if overwrite or rebuilding(path):  # the second: an --overwrite cut short, finished now
         _remove_store(path)
     if is_store(path):
         group = open_group(path, mode="r+")
@@ -185,6 +197,9 @@ def open_group(path, mode: str = "r"):
         filesystem(path_str)  # an unknown protocol or a missing fsspec package, said in one line
     elif not Path(path_str).exists():
         raise StoreError(f"no store at {path_str}; run `exemplars activations` first")
+    if rebuilding(path_str):
+        raise StoreError(f"store {path_str} is being rebuilt (--overwrite): wait for that run, or, if it was "
+                         "stopped, rerun it to finish")
     try:
         group = zarr.open_group(path_str, mode=mode)
     except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError,
@@ -279,7 +294,7 @@ def _first_difference(name: str, old, new):
 def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict, stats=STATS):
     """Create a layer's arrays, or return the existing subgroup unchanged."""
     if name in group:
-        if "done" in group[name] and "channels" in group[name].attrs:
+        if layer_whole(group[name]):
             return group[name]
         del group[name]  # a creation cut short (the writer holds the lock): nothing in it was computed
     n = group.attrs["n_images"]
@@ -295,9 +310,18 @@ def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict, 
     # One chunk per marker, so marking a shard done never rewrites another's.
     sub.create_array("done", shape=(n_shards(n, rows),), dtype=bool, chunks=(1,),
                      fill_value=False, dimension_names=("shard",))
-    sub.attrs.update(dict(layer_meta, channels=channels, spatial_shape=list(spatial_shape),
-                          complete=False, shards_done=0))
-    return sub
+    # One write: zarr's attrs.update() writes the layer's zarr.json once per key, and a run
+    # killed between two of them left a layer with channels but no spatial_shape, taken as whole.
+    return sub.update_attributes(dict(layer_meta, channels=channels, spatial_shape=list(spatial_shape),
+                                      complete=False, shards_done=0))
+
+
+LAYER_KEYS = ("channels", "spatial_shape", "complete", "shards_done")
+
+
+def layer_whole(sub) -> bool:
+    """Whether a layer's arrays and attributes were all made (its attributes come last, in one write)."""
+    return "done" in sub and all(key in sub.attrs for key in LAYER_KEYS)
 
 
 def done_shards(group, layer: str) -> np.ndarray:
@@ -345,5 +369,5 @@ def refresh_completeness(group, layer: str) -> dict:
     sub = group[layer]
     state = {"complete": bool(done.all()), "shards_done": int(done.sum())}
     if any(sub.attrs.get(k) != v for k, v in state.items()):  # a no-op run writes nothing
-        sub.attrs.update(state)
+        sub = sub.update_attributes(state)  # one write, not one per key
     return dict(sub.attrs)

@@ -60,6 +60,18 @@ def test_torchrun_equals_one_process(image_folder, reference, tmp_path):
     _same(reference, store)
 
 
+def test_a_refusal_under_torchrun_is_one_sentence_from_rank_0_alone(image_folder, reference, tmp_path):
+    proc = subprocess.run([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, reference),
+                           "--precision", "bf16"], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, **ONE_THREAD), timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "precision" in errors[0]
+    # Both ranks exit 2 without a traceback of their own (torchrun's launcher still prints its summary).
+    assert "[rank1]" not in proc.stderr and "RuntimeError" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count("exitcode  : 2") == 2
+
+
 def test_killed_torchrun_then_one_process_equals_one_process(image_folder, reference, tmp_path):
     store = tmp_path / "killed.zarr"
     proc = subprocess.Popen([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, store)],

@@ -217,6 +217,17 @@ def test_changed_dataset_refuses(tmp_path):
     assert f"1 changed in size or modification time (a copy that does not keep times changes them): a/{old[0]}" in proc.stderr
 
 
+def test_the_same_files_found_elsewhere_move_the_recorded_root(tmp_path):
+    import shutil
+
+    data = make_folder(tmp_path / "data", classes=("a",), per_class=3)
+    store = tmp_path / "s.zarr"
+    extract(data, store, weights="random", workers=0, shard_rows=2, progress=False)
+    shutil.copytree(data, tmp_path / "moved", copy_function=shutil.copy2)  # times kept: the same files
+    extract(tmp_path / "moved", store, layers=["mixed3a"], weights="random", workers=0, progress=False)
+    assert zarr.open_group(str(store), mode="r").attrs["dataset"]["root"] == str(tmp_path / "moved")
+
+
 def _odd_images(root: Path) -> dict[str, bool]:
     """Files of every kind a real folder holds, and whether each should decode."""
     rng = np.random.default_rng(1)

@@ -49,6 +49,17 @@ def test_an_image_beside_class_folders_makes_a_flat_folder_and_says_so(tmp_path)
     assert scan(tmp_path).layout == "imagefolder" and scan(tmp_path).note == ""
 
 
+def test_a_fifo_named_like_an_image_is_left_out_not_waited_on(tmp_path):
+    _touch_image(tmp_path / "a" / "1.jpg")
+    os.mkfifo(tmp_path / "a" / "pipe.jpg")
+    images = scan(tmp_path)
+    assert images.paths == ["a/1.jpg"] and images.labels.tolist() == [0]
+    assert "1 files named like images are not regular files" in images.note and "a/pipe.jpg" in images.note
+    (tmp_path / "a" / "1.jpg").unlink()
+    with pytest.raises(DatasetError, match="not regular files"):
+        scan(tmp_path)
+
+
 def test_order_does_not_depend_on_listing_order(tmp_path, monkeypatch):
     for rel in ["b/1.jpg", "a/2.jpg", "a/1.jpg"]:
         _touch_image(tmp_path / rel)

@@ -56,6 +56,9 @@ def test_damaged_or_foreign_metadata_and_urls_are_one_sentence(tmp_path):
         open_group(bad)
     with pytest.raises(StoreError, match="fsspec"):
         open_group("nosuchprotocol://bucket/x.zarr")
+    for url in ("zip://x.zarr", f"zip::file://{tmp_path}/none.zip"):  # protocols that need more than a path
+        with pytest.raises(StoreError, match="not a URL that fsspec can open"):
+            open_group(url)
 
 
 def test_a_mismatch_names_the_setting_inside_a_dict(small_store):
@@ -93,6 +96,52 @@ def test_a_layer_cut_short_in_its_creation_is_refused_by_readers_and_remade(tmp_
     sub = add_layer(open_group(store, mode="r+"), "conv", 3, (1, 1), {})
     assert sub.attrs["channels"] == 3 and "done" in sub
     assert pipeline.open_store(store)["conv"].channels == 3
+
+
+def test_a_layer_whose_attributes_were_cut_short_is_remade(tmp_path, monkeypatch):
+    """The attributes are one write (zarr's attrs.update writes once per key)."""
+    store = tmp_path / "s.zarr"
+    images = {"path": ["a.jpg", "b.jpg"], "label": [0, 0], "classes": ["c"], "size": [1, 1], "mtime_ns": [0, 0]}
+    group = create_store(store, {"model": {}}, images, shard_rows=2, overwrite=False)
+    writes = []
+    real = zarr.Group.update_attributes
+    monkeypatch.setattr(zarr.Group, "update_attributes", lambda self, d: writes.append(dict(d)) or real(self, d))
+    add_layer(group, "conv", 3, (2, 2), {"model": "m"})
+    assert len(writes) == 1 and {"channels", "spatial_shape", "complete", "shards_done", "model"} <= set(writes[0])
+    sub = open_group(store, mode="r+")["conv"]
+    sub.attrs.put({"model": "m", "channels": 3})  # an older version killed between two keys
+    with pytest.raises(StoreError, match="is still being created"):
+        pipeline.open_store(store)["conv"]
+    sub = add_layer(open_group(store, mode="r+"), "conv", 3, (2, 2), {"model": "m"})
+    assert list(pipeline.open_store(store)["conv"].spatial_shape) == [2, 2]
+
+
+def test_an_overwrite_cut_short_is_never_read_and_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline import store as st
+
+    path = tmp_path / "s.zarr"
+    images = {"path": ["a.jpg", "b.jpg"], "label": [0, 0], "classes": ["c"], "size": [1, 1], "mtime_ns": [0, 0]}
+    group = create_store(path, {"model": {}}, images, shard_rows=2, overwrite=False)
+    add_layer(group, "conv", 3, (1, 1), {})
+    group["conv/done"][:] = True
+
+    def killed(target, *args, **kwargs):  # the removal stops after its first folder
+        real_rmtree(target, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(st.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        create_store(path, {"model": {"other": 1}}, images, shard_rows=2, overwrite=True)
+    monkeypatch.undo()
+    with pytest.raises(StoreError, match="is being rebuilt"):
+        pipeline.open_store(path)
+    # The next writer, even without --overwrite, finishes the removal and starts afresh.
+    group = create_store(path, {"model": {"other": 1}}, images, shard_rows=2, overwrite=False)
+    assert list(group.group_keys()) == ["images"] and group.attrs["model"] == {"other": 1}
+    assert pipeline.open_store(path).n == 2 and not (path / ".overwriting").exists()
 
 
 def test_a_store_killed_while_making_its_image_arrays_is_completed(tmp_path):
@@ -180,3 +229,16 @@ def test_a_mismatch_names_the_store_as_given(tmp_path):
     create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=2, overwrite=False)
     with pytest.raises(StoreMismatchError, match=f"store {tmp_path / 's.zarr'} was made with shard_rows=2"):
         create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=4, overwrite=False)
+
+
+def test_a_store_on_a_read_only_file_system_says_so(small_store, monkeypatch):
+    import errno
+    import os
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(StoreError, match="cannot be written here .*queries read it as it is"):
+        with writer_lock(small_store):
+            pass
