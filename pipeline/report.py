@@ -98,7 +98,11 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
     render.save(layer.correlation_figure(), to("correlation.png"))
     pca = _pca_summary(moments.cov, groups)
     to("pca.json").write_text(json.dumps(pca, indent=1))
-    lines = [f"{title}: {int(tables['mean']['dead'].sum())} dead channels (never > 0 on the spatial mean)",
+    dead = int(tables["mean"]["dead"].sum())
+    signed = bool((tables["mean"]["hist_edges"][:, 0] < 0).any())  # no ReLU at the end: "never > 0" is no death
+    lines = [f"{title}: {dead} channels never > 0 on the spatial mean (the layer has negative values: "
+             "not a sign of dead units)" if signed else
+             f"{title}: {dead} dead channels (never > 0 on the spatial mean)",
              f"effective dimensionality: participation ratio {pca['layer']['participation_ratio']:.1f}, "
              f"{pca['layer']['components_90']} components for 90% of variance, "
              f"{pca['layer']['components_99']} for 99%"]

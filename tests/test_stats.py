@@ -172,3 +172,12 @@ def test_kurtosis_far_from_zero(tmp_path):
     x = m.astype(np.float64)
     assert_allclose(table["kurtosis"], scipy.stats.kurtosis(x, axis=0), rtol=1e-6, atol=1e-6)  # was 3e-4 off
     assert_allclose(table["std"], x.std(0), rtol=1e-6)
+
+
+def test_a_layer_with_negative_values_has_no_dead_channels_to_speak_of(tmp_path):
+    m = np.random.default_rng(4).normal(size=(30, 3)).astype(np.float32)
+    m[:, 1] = -np.abs(m[:, 1])  # never > 0, as half the logits are
+    import_matrix(tmp_path / "n.zarr", m, "logits", [f"{i}.jpg" for i in range(30)])
+    proc = run_cli("stats", "--store", tmp_path / "n.zarr", "--layer", "logits", "-o", tmp_path / "o")
+    assert "1 channels never > 0 on the spatial mean (the layer has negative values" in proc.stdout
+    assert "dead channels" not in proc.stdout
