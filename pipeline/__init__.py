@@ -6,7 +6,7 @@ channel's questions from that store, without the model and without torch.
 
 Offers:
     __version__
-    open_store(path, root=None) -> Store     phase two's entry point (see ``pipeline.query``)
+    open_store(path, cache_paths=True, root=None) -> Store   phase two's entry point (``pipeline.query``)
     PipelineError and its children (``pipeline.errors``)
 """
 

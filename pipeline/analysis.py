@@ -45,7 +45,7 @@ class Analysis:
         """One channel's histogram (log counts, quantile lines) as a matplotlib Figure."""
         from .render import histogram
 
-        _channel(int(channel), self.channels)
+        channel = _channel(channel, self.channels)
         table = self._table(by)
         marks = {q: table[q][channel] for q in ("q50", "q90", "q99", "q99.9")}
         return histogram(table["hist_counts"][channel], table["hist_edges"][channel], marks,
@@ -92,7 +92,7 @@ class Analysis:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return []
-        flat = self.group["argmax"].get_orthogonal_selection((rows, [_channel(int(channel), self.channels)]))[:, 0]
+        flat = self.group["argmax"].get_orthogonal_selection((rows, [_channel(channel, self.channels)]))[:, 0]
         width = self.spatial_shape[1]
         return [(int(f) // width, int(f) % width) for f in flat]
 
@@ -113,7 +113,7 @@ class Analysis:
     def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
              bottom: bool = False, samples: bool = False, featureviz: bool = False, shown: list | None = None):
         """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter).
-        ``shown``, a list, receives for each image drawn "" or, where it could not be read, "path: why"."""
+        ``shown``, a list, receives (path, "" or why it could not be read) for each image drawn."""
         from .pictures import grid
 
         self._check_k(k)

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import PipelineError
+from .errors import InputError, PipelineError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Dataset exemplars for every channel: phase one stores, phase two answers.")
@@ -84,7 +84,7 @@ def _layer(store: str, layer: str, root: Optional[Path] = None):
     from . import open_store
 
     if root is not None and not root.is_dir():
-        raise PipelineError(f"--root {root} is not a folder")
+        raise InputError(f"--root {root} is not a folder")
     return open_store(store, cache_paths=False, root=root)[layer]
 
 
@@ -207,11 +207,12 @@ def grid(
                          featureviz=featureviz, shown=shown)
     save(figure, out)
     typer.echo(f"wrote {out}")
-    missing = [error for error in shown if error]
+    images = dict(shown)  # an image in several rows counts once
+    missing = [error for error in images.values() if error]
     if missing:
         from .pictures import missing_line
 
-        typer.echo(f"warning: {missing_line(len(missing), len(shown), missing[0], target.store.root)}", err=True)
+        typer.echo(f"warning: {missing_line(len(missing), len(images), missing[0], target.store.root)}", err=True)
 
 
 @app.command()
@@ -302,16 +303,15 @@ def import_(
     import numpy as np
     from tqdm import tqdm
 
-    from .errors import PipelineError
     from .importing import import_matrix
 
     def read_lines(p: Path) -> list[str]:
         try:
-            return p.read_text(encoding="utf-8").splitlines()
+            return p.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is no path
         except OSError as exc:
-            raise PipelineError(f"cannot read {p}: {exc.strerror}") from None
+            raise InputError(f"cannot read {p}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
-            raise PipelineError(f"{p} is not UTF-8 text (byte {exc.start}); "
+            raise InputError(f"{p} is not UTF-8 text (byte {exc.start}); "
                                 "give one path or class name per line, encoded in UTF-8") from None
 
     try:
@@ -319,7 +319,7 @@ def import_(
         label_array = None if labels is None else np.load(labels)
         peaks = None if max_matrix is None else np.load(max_matrix, mmap_mode="r")
     except (OSError, ValueError) as exc:
-        raise PipelineError(f"cannot read a .npy array: {exc}") from None
+        raise InputError(f"cannot read a .npy array: {exc}") from None
     group = import_matrix(store, data, layer, read_lines(paths), label_array,
                           read_lines(classes) if classes else (), root, shard_rows, overwrite,
                           progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"), max_matrix=peaks)

@@ -3,6 +3,7 @@
 Offers:
     DECODERS                       ("pil", "fast", "gpu")
     make_dataset(root, paths, decoder, threads=1) -> a torch Dataset of (index, image, ok, error)
+    FastDataset                    torchvision's decode_jpeg + transforms.v2 (PIL where it cannot)
     rank_cores(world) -> int       this process's share of the machine's cores under ``world`` ranks
     decoding(device, workers, world) -> (worker processes, decoding threads): the defaults
     make_loader(images, sampler, workers, threads, pin, decoder) -> a DataLoader of batches

@@ -9,8 +9,10 @@ Offers:
     StoreMismatchError  a store made with other settings than this run's
     StoreLockedError    another writer holds the store
     QueryError          a malformed query (channel, k, band, direction)
+    InputError          an option or input file that cannot be used (--device, --lanes, a matrix to import)
     OutputError         an output path that cannot be written (a file for a folder, a bad suffix)
     FollowerStopped     a torchrun rank stopping because rank 0 refused the run (and said why)
+    unknown_layer(name, known) -> LayerError   listing the valid names
 
 Each subclass also inherits the matching built-in, as zarr's errors do, so
 callers can catch ``FileNotFoundError`` or ``ValueError`` as they are used to.
@@ -55,6 +57,10 @@ class QueryError(PipelineError, ValueError):
 
 
 class OutputError(PipelineError, OSError):
+    pass
+
+
+class InputError(PipelineError, ValueError):
     pass
 
 

@@ -20,7 +20,7 @@ from . import images as imgs
 from . import places
 from . import store as st
 from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
-from .errors import FollowerStopped, PipelineError
+from .errors import FollowerStopped, InputError, PipelineError
 from .forward import PRECISIONS, check_compiler, forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
@@ -61,10 +61,10 @@ def _device(name: str):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise PipelineError(f"--device {name} was asked for but no CUDA device is available")
+            raise InputError(f"--device {name} was asked for but no CUDA device is available")
         index = torch.device(name).index
         if index is not None and index >= torch.cuda.device_count():
-            raise PipelineError(f"--device {name}: this machine has CUDA devices 0-{torch.cuda.device_count() - 1}")
+            raise InputError(f"--device {name}: this machine has CUDA devices 0-{torch.cuda.device_count() - 1}")
     return torch.device(name)
 
 
@@ -79,11 +79,11 @@ def _root_meta(images, weights_info, precision="fp32", decoder="pil") -> dict:
 
 def _check_options(precision: str, decoder: str, device: str) -> None:
     if precision not in PRECISIONS:
-        raise PipelineError(f"--precision must be fp32, bf16 or fp16, not {precision!r}")
+        raise InputError(f"--precision must be fp32, bf16 or fp16, not {precision!r}")
     if decoder not in DECODERS:
-        raise PipelineError(f"--decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+        raise InputError(f"--decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
     if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:[0-9]+", device):
-        raise PipelineError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
 
 
 def _pending(group, layers) -> list[int]:
@@ -222,7 +222,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     if dev.type == "cuda" and dev.index is not None:
         torch.cuda.set_device(dev)  # pinned memory, events and nvJPEG then use this rank's GPU
     if decoder == "gpu" and dev.type != "cuda":
-        raise PipelineError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
+        raise InputError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
     if compile and dev.type == "cpu":
         check_compiler()  # before the store is made; inductor would fail at the first batch, with a traceback
     workers, threads = decoding(dev, workers, ranks.world)

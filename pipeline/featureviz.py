@@ -30,9 +30,10 @@ def cached(layer, channel: int):
 
 
 def _optimise(store, layer: str, channel: int, size: int, steps: int, seed: int) -> np.ndarray:
-    import torch
+    from .heatmap import model_for, weights_spec
 
-    from .heatmap import model_for
+    weights_spec(store)  # refused before torch's import
+    import torch
 
     model = model_for(store)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():

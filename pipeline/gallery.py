@@ -2,6 +2,7 @@
 
 Offers:
     build_gallery(layer, out_dir, k=10, crops=True, progress=True) -> Summary
+    Summary                      its closing line, and the warning for unreadable images
 
 The site: ``index.html`` (every channel, grouped by Inception branch, with its
 top exemplars), ``channels/NNNN.html`` (top-k with receptive-field crops,
@@ -28,7 +29,7 @@ from . import outputs, pages
 from .images import display_image
 from .pictures import covers_input, crop_box, crop_field
 
-THUMB, SMALL, CROP = 128, 96, 128
+THUMB, CROP = 128, 128
 MANIFEST = ".exemplars-gallery.json"
 PICTURES = 2  # how thumbnails and crops are drawn; a change redraws older builds' files (2: square crops)
 OURS = re.compile(r"(\d+(_c\d+)?\.jpg|viz_\d+\.png)")  # names of the files a build writes in img/
@@ -120,7 +121,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
                   workers: int | None = None) -> Summary:
     from tqdm import tqdm
 
-    from .errors import QueryError
+    from .errors import OutputError, QueryError
 
     started = time.perf_counter()
     out = Path(out_dir).resolve()
@@ -129,7 +130,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     crops = crops and not covers_input(layer)  # each unit sees the whole image: a crop would repeat it
     outputs.folder(out)
     if not (out / MANIFEST).exists() and any((out / name).exists() for name in ("index.html", "style.css")):
-        raise QueryError(f"{out} holds an index.html or style.css that no gallery build made; "
+        raise OutputError(f"{out} holds an index.html or style.css that no gallery build made; "
                          "give a new or empty folder with -o")
     for folder in (out / "img", out / "channels"):
         outputs.folder(folder)

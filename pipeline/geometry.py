@@ -5,6 +5,7 @@ Offers:
                                    [start + i*stride, start + i*stride + size - 1]
     Field.centre(i) / Field.box(y, x) -> (top, left, bottom, right), input pixels
     receptive_field(graph_module, node) -> Field   walks a torch.fx graph
+    union(fields) -> Field         the field that covers several (a block's concatenated branches)
     as_dict / from_dict            the form stored in a layer's attributes
 
 Square kernels and symmetric layouts (as in InceptionV1) are assumed; a
@@ -14,7 +15,6 @@ needs torch, and only for the graph it is given.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 
@@ -86,9 +86,7 @@ def _node_field(node, modules, fields) -> Field:
             stride = args[1] if args[1] is not None else node.kwargs.get("stride")
             padding = args[2] if args[2] is not None else node.kwargs.get("padding", 0)
             return base.after(*_window(kernel, stride, padding))
-        if node.target is operator.getitem:
-            return base
-    return base
+    return base  # operator.getitem and element-wise operations keep their input's geometry
 
 
 def receptive_field(graph_module, node_name: str) -> Field:

@@ -1,25 +1,27 @@
 """Spatial activation maps for a few shown images: the model reruns on those alone.
 
 Offers:
+    weights_spec(store) -> (spec, seed)  what ``load_model`` needs for the store's weights, or
+                                         WeightsError (before torch is imported)
     model_for(store) -> model      the store's own weights (pretrained, file or seeded random)
     channel_maps(layer, rows, channel) -> (k, H, W) float32
 
-Imports torch (lazily, through ``pipeline.model``); nothing else in phase two does.
+Imports torch (lazily, through ``pipeline.model``), as feature visualisation does; the
+other phase-two paths never do.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import QueryError
+from .errors import WeightsError
 
 _MODELS: dict = {}
 
 
-def model_for(store):
-    """Load (once per process) the weights the store was made with."""
-    from .model import load_model
-
+def weights_spec(store) -> tuple[str, int]:
+    """The ``load_model`` arguments that give the store's weights again; torch-free, so a store
+    whose weights cannot be had is refused before torch's seconds of import."""
     weights = store.weights
     kind = weights.get("kind")
     if kind == "pretrained":
@@ -29,18 +31,26 @@ def model_for(store):
     elif kind == "file" and weights.get("path"):
         spec, seed = weights["path"], 0
     else:
-        raise QueryError(f"heatmaps and feature visualisations rerun the model, and this store's weights "
-                         f"({kind or 'unrecorded'}) cannot be loaded again; none can be made from this store")
-    key = (spec, seed)
+        raise WeightsError(f"heatmaps and feature visualisations rerun the model, and this store's weights "
+                           f"({kind or 'unrecorded'}) cannot be loaded again; none can be made from this store")
+    return spec, seed
+
+
+def model_for(store):
+    """Load (once per process) the weights the store was made with."""
+    from .model import load_model
+
+    key = spec, seed = weights_spec(store)
     if key not in _MODELS:
         model, info = load_model(spec, seed)
-        if kind == "file" and info["sha256"] != weights.get("sha256"):
-            raise QueryError(f"weights file {spec} changed since the store was made (sha256 differs)")
+        if store.weights.get("kind") == "file" and info["sha256"] != store.weights.get("sha256"):
+            raise WeightsError(f"weights file {spec} changed since the store was made (sha256 differs)")
         _MODELS[key] = model
     return _MODELS[key]
 
 
 def channel_maps(layer, rows, channel: int) -> np.ndarray:
+    weights_spec(layer.store)  # refused before torch's import
     import torch
 
     from .images import ImageDataset, to_model_input

@@ -7,6 +7,8 @@ Offers:
     scan(root) -> ImageList
     fingerprint(images) -> str   sha256 over (path, size, mtime) of every image
     load_rgb(path) -> PIL.Image  the notebook's loader (ImageFolder's pil_loader)
+    notebook_transform()         Resize(256), CenterCrop(224), PILToTensor: uint8
+    to_model_input(batch)        uint8 -> x * 255 - 117 after ToTensor's division, bit for bit
     ImageDataset                 a torch Dataset of uint8 crops, never raising on bad files;
                                  with ``threads`` > 1 a batch's files decode in parallel threads
     display_image(root, path) -> (PIL.Image | None, error)  the 224x224 image the model saw,

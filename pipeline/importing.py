@@ -13,7 +13,7 @@ import posixpath
 
 import numpy as np
 
-from .errors import StoreError, StoreMismatchError
+from .errors import InputError, StoreMismatchError
 from .places import is_store, location
 from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere,
                     merged_validity, n_shards, open_group, refresh_completeness, shard_bounds, writer_lock)
@@ -23,9 +23,9 @@ def _numbers(name: str, array, ndim: int):
     """Refuse, before anything is written, an array that is not real numbers of the right rank."""
     if not isinstance(array, np.ndarray) or array.ndim != ndim:
         shape = getattr(array, "shape", None)
-        raise StoreMismatchError(f"the {name} must be a {ndim}-dimensional array, not shape {shape}")
+        raise InputError(f"the {name} must be a {ndim}-dimensional array, not shape {shape}")
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise StoreMismatchError(f"the {name} must hold real numbers, not {array.dtype}")
+        raise InputError(f"the {name} must hold real numbers, not {array.dtype}")
 
 
 def _import_labels(labels, n: int) -> np.ndarray:
@@ -34,10 +34,10 @@ def _import_labels(labels, n: int) -> np.ndarray:
     labels = np.asarray(labels)
     _numbers("labels", labels, 1)
     if labels.shape != (n,):
-        raise StoreMismatchError(f"the labels have shape {labels.shape}, expected ({n},)")
+        raise InputError(f"the labels have shape {labels.shape}, expected ({n},)")
     if labels.size and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))
                         or labels.min() < -1 or labels.max() >= 2**31):
-        raise StoreMismatchError("the labels must be whole numbers from -1 (no label) up to 2**31 - 1")
+        raise InputError("the labels must be whole numbers from -1 (no label) up to 2**31 - 1")
     return labels.astype(np.int32)
 
 
@@ -60,23 +60,23 @@ def _relative_paths(paths, root):
     """Paths normalised ("./cat/x.jpg" as "cat/x.jpg") and relative to the root; absolute ones
     are made relative to ``root`` or, without one, to their common folder, which becomes it."""
     paths = [posixpath.normpath(str(p).strip().replace(os.sep, "/")) for p in paths]
+    root = None if root is None else os.path.abspath(root).replace(os.sep, "/")  # one spelling: "/d/" is "/d"
     absolute = [p.startswith("/") for p in paths]
     if any(absolute) and not all(absolute):
-        raise StoreMismatchError("the paths mix absolute and relative ones; give all relative to --root")
+        raise InputError("the paths mix absolute and relative ones; give all relative to --root")
     if paths and all(absolute):
-        base = (os.path.abspath(root).replace(os.sep, "/") if root is not None
-                else posixpath.commonpath([posixpath.dirname(p) for p in paths]))
+        base = root if root is not None else posixpath.commonpath([posixpath.dirname(p) for p in paths])
         outside = next((p for p in paths if posixpath.commonpath([base, p]) != base), None)
         if outside is not None:
-            raise StoreMismatchError(f"path {outside} is not under the root {root}")
+            raise InputError(f"path {outside} is not under the root {root}")
         paths, root = [posixpath.relpath(p, base) for p in paths], base
     for p in paths:
         if p in ("", ".") or p == ".." or p.startswith("../"):
-            raise StoreMismatchError(f"path {p!r} does not name a file under the dataset root")
+            raise InputError(f"path {p!r} does not name a file under the dataset root")
     seen = {}
     for row, p in enumerate(paths):
         if seen.setdefault(p, row) != row:
-            raise StoreMismatchError(f"path {p} is given twice (rows {seen[p]} and {row}); a path names one image")
+            raise InputError(f"path {p} is given twice (rows {seen[p]} and {row}); a path names one image")
     return paths, root
 
 
@@ -99,21 +99,21 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     _numbers("matrix", matrix, 2)
     n, channels = matrix.shape
     if channels < 1:
-        raise StoreMismatchError("the matrix has no channels (shape (N, 0))")
+        raise InputError("the matrix has no channels (shape (N, 0))")
     if max_matrix is not None:
         _numbers("max matrix", max_matrix, 2)
         if max_matrix.shape != matrix.shape:
-            raise StoreMismatchError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
+            raise InputError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
     if len(paths) != n:
-        raise StoreMismatchError(f"the matrix has {n} rows but {len(paths)} paths were given")
+        raise InputError(f"the matrix has {n} rows but {len(paths)} paths were given")
     paths, root = _relative_paths(paths, root)
-    if classes and labels is None:
-        raise StoreMismatchError("class names need labels (--labels) that index them")
+    if classes and labels is None and (overwrite or not is_store(path)):  # a store's own labels index them
+        raise InputError("class names need labels (--labels) that index them")
     given_labels, labels = labels is not None, _import_labels(labels, n)
     if len(classes) and labels.size and labels.max() >= len(classes):
-        raise StoreMismatchError(f"label {int(labels.max())} has no class name: {len(classes)} were given")
+        raise InputError(f"label {int(labels.max())} has no class name: {len(classes)} were given")
     if not layer or "/" in layer or layer == "images":
-        raise StoreError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
+        raise InputError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
     with writer_lock(path):
         if shard_rows is None:
             shard_rows = open_group(path).attrs["shard_rows"] if is_store(path) and not overwrite else DEFAULT_SHARD_ROWS
@@ -126,9 +126,12 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
         if given_labels and not np.array_equal(group["images"]["label"][:], labels):
             raise StoreMismatchError(f"store {path} has other labels for these images; import without --labels "
                                      "or pass --overwrite to rebuild the store")
-        if root is not None and group.attrs.get("dataset", {}).get("root") != root:
-            raise StoreMismatchError(f"store {path} records another dataset root; import without --root "
-                                     "or pass --overwrite to rebuild the store")
+        stored_root = group.attrs.get("dataset", {}).get("root")
+        if root is not None and stored_root is not None and stored_root != root:
+            raise StoreMismatchError(f"store {path} records the dataset root {stored_root}, this import {root}; "
+                                     "give paths relative to it, or pass --overwrite to rebuild the store")
+        if root is not None and stored_root is None:  # the same paths, now with the folder they are in
+            group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=root)})
         if classes and list(group["images"].attrs.get("classes", [])) != list(classes):
             raise StoreMismatchError(f"store {path} has other class names; import without --classes "
                                      "or pass --overwrite to rebuild the store")

@@ -5,8 +5,8 @@ Offers:
     in_lanes(work, items, lanes) -> iterator of work(item), in the items' order
     one_thread_each(lanes, cores)                                          torch's threads split between lanes
 
-With one lane (the way before) a batch was decoded by every core and then went through
-the network on every core. Both halves lose time to their sharing: OpenMP's threads
+Why lanes: with one lane (``--lanes 1``) a batch is decoded by every core and then goes
+through the network on every core, and both halves lose time to their sharing: OpenMP's threads
 spin after each parallel region while the decoding threads want the cores, and the
 network's many small operations leave one core waiting at each barrier. With a lane per
 core, each core runs whole batches alone, one thread each, and neither waits for the
@@ -23,19 +23,19 @@ import contextlib
 import itertools
 from collections import deque
 
-from .errors import PipelineError
+from .errors import InputError
 
 
 def lanes_for(device_type: str, workers: int, compiled: bool, cores: int, asked: int | None = None) -> int:
     """The lanes for this run: one per core on the CPU without --compile or decoding processes, else 1."""
     if asked is not None and asked < 1:
-        raise PipelineError(f"--lanes must be 1 or more, not {asked}")
+        raise InputError(f"--lanes must be 1 or more, not {asked}")
     if asked is None:
         return cores if device_type == "cpu" and not compiled and workers == 0 else 1
     if asked > 1 and device_type != "cpu":
-        raise PipelineError("--lanes is for the CPU; on CUDA one lane feeds the GPU")
+        raise InputError("--lanes is for the CPU; on CUDA one lane feeds the GPU")
     if asked > 1 and workers:
-        raise PipelineError("--lanes decodes in each lane; it cannot be combined with --workers (decoding processes)")
+        raise InputError("--lanes decodes in each lane; it cannot be combined with --workers (decoding processes)")
     return asked
 
 

@@ -2,6 +2,7 @@
 
 Offers:
     LUCENT_URL                     where lucent fetches its pretrained weights
+    MODEL_NAME, INPUT_SIZE         as recorded in a store
     load_model(weights, seed) -> (model, weights_info)
         weights: "pretrained" (lucent via torch hub), "random" (seeded), or a .pth path
     layer_shapes(model) -> {layer: (channels, height, width)} in execution order

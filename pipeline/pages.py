@@ -4,6 +4,7 @@ Offers:
     Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)
     Site.write_channel(c), Site.write_index()
     histogram_svg(counts, edges, marks) -> str   an inline SVG bar chart
+    esc(text) -> str                             HTML-escaped, quotes included
 """
 
 from __future__ import annotations

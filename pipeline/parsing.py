@@ -6,6 +6,7 @@ Offers:
     parse_direction(text | .npy path | dict | sequence, channels) -> float64 vector
     whole_number(value, name) -> int, or QueryError (2.7 and "abc" are refused)
     check_channel(channel, channels) -> channel, or QueryError
+    parse_channels("0-9,97", channels) -> [0, ..., 9, 97]
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def parse_bands(text: str) -> list[tuple[str, float | None]]:
         try:
             if "/" in part:  # Fraction would read "1/3" as a third: not a percentage people type
                 raise ValueError(part)
-            fraction = Fraction(part.rstrip("%")) / 100
+            number = float(part.rstrip("%"))  # quick: "1e9999999" is inf here, before Fraction's big integers
+            if number != number:
+                raise ValueError(part)  # nan
+            fraction = Fraction(part.rstrip("%")) / 100 if 0 < number <= 100 else Fraction(-1)
         except (ValueError, ZeroDivisionError):
             raise QueryError(f"unknown band {part!r}; use percentages such as 0.1%,1%,10% or 'zeros'") from None
         if not previous < fraction <= 1:
@@ -59,15 +63,16 @@ def parse_direction(spec, channels: int) -> np.ndarray:
             raise QueryError(f"a direction given as an array needs {channels} numbers") from None
         vector = _one_dimension(vector, channels, "a direction given as an array")
     elif isinstance(spec, dict):
-        vector = np.zeros(channels)
+        vector, seen = np.zeros(channels), set()
         for c, w in spec.items():
             try:
                 weight = float(w)
             except (TypeError, ValueError):
                 raise QueryError(f"the weight of channel {c} must be a number, not {w!r}") from None
             channel = check_channel(c, channels)
-            if vector[channel]:
+            if channel in seen:
                 raise QueryError(f"channel {channel} is given twice in the direction; give each channel once")
+            seen.add(channel)
             vector[channel] = weight
     elif str(spec).endswith(".npy") or os.path.isfile(str(spec)):
         try:
@@ -143,3 +148,21 @@ def check_channel(channel, channels: int) -> int:
     if not 0 <= channel < channels:
         raise QueryError(f"channel {channel} is out of range; this layer has channels 0-{channels - 1}")
     return channel
+
+
+def parse_channels(text: str, channels: int) -> list[int]:
+    """"0-9,97" -> [0, ..., 9, 97]; a range runs upwards ("5-2" is refused, not empty)."""
+    out = []
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        try:
+            lo, _, hi = part.partition("-")
+            lo, hi = int(lo), int(hi or lo)
+        except ValueError:
+            raise QueryError(f"malformed channel list {text!r}; write e.g. 0-9 or 3,97,301") from None
+        lo, hi = check_channel(lo, channels), check_channel(hi, channels)
+        if hi < lo:
+            raise QueryError(f"channel range {part!r} runs backwards; write {hi}-{lo}")
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise QueryError("no channels given; for instance --channels 0-9")
+    return out

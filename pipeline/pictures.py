@@ -2,11 +2,11 @@
 
 Offers:
     Tile(image, caption, error)           one picture of a grid (image None: placeholder)
-    parse_channels("0-9,97") -> [0..9, 97]
     crop_box(layer, y, x), crop_field(image, box)   a unit's receptive field, square, grey outside the image
     covers_input(layer)                   whether a unit sees the whole input (1 x 1 maps): no crops
     upsample(heat, size, field)           a channel's map placed on its units' receptive fields
-    tiles(layer, results, crop, heatmap) -> list[Tile]
+    overlay(image, heat, scale, field)    a map coloured and blended over its image
+    tiles(layer, results, crop, heat) -> list[Tile]   heat: (k, H, W) maps, or None
     grid(layer, channels, k, by, crop, heatmap, bottom, samples, ..., shown=None) -> matplotlib Figure
     missing_line(missing, shown, example, root) -> the warning for images that could not be read
 
@@ -23,6 +23,7 @@ from PIL import Image
 from .errors import QueryError
 from .geometry import from_dict
 from .images import display_image
+from .parsing import parse_channels
 
 TILE = 160
 OUTSIDE = (128, 128, 128)  # a crop's part beyond the image's border
@@ -34,23 +35,6 @@ class Tile:
     caption: str
     error: str = ""
     rank: int | None = None  # shown above the first row's tiles; a feature visualisation has none
-
-
-def parse_channels(text: str, channels: int) -> list[int]:
-    out = []
-    for part in (p.strip() for p in str(text).split(",") if p.strip()):
-        try:
-            lo, _, hi = part.partition("-")
-            lo, hi = int(lo), int(hi or lo)
-        except ValueError:
-            raise QueryError(f"malformed channel list {text!r}; write e.g. 0-9 or 3,97,301") from None
-        for c in (lo, hi):
-            if not 0 <= c < channels:
-                raise QueryError(f"channel {c} is out of range; this layer has channels 0-{channels - 1}")
-        out.extend(range(lo, hi + 1))
-    if not out:
-        raise QueryError("no channels given; for instance --channels 0-9")
-    return out
 
 
 def _field(layer):
@@ -148,12 +132,12 @@ def missing_line(missing: int, shown: int, example: str, root) -> str:
 
 
 def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
-         bottom: bool = False, samples: bool = False, per_band: int | None = None, featureviz: bool = False,
+         bottom: bool = False, samples: bool = False, featureviz: bool = False,
          shown: list | None = None):
     """The notebook's figure (rows = channels, columns = ranks), with optional extra rows.
 
     ``featureviz`` puts each channel's cached feature visualisation first in its row.
-    ``shown``, a list, receives for each image drawn "" or, where it could not be read, "path: why".
+    ``shown``, a list, receives (path, "" or why it could not be read) for each image drawn.
     """
     from .featureviz import cached
     from .render import grid_figure
@@ -165,7 +149,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
         if bottom:
             queries.append((f"ch {channel}\nbottom", layer.topk(channel, k=k, by=by, bottom=True)))
         if samples:
-            queries.append((f"ch {channel}\nsamples", layer.samples(channel, per_band=per_band or max(1, k // 5), by=by)))
+            queries.append((f"ch {channel}\nsamples", layer.samples(channel, per_band=max(1, k // 5), by=by)))
         for label, results in queries:
             heat = None
             if heatmap:
@@ -174,7 +158,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
                 heat = channel_maps(layer, results.rows, channel)
             drawn = tiles(layer, results, crop=crop, heat=heat)
             if shown is not None:
-                shown.extend("" if t.image is not None else t.error for t in drawn)
+                shown.extend((path, "" if t.image is not None else t.error) for t, path in zip(drawn, results.paths))
             if featureviz and label == f"ch {channel}":
                 picture = cached(layer, channel)
                 ideal = Image.fromarray(picture).resize((TILE, TILE)) if picture is not None else None
@@ -182,7 +166,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
                                      f"not cached: exemplars featureviz -c {channel}"))
             rows.append((label, drawn))
     what = "receptive-field crops around the peak" if crop else "whole images"
-    shown = min(k, int(layer.usable.sum()))  # a store of 200 images shows 200, whatever k asked
-    title = (f"{layer.name}: top {shown} images per channel by spatial {by} ({what}"
+    top_n = min(k, int(layer.usable.sum()))  # a store of 200 images shows 200, whatever k asked
+    title = (f"{layer.name}: top {top_n} images per channel by spatial {by} ({what}"
              f"{', activation heatmaps' if heatmap else ''})")
     return grid_figure(rows, title, layer.note())

@@ -3,14 +3,13 @@
 Offers:
     Store(path)                  open read-only; ``store[layer]`` -> Layer; ``info()``
     Layer.column(channel, by)    one channel for every image (reads ~4N bytes)
-    Layer.topk(channel, k, by, bottom, diverse) -> Results
+    Layer.topk(channel, k, by, bottom, diverse, per_class) -> Results
     Layer.samples(channel, bands, per_band, seed) -> Results
     Layer.direction(direction, k, bottom) -> Results   any vector in channel space
     Layer.similar(image, k) -> Results                 cosine on activation vectors
-    parse_direction(text_or_path, channels) -> np.ndarray
-    parse_bands(text) -> list of bands; DEFAULT_BANDS
     Layer.stats(by), .histograms(by), .correlations(), .selectivity(), .pca()   ``pipeline.stats``
     Layer.grid(...), .histogram_figure(c), .correlation_figure()   matplotlib Figures
+(what users type is parsed in ``pipeline.parsing``; rankings are ``pipeline.ranking``'s)
 
 Rows that are invalid or not yet written never appear; ties go to the lower row.
 """
@@ -28,7 +27,7 @@ from . import ranking
 from .analysis import Analysis
 from .classes import human_names
 from .errors import QueryError, StoreError, unknown_layer
-from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number  # noqa: F401
+from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number
 from .results import Results
 from .places import location
 from .store import STATS, images_whole, layer_whole, n_shards, open_group, shard_bounds
@@ -237,19 +236,23 @@ class Layer(Analysis):
     def topk(self, channel: int, k: int = 10, by: str = "mean", bottom: bool = False,
              diverse: bool = False, per_class: int = 2) -> Results:
         k = self._check_k(k)
+        per_class = self._check_k(per_class, "--per-class")
         values = self.column(channel, by)
+        skipped = {}
         if diverse:
             rows = ranking.diverse(values, self.usable, k, bottom, self.store.all_labels,
-                                   self._fingerprints(), per_class)
+                                   self._fingerprints(), per_class, skipped)
         else:
             rows = ranking.top_rows(values, self.usable, k, bottom)
         word = "bottom" if bottom else "top"
         results = self._results(f"channel {channel} ({word} {k}{', diverse' if diverse else ''})",
                                 by, rows, values[rows], channel=int(channel))
         if diverse and len(rows) < min(k, int(self.usable.sum())):
-            results.note = "; ".join(filter(None, [results.note, (
-                f"only {len(rows)} images pass the diversity rules (at most {per_class} a class, "
-                "no near-duplicates); a larger --per-class allows more")]))
+            rules = [f"{skipped['class']} over {per_class} a class (a larger --per-class allows more)"
+                     if skipped.get("class") else "", f"{skipped['duplicate']} near-duplicates of an image shown"
+                     if skipped.get("duplicate") else ""]
+            results.note = "; ".join(filter(None, [results.note, f"only {len(rows)} images pass the diversity "
+                                                   f"rules; left out: {', '.join(filter(None, rules))}"]))
         return results
 
     def _fingerprints(self) -> np.ndarray:

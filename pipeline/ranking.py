@@ -1,7 +1,9 @@
 """Ranking a column of values: top/bottom k, quantile bands, diverse picks (numpy only).
 
 Offers:
+    finite_or_zero(array)        NaN and +-inf as 0
     top_rows(values, usable, k, bottom=False) -> rows, best first
+    ranked_all(values, usable, bottom=False) -> every usable row, best first
     band_samples(values, usable, bands, per_band, seed) -> (rows, band labels, empty bands)
     diverse(values, usable, k, bottom, labels, fingerprints, per_class) -> rows
 
@@ -11,6 +13,7 @@ Ties always go to the lower row, so every answer is reproducible.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -77,7 +80,9 @@ def band_samples(values, usable, bands, per_band: int, seed: int):
         if fraction is None:
             pool = np.flatnonzero(usable & (np.asarray(values) == 0))
         else:
-            stop = min(n, math.ceil(n * fraction))
+            # A float from the API is read as the decimal it prints as (0.07, not 0.0700000000000000067)
+            exact = fraction if isinstance(fraction, Fraction) else Fraction(repr(float(fraction)))
+            stop = min(n, math.ceil(n * exact))
             pool, start = order[start:stop], stop
         if not pool.size:
             empty.append(label)
@@ -90,26 +95,31 @@ def band_samples(values, usable, bands, per_band: int, seed: int):
     return np.asarray(rows, dtype=np.int64), labels, empty
 
 
-def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2) -> np.ndarray:
+def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2, skipped: dict | None = None):
     """Top rows skipping near-duplicates and classes already shown ``per_class`` times.
 
     Near-duplicates: cosine above ``DUPLICATE_COSINE`` between the images'
     activations on a spread subset of channels (crops and re-encodes of one
-    photo land there; different photos rarely do).
+    photo land there; different photos rarely do). ``skipped``, a dict, receives
+    how many rows each rule left out ("class", "duplicate") in the last pass.
     """
     chosen, counts = [], {}
     unit = finite_or_zero(np.asarray(fingerprints, dtype=np.float64))
     unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
     pool = min(int(usable.sum()), max(50 * k, 1000))
+    why = skipped if skipped is not None else {}
     while True:
         candidates = top_rows(values, usable, pool, bottom)
+        why.update(dict.fromkeys(("class", "duplicate"), 0))
         for row in candidates:
             if row in chosen:
                 continue
             label = int(labels[row])
             if label >= 0 and counts.get(label, 0) >= per_class:
+                why["class"] += 1
                 continue
             if chosen and (unit[chosen] @ unit[row]).max() > DUPLICATE_COSINE:
+                why["duplicate"] += 1
                 continue
             chosen.append(int(row))
             counts[label] = counts.get(label, 0) + 1

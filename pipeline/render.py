@@ -2,7 +2,7 @@
 
 Offers:
     histogram(counts, edges, quantiles, title, warning) -> Figure   one channel, log counts
-    small_multiples(counts, edges, title, warning, groups) -> Figure every channel of a layer
+    small_multiples(counts, title, warning, groups) -> Figure   every channel of a layer (bins, not values, across)
     correlation(corr, order, title, warning) -> Figure              clustered heatmap
     grid_figure(rows, title, warning) -> Figure                    exemplar tiles, rows of (label, tiles)
     save(figure, path)                                              PNG, then closes the figure
@@ -48,7 +48,7 @@ def histogram(counts, edges, quantiles: dict, title: str, warning: str = ""):
     return figure
 
 
-def small_multiples(counts, edges, title: str, warning: str = "", groups: dict | None = None):
+def small_multiples(counts, title: str, warning: str = "", groups: dict | None = None):
     """Every channel's histogram in its own cell, drawn as one LineCollection (fast at 1000+)."""
     from matplotlib.collections import LineCollection
 

@@ -74,7 +74,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
         return out / name
     warning = layer.note()
     title = f"{layer.name} ({int(layer.usable.sum())} images)"
-    bar = (lambda it, total, desc: _bar(it, total, desc)) if progress else None
+    bar = _bar if progress else None
     tables = {by: layer._table(by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
               for by in ("mean", "max") if by in layer.available}
     rows = _channel_rows(tables)
@@ -82,7 +82,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
     to("channels.json").write_text(json.dumps(rows))
     groups = stats.branches(layer)
     for by, table in tables.items():
-        render.save(render.small_multiples(table["hist_counts"], table["hist_edges"],
+        render.save(render.small_multiples(table["hist_counts"],
                                            f"{title}: spatial {by} per channel (log counts)", warning, groups),
                     to(f"histograms_{by}.png"))
         if channel is not None:

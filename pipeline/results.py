@@ -9,7 +9,7 @@ Offers:
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +28,6 @@ class Results:
     peaks: list[tuple[int, int] | None] | None = None  # (y, x) on the layer's grid, for by="max"; None: a flat map
     bands: list[str] | None = None
     note: str = ""  # e.g. random weights, or an incomplete store
-    extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -6,6 +6,7 @@ Offers:
         mean, std, max, q50, q90, q99, q99.9, active (fraction > 0), kurtosis
         (excess, Fisher), dead (never > 0), hist_counts (C, bins), hist_edges (C, bins+1)
     second_moments(layer) -> Moments: n, mean, cov (C, C), class sums and counts
+    cluster_order(corr) -> channel order by average-linkage clustering on 1 - r
     correlations(moments) -> (C, C) Pearson matrix (0 where a channel is constant)
     neighbours(corr, k) -> (C, k) most correlated other channels (-1: none)
     selectivity(moments, class_names, top) -> dict: per channel its top classes and
@@ -29,7 +30,7 @@ from .store import n_shards, shard_bounds
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 HIST_BINS = 40
 COLUMN_BLOCK = 16
-WORKERS = 2  # threads; the machine this is measured on has two cores
+WORKERS = 2  # threads: numpy and zarr release the GIL, so one block is read while another is reduced
 # The layer the notebook studies; other mixed layers record theirs at extraction.
 KNOWN_BRANCHES = {"mixed4a": {"1x1": (0, 192), "3x3": (192, 396), "5x5": (396, 444), "pool": (444, 508)}}
 
@@ -104,7 +105,7 @@ def _block_table(layer, lo, hi, arr) -> dict:
 def channel_table(layer, by: str = "mean", progress=None) -> dict:
     """Exact per-channel statistics of the spatial ``by`` over the usable images.
 
-    Blocks of whole columns go to two threads (numpy and zarr release the GIL).
+    Blocks of whole columns go to ``WORKERS`` threads.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -159,7 +160,7 @@ def second_moments(layer, mean=None, progress=None) -> Moments:
     """One pass over the shards of ``mean``: covariance and per-class sums.
 
     ``mean`` (exact, from ``channel_table``) centres each shard before the
-    float32 product, which keeps its round-off small; shards go to two threads.
+    float32 product, which keeps its round-off small; shards go to ``WORKERS`` threads.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -195,14 +196,15 @@ def correlations(moments: Moments) -> np.ndarray:
 
 def neighbours(corr: np.ndarray, k: int = 5) -> np.ndarray:
     """Each channel's ``k`` most correlated other channels, best first; -1 fills the places
-    left where there are fewer other channels than ``k``, and every place of a constant
-    channel, which correlates with nothing."""
-    channels = corr.shape[0]
-    masked = corr.copy()
-    np.fill_diagonal(masked, -np.inf)
-    order = np.argsort(-masked, axis=1, kind="stable")[:, :min(k, max(channels - 1, 0))]
+    left where there are fewer other channels than ``k``. A constant channel correlates with
+    nothing: it has no neighbours and is nobody's."""
     constant = np.diag(corr) == 0  # correlations() puts 0 on the diagonal of a constant channel
-    order[constant] = -1
+    masked = corr.astype(np.float64, copy=True)
+    np.fill_diagonal(masked, -np.inf)
+    masked[:, constant] = -np.inf
+    masked[constant, :] = -np.inf
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    order[np.take_along_axis(masked, order, axis=1) == -np.inf] = -1
     return np.pad(order, ((0, 0), (0, k - order.shape[1])), constant_values=-1)
 
 

@@ -3,7 +3,8 @@
 This module owns the format (the README's FORMAT section documents it) and
 imports no torch. Offers:
 
-    FORMAT_NAME, FORMAT_VERSION, DEFAULT_SHARD_ROWS
+    FORMAT_NAME, FORMAT_VERSION, DEFAULT_SHARD_ROWS, STATS ("mean", "max", "argmax")
+    n_shards(n, shard_rows) -> int
     create_store(path, meta, images, shard_rows, overwrite) -> zarr.Group
     open_group(path, mode)        open and validate an existing store
     images_whole(group)           whether a store's image arrays were all made
@@ -90,8 +91,8 @@ def writer_lock(path: str | Path):
         fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES) and is_store(path):
-            raise StoreError(f"store {path} cannot be written here ({exc.strerror}); phase one needs to write "
-                             "its lock, even to find it finished: queries read it as it is") from None
+            raise StoreError(f"store {path} cannot be written here ({exc.strerror}); a writer takes its lock "
+                             "there, even to find the work done: queries read it as it is") from None
         raise StoreError(f"cannot make store {path}: {exc.strerror}") from None
     _HELD.add(key)
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pipeline
-from pipeline.errors import StoreError, StoreMismatchError
+from pipeline.errors import InputError, StoreError, StoreMismatchError
 from pipeline.importing import import_matrix
 from pipeline.store import open_group
 
@@ -20,7 +20,7 @@ def test_import_matrix_layout(tmp_path):
     assert group["images/valid"][:].tolist() == [True] * 4 + [False] + [True] * 5
     assert group["feat/done"][:].all() and group["feat"].attrs["complete"]
     np.testing.assert_array_equal(group["feat/mean"][:][~np.isnan(m).any(1)], m[~np.isnan(m).any(1)])
-    with pytest.raises(StoreMismatchError, match="10 rows but 3 paths"):
+    with pytest.raises(InputError, match="10 rows but 3 paths"):
         import_matrix(tmp_path / "t.zarr", m, "feat", ["a", "b", "c"])
 
 
@@ -39,7 +39,7 @@ def test_a_second_import_never_mixes_with_the_first(tmp_path):
 
 @pytest.mark.parametrize("name", ["images", "", "a/b"])
 def test_import_refuses_layer_names_the_format_reserves(tmp_path, name):
-    with pytest.raises(StoreError, match="cannot name a layer"):
+    with pytest.raises(InputError, match="cannot name a layer"):
         import_matrix(tmp_path / "s.zarr", np.ones((2, 2), dtype=np.float32), name, ["x", "y"])
 
 
@@ -58,7 +58,7 @@ def test_a_file_is_not_a_store_to_write(tmp_path):
     (np.ones((2, 2), dtype=np.float32), np.array([0, 2**31]), "whole numbers"),
 ])
 def test_import_refuses_what_it_cannot_store_before_writing(tmp_path, matrix, labels, fragment):
-    with pytest.raises(StoreMismatchError, match=re.escape(fragment)):
+    with pytest.raises(InputError, match=re.escape(fragment)):
         import_matrix(tmp_path / "s.zarr", matrix, "feat", ["x", "y"][: len(matrix)], labels)
     assert not (tmp_path / "s.zarr").exists()  # refused before anything was made
 
@@ -110,8 +110,14 @@ def test_a_redone_import_forgets_the_rows_its_cut_short_attempt_found_invalid(tm
     assert s.valid.tolist() == [True] * 5 + [False] + [True] * 2
     with pytest.raises(StoreMismatchError, match="other class names"):
         import_matrix(store, a, "C", paths, np.full(8, -1), classes=["x"])
-    with pytest.raises(StoreMismatchError, match="another dataset root"):
-        import_matrix(store, a, "C", paths, root="/elsewhere")
+    import_matrix(store, a, "C", paths, root="/data/")  # the store had no root: now it has
+    assert pipeline.open_store(store).root == "/data"
+    with pytest.raises(StoreMismatchError, match="records the dataset root /data, this import /elsewhere"):
+        import_matrix(store, a, "D", paths, root="/elsewhere")
+    import_matrix(store, a, "D", [f"/data/{p}" for p in paths])  # absolute, under the store's root
+    import_matrix(store, a, "E", paths, root="/data")  # relative, with the same root spelled another way
+    with pytest.raises(StoreMismatchError, match="other class names"):
+        import_matrix(store, a, "F", paths, classes=["x"])  # the store's labels index class names
 
 
 def test_paths_are_relative_unique_and_inside_the_root(tmp_path):
@@ -120,13 +126,13 @@ def test_paths_are_relative_unique_and_inside_the_root(tmp_path):
     assert group["images/path"][:].tolist() == ["cat/1.jpg", "dog/2.jpg"] and group.attrs["dataset"]["root"] == "/data"
     for paths, fragment in [(["a.jpg", "./a.jpg"], "given twice"), (["../a.jpg", "b.jpg"], "does not name a file"),
                             (["/data/a.jpg", "b.jpg"], "mix absolute and relative")]:
-        with pytest.raises(StoreMismatchError, match=fragment):
+        with pytest.raises(InputError, match=fragment):
             import_matrix(tmp_path / "b.zarr", m, "feat", paths)
-    with pytest.raises(StoreMismatchError, match="not under the root"):
+    with pytest.raises(InputError, match="not under the root"):
         import_matrix(tmp_path / "b.zarr", m, "feat", ["/data/a.jpg", "/elsewhere/b.jpg"], root="/data")
-    with pytest.raises(StoreMismatchError, match="class names need labels"):
+    with pytest.raises(InputError, match="class names need labels"):
         import_matrix(tmp_path / "b.zarr", m, "feat", ["a.jpg", "b.jpg"], classes=["x"])
-    with pytest.raises(StoreMismatchError, match="label 3 has no class name: 2 were given"):
+    with pytest.raises(InputError, match="label 3 has no class name: 2 were given"):
         import_matrix(tmp_path / "b.zarr", m, "feat", ["a.jpg", "b.jpg"], np.array([0, 3]), ["x", "y"])
     assert not (tmp_path / "b.zarr").exists()  # refused before anything was written
 
@@ -135,6 +141,9 @@ def test_text_files_that_are_not_utf8_are_one_sentence(tmp_path):
     from conftest import run_cli
 
     np.save(tmp_path / "m.npy", np.ones((1, 2), dtype=np.float32))
+    (tmp_path / "bom.txt").write_bytes("\ufeffcafé.jpg".encode("utf-8"))  # Notepad's UTF-8
+    run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "b.zarr", "--layer", "f", "--paths", tmp_path / "bom.txt")
+    assert pipeline.open_store(tmp_path / "b.zarr").paths([0]) == ["café.jpg"]
     (tmp_path / "p.txt").write_bytes("café.jpg".encode("latin-1"))
     proc = run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f",
                    "--paths", tmp_path / "p.txt", check=False)

@@ -5,22 +5,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import pipeline
 from conftest import run_cli
-from pipeline.errors import QueryError
 from pipeline.images import display_image
-from pipeline.pictures import OUTSIDE, crop_box, crop_field, parse_channels, tiles, upsample
-
-
-def test_parse_channels():
-    assert parse_channels("0-3,97", 508) == [0, 1, 2, 3, 97]
-    with pytest.raises(QueryError, match="out of range"):
-        parse_channels("500-510", 508)
-    with pytest.raises(QueryError, match="malformed"):
-        parse_channels("a-b", 508)
+from pipeline.pictures import OUTSIDE, crop_box, crop_field, tiles, upsample
 
 
 def test_display_image_is_the_notebooks(image_folder):

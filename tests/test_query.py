@@ -14,7 +14,7 @@ from numpy.testing import assert_array_equal, assert_allclose
 import pipeline
 from conftest import ROOT, run_cli
 from pipeline.errors import LayerError, QueryError, StoreError
-from pipeline.query import parse_bands
+from pipeline.parsing import parse_bands
 from pipeline.importing import import_matrix
 from pipeline.store import refresh_completeness
 
@@ -151,6 +151,8 @@ def test_band_sizes_at_a_hundred_images(tmp_path):
     layer = _ranked_store(tmp_path, 100)
     got = layer.samples(0, bands="7%,50%", per_band=100)
     assert got.bands.count("top 7%") == 7 and got.bands.count("top 7-50%") == 43
+    as_floats = layer.samples(0, bands=[("top 7%", 0.07), ("top 7-50%", 0.5)], per_band=100)  # the API's form
+    assert as_floats.bands == got.bands
     tiny = _ranked_store(tmp_path, 3, "tiny.zarr").samples(0, per_band=3)
     # rank 0 (0 < 0.1%) and rank 1 (1/3 in 10-50%); rank 2 (2/3) is in no band, nor in zeros
     assert list(zip(tiny.rows.tolist(), tiny.bands)) == [(0, "top 0.1%"), (1, "top 10-50%")]
@@ -199,7 +201,8 @@ def test_diverse_caps_classes_and_skips_duplicates(generated, tmp_path):
     layer = pipeline.open_store(path)["layer1"]
     got = layer.topk(0, k=6, diverse=True, per_class=1)
     assert sorted(got.labels) == [0, 1, 2, 3]  # four classes, one each: no more can be found
-    assert "only 4 images pass the diversity rules (at most 1 a class" in got.note
+    usable = int(np.isfinite(m).all(axis=1).sum())
+    assert f"only 4 images pass the diversity rules; left out: {usable - 4} over 1 a class" in got.note
     assert "diversity" not in layer.topk(0, k=4, diverse=True, per_class=1).note
     # A near-duplicate (same vector, other class) of the top image never shows twice.
     dup = m.copy()
@@ -209,6 +212,11 @@ def test_diverse_caps_classes_and_skips_duplicates(generated, tmp_path):
                   shard_rows=ROWS)
     rows = pipeline.open_store(tmp_path / "dup.zarr")["layer1"].topk(0, k=5, diverse=True).rows
     assert top in rows and top + 1 not in rows
+    # Without labels only near-duplicates are left out, and the note says so (no word of --per-class).
+    twins = np.repeat(m[:1] + 1, 6, axis=0)
+    import_matrix(tmp_path / "twins.zarr", twins, "layer1", [f"{i}.jpg" for i in range(6)])
+    got = pipeline.open_store(tmp_path / "twins.zarr")["layer1"].topk(0, k=3, diverse=True)
+    assert len(got) == 1 and "left out: 5 near-duplicates of an image shown" in got.note and "per-class" not in got.note
 
 
 def test_results_convert_and_render(generated):

@@ -104,7 +104,9 @@ def test_stats_cli_writes_everything(layer, tmp_path):
                  "histograms_mean.png", "histogram_mean_ch5.png", "selectivity_channels.csv",
                  "selectivity_classes.csv"]:
         assert (out / name).stat().st_size > 100, name
-    assert "1 dead channels" in proc.stdout and "branch 1x1" in proc.stdout
+    # channel 6 of the matrix goes below 0, so channel 4 is "never > 0", not "dead"
+    assert "1 channels never > 0 on the spatial mean (the layer has negative values" in proc.stdout
+    assert "branch 1x1" in proc.stdout
 
 
 def test_unlabelled_layer_skips_selectivity(tmp_path):
@@ -117,7 +119,7 @@ def test_unlabelled_layer_skips_selectivity(tmp_path):
 def test_stats_on_an_extracted_store_has_max_too(small_store, tmp_path):
     proc = run_cli("stats", "--store", small_store, "-o", tmp_path / "o")
     assert (tmp_path / "o" / "histograms_max.png").stat().st_size > 100
-    assert "RANDOM WEIGHTS" in proc.stdout
+    assert "RANDOM WEIGHTS" in proc.stdout and " dead channels (never > 0 on the spatial mean)" in proc.stdout  # ReLU
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -155,13 +157,15 @@ def test_small_values_keep_their_digits_and_no_channel_is_its_own_neighbour(tmp_
     near = (tmp_path / "o" / "neighbours.csv").read_text().splitlines()
     assert near[0] == "channel,n1,n2,n3,n4,n5,r1,r2,r3,r4,r5"
     assert [line.split(",")[1:6] for line in near[1:]] == [
-        ["1", "2", "", "", ""], ["0", "2", "", "", ""], ["", "", "", "", ""]]  # 2 is constant: none
+        ["1", "", "", "", ""], ["0", "", "", "", ""], ["", "", "", "", ""]]  # 2 is constant: nobody's, none of its own
 
 
 def test_neighbours_are_other_channels():
     corr = np.array([[1.0, 0.5], [0.5, 1.0]])
     assert stats.neighbours(corr, 3).tolist() == [[1, -1, -1], [0, -1, -1]]
     assert stats.neighbours(np.ones((1, 1)), 2).tolist() == [[-1, -1]]
+    with_constant = np.array([[1.0, 0.0, 0.2], [0.0, 0.0, 0.0], [0.2, 0.0, 1.0]])
+    assert stats.neighbours(with_constant, 2).tolist() == [[2, -1], [-1, -1], [0, -1]]
 
 
 def test_kurtosis_far_from_zero(tmp_path):

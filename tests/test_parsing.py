@@ -1,0 +1,53 @@
+"""What users type: channel lists, quantile bands, directions, whole numbers (no store needed)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from pipeline.errors import QueryError
+from pipeline.parsing import parse_bands, parse_channels, parse_direction, whole_number
+
+
+def test_parse_channels():
+    assert parse_channels("0-3,97", 508) == [0, 1, 2, 3, 97]
+    assert parse_channels(" 5 ,", 508) == [5]
+    for text, fragment in [("500-510", "out of range"), ("a-b", "malformed"), ("5-2", "runs backwards; write 2-5"),
+                           ("", "no channels given"), ("2.5", "malformed")]:
+        with pytest.raises(QueryError, match=fragment):
+            parse_channels(text, 508)
+
+
+def test_bands_are_exact_fractions_with_readable_labels():
+    bands = parse_bands("0.1%,1%,7,zeros")
+    assert bands == [("top 0.1%", Fraction(1, 1000)), ("top 0.1-1%", Fraction(1, 100)),
+                     ("top 1-7%", Fraction(7, 100)), ("zeros", None)]
+    for text, fragment in [("1/3%", "unknown band"), ("nan", "unknown band"), ("5%,5%", "must be above 5%"),
+                           ("101%", "at most 100%"), ("", "no bands given"), ("1e9999999%", "at most 100%"),
+                           ("1e-9999999%", "must be above 0%")]:
+        with pytest.raises(QueryError, match=fragment):
+            parse_bands(text)
+
+
+def test_directions_from_text_dicts_and_arrays():
+    vector = parse_direction("3:0.5,1", 4)
+    assert vector.tolist() == [0.0, 1.0, 0.0, 0.5]  # a bare channel weighs 1
+    assert parse_direction({2: -1}, 4).tolist() == [0, 0, -1, 0]
+    assert parse_direction(np.ones((1, 4)), 4).tolist() == [1, 1, 1, 1]
+    for spec, fragment in [("", "an empty direction"), ("3:0", "a weight that is not 0"),
+                           ("3:inf", "finite numbers"), ("1:1,1:2", "channel 1 is given twice"),
+                           ({1: 1, "1": 2}, "channel 1 is given twice"), ({1: 0, "1": 2}, "channel 1 is given twice"),
+                           ("9:1", "out of range"),
+                           ("x", "malformed direction"), (np.ones(3), "needs 4 weights, not 3"),
+                           (np.ones((2, 2)), "in one dimension")]:
+        with pytest.raises(QueryError, match=fragment):
+            parse_direction(spec, 4)
+
+
+def test_whole_numbers():
+    assert whole_number("7") == 7 and whole_number(7.0) == 7 and whole_number(np.int64(3)) == 3
+    for value in (2.7, "abc", True, None):
+        with pytest.raises(QueryError, match="whole number"):
+            whole_number(value)
