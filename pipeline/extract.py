@@ -9,6 +9,7 @@ and from the shards (``shards.py``: batching and writing each shard exactly once
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
@@ -201,9 +202,6 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     start-up time for speed (see the README's figures). Under torchrun each
     rank computes whole shards of its own; the leader alone writes metadata.
     """
-    import contextlib
-
-    import torch
     from tqdm import tqdm
 
     from .distributed import Ranks
@@ -215,12 +213,8 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     model, weights_info = load_model(weights, seed)
     check_layers(model, layers)
     shapes = {layer: layer_shapes(model)[layer] for layer in layers}
-    dev = _device(device)
     ranks = Ranks.from_environment()
-    if ranks.world > 1 and dev.type == "cuda" and dev.index is None:
-        dev = _device(f"cuda:{ranks.local_rank}")
-    if dev.type == "cuda" and dev.index is not None:
-        torch.cuda.set_device(dev)  # pinned memory, events and nvJPEG then use this rank's GPU
+    dev = _rank_device(device, ranks)
     if decoder == "gpu" and dev.type != "cuda":
         raise InputError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
     if compile and dev.type == "cpu":
@@ -233,22 +227,8 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             print(note, file=sys.stderr, flush=True)
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
-        refusal = None
-        if ranks.leader:
-            try:
-                stack.enter_context(st.writer_lock(store_path))
-                group = _open_for_writing(store_path, images, weights_info, layers, shapes, model, traced,
-                                          shard_rows, overwrite, precision, decoder)
-            except PipelineError as exc:
-                refusal = exc
-        # Every rank learns of the leader's refusal, and stops without a word: waiting at the barrier
-        # instead, they died of the closed connection, with tracebacks, once the leader had exited.
-        if any(ranks.gather(refusal is not None)):
-            ranks.close()
-            raise refusal if refusal is not None else FollowerStopped()
-        ranks.barrier()
-        if not ranks.leader:
-            group = st.open_group(store_path, mode="r+")
+        group = _open_on_every_rank(stack, ranks, store_path, lambda: _open_for_writing(
+            store_path, images, weights_info, layers, shapes, model, traced, shard_rows, overwrite, precision, decoder))
         shard_rows = group.attrs["shard_rows"]
         pending = _pending(group, layers)
         mine = ranks.mine(pending)
@@ -269,18 +249,8 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             if dev.type == "cuda" and workers == 0:
                 loader = prefetched(loader)  # decode in threads while the GPU computes
             results = _one_lane(loader, forward, layers, dev)
-        try:
-            with one_thread_each(lanes, cores):
-                invalid = _compute(group, images, layers, shapes, results, bar)
-        except Exception as exc:  # name where it broke; the finished shards stay, a rerun completes
-            print(f"rank {ranks.rank}/{ranks.world} failed in shard {_current_shard(group, layers, mine)}: "
-                  f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete",
-                  file=sys.stderr, flush=True)
-            raise
-        except KeyboardInterrupt:
-            print(f"\ninterrupted in shard {_current_shard(group, layers, mine)}; finished shards are kept, "
-                  "rerun the same command to complete", file=sys.stderr, flush=True)
-            raise
+        with _said_where_it_stopped(group, layers, mine, ranks), one_thread_each(lanes, cores):
+            invalid = _compute(group, images, layers, shapes, results, bar)
         seconds = time.perf_counter() - started
         invalid = [item for part in ranks.gather(invalid) for item in part]
         ranks.barrier()
@@ -291,3 +261,50 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     computed = rows_in(pending, shard_rows, len(images))  # the whole job's, every rank's shards
     return Summary(str(store_path), layers, len(images), computed, seconds, sorted(invalid),
                    places.store_bytes(store_path), weights_info, ranks.leader)
+
+
+def _rank_device(device: str, ranks):
+    """The device this rank computes on: under torchrun, ``cuda`` is the rank's own GPU."""
+    import torch
+
+    dev = _device(device)
+    if ranks.world > 1 and dev.type == "cuda" and dev.index is None:
+        dev = _device(f"cuda:{ranks.local_rank}")
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)  # pinned memory, events and nvJPEG then use this rank's GPU
+    return dev
+
+
+def _open_on_every_rank(stack, ranks, store_path, open_for_writing):
+    """The store, opened for writing: made or checked by the leader under the writer lock
+    (held on ``stack``), then opened by the other ranks."""
+    refusal, group = None, None
+    if ranks.leader:
+        try:
+            stack.enter_context(st.writer_lock(store_path))
+            group = open_for_writing()
+        except PipelineError as exc:
+            refusal = exc
+    # Every rank learns of the leader's refusal, and stops without a word: waiting at the barrier
+    # instead, they died of the closed connection, with tracebacks, once the leader had exited.
+    if any(ranks.gather(refusal is not None)):
+        ranks.close()
+        raise refusal if refusal is not None else FollowerStopped()
+    ranks.barrier()
+    return group if ranks.leader else st.open_group(store_path, mode="r+")
+
+
+@contextlib.contextmanager
+def _said_where_it_stopped(group, layers, mine, ranks):
+    """A failure or Ctrl-C names the shard it stopped in; the finished shards stay."""
+    try:
+        yield
+    except Exception as exc:
+        print(f"rank {ranks.rank}/{ranks.world} failed in shard {_current_shard(group, layers, mine)}: "
+              f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete",
+              file=sys.stderr, flush=True)
+        raise
+    except KeyboardInterrupt:
+        print(f"\ninterrupted in shard {_current_shard(group, layers, mine)}; finished shards are kept, "
+              "rerun the same command to complete", file=sys.stderr, flush=True)
+        raise
