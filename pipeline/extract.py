@@ -28,6 +28,7 @@ from .hardware import precision_note
 from .lanes import in_lanes, lanes_for, one_thread_each
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
 from .shards import ShardBatches, ShardWriter, mark_non_finite, rows_in
+from .writers import writer_lock
 
 
 @dataclass
@@ -281,7 +282,7 @@ def _open_on_every_rank(stack, ranks, store_path, open_for_writing):
     refusal, group = None, None
     if ranks.leader:
         try:
-            stack.enter_context(st.writer_lock(store_path))
+            stack.enter_context(writer_lock(store_path))
             group = open_for_writing()
         except PipelineError as exc:
             refusal = exc

@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 
 from .errors import QueryError
-from .store import writer_lock
+from .writers import writer_lock
 
 
 def cached(layer, channel: int):

@@ -16,7 +16,8 @@ import numpy as np
 from .errors import InputError, StoreMismatchError
 from .places import is_store, location
 from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere,
-                    merged_validity, n_shards, open_group, refresh_completeness, shard_bounds, writer_lock)
+                    merged_validity, n_shards, open_group, refresh_completeness, shard_bounds)
+from .writers import writer_lock
 
 
 def _numbers(name: str, array, ndim: int):

@@ -18,7 +18,6 @@ imports no torch. Offers:
     shard_bounds(shard, shard_rows, n) -> (start, stop)
     dataset_fingerprint(paths, sizes, mtimes) -> str   what identifies a dataset
     refresh_completeness(group, layer)
-    writer_lock(path)             context manager: one writer per store
 
 Where a store lives (folders, URLs) is ``pipeline.places``; a store from a matrix
 computed elsewhere is ``pipeline.importing``.
@@ -26,12 +25,7 @@ computed elsewhere is ``pipeline.importing``.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
-import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -39,15 +33,14 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .errors import StoreError, StoreLockedError, StoreMismatchError
-from .places import (FORMAT_NAME, LOCK_NAME, REBUILD_NAME, entries, filesystem, is_store, is_url, mark_rebuilding,
-                     rebuilding, unreachable)
+from .errors import StoreError, StoreMismatchError
+from .places import FORMAT_NAME, entries, filesystem, is_store, is_url, rebuilding, unreachable
+from .writers import remove_store
 
 FORMAT_VERSION = 1
 DEFAULT_SHARD_ROWS = 65536
 LOOKUP_ROWS = 1024  # chunk of images/path
 STATS = ("mean", "max", "argmax")
-_HELD: set[str] = set()  # stores whose writer lock this process holds
 # Fields of the root metadata that must match for a run to continue a store.
 COMPARED = ("dataset_fingerprint", "preprocessing", "model", "shard_rows")
 
@@ -68,74 +61,6 @@ def n_shards(n: int, shard_rows: int) -> int:
     return -(-n // shard_rows)
 
 
-@contextlib.contextmanager
-def writer_lock(path: str | Path):
-    """Hold the store's writer lock; the OS frees it even on SIGKILL.
-
-    An object store (a URL) has no such lock: one job per store is the user's rule there.
-    """
-    if is_url(path):
-        yield
-        return
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise StoreError(f"{path} is a file; a store is a folder, choose another --store")
-    key = os.path.realpath(path)
-    if key in _HELD:  # POSIX locks do not exclude their own process, and closing a second one frees the first
-        raise StoreLockedError(f"store {path} is being written by this process already (another thread)")
-    if entries(path) and not is_store(path) and not rebuilding(path):  # said before a lock file is left in someone's folder
-        raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it or write "
-                         "into it, choose another --store")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        if exc.errno in (errno.EROFS, errno.EACCES) and is_store(path):
-            raise StoreError(f"store {path} cannot be written here ({exc.strerror}); a writer takes its lock "
-                             "there, even to find the work done: queries read it as it is") from None
-        raise StoreError(f"cannot make store {path}: {exc.strerror}") from None
-    _HELD.add(key)
-    try:
-        try:
-            # A POSIX record lock, not flock(): forked DataLoader workers do not inherit it, so a
-            # killed run's orphaned workers cannot hold the store for the seconds they take to exit.
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
-            raise StoreLockedError(
-                f"store {path} is being written by another process; "
-                "wait for it to finish or stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
-        _HELD.discard(key)
-
-
-def _remove_store(path) -> None:
-    """Remove a store, marked first: killed half-way, it is never read as a store (whose
-    done markers might survive its data), and the next writer finishes the removal."""
-    if not entries(path):
-        return
-    if not is_store(path) and not rebuilding(path):
-        raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it")
-    mark_rebuilding(path, True)
-    keep = (LOCK_NAME, REBUILD_NAME)
-    if is_url(path):
-        fs, root = filesystem(path)
-        for name in fs.ls(root, detail=False):
-            if name.rstrip("/").rsplit("/", 1)[-1] not in keep:
-                fs.rm(name, recursive=True)
-    else:
-        for child in Path(path).iterdir():
-            if child.name not in keep:
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    mark_rebuilding(path, False)
-
-
 def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: bool):
     """Open the store at ``path`` for writing, creating it if needed.
 
@@ -144,7 +69,7 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
     ``path``, ``label``, ``size``, ``mtime_ns`` to arrays and ``classes`` to a list.
     """
     if overwrite or rebuilding(path):  # the second: an --overwrite cut short, finished now
-        _remove_store(path)
+        remove_store(path)
     if is_store(path):
         group = open_group(path, mode="r+")
         check_compatible(group, dict(meta, shard_rows=shard_rows), images)

@@ -178,7 +178,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(image_folder, small_store, 
 
 
 def test_second_writer_is_refused(image_folder, tmp_path):
-    from pipeline.store import writer_lock
+    from pipeline.writers import writer_lock
 
     store = tmp_path / "locked.zarr"
     with writer_lock(store):

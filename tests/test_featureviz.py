@@ -54,7 +54,7 @@ def test_a_first_run_cut_short_between_its_arrays_is_redone(store_copy, monkeypa
 def test_a_store_being_written_is_refused_before_the_optimisation(store_copy, monkeypatch):
     import pipeline.featureviz as fv
     from pipeline.errors import StoreLockedError
-    from pipeline.store import writer_lock
+    from pipeline.writers import writer_lock
 
     monkeypatch.setattr(fv, "_optimise", lambda *a: pytest.fail("optimised for a store it cannot write"))
     with writer_lock(store_copy):

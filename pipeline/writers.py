@@ -1,0 +1,92 @@
+"""One writer per store: the writer's lock, and --overwrite's removal of a store.
+
+Offers:
+    writer_lock(path)     context manager: the one writer of a store folder (none for URLs)
+    remove_store(path)    remove a store, marked first, so that a removal cut short is finished
+                          by the next writer and never read as a store
+
+The lock is a POSIX record lock on ``.writer.lock`` inside the store folder; the mark is
+``.overwriting`` beside it (``pipeline.places``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+from .errors import StoreError, StoreLockedError
+from .places import LOCK_NAME, REBUILD_NAME, entries, filesystem, is_store, is_url, mark_rebuilding, rebuilding
+
+_HELD: set[str] = set()  # stores whose writer lock this process holds
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | Path):
+    """Hold the store's writer lock; the OS frees it even on SIGKILL.
+
+    An object store (a URL) has no such lock: one job per store is the user's rule there.
+    """
+    if is_url(path):
+        yield
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file; a store is a folder, choose another --store")
+    key = os.path.realpath(path)
+    if key in _HELD:  # POSIX locks do not exclude their own process, and closing a second one frees the first
+        raise StoreLockedError(f"store {path} is being written by this process already (another thread)")
+    if entries(path) and not is_store(path) and not rebuilding(path):  # said before a lock file is left in someone's folder
+        raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it or write "
+                         "into it, choose another --store")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES) and is_store(path):
+            raise StoreError(f"store {path} cannot be written here ({exc.strerror}); a writer takes its lock "
+                             "there, even to find the work done: queries read it as it is") from None
+        raise StoreError(f"cannot make store {path}: {exc.strerror}") from None
+    _HELD.add(key)
+    try:
+        try:
+            # A POSIX record lock, not flock(): forked DataLoader workers do not inherit it, so a
+            # killed run's orphaned workers cannot hold the store for the seconds they take to exit.
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise StoreLockedError(
+                f"store {path} is being written by another process; "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+        _HELD.discard(key)
+
+
+def remove_store(path) -> None:
+    """Remove a store, marked first: killed half-way, it is never read as a store (whose
+    done markers might survive its data), and the next writer finishes the removal."""
+    if not entries(path):
+        return
+    if not is_store(path) and not rebuilding(path):
+        raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it")
+    mark_rebuilding(path, True)
+    keep = (LOCK_NAME, REBUILD_NAME)
+    if is_url(path):
+        fs, root = filesystem(path)
+        for name in fs.ls(root, detail=False):
+            if name.rstrip("/").rsplit("/", 1)[-1] not in keep:
+                fs.rm(name, recursive=True)
+    else:
+        for child in Path(path).iterdir():
+            if child.name not in keep:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    mark_rebuilding(path, False)

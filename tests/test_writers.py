@@ -1,0 +1,95 @@
+"""One writer per store: the lock (also against forked children and this process's threads),
+--overwrite's marked removal, and read-only folders."""
+
+from __future__ import annotations
+
+import pytest
+
+import pipeline
+from pipeline.errors import StoreError
+from pipeline.store import add_layer, create_store
+from pipeline.writers import writer_lock
+
+
+def test_an_overwrite_cut_short_is_never_read_and_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline import writers
+
+    path = tmp_path / "s.zarr"
+    images = {"path": ["a.jpg", "b.jpg"], "label": [0, 0], "classes": ["c"], "size": [1, 1], "mtime_ns": [0, 0]}
+    group = create_store(path, {"model": {}}, images, shard_rows=2, overwrite=False)
+    add_layer(group, "conv", 3, (1, 1), {})
+    group["conv/done"][:] = True
+
+    def killed(target, *args, **kwargs):  # the removal stops after its first folder
+        real_rmtree(target, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(writers.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        create_store(path, {"model": {"other": 1}}, images, shard_rows=2, overwrite=True)
+    monkeypatch.undo()
+    with pytest.raises(StoreError, match="is being rebuilt"):
+        pipeline.open_store(path)
+    # The next writer, even without --overwrite, finishes the removal and starts afresh.
+    group = create_store(path, {"model": {"other": 1}}, images, shard_rows=2, overwrite=False)
+    assert list(group.group_keys()) == ["images"] and group.attrs["model"] == {"other": 1}
+    assert pipeline.open_store(path).n == 2 and not (path / ".overwriting").exists()
+
+
+def test_the_lock_is_not_left_in_a_folder_that_is_no_store(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(StoreError, match="not an exemplars store"):
+        with writer_lock(folder):
+            pass
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_a_forked_child_does_not_keep_the_lock_after_its_parent_dies(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "s.zarr"
+    # The parent takes the lock, forks a child that lives on (as DataLoader workers do), and dies.
+    code = f"""
+import os, time
+from pipeline.writers import writer_lock
+with writer_lock({str(store)!r}):
+    if os.fork() == 0:
+        time.sleep(6)
+        os._exit(0)
+    os._exit(0)
+"""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    with writer_lock(store):  # free at once, while the orphan still lives
+        assert time.monotonic() - started < 5
+
+
+def test_one_process_cannot_take_its_own_lock_twice(tmp_path):
+    from pipeline.errors import StoreLockedError
+
+    with writer_lock(tmp_path / "s.zarr"):
+        with pytest.raises(StoreLockedError, match="by this process already"):
+            with writer_lock(tmp_path / "s.zarr"):
+                pass
+    with writer_lock(tmp_path / "s.zarr"):  # released, and taken again
+        pass
+
+
+def test_a_store_on_a_read_only_file_system_says_so(small_store, monkeypatch):
+    import errno
+    import os
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(StoreError, match="cannot be written here .*a writer takes its lock"):
+        with writer_lock(small_store):
+            pass
