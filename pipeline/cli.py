@@ -300,33 +300,18 @@ def import_(
     overwrite: bool = typer.Option(False),
 ):
     """Make a store from a matrix computed elsewhere, so every query works on it."""
-    import numpy as np
     from tqdm import tqdm
 
-    from .importing import import_matrix
+    from .importing import import_matrix, invalid_rows, read_array, read_lines
 
-    def read_lines(p: Path) -> list[str]:
-        try:
-            return p.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is no path
-        except OSError as exc:
-            raise InputError(f"cannot read {p}: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{p} is not UTF-8 text (byte {exc.start}); "
-                                "give one path or class name per line, encoded in UTF-8") from None
-
-    try:
-        data = np.load(matrix, mmap_mode="r")
-        label_array = None if labels is None else np.load(labels)
-        peaks = None if max_matrix is None else np.load(max_matrix, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read a .npy array: {exc}") from None
-    group = import_matrix(store, data, layer, read_lines(paths), label_array,
+    data = read_array(matrix, mmap=True)
+    group = import_matrix(store, data, layer, read_lines(paths), labels and read_array(labels),
                           read_lines(classes) if classes else (), root, shard_rows, overwrite,
-                          progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"), max_matrix=peaks)
+                          progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"),
+                          max_matrix=max_matrix and read_array(max_matrix, mmap=True))
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
-    invalid = int((~np.asarray(group["images"]["valid"][:])).sum())
-    if invalid:
-        typer.echo(f"warning: {invalid} of {data.shape[0]} rows are invalid (a value not finite): "
+    if invalid_rows(group):
+        typer.echo(f"warning: {invalid_rows(group)} of {data.shape[0]} rows are invalid (a value not finite): "
                    "queries leave them out", err=True)
 
 

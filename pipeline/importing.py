@@ -4,12 +4,15 @@ phase-two query, statistic and picture works on it.
 Offers:
     import_matrix(path, matrix, layer, paths, labels=None, classes=(), root=None, ...)
         make the store, or add a layer to one made from the same paths
+    read_lines(path), read_array(path, mmap)   the command's input files, refused in one sentence
+    invalid_rows(group) -> int
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +21,29 @@ from .places import is_store, location
 from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere,
                     merged_validity, n_shards, open_group, refresh_completeness, shard_bounds)
 from .writers import writer_lock
+
+
+def read_lines(path) -> list[str]:
+    """A text file's lines: paths or class names, in UTF-8 (a byte-order mark is no path)."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start}); "
+                         "give one path or class name per line, encoded in UTF-8") from None
+
+
+def read_array(path, mmap: bool = False) -> np.ndarray:
+    """A .npy file (memory-mapped when asked: a matrix is read one shard at a time)."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path} as a .npy array: {exc}") from None
+
+
+def invalid_rows(group) -> int:
+    return int((~np.asarray(group["images"]["valid"][:], dtype=bool)).sum())
 
 
 def _numbers(name: str, array, ndim: int):
@@ -97,20 +123,11 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     path = location(path)
     matrix = matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
     max_matrix = max_matrix if max_matrix is None or isinstance(max_matrix, np.ndarray) else np.asarray(max_matrix)
-    _numbers("matrix", matrix, 2)
-    n, channels = matrix.shape
-    if channels < 1:
-        raise InputError("the matrix has no channels (shape (N, 0))")
-    if max_matrix is not None:
-        _numbers("max matrix", max_matrix, 2)
-        if max_matrix.shape != matrix.shape:
-            raise InputError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
-    if len(paths) != n:
-        raise InputError(f"the matrix has {n} rows but {len(paths)} paths were given")
+    _check_matrices(matrix, max_matrix, len(paths))
     paths, root = _relative_paths(paths, root)
     if classes and labels is None and (overwrite or not is_store(path)):  # a store's own labels index them
         raise InputError("class names need labels (--labels) that index them")
-    given_labels, labels = labels is not None, _import_labels(labels, n)
+    given_labels, labels = labels is not None, _import_labels(labels, matrix.shape[0])
     if len(classes) and labels.size and labels.max() >= len(classes):
         raise InputError(f"label {int(labels.max())} has no class name: {len(classes)} were given")
     if not layer or "/" in layer or layer == "images":
@@ -118,50 +135,73 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     with writer_lock(path):
         if shard_rows is None:
             shard_rows = open_group(path).attrs["shard_rows"] if is_store(path) and not overwrite else DEFAULT_SHARD_ROWS
-        zeros = np.zeros(n, dtype=np.int64)  # no files to stat: the paths alone identify the dataset
-        meta = {"dataset": {"root": root, "layout": "imported", "n_images": n},
+        zeros = np.zeros(len(paths), dtype=np.int64)  # no files to stat: the paths alone identify the dataset
+        meta = {"dataset": {"root": root, "layout": "imported", "n_images": len(paths)},
                 "dataset_fingerprint": dataset_fingerprint(paths, zeros, zeros), "preprocessing": None,
                 "model": {"name": "imported", "weights": {"kind": "imported"}}}
         group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
                                           "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
-        if given_labels and not np.array_equal(group["images"]["label"][:], labels):
-            raise StoreMismatchError(f"store {path} has other labels for these images; import without --labels "
-                                     "or pass --overwrite to rebuild the store")
-        stored_root = group.attrs.get("dataset", {}).get("root")
-        if root is not None and stored_root is not None and stored_root != root:
-            raise StoreMismatchError(f"store {path} records the dataset root {stored_root}, this import {root}; "
-                                     "give paths relative to it, or pass --overwrite to rebuild the store")
-        if root is not None and stored_root is None:  # the same paths, now with the folder they are in
-            group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=root)})
-        if classes and list(group["images"].attrs.get("classes", [])) != list(classes):
-            raise StoreMismatchError(f"store {path} has other class names; import without --classes "
-                                     "or pass --overwrite to rebuild the store")
-        if layer in group and group[layer].attrs.get("complete"):  # rewriting it would mix two imports' rows
-            raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
-                                     "or pass --overwrite to rebuild the store")
+        group = _agree_with_store(group, path, labels if given_labels else None, classes, root, layer)
         redo = layer in group
         if redo:  # an import cut short: made again from the start
             del group[layer]
-        sub = add_layer(group, layer, channels, (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
+        sub = add_layer(group, layer, matrix.shape[1], (1, 1), {"model": "imported", "weights": meta["model"]["weights"]},
                         stats=("mean",) if max_matrix is None else ("mean", "max"))
-        shards = range(n_shards(n, shard_rows))
+        shards = range(n_shards(len(paths), shard_rows))
         for shard in progress(shards) if progress else shards:
-            start, stop = shard_bounds(shard, shard_rows, n)
-            block = np.asarray(matrix[start:stop], dtype=np.float32)
-            valid = np.isfinite(block).all(axis=1)
-            if max_matrix is not None:
-                peaks = np.asarray(max_matrix[start:stop], dtype=np.float32)
-                valid &= np.isfinite(peaks).all(axis=1)
-                sub["max"][start:stop] = peaks
-            if redo:  # the images' validity holds what the attempt cut short wrote: read it anew
-                others = _finite_in_other_layers(group, layer, shard, start, stop)
-                valid = valid if others is None else valid & others
-            errors = ["" if ok else NON_FINITE for ok in valid]
-            if not redo:
-                valid, errors = merged_validity(group, [layer], shard, valid, errors)
-            group["images"]["valid"][start:stop] = valid
-            group["images"]["error"][start:stop] = np.asarray(errors, dtype=str)
-            sub["mean"][start:stop] = block
-            sub["done"][shard] = True
+            _write_shard(group, sub, layer, shard, shard_bounds(shard, shard_rows, len(paths)), matrix, max_matrix, redo)
         refresh_completeness(group, layer)
     return group
+
+
+def _check_matrices(matrix, max_matrix, n_paths: int) -> None:
+    _numbers("matrix", matrix, 2)
+    if matrix.shape[1] < 1:
+        raise InputError("the matrix has no channels (shape (N, 0))")
+    if max_matrix is not None:
+        _numbers("max matrix", max_matrix, 2)
+        if max_matrix.shape != matrix.shape:
+            raise InputError(f"the max matrix has shape {max_matrix.shape}, the mean {matrix.shape}")
+    if n_paths != matrix.shape[0]:
+        raise InputError(f"the matrix has {matrix.shape[0]} rows but {n_paths} paths were given")
+
+
+def _agree_with_store(group, path, labels, classes, root, layer: str):
+    """Refuse an import that disagrees with the store it adds to; record a root it lacked."""
+    if labels is not None and not np.array_equal(group["images"]["label"][:], labels):
+        raise StoreMismatchError(f"store {path} has other labels for these images; import without --labels "
+                                 "or pass --overwrite to rebuild the store")
+    stored_root = group.attrs.get("dataset", {}).get("root")
+    if root is not None and stored_root is not None and stored_root != root:
+        raise StoreMismatchError(f"store {path} records the dataset root {stored_root}, this import {root}; "
+                                 "give paths relative to it, or pass --overwrite to rebuild the store")
+    if classes and list(group["images"].attrs.get("classes", [])) != list(classes):
+        raise StoreMismatchError(f"store {path} has other class names; import without --classes "
+                                 "or pass --overwrite to rebuild the store")
+    if layer in group and group[layer].attrs.get("complete"):  # rewriting it would mix two imports' rows
+        raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
+                                 "or pass --overwrite to rebuild the store")
+    if root is not None and stored_root is None:  # the same paths, now with the folder they are in
+        group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=root)})
+    return group
+
+
+def _write_shard(group, sub, layer: str, shard: int, bounds, matrix, max_matrix, redo: bool) -> None:
+    """One shard of the import: its rows, their validity (the image's, over every layer), its marker."""
+    start, stop = bounds
+    block = np.asarray(matrix[start:stop], dtype=np.float32)
+    valid = np.isfinite(block).all(axis=1)
+    if max_matrix is not None:
+        peaks = np.asarray(max_matrix[start:stop], dtype=np.float32)
+        valid &= np.isfinite(peaks).all(axis=1)
+        sub["max"][start:stop] = peaks
+    if redo:  # the images' validity holds what the attempt cut short wrote: read it anew
+        others = _finite_in_other_layers(group, layer, shard, start, stop)
+        valid = valid if others is None else valid & others
+    errors = ["" if ok else NON_FINITE for ok in valid]
+    if not redo:
+        valid, errors = merged_validity(group, [layer], shard, valid, errors)
+    group["images"]["valid"][start:stop] = valid
+    group["images"]["error"][start:stop] = np.asarray(errors, dtype=str)
+    sub["mean"][start:stop] = block
+    sub["done"][shard] = True

@@ -66,6 +66,7 @@ def _pca_summary(cov, groups) -> dict:
 
 
 def write_stats(layer, out_dir, channel: int | None = None, progress: bool = True) -> list[str]:
+    """Every statistic's file and figure in ``out_dir``; returns the summary lines to print."""
     out = outputs.folder(out_dir)
     written = []  # named at the end: only this run's files, not what else the folder holds
 
@@ -89,39 +90,51 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
             render.save(layer.histogram_figure(channel, by), to(f"histogram_{by}_ch{channel}.png"))
     moments = layer.moments(progress=bar and (lambda it, n: bar(it, n, "shards")))
     corr = layer.correlations()
-    near = stats.neighbours(corr, 5)
-    _write_csv(to("neighbours.csv"), [
-        {"channel": c, **{f"n{i + 1}": (int(near[c, i]) if near[c, i] >= 0 else "") for i in range(near.shape[1])},
-         **{f"r{i + 1}": (round(float(corr[c, near[c, i]]), 5) if near[c, i] >= 0 else "")
-            for i in range(near.shape[1])}}
-        for c in range(layer.channels)])
+    _write_csv(to("neighbours.csv"), _neighbour_rows(corr))
     render.save(layer.correlation_figure(), to("correlation.png"))
     pca = _pca_summary(moments.cov, groups)
     to("pca.json").write_text(json.dumps(pca, indent=1))
-    dead = int(tables["mean"]["dead"].sum())
-    signed = bool((tables["mean"]["hist_edges"][:, 0] < 0).any())  # no ReLU at the end: "never > 0" is no death
+    lines = _summary(title, tables["mean"], pca, groups)
+    chosen = layer.selectivity()
+    if chosen is None:
+        lines.append("selectivity skipped: the images have no labels (a flat folder)")
+    else:
+        lines.append(_write_selectivity(chosen, layer.channels, to))
+    lines.append(f"wrote {', '.join(sorted(written))} to {out}")
+    return ([warning] if warning else []) + lines
+
+
+def _neighbour_rows(corr) -> list[dict]:
+    near = stats.neighbours(corr, 5)  # -1: no neighbour there, an empty cell
+    return [{"channel": c, **{f"n{i + 1}": (int(near[c, i]) if near[c, i] >= 0 else "") for i in range(near.shape[1])},
+             **{f"r{i + 1}": (round(float(corr[c, near[c, i]]), 5) if near[c, i] >= 0 else "")
+                for i in range(near.shape[1])}}
+            for c in range(corr.shape[0])]
+
+
+def _summary(title: str, table: dict, pca: dict, groups: dict) -> list[str]:
+    dead = int(table["dead"].sum())
+    signed = bool((table["hist_edges"][:, 0] < 0).any())  # no ReLU at the end: "never > 0" is no death
     lines = [f"{title}: {dead} channels never > 0 on the spatial mean (the layer has negative values: "
              "not a sign of dead units)" if signed else
              f"{title}: {dead} dead channels (never > 0 on the spatial mean)",
              f"effective dimensionality: participation ratio {pca['layer']['participation_ratio']:.1f}, "
              f"{pca['layer']['components_90']} components for 90% of variance, "
              f"{pca['layer']['components_99']} for 99%"]
-    lines += [f"  branch {name} ({lo}-{hi - 1}): participation ratio {pca[name]['participation_ratio']:.1f}, "
-              f"90% in {pca[name]['components_90']}" for name, (lo, hi) in groups.items()]
-    chosen = layer.selectivity()
-    if chosen is None:
-        lines.append("selectivity skipped: the images have no labels (a flat folder)")
-    else:
-        names = dict(zip(chosen["classes"].tolist(), chosen["class_names"]))
-        _write_csv(to("selectivity_channels.csv"), [
-            {"channel": c, "selectivity": round(float(chosen["index"][c]), 5),
-             **{f"class{i + 1}": names[int(k)] for i, k in enumerate(chosen["top_classes"][c])}}
-            for c in range(layer.channels)])
-        _write_csv(to("selectivity_classes.csv"), [
-            {"class": chosen["class_names"][i], **{f"channel{j + 1}": int(ch) for j, ch in enumerate(row)}}
-            for i, row in enumerate(chosen["channels_per_class"])])
-        most = int(np.argmax(chosen["index"]))
-        lines.append(f"most class-selective channel: {most} (index {chosen['index'][most]:.3f}, "
-                     f"prefers {names[int(chosen['top_classes'][most][0])]})")
-    lines.append(f"wrote {', '.join(sorted(written))} to {out}")
-    return ([warning] if warning else []) + lines
+    return lines + [f"  branch {name} ({lo}-{hi - 1}): participation ratio {pca[name]['participation_ratio']:.1f}, "
+                    f"90% in {pca[name]['components_90']}" for name, (lo, hi) in groups.items()]
+
+
+def _write_selectivity(chosen: dict, channels: int, to) -> str:
+    """The two selectivity tables; returns the line naming the most class-selective channel."""
+    names = dict(zip(chosen["classes"].tolist(), chosen["class_names"]))
+    _write_csv(to("selectivity_channels.csv"), [
+        {"channel": c, "selectivity": round(float(chosen["index"][c]), 5),
+         **{f"class{i + 1}": names[int(k)] for i, k in enumerate(chosen["top_classes"][c])}}
+        for c in range(channels)])
+    _write_csv(to("selectivity_classes.csv"), [
+        {"class": chosen["class_names"][i], **{f"channel{j + 1}": int(ch) for j, ch in enumerate(row)}}
+        for i, row in enumerate(chosen["channels_per_class"])])
+    most = int(np.argmax(chosen["index"]))
+    return (f"most class-selective channel: {most} (index {chosen['index'][most]:.3f}, "
+            f"prefers {names[int(chosen['top_classes'][most][0])]})")

@@ -334,17 +334,6 @@ def test_import_cli_round_trip(tmp_path):
     assert "invalid    row 7 x/7.jpg: non-finite values" in info and "precision" not in info  # an import: unknown
 
 
-def test_ranking_places_infinite_and_nan_values_and_never_an_unusable_row():
-    from pipeline import ranking
-
-    values = np.array([np.inf, -np.inf, np.nan, 1.0, 5.0, -np.inf], dtype=np.float32)
-    usable = np.array([False, True, True, True, True, True])
-    assert ranking.top_rows(values, usable, 10).tolist() == [4, 3, 1, 2, 5]  # NaN as -inf; never row 0
-    assert ranking.top_rows(values, usable, 10, bottom=True).tolist() == [1, 5, 3, 4, 2]
-    assert ranking.top_rows(values, usable, 2, bottom=True).tolist() == [1, 5]
-    assert ranking.ranked_all(values, usable).tolist() == [4, 3, 1, 2, 5]
-
-
 def test_api_arguments_are_checked_like_the_cli(generated):
     path, m, _, _ = generated
     layer = pipeline.open_store(path)["layer1"]

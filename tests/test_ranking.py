@@ -1,0 +1,44 @@
+"""Ranking a column: ties, non-finite values, unusable rows, exact band edges, diversity rules."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from pipeline import ranking
+
+
+def test_ranking_places_infinite_and_nan_values_and_never_an_unusable_row():
+    values = np.array([np.inf, -np.inf, np.nan, 1.0, 5.0, -np.inf], dtype=np.float32)
+    usable = np.array([False, True, True, True, True, True])
+    assert ranking.top_rows(values, usable, 10).tolist() == [4, 3, 1, 2, 5]  # NaN as -inf; never row 0
+    assert ranking.top_rows(values, usable, 10, bottom=True).tolist() == [1, 5, 3, 4, 2]
+    assert ranking.top_rows(values, usable, 2, bottom=True).tolist() == [1, 5]
+    assert ranking.ranked_all(values, usable).tolist() == [4, 3, 1, 2, 5]
+
+
+def test_ties_go_to_the_lower_row():
+    values = np.array([1.0, 2.0, 2.0, 1.0, 2.0])
+    usable = np.ones(5, dtype=bool)
+    assert ranking.top_rows(values, usable, 5).tolist() == [1, 2, 4, 0, 3]
+    assert ranking.top_rows(values, usable, 5, bottom=True).tolist() == [0, 3, 1, 2, 4]
+
+
+def test_band_edges_are_exact_and_empty_bands_are_named():
+    values = np.arange(100, 0, -1, dtype=np.float32)  # rank r is row r
+    usable = np.ones(100, dtype=bool)
+    bands = [("top 7%", Fraction(7, 100)), ("top 7-50%", 0.5), ("zeros", None)]
+    rows, labels, empty = ranking.band_samples(values, usable, bands, per_band=100, seed=0)
+    assert sorted(rows[:7].tolist()) == list(range(7)) and labels.count("top 7%") == 7
+    assert labels.count("top 7-50%") == 43 and empty == ["zeros"]
+
+
+def test_diverse_counts_what_each_rule_left_out():
+    values = np.array([5.0, 4.0, 3.0, 2.0])
+    usable = np.ones(4, dtype=bool)
+    labels = np.array([0, 0, 1, -1])
+    fingerprints = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])  # row 2 repeats row 0
+    skipped = {}
+    rows = ranking.diverse(values, usable, 4, False, labels, fingerprints, per_class=1, skipped=skipped)
+    assert rows.tolist() == [0, 3] and skipped == {"class": 1, "duplicate": 1}
