@@ -19,6 +19,7 @@ CSS = """
 body{font-family:system-ui,sans-serif;margin:1.2em;color:#222;background:#fafafa}
 a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;margin-top:1.4em}
 .warn{background:#b00020;color:#fff;padding:.4em .8em;font-weight:bold;border-radius:4px}
+.note{color:#555;font-style:italic}
 .row{display:flex;flex-wrap:wrap;gap:8px} .tile{width:132px;font-size:11px;overflow-wrap:anywhere}
 .tile img{display:block;width:128px;height:128px;border:1px solid #ccc}
 .small .tile{width:100px} .small .tile img,.small .missing{width:96px;height:96px}
@@ -102,12 +103,15 @@ class Site:
                         for k in ("mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis"))
         neighbours = ", ".join(f'<a href="{int(n):04d}.html">{int(n)}</a> ({self.corr[c, n]:.2f})'
                                for n in self.near[c] if n >= 0)
-        if not t["std"][c] > 0:  # a constant channel correlates with nothing
+        constant = not t["std"][c] > 0
+        if constant:  # a constant channel correlates with nothing
             neighbours = "none: the channel is constant over the dataset"
         elif not neighbours:
             neighbours = "none: the layer has no other channel"
         classes = "<p>No labels: class selectivity needs an ImageFolder dataset.</p>"
-        if self.chosen is not None:
+        if constant:
+            classes = "<p>None: the channel is the same on every image.</p>"
+        elif self.chosen is not None:
             names = dict(zip(self.chosen["classes"].tolist(), self.chosen["class_names"]))
             classes = (f'<p>selectivity index {self.chosen["index"][c]:.3f}; top classes: '
                        + ", ".join(esc(names[int(k)]) for k in self.chosen["top_classes"][c]) + "</p>")
@@ -115,7 +119,10 @@ class Site:
         if (self.out / "img" / f"viz_{c}.png").exists():
             viz = f'<h2>Feature visualisation</h2><img src="../img/viz_{c}.png" alt="feature visualisation" width="192">'
         body = (f"<h1>{esc(layer.name)} channel {c} <small>{esc(self._branch(c))}</small></h1>{nav}{viz}"
-                f"<h2>Top {len(top)} by spatial mean</h2>{self._tiles(top, self.crops, peaks=peaks)}"
+                f"<h2>Top {len(top)} by spatial mean</h2>"
+                + (f'<p class="note">The channel is {_number(t["max"][c])} on every image: these tie, '
+                   "and are the first rows, not exemplars.</p>" if constant else "")
+                + f"{self._tiles(top, self.crops, peaks=peaks)}"
                 f"<h2>Quantile-band samples</h2>{self._tiles(samples, False, 'small')}"
                 f"<h2>Bottom {len(bottom)}</h2>{self._tiles(bottom, False, 'small')}"
                 f"<h2>Distribution of the spatial mean</h2>"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 import pipeline
@@ -23,8 +24,6 @@ HOSTILE = "<img src=x onerror=alert(1)>.jpg"
 @pytest.fixture(scope="module")
 def hostile_store(tmp_path_factory):
     """A store whose dataset holds a hostile file name and later loses a file."""
-    import numpy as np
-
     root = tmp_path_factory.mktemp("hostile")
     data = make_folder(root / "data", classes=("a<b>", "c&d"), per_class=5, seed=3)
     make_image(np.random.default_rng(9), 300, 260).save(data / "a<b>" / HOSTILE)
@@ -53,6 +52,16 @@ def test_site_files(site):
         assert HOSTILE not in text and "<img src=x" not in text
         assert "RANDOM WEIGHTS" in text
     assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+
+
+def test_a_constant_channel_says_its_top_images_are_no_exemplars(site, hostile_store):
+    out, _, _ = site
+    table = pipeline.open_store(hostile_store[0])["mixed4a"].stats()
+    constant, varying = int(np.flatnonzero(table["std"] == 0)[0]), int(np.flatnonzero(table["std"] > 0)[0])
+    page = (out / "channels" / f"{constant:04d}.html").read_text()
+    assert "on every image: these tie, and are the first rows, not exemplars" in page
+    assert "None: the channel is the same on every image" in page and "selectivity index" not in page
+    assert "not exemplars" not in (out / "channels" / f"{varying:04d}.html").read_text()
 
 
 def test_thumbnails_are_reused(site, hostile_store):
