@@ -352,7 +352,10 @@ def main() -> None:
             typer.echo(f"error: {exc}", err=True)
         _quiet_exit()
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc.__cause__, EOFError):  # click turns an EOFError into Abort, as if Ctrl-D
+            typer.echo(f"error: a file ended before its data did ({exc.__cause__ or 'EOFError'})", err=True)
+            sys.exit(1)
         typer.echo("interrupted", err=True)
         _quiet_exit()
         sys.exit(130)

@@ -37,9 +37,13 @@ def read_lines(path) -> list[str]:
 def read_array(path, mmap: bool = False) -> np.ndarray:
     """A .npy file (memory-mapped when asked: a matrix is read one shard at a time)."""
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path} as a .npy array: {exc}") from None
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
+        raise InputError(f"cannot read {path} as a .npy array ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive, whatever its name
+        array.close()
+        raise InputError(f"{path} is an archive of several arrays (.npz); give one array saved with numpy.save")
+    return array
 
 
 def invalid_rows(group) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -79,3 +80,21 @@ def test_the_command_alone_shows_its_help():
     proc = run_cli(check=False)
     assert proc.returncode == 0 and "activations" in proc.stdout and "topk" in proc.stdout
     assert proc.stdout.count("Usage:") == 1  # once, though click and rich both offer to print it
+
+
+def test_an_end_of_file_inside_a_command_is_no_interruption(tmp_path, monkeypatch, capsys):
+    """click turns an EOFError into the Abort of Ctrl-D; here it is said as what it is."""
+    import pipeline.cli as cli
+    import pipeline.query as query
+
+    def truncated(self):
+        raise EOFError("truncated")
+
+    np.save(tmp_path / "m.npy", np.ones((2, 2), dtype=np.float32))
+    (tmp_path / "p.txt").write_text("a.jpg\nb.jpg\n")
+    run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f", "--paths", tmp_path / "p.txt")
+    monkeypatch.setattr(query.Store, "info", truncated)
+    monkeypatch.setattr("sys.argv", ["exemplars", "info", "--store", str(tmp_path / "s.zarr")])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 1 and "a file ended before its data did (truncated)" in capsys.readouterr().err

@@ -137,13 +137,22 @@ def test_paths_are_relative_unique_and_inside_the_root(tmp_path):
     assert not (tmp_path / "b.zarr").exists()  # refused before anything was written
 
 
-def test_text_files_that_are_not_utf8_are_one_sentence(tmp_path):
+def test_input_files_that_cannot_be_read_are_one_sentence(tmp_path):
     from conftest import run_cli
 
     np.save(tmp_path / "m.npy", np.ones((1, 2), dtype=np.float32))
     (tmp_path / "bom.txt").write_bytes("\ufeffcafé.jpg".encode("utf-8"))  # Notepad's UTF-8
     run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "b.zarr", "--layer", "f", "--paths", tmp_path / "bom.txt")
     assert pipeline.open_store(tmp_path / "b.zarr").paths([0]) == ["café.jpg"]
+    for name, fragment in [("empty.npy", "cannot read"), ("pair.npy", "archive of several arrays")]:
+        if name == "empty.npy":
+            (tmp_path / name).write_bytes(b"")
+        else:
+            with open(tmp_path / name, "wb") as f:
+                np.savez(f, a=np.ones(2), b=np.ones(2))
+        proc = run_cli("import", tmp_path / name, "--store", tmp_path / "e.zarr", "--layer", "f",
+                       "--paths", tmp_path / "bom.txt", check=False)
+        assert proc.returncode == 2 and fragment in proc.stderr and "interrupted" not in proc.stderr, proc.stderr
     (tmp_path / "p.txt").write_bytes("café.jpg".encode("latin-1"))
     proc = run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f",
                    "--paths", tmp_path / "p.txt", check=False)
