@@ -310,8 +310,9 @@ def import_(
                           progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"),
                           max_matrix=max_matrix and read_array(max_matrix, mmap=True))
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
-    if invalid_rows(group):
-        typer.echo(f"warning: {invalid_rows(group)} of {data.shape[0]} rows are invalid (a value not finite): "
+    invalid = invalid_rows(group)
+    if invalid:
+        typer.echo(f"warning: {invalid} of {data.shape[0]} rows are invalid (a value not finite): "
                    "queries leave them out", err=True)
 
 

@@ -13,6 +13,7 @@ Offers:
     OutputError         an output path that cannot be written (a file for a folder, a bad suffix)
     FollowerStopped     a torchrun rank stopping because rank 0 refused the run (and said why)
     unknown_layer(name, known) -> LayerError   listing the valid names
+    first_line(exc) -> str   an exception's message in one line (for a sentence of our own)
 
 Each subclass also inherits the matching built-in, as zarr's errors do, so
 callers can catch ``FileNotFoundError`` or ``ValueError`` as they are used to.
@@ -69,6 +70,12 @@ class FollowerStopped(PipelineError):
 
     def __str__(self) -> str:
         return ""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, at most 200 characters; its class name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 
 def unknown_layer(name: str, known: list[str] | tuple[str, ...]) -> LayerError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from .errors import WeightsError, unknown_layer
+from .errors import WeightsError, first_line, unknown_layer
 
 LUCENT_URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
 MODEL_NAME = "lucent.modelzoo.inceptionv1"
@@ -68,8 +68,7 @@ def _from_file(path: str):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load fails in many ways on a file that is no checkpoint (KeyError, IndexError...)
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        raise WeightsError(f"cannot read weights file {path} as a torch checkpoint: {reason}") from None
+        raise WeightsError(f"cannot read weights file {path} as a torch checkpoint: {first_line(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     model = _fresh(0)
@@ -77,7 +76,7 @@ def _from_file(path: str):
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise WeightsError(
-            f"weights file {path} does not fit InceptionV1: {str(exc).splitlines()[0][:200]}"
+            f"weights file {path} does not fit InceptionV1: {first_line(exc)}"
         ) from None
     name = os.path.basename(path)
     # The path lets heatmaps rerun the model; the sha256 is what identifies the weights.

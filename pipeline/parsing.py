@@ -63,17 +63,14 @@ def parse_direction(spec, channels: int) -> np.ndarray:
             raise QueryError(f"a direction given as an array needs {channels} numbers") from None
         vector = _one_dimension(vector, channels, "a direction given as an array")
     elif isinstance(spec, dict):
-        vector, seen = np.zeros(channels), set()
+        pairs = []
         for c, w in spec.items():
             try:
                 weight = float(w)
             except (TypeError, ValueError):
                 raise QueryError(f"the weight of channel {c} must be a number, not {w!r}") from None
-            channel = check_channel(c, channels)
-            if channel in seen:
-                raise QueryError(f"channel {channel} is given twice in the direction; give each channel once")
-            seen.add(channel)
-            vector[channel] = weight
+            pairs.append((check_channel(c, channels), weight))
+        vector = _from_pairs(pairs, channels, "the direction")
     elif str(spec).endswith(".npy") or os.path.isfile(str(spec)):
         try:
             vector = np.load(str(spec), allow_pickle=False)
@@ -99,21 +96,28 @@ def parse_direction(spec, channels: int) -> np.ndarray:
 
 
 def _from_text(spec: str, channels: int) -> np.ndarray:
-    """"97:0.7,301:0.3" (a bare "97" weighs 1); a channel named twice is refused, not summed."""
-    vector, seen = np.zeros(channels), set()
+    """"97:0.7,301:0.3" (a bare "97" weighs 1)."""
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     if not parts:
         raise QueryError("an empty direction; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3")
+    pairs = []
     for part in parts:
         try:
             c, w = part.split(":") if ":" in part else (part, "1")
-            channel, weight = check_channel(int(c), channels), float(w)
+            pairs.append((check_channel(int(c), channels), float(w)))
         except QueryError:
             raise  # a channel out of range says so itself
         except ValueError:
             raise QueryError(f"malformed direction {spec!r}; write CHANNEL:WEIGHT,... e.g. 97:0.7,301:0.3") from None
+    return _from_pairs(pairs, channels, f"direction {spec!r}")
+
+
+def _from_pairs(pairs, channels: int, what: str) -> np.ndarray:
+    """(channel, weight) pairs as a vector; a channel named twice is refused, not summed."""
+    vector, seen = np.zeros(channels), set()
+    for channel, weight in pairs:
         if channel in seen:
-            raise QueryError(f"channel {channel} is given twice in direction {spec!r}; give each channel once")
+            raise QueryError(f"channel {channel} is given twice in {what}; give each channel once")
         seen.add(channel)
         vector[channel] = weight
     return vector

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import StoreError, first_line
 
 FORMAT_NAME = "exemplars-activations"
 LOCK_NAME = ".writer.lock"
@@ -125,5 +125,6 @@ def store_bytes(path) -> int:
 
 
 def unreachable(path, exc: Exception) -> StoreError:
-    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return StoreError(f"cannot open {path}: {exc.__class__.__name__}" + (f": {reason}" if reason else ""))
+    reason = first_line(exc)
+    return StoreError(f"cannot open {path}: {exc.__class__.__name__}"
+                      + (f": {reason}" if reason != exc.__class__.__name__ else ""))

@@ -251,8 +251,7 @@ class Layer(Analysis):
             rules = [f"{skipped['class']} over {per_class} a class (a larger --per-class allows more)"
                      if skipped.get("class") else "", f"{skipped['duplicate']} near-duplicates of an image shown"
                      if skipped.get("duplicate") else ""]
-            results.note = "; ".join(filter(None, [results.note, f"only {len(rows)} images pass the diversity "
-                                                   f"rules; left out: {', '.join(filter(None, rules))}"]))
+            results.add_note(f"only {len(rows)} images pass the diversity rules; left out: {', '.join(filter(None, rules))}")
         return results
 
     def _fingerprints(self) -> np.ndarray:
@@ -269,8 +268,7 @@ class Layer(Analysis):
         results = self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
                                 channel=int(channel), bands=labels)
         if empty:
-            results.note = "; ".join(filter(None, [results.note, f"no image in {', '.join(empty)} "
-                                                   f"(of {int(self.usable.sum())} usable images)"]))
+            results.add_note(f"no image in {', '.join(empty)} (of {int(self.usable.sum())} usable images)")
         return results
 
     def projection(self, vector: np.ndarray) -> np.ndarray:

@@ -88,8 +88,7 @@ def band_samples(values, usable, bands, per_band: int, seed: int):
             empty.append(label)
             continue
         picked = rng.choice(pool, size=min(per_band, pool.size), replace=False)
-        picked = np.sort(picked)
-        picked = _ranked(_keys(values, picked, False), picked)
+        picked = _ranked(_keys(values, picked, False), picked)  # best first, ties to the lower row
         rows.extend(picked.tolist())
         labels.extend([label] * picked.size)
     return np.asarray(rows, dtype=np.int64), labels, empty

@@ -29,6 +29,10 @@ class Results:
     bands: list[str] | None = None
     note: str = ""  # e.g. random weights, or an incomplete store
 
+    def add_note(self, text: str) -> None:
+        """Another thing to know about these results, after the store's own note."""
+        self.note = "; ".join(filter(None, [self.note, text]))
+
     def __len__(self) -> int:
         return len(self.rows)
 
