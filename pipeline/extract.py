@@ -286,12 +286,12 @@ def _open_on_every_rank(stack, ranks, store_path, open_for_writing):
             group = open_for_writing()
         except PipelineError as exc:
             refusal = exc
-    # Every rank learns of the leader's refusal, and stops without a word: waiting at the barrier
+    # Every rank learns of the leader's refusal, and stops without a word: waiting at a barrier
     # instead, they died of the closed connection, with tracebacks, once the leader had exited.
+    # The gather is also the barrier: no rank opens the store before the leader has made it.
     if any(ranks.gather(refusal is not None)):
         ranks.close()
         raise refusal if refusal is not None else FollowerStopped()
-    ranks.barrier()
     return group if ranks.leader else st.open_group(store_path, mode="r+")
 
 

@@ -4,6 +4,7 @@ Offers:
     location(path) -> str          a user's store name, file:// URLs as plain paths, "" refused
     is_url(path), filesystem(url)  fsspec URLs and their file systems
     is_store(path) -> bool         whether an exemplars store is there
+    ours(path) -> bool             a store, or what an --overwrite left of one: what a writer may take over
     rebuilding(path) -> bool       whether an --overwrite began removing the store there
     mark_rebuilding(path, on)      set or clear that mark (written before the first removal)
     entries(path) -> names         what the folder holds, the writer's lock file aside
@@ -13,6 +14,7 @@ Offers:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -56,32 +58,46 @@ def filesystem(path):
         raise StoreError(f"{path} is not a URL that fsspec can open ({exc.__class__.__name__}: {exc})") from None
 
 
-def is_store(path) -> bool:
-    """Whether ``path`` (a folder or an fsspec URL such as s3://...) holds an exemplars store
-    (one that an --overwrite began removing does not count)."""
-    if rebuilding(path):
-        return False
+@contextlib.contextmanager
+def _asking(path):
+    """An object store client's own failures (no credentials, no endpoint, denied) in one sentence."""
+    try:
+        yield
+    except Exception as exc:
+        raise unreachable(path, exc) from None
+
+
+def _has_format(path) -> bool:
+    """Whether ``path``'s root metadata names this format."""
     if is_url(path):
         fs, root = filesystem(path)
-        try:
-            text = fs.cat_file(f"{root.rstrip('/')}/zarr.json").decode(errors="replace")
-        except FileNotFoundError:
-            return False
-        except Exception as exc:  # the client's own failures: no credentials, no endpoint, denied
-            raise unreachable(path, exc) from None
+        with _asking(path):
+            try:
+                text = fs.cat_file(f"{root.rstrip('/')}/zarr.json").decode(errors="replace")
+            except FileNotFoundError:
+                return False
     else:
         meta = Path(path) / "zarr.json"
         text = meta.read_text(errors="replace") if meta.is_file() else ""
     return FORMAT_NAME in text
 
 
+def is_store(path) -> bool:
+    """Whether ``path`` (a folder or an fsspec URL such as s3://...) holds an exemplars store
+    (one that an --overwrite began removing does not count)."""
+    return not rebuilding(path) and _has_format(path)
+
+
+def ours(path) -> bool:
+    """A store, or what an --overwrite cut short left of one: what a writer may lock and remove."""
+    return rebuilding(path) or _has_format(path)
+
+
 def rebuilding(path) -> bool:
     if is_url(path):
         fs, root = filesystem(path)
-        try:
+        with _asking(path):
             return fs.exists(f"{root.rstrip('/')}/{REBUILD_NAME}")
-        except Exception as exc:
-            raise unreachable(path, exc) from None
     return (Path(path) / REBUILD_NAME).is_file()
 
 
@@ -105,10 +121,8 @@ def entries(path) -> list[str]:
     """What the store's folder holds, the lock file aside."""
     if is_url(path):
         fs, root = filesystem(path)
-        try:
+        with _asking(path):
             names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)] if fs.exists(root) else []
-        except Exception as exc:  # the client's own failures: no credentials, no endpoint, denied
-            raise unreachable(path, exc) from None
     else:
         names = [p.name for p in Path(path).iterdir()] if Path(path).is_dir() else []
     return [n for n in names if n != LOCK_NAME]
@@ -117,10 +131,8 @@ def entries(path) -> list[str]:
 def store_bytes(path) -> int:
     if is_url(path):
         fs, root = filesystem(path)
-        try:
+        with _asking(path):
             return int(fs.du(root))
-        except Exception as exc:
-            raise unreachable(path, exc) from None
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 

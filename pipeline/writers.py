@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from .errors import StoreError, StoreLockedError
-from .places import LOCK_NAME, REBUILD_NAME, entries, filesystem, is_store, is_url, mark_rebuilding, rebuilding
+from .places import LOCK_NAME, REBUILD_NAME, entries, filesystem, is_store, is_url, mark_rebuilding, ours
 
 _HELD: set[str] = set()  # stores whose writer lock this process holds
 
@@ -39,7 +39,7 @@ def writer_lock(path: str | Path):
     key = os.path.realpath(path)
     if key in _HELD:  # POSIX locks do not exclude their own process, and closing a second one frees the first
         raise StoreLockedError(f"store {path} is being written by this process already (another thread)")
-    if entries(path) and not is_store(path) and not rebuilding(path):  # said before a lock file is left in someone's folder
+    if entries(path) and not ours(path):  # said before a lock file is left in someone's folder
         raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it or write "
                          "into it, choose another --store")
     try:
@@ -76,17 +76,16 @@ def remove_store(path) -> None:
     done markers might survive its data), and the next writer finishes the removal."""
     if not entries(path):
         return
-    if not is_store(path) and not rebuilding(path):
+    if not ours(path):
         raise StoreError(f"{path} exists and is not an exemplars store; refusing to overwrite it")
     mark_rebuilding(path, True)
-    keep = (LOCK_NAME, REBUILD_NAME)
-    if is_url(path):
-        fs, root = filesystem(path)
-        for name in fs.ls(root, detail=False):
-            if name.rstrip("/").rsplit("/", 1)[-1] not in keep:
-                fs.rm(name, recursive=True)
-    else:
-        for child in Path(path).iterdir():
-            if child.name not in keep:
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    for name in entries(path):  # the lock aside
+        if name == REBUILD_NAME:
+            continue
+        if is_url(path):
+            fs, root = filesystem(path)
+            fs.rm(f"{root.rstrip('/')}/{name}", recursive=True)
+        else:
+            child = Path(path) / name
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     mark_rebuilding(path, False)
