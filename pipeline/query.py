@@ -23,14 +23,14 @@ from functools import cached_property
 
 import numpy as np
 
-from . import ranking
+from . import ranking, scans
 from .analysis import Analysis
 from .classes import human_names
 from .errors import QueryError, StoreError, unknown_layer
 from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number
 from .results import Results
 from .places import location
-from .store import STATS, images_whole, layer_whole, n_shards, open_group, shard_bounds
+from .store import STATS, images_whole, layer_whole, open_group
 
 class Store:
     """A read-only store; ``store["mixed4a"]`` gives a Layer."""
@@ -209,13 +209,6 @@ class Layer(Analysis):
             self._column = (key, values)
         return self._column[1]
 
-    def _row_blocks(self):
-        """(start, stop, block) of the spatial means, one shard of rows at a time."""
-        arr = self._array("mean")
-        for shard in range(n_shards(self.store.n, self.store.shard_rows)):
-            lo, hi = shard_bounds(shard, self.store.shard_rows, self.store.n)
-            yield lo, hi, np.asarray(arr[lo:hi])
-
     def _results(self, query, by, rows, values, channel=None, bands=None) -> Results:
         store = self.store
         labels = store.labels(rows)
@@ -241,7 +234,7 @@ class Layer(Analysis):
         skipped = {}
         if diverse:
             rows = ranking.diverse(values, self.usable, k, bottom, self.store.all_labels,
-                                   self._fingerprints(), per_class, skipped)
+                                   self._fingerprints, per_class, skipped)
         else:
             rows = ranking.top_rows(values, self.usable, k, bottom)
         word = "bottom" if bottom else "top"
@@ -254,10 +247,10 @@ class Layer(Analysis):
             results.add_note(f"only {len(rows)} images pass the diversity rules; left out: {', '.join(filter(None, rules))}")
         return results
 
+    @cached_property
     def _fingerprints(self) -> np.ndarray:
-        """A few spread channels' means: enough to tell near-duplicate images apart."""
-        picks = np.unique(np.linspace(0, self.channels - 1, min(64, self.channels)).astype(int))
-        return np.asarray(self._array("mean").get_orthogonal_selection((slice(None), picks)))
+        """A few runs of channels' means for every image, read once: enough to tell near-duplicates apart."""
+        return scans.fingerprints(self)
 
     def samples(self, channel: int, bands: str = DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
                 by: str = "mean") -> Results:
@@ -271,30 +264,19 @@ class Layer(Analysis):
             results.add_note(f"no image in {', '.join(empty)} (of {int(self.usable.sum())} usable images)")
         return results
 
-    def projection(self, vector: np.ndarray) -> np.ndarray:
-        """mean @ vector for every image, reading only the columns with a weight."""
-        used = np.flatnonzero(vector)
-        arr = self._array("mean")
-        out = np.zeros(self.store.n, dtype=np.float64)
-        # Unfinished shards hold NaN: their rows are never ranked, and need no warning.
-        with np.errstate(invalid="ignore", over="ignore"):
-            if used.size <= self.channels // 4:
-                for c in used:
-                    out += arr[:, int(c)].astype(np.float64) * vector[c]
-                return out
-            for lo, hi, block in self._row_blocks():
-                out[lo:hi] = block.astype(np.float64) @ vector
-        return out
+    def projection(self, vector: np.ndarray, progress=None) -> np.ndarray:
+        """mean @ vector for every image (``pipeline.scans.projection``)."""
+        return scans.projection(self, vector, progress)
 
-    def direction(self, direction, k: int = 10, bottom: bool = False) -> Results:
+    def direction(self, direction, k: int = 10, bottom: bool = False, progress=None) -> Results:
         k = self._check_k(k)
         vector = parse_direction(direction, self.channels)
-        values = self.projection(vector)
+        values = self.projection(vector, progress)
         rows = ranking.top_rows(values, self.usable, k, bottom)
         label = direction if isinstance(direction, str) else f"vector of {self.channels}"
         return self._results(f"direction {label} ({'bottom' if bottom else 'top'} {k})", "mean", rows, values[rows])
 
-    def similar(self, image, k: int = 10) -> Results:
+    def similar(self, image, k: int = 10, progress=None) -> Results:
         """The ``k`` images whose mean-activation vectors are nearest in cosine."""
         k = self._check_k(k)
         row = self.store.row_of(image)
@@ -304,12 +286,7 @@ class Layer(Analysis):
         if not target.any():
             raise QueryError(f"image {image} (row {row}) has no activation in layer {self.name} "
                              "(every channel 0): every image is equally far from it in cosine")
-        target /= np.linalg.norm(target)
-        cosine = np.zeros(self.store.n)
-        for lo, hi, block in self._row_blocks():
-            block = ranking.finite_or_zero(block.astype(np.float64))
-            norms = np.linalg.norm(block, axis=1)
-            cosine[lo:hi] = block @ target / np.where(norms > 0, norms, 1.0)
+        cosine = scans.cosine(self, target, progress)
         usable = self.usable.copy()
         usable[row] = False
         rows = ranking.top_rows(cosine, usable, k)

@@ -103,23 +103,26 @@ def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2,
     how many rows each rule left out ("class", "duplicate") in the last pass.
     """
     chosen, counts = [], {}
-    unit = finite_or_zero(np.asarray(fingerprints, dtype=np.float64))
-    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    units = np.empty((min(k, int(usable.sum())), np.shape(fingerprints)[1]))  # the chosen rows' unit fingerprints
     pool = min(int(usable.sum()), max(50 * k, 1000))
     why = skipped if skipped is not None else {}
     while True:
         candidates = top_rows(values, usable, pool, bottom)
+        # Only the candidates are normalised: at 1.28M images the whole matrix took a second a query.
+        unit = finite_or_zero(np.asarray(fingerprints[candidates], dtype=np.float64))
+        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
         why.update(dict.fromkeys(("class", "duplicate"), 0))
-        for row in candidates:
+        for row, vector in zip(candidates, unit):
             if row in chosen:
                 continue
             label = int(labels[row])
             if label >= 0 and counts.get(label, 0) >= per_class:
                 why["class"] += 1
                 continue
-            if chosen and (unit[chosen] @ unit[row]).max() > DUPLICATE_COSINE:
+            if chosen and (units[:len(chosen)] @ vector).max() > DUPLICATE_COSINE:
                 why["duplicate"] += 1
                 continue
+            units[len(chosen)] = vector
             chosen.append(int(row))
             counts[label] = counts.get(label, 0) + 1
             if len(chosen) == k:

@@ -21,16 +21,16 @@ Invalid rows and rows of unfinished shards are excluded everywhere.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from .store import n_shards, shard_bounds
+from .scans import WORKERS, shard_map
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 HIST_BINS = 40
 COLUMN_BLOCK = 16
-WORKERS = 2  # threads: numpy and zarr release the GIL, so one block is read while another is reduced
 # The layer the notebook studies; other mixed layers record theirs at extraction.
 KNOWN_BRANCHES = {"mixed4a": {"1x1": (0, 192), "3x3": (192, 396), "5x5": (396, 444), "pool": (444, 508)}}
 
@@ -132,13 +132,8 @@ class Moments:
     class_counts: np.ndarray  # (K,)
 
 
-def _shard_moments(layer, shard, arr, centre, labels, n_classes):
-    store = layer.store
-    lo, hi = shard_bounds(shard, store.shard_rows, store.n)
+def _shard_moments(layer, lo, hi, x, centre, labels, n_classes):
     keep = layer.usable[lo:hi]
-    if not keep.any():
-        return None
-    x = np.asarray(arr[lo:hi])
     lab = labels[lo:hi]
     if not keep.all():
         x, lab = x[keep], lab[keep]
@@ -162,25 +157,19 @@ def second_moments(layer, mean=None, progress=None) -> Moments:
     ``mean`` (exact, from ``channel_table``) centres each shard before the
     float32 product, which keeps its round-off small; shards go to ``WORKERS`` threads.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    store, arr = layer.store, layer._array("mean")
-    labels = store.all_labels
-    n_classes = max(len(store.classes), int(labels.max(initial=-1)) + 1)
+    labels = layer.store.all_labels
+    n_classes = max(len(layer.store.classes), int(labels.max(initial=-1)) + 1)
     if mean is None:
         mean = channel_table(layer)["mean"]
     gram = np.zeros((layer.channels, layer.channels))
     sums = np.zeros((n_classes, layer.channels))
     counts = np.zeros(n_classes, dtype=np.int64)
     centre = mean.astype(np.float32)
-    shards = range(n_shards(store.n, store.shard_rows))
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        parts = pool.map(lambda s: _shard_moments(layer, s, arr, centre, labels, n_classes), shards)
-        for part in progress(parts, len(shards)) if progress else parts:
-            if part is not None:
-                gram += part[0]
-                sums += part[1]
-                counts += part[2]
+    work = functools.partial(_shard_moments, layer, centre=centre, labels=labels, n_classes=n_classes)
+    for _, _, part in shard_map(layer, work, progress):
+        gram += part[0]
+        sums += part[1]
+        counts += part[2]
     n = int(layer.usable.sum())
     return Moments(n, mean, gram / max(n, 1), sums, counts)
 

@@ -1,0 +1,86 @@
+"""Whole-layer passes against numpy over the whole matrix, on a store of several shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_allclose, assert_array_equal
+
+import pipeline
+from pipeline import ranking, scans
+from pipeline.importing import import_matrix
+
+N, C, SHARD = 230, 80, 64  # four shards, the last one short
+
+
+@pytest.fixture
+def layer(tmp_path, monkeypatch):
+    monkeypatch.setattr(scans, "ROWS", 16)  # several row blocks a shard, as at ImageNet size
+    rng = np.random.default_rng(3)
+    m = np.maximum(rng.normal(size=(N, C)), 0).astype(np.float32)
+    m[7] = np.nan  # an invalid row
+    m[9] = 0.0  # a row with no activation
+    import_matrix(tmp_path / "s.zarr", m, "feat", [f"{i}.jpg" for i in range(N)], shard_rows=SHARD)
+    # Shard 1 as a killed run leaves it: rows unwritten, not marked done.
+    done = zarr.open_group(tmp_path / "s.zarr", mode="r+")["feat/done"]
+    done[1] = False
+    lay = pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    usable = np.isfinite(m).all(axis=1)
+    usable[SHARD:2 * SHARD] = False
+    assert_array_equal(lay.usable, usable)
+    return lay, m.astype(np.float64), usable
+
+
+def test_shard_map_visits_the_shards_with_usable_rows_in_order(layer):
+    lay, m, _ = layer
+    seen = list(scans.shard_map(lay, lambda lo, hi, block: block.copy()))
+    assert [(lo, hi) for lo, hi, _ in seen] == [(0, 64), (128, 192), (192, 230)]
+    for lo, hi, block in seen:
+        assert_array_equal(block, m[lo:hi].astype(np.float32))
+    counted = []
+    list(scans.shard_map(lay, lambda lo, hi, block: None, progress=lambda it, n: counted.append(n) or it))
+    assert counted == [3]
+
+
+@pytest.mark.parametrize("weights", ["dense", "sparse"])
+def test_projection_equals_the_whole_product(layer, weights):
+    lay, m, usable = layer
+    vector = np.random.default_rng(0).normal(size=C)
+    if weights == "sparse":  # columns read one by one
+        vector[np.arange(C) % 9 != 0] = 0.0
+    got = scans.projection(lay, vector)
+    assert_allclose(got[usable], m[usable] @ vector, rtol=1e-12)
+    top = lay.direction(vector, k=20)
+    assert_array_equal(top.rows, ranking.top_rows(np.where(usable, m @ vector, 0), usable, 20))
+
+
+def test_cosine_equals_numpy_and_similar_ranks_by_it(layer):
+    lay, m, usable = layer
+    target = m[40]
+    norms = np.linalg.norm(m, axis=1)
+    want = m @ target / np.where(norms > 0, norms, 1.0) / np.linalg.norm(target)
+    got = scans.cosine(lay, target)
+    assert_allclose(got[usable], want[usable], rtol=1e-12)
+    assert got[9] == 0.0  # an all-zero row is at cosine 0, not NaN
+    keep = usable.copy()
+    keep[40] = False
+    assert_array_equal(lay.similar(40, k=15).rows, ranking.top_rows(np.where(keep, want, 0), keep, 15))
+
+
+def test_fingerprint_channels_are_spread_runs():
+    runs = scans.fingerprint_channels(508)
+    assert len(runs) == scans.FINGERPRINT_RUNS and runs[0].start == 0 and runs[-1].stop == 508
+    picked = np.concatenate([np.arange(508)[r] for r in runs])
+    assert len(np.unique(picked)) == scans.FINGERPRINT_RUNS * scans.FINGERPRINT_RUN  # no run overlaps another
+    assert scans.fingerprint_channels(65)[-1].stop == 65
+    assert scans.fingerprint_channels(10) == [slice(0, 10)]  # a small layer is all fingerprint
+
+
+def test_fingerprints_are_the_stored_columns(layer):
+    lay, m, usable = layer
+    columns = np.concatenate([np.arange(C)[r] for r in scans.fingerprint_channels(C)])
+    got = scans.fingerprints(lay)
+    assert got.shape == (N, columns.size)
+    assert_array_equal(got[usable], m[usable][:, columns].astype(np.float32))
+    assert lay._fingerprints is lay._fingerprints  # read once a layer
