@@ -10,8 +10,8 @@ Offers:
 
 A shard of rows (65536 x 508 float32, 133 MB) is what zarr decodes in one read;
 the float64 products are taken ``ROWS`` rows at a time, so no temporary is
-larger than a few MB and each row's value is the same as in one product over the
-whole matrix. Rows that are not usable (invalid, or in an unfinished shard) may
+larger than a few MB; each row's value agrees with one float64 product over the
+whole matrix to round-off (tested to 1e-12). Rows that are not usable (invalid, or in an unfinished shard) may
 hold anything in the results: rankings never read them.
 """
 
@@ -21,21 +21,21 @@ import numpy as np
 
 from .store import n_shards, shard_bounds
 
-# zarr's decoding and numpy's products release the GIL, so one shard is read while another is
-# reduced: 1.4x for reads alone on 2 cores. More threads would hold more shards in memory at once.
+# Two threads: one shard is reduced while the next is read. Reading itself gains little from more
+# (zarr runs its chunks through one event loop), and each thread holds a shard in memory.
 WORKERS = 2
 ROWS = 4096
 FINGERPRINT_RUNS = 8  # runs of adjacent channels read as one slice: 3-4x faster than as many scattered columns
 FINGERPRINT_RUN = 8
 
 
-def shard_map(layer, work, progress=None, by: str = "mean"):
+def shard_map(layer, work, progress=None):
     """``(lo, hi, work(lo, hi, block))`` for the shards with a usable row, ``WORKERS`` at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     # Read column-major: each inner chunk is one column, so its copy into the block is contiguous
     # (1.4x faster than into a row-major block; the values are the same).
-    store, arr, usable = layer.store, layer._array(by).with_config({"order": "F"}), layer.usable
+    store, arr, usable = layer.store, layer._array("mean").with_config({"order": "F"}), layer.usable
     bounds = [shard_bounds(s, store.shard_rows, store.n) for s in range(n_shards(store.n, store.shard_rows))]
     bounds = [(lo, hi) for lo, hi in bounds if usable[lo:hi].any()]
 
