@@ -2,6 +2,7 @@
 
 Offers:
     WORKERS                                        threads for every pass over the store
+    column_major(arr) -> the zarr array, reading blocks in column-major order where zarr can
     shard_map(layer, work, progress=None) -> iterator of (lo, hi, work(lo, hi, block))
         on every shard holding a usable row, in row order
     projection(layer, vector, progress=None) -> (N,) float64   spatial means @ vector
@@ -33,9 +34,7 @@ def shard_map(layer, work, progress=None):
     """``(lo, hi, work(lo, hi, block))`` for the shards with a usable row, ``WORKERS`` at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    # Read column-major: each inner chunk is one column, so its copy into the block is contiguous
-    # (1.4x faster than into a row-major block; the values are the same).
-    store, arr, usable = layer.store, layer._array("mean").with_config({"order": "F"}), layer.usable
+    store, arr, usable = layer.store, column_major(layer._array("mean")), layer.usable
     bounds = [shard_bounds(s, store.shard_rows, store.n) for s in range(n_shards(store.n, store.shard_rows))]
     bounds = [(lo, hi) for lo, hi in bounds if usable[lo:hi].any()]
 
@@ -46,6 +45,17 @@ def shard_map(layer, work, progress=None):
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         results = pool.map(one, bounds)
         yield from progress(results, len(bounds)) if progress else results
+
+
+def column_major(arr):
+    """``arr`` reading into column-major blocks, where zarr can (``with_config`` came in zarr 3.1.6).
+
+    Each inner chunk is one column, so its copy into such a block is contiguous: 0.27 against
+    0.39 s a shard of 65536 x 508 (an ``out=`` buffer in that order does not help: zarr
+    decodes in the array's configured order). The values are the same either way.
+    """
+    with_config = getattr(arr, "with_config", None)
+    return with_config({"order": "F"}) if with_config else arr
 
 
 def _by_rows(block: np.ndarray, product) -> np.ndarray:

@@ -68,6 +68,16 @@ def test_cosine_equals_numpy_and_similar_ranks_by_it(layer):
     assert_array_equal(lay.similar(40, k=15).rows, ranking.top_rows(np.where(keep, want, 0), keep, 15))
 
 
+def test_column_major_reads_the_same_values(layer):
+    lay, m, usable = layer
+    arr = lay._array("mean")
+    block = np.asarray(scans.column_major(arr)[0:64])
+    assert_array_equal(block, np.asarray(arr[0:64]))
+    assert block.flags["F_CONTIGUOUS"] or not hasattr(arr, "with_config")
+    plain = object()  # a zarr without with_config (before 3.1.6): read as it is
+    assert scans.column_major(plain) is plain
+
+
 def test_fingerprint_channels_are_spread_runs():
     runs = scans.fingerprint_channels(508)
     assert len(runs) == scans.FINGERPRINT_RUNS and runs[0].start == 0 and runs[-1].stop == 508
