@@ -80,11 +80,12 @@ def _emit(results, as_json: bool) -> None:
         typer.echo(repr(results))
 
 
-def _shards_bar(iterable, total: int):
-    """For the queries that read every shard (a few seconds at ImageNet-train size); one shard is instant."""
+def _reading_bar(iterable, total: int):
+    """For the queries that read many columns or every shard: seconds at ImageNet-train size.
+    Shown only once a read has taken half a second, so quick queries print nothing."""
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc="reading shards", unit="shard", leave=False, disable=total < 2)
+    return tqdm(iterable, total=total, desc="reading the store", leave=False, delay=0.5)
 
 
 def _layer(store: str, layer: str, root: Optional[Path] = None):
@@ -124,7 +125,7 @@ def topk(
             raise QueryError("--direction ranks by the spatial mean only (the mean is linear; the max is not)")
         if diverse:
             raise QueryError("--diverse is for --channel; a direction ranks every image as it is")
-        results = target.direction(direction, k=k, bottom=bottom, progress=_shards_bar)
+        results = target.direction(direction, k=k, bottom=bottom, progress=_reading_bar)
     else:
         results = target.topk(channel, k=k, by=by, bottom=bottom, diverse=diverse, per_class=per_class or 2)
     _emit(results, as_json)
@@ -154,7 +155,7 @@ def similar(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """The images whose activation vectors are nearest (cosine) to one image's."""
-    _emit(_layer(store, layer).similar(image, k=k, progress=_shards_bar), as_json)
+    _emit(_layer(store, layer).similar(image, k=k, progress=_reading_bar), as_json)
 
 
 @app.command()

@@ -102,6 +102,7 @@ def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2,
     photo land there; different photos rarely do). ``skipped``, a dict, receives
     how many rows each rule left out ("class", "duplicate") in the last pass.
     """
+    fingerprints = np.asarray(fingerprints)
     chosen, counts = [], {}
     units = np.empty((min(k, int(usable.sum())), np.shape(fingerprints)[1]))  # the chosen rows' unit fingerprints
     pool = min(int(usable.sum()), max(50 * k, 1000))

@@ -42,3 +42,14 @@ def test_diverse_counts_what_each_rule_left_out():
     skipped = {}
     rows = ranking.diverse(values, usable, 4, False, labels, fingerprints, per_class=1, skipped=skipped)
     assert rows.tolist() == [0, 3] and skipped == {"class": 1, "duplicate": 1}
+
+
+def test_diverse_compares_with_every_image_already_chosen():
+    values = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    usable = np.ones(5, dtype=bool)
+    labels = np.full(5, -1)
+    # Row 2 repeats row 1 (the second chosen), row 3 repeats row 0; row 4 is new.
+    fingerprints = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    skipped = {}
+    rows = ranking.diverse(values, usable, 3, False, labels, fingerprints, skipped=skipped)
+    assert rows.tolist() == [0, 1, 4] and skipped["duplicate"] == 2

@@ -44,12 +44,15 @@ def test_shard_map_visits_the_shards_with_usable_rows_in_order(layer):
 
 
 @pytest.mark.parametrize("weights", ["dense", "sparse"])
-def test_projection_equals_the_whole_product(layer, weights):
+def test_projection_equals_the_whole_product(layer, weights, monkeypatch):
     lay, m, usable = layer
     vector = np.random.default_rng(0).normal(size=C)
-    if weights == "sparse":  # columns read one by one
+    if weights == "sparse":  # columns read one by one, never a whole shard
         vector[np.arange(C) % 9 != 0] = 0.0
-    got = scans.projection(lay, vector)
+        monkeypatch.setattr(scans, "shard_map", None)
+    counted = []
+    got = scans.projection(lay, vector, progress=lambda it, n: counted.append(n) or it)
+    assert counted == [9 if weights == "sparse" else 3]  # columns, or shards with a usable row
     assert_allclose(got[usable], m[usable] @ vector, rtol=1e-12)
     top = lay.direction(vector, k=20)
     assert_array_equal(top.rows, ranking.top_rows(np.where(usable, m @ vector, 0), usable, 20))
