@@ -104,7 +104,7 @@ def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2,
     """
     fingerprints = np.asarray(fingerprints)
     chosen, counts = [], {}
-    units = np.empty((min(k, int(usable.sum())), np.shape(fingerprints)[1]))  # the chosen rows' unit fingerprints
+    units = np.empty((min(k, int(usable.sum())), fingerprints.shape[1]))  # the chosen rows' unit fingerprints
     pool = min(int(usable.sum()), max(50 * k, 1000))
     why = skipped if skipped is not None else {}
     while True:
