@@ -282,11 +282,10 @@ class Layer(Analysis):
         row = self.store.row_of(image)
         if not self.usable[row]:
             raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")
-        target = ranking.finite_or_zero(np.asarray(self._array("mean")[row], dtype=np.float64))
-        if not target.any():
+        _, cosine = scans.cosine_to_row(self, row, progress)
+        if cosine is None:
             raise QueryError(f"image {image} (row {row}) has no activation in layer {self.name} "
                              "(every channel 0): every image is equally far from it in cosine")
-        cosine = scans.cosine(self, target, progress)
         usable = self.usable.copy()
         usable[row] = False
         rows = ranking.top_rows(cosine, usable, k)

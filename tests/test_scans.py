@@ -71,6 +71,20 @@ def test_cosine_equals_numpy_and_similar_ranks_by_it(layer):
     assert_array_equal(lay.similar(40, k=15).rows, ranking.top_rows(np.where(keep, want, 0), keep, 15))
 
 
+@pytest.mark.parametrize("row", [40, 200])  # a middle shard, the last (short) one
+def test_cosine_to_row_reads_each_shard_once(layer, row, monkeypatch):
+    lay, m, usable = layer
+    reads, read_shard = [], scans.read_shard
+    monkeypatch.setattr(scans, "read_shard", lambda arr, lo, hi: reads.append(lo) or read_shard(arr, lo, hi))
+    counted = []
+    target, got = scans.cosine_to_row(lay, row, progress=lambda it, n: counted.append(n) or it)
+    assert sorted(reads) == [0, 128, 192] and reads[0] == row // SHARD * SHARD  # the target's shard first
+    assert counted == [3]
+    assert_array_equal(target, m[row])
+    assert_allclose(got[usable], scans.cosine(lay, m[row])[usable], rtol=1e-15)
+    assert scans.cosine_to_row(lay, 9)[1] is None  # all zero: no pass at all
+
+
 def test_column_major_reads_the_same_values(layer):
     lay, m, usable = layer
     arr = lay._array("mean")
