@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import os
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -54,6 +55,10 @@ def parse_bands(text: str) -> list[tuple[str, float | None]]:
     return bands
 
 
+# What a direction written out looks like ("97:0.7,301:-3e-1", "5"): never read as a file name.
+_DIRECTION_TEXT = re.compile(r"[0-9\s:,.+\-eE]+")
+
+
 def parse_direction(spec, channels: int) -> np.ndarray:
     """A direction from "97:0.7,301:0.3", a .npy path, or an array of length ``channels``."""
     if isinstance(spec, (np.ndarray, list, tuple)):
@@ -71,7 +76,8 @@ def parse_direction(spec, channels: int) -> np.ndarray:
                 raise QueryError(f"the weight of channel {c} must be a number, not {w!r}") from None
             pairs.append((check_channel(c, channels), weight))
         vector = _from_pairs(pairs, channels, "the direction")
-    elif str(spec).endswith(".npy") or os.path.isfile(str(spec)):
+    elif str(spec).endswith(".npy") or (os.path.isfile(str(spec)) and not _DIRECTION_TEXT.fullmatch(str(spec))):
+        # "5" is channel 5 even where a file of that name happens to be; "./5" is the file
         try:
             vector = np.load(str(spec), allow_pickle=False)
         except (OSError, ValueError) as exc:

@@ -126,8 +126,12 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
 def missing_line(missing: int, shown: int, example: str, root) -> str:
     """What to say when ``missing`` of ``shown`` images could not be read: most of them
     missing means the dataset moved, which ``--root`` fixes."""
-    where = (f"are the images still under {root}? If they moved, pass --root NEW_FOLDER"
-             if missing * 2 > shown else "they are shown as placeholders")
+    if missing * 2 <= shown:
+        where = "they are shown as placeholders"
+    elif root:
+        where = f"are the images still under {root}? If they moved, pass --root NEW_FOLDER"
+    else:  # an imported store made without --root
+        where = "this store records no image folder: pass --root FOLDER"
     return f"{missing} of {shown} images could not be read (e.g. {example}); {where}"
 
 

@@ -32,6 +32,13 @@ from .results import Results
 from .places import location
 from .store import STATS, images_whole, layer_whole, open_group
 
+def _flag(value, name: str) -> bool:
+    """``value`` if it is a bool: ``bottom="no"`` would otherwise rank the bottom."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise QueryError(f"{name} must be True or False, not {value!r}")
+    return bool(value)
+
+
 class Store:
     """A read-only store; ``store["mixed4a"]`` gives a Layer."""
 
@@ -119,7 +126,8 @@ class Store:
         if re.fullmatch(r"-?[0-9]+", text):  # ASCII digits only: str.isdigit() takes "²"
             row = int(text)
             if not 0 <= row < self.n:
-                raise QueryError(f"row {row} is out of range; the store has rows 0-{self.n - 1}")
+                raise QueryError(f"row {row} is out of range; the store has rows 0-{self.n - 1}" if self.n
+                                 else f"row {row} is out of range; the store has no images")
             return row
         if self.root and os.path.isabs(text):
             text = os.path.relpath(text, self.root)
@@ -228,7 +236,8 @@ class Layer(Analysis):
 
     def topk(self, channel: int, k: int = 10, by: str = "mean", bottom: bool = False,
              diverse: bool = False, per_class: int = 2) -> Results:
-        k = self._check_k(k)
+        k, channel = self._check_k(k), _channel(channel, self.channels)
+        bottom, diverse = _flag(bottom, "bottom"), _flag(diverse, "diverse")
         per_class = self._check_k(per_class, "--per-class")
         values = self.column(channel, by)
         skipped = {}
@@ -255,13 +264,19 @@ class Layer(Analysis):
     def samples(self, channel: int, bands: str = DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
                 by: str = "mean") -> Results:
         parsed = parse_bands(bands) if isinstance(bands, str) else bands
-        per_band = self._check_k(per_band, "--per-band")
+        per_band, channel = self._check_k(per_band, "--per-band"), _channel(channel, self.channels)
+        seed = whole_number(seed, "--seed")
+        if seed < 0:
+            raise QueryError(f"--seed must be 0 or more, not {seed}")
         values = self.column(channel, by)
         chosen, labels, empty = ranking.band_samples(values, self.usable, parsed, per_band, seed)
         results = self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
                                 channel=int(channel), bands=labels)
         if empty:
-            results.add_note(f"no image in {', '.join(empty)} (of {int(self.usable.sum())} usable images)")
+            zeros_band = [label for label, f in parsed if f is None]
+            zeros = (" (their images that are exactly 0 are under zeros)"
+                     if zeros_band and zeros_band[0] not in empty else "")
+            results.add_note(f"no image in {', '.join(empty)} (of {int(self.usable.sum())} usable images){zeros}")
         return results
 
     def projection(self, vector: np.ndarray, progress=None) -> np.ndarray:
@@ -269,9 +284,12 @@ class Layer(Analysis):
         return scans.projection(self, vector, progress)
 
     def direction(self, direction, k: int = 10, bottom: bool = False, progress=None) -> Results:
-        k = self._check_k(k)
+        k, bottom = self._check_k(k), _flag(bottom, "bottom")
         vector = parse_direction(direction, self.channels)
         values = self.projection(vector, progress)
+        if not np.isfinite(values[self.usable]).all():  # usable rows are finite: the products overflowed
+            raise QueryError("the direction's projections overflow float64; scale its weights down "
+                             "(a positive scale does not change the ranking)")
         rows = ranking.top_rows(values, self.usable, k, bottom)
         label = direction if isinstance(direction, str) else f"vector of {self.channels}"
         return self._results(f"direction {label} ({'bottom' if bottom else 'top'} {k})", "mean", rows, values[rows])

@@ -68,22 +68,28 @@ def band_samples(values, usable, bands, per_band: int, seed: int):
     """Random rows from nested rank bands: top 0.1%, then 0.1-1%, ... and exact zeros.
 
     Rank r (0 = best) of the n usable rows is in the band "top previous-p" when
-    previous <= r / n < p, so bands never overlap and a band narrower than one image
-    of this store may hold none (returned by label in ``empty``); rows within a
-    sample are shown best first. Returns (rows, labels, empty).
+    previous <= r / n < p, and the zeros band (``fraction`` None) holds the rows exactly 0;
+    with one, the rank bands leave their zero rows to it. So bands never overlap (no row
+    is shown twice), and a band may hold none (narrower than one image of this store, or
+    all zeros): returned by label in ``empty``. Rows within a sample are shown best first.
+    Returns (rows, labels, empty).
     """
     rng = np.random.default_rng(seed)
+    values = np.asarray(values)
     order = ranked_all(values, usable)
     n = order.size
+    zeros_band = any(fraction is None for _, fraction in bands)
     rows, labels, empty, start = [], [], [], 0
     for label, fraction in bands:
         if fraction is None:
-            pool = np.flatnonzero(usable & (np.asarray(values) == 0))
+            pool = np.flatnonzero(usable & (values == 0))
         else:
             # A float from the API is read as the decimal it prints as (0.07, not 0.0700000000000000067)
             exact = fraction if isinstance(fraction, Fraction) else Fraction(repr(float(fraction)))
             stop = min(n, math.ceil(n * exact))
             pool, start = order[start:stop], stop
+            if zeros_band:
+                pool = pool[values[pool] != 0]
         if not pool.size:
             empty.append(label)
             continue

@@ -41,6 +41,19 @@ def _column_blocks(layer, by):
         yield lo, min(layer.channels, lo + COLUMN_BLOCK), arr
 
 
+def _scales(*tops: np.ndarray) -> np.ndarray:
+    """Per column, the power of two that brings the largest of ``tops`` into [0.5, 1), as float32.
+
+    The float32 powers below are taken of values so scaled: a power of two changes no rounding,
+    so the results are those of the unscaled values, bit for bit, wherever those stay within
+    float32's range (about 1e+-38); an imported matrix of values near 1e20 or 1e-25 no longer
+    overflows or underflows there.
+    """
+    top = np.maximum.reduce([np.abs(t).astype(np.float64) for t in tops])
+    _, exponent = np.frexp(np.where(top > 0, top, 1.0))
+    return np.ldexp(1.0, np.clip(-exponent, -126, 126)).astype(np.float32)
+
+
 def _histograms(x: np.ndarray):
     """HIST_BINS equal bins from min(0, min) to max, per column, with one bincount."""
     n, cols = x.shape
@@ -48,8 +61,10 @@ def _histograms(x: np.ndarray):
     hi = x.max(axis=0, initial=0.0).astype(np.float64)
     hi = np.where(hi > lo, hi, lo + 1.0)
     edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, HIST_BINS + 1)[None, :]
-    scale = (HIST_BINS / (hi - lo)).astype(np.float32)
-    index = ((x - lo.astype(np.float32)) * scale).astype(np.int32)
+    if (hi - lo).max(initial=0.0) > 1e38:  # x - lo would overflow float32
+        x = x.astype(np.float64)
+    scale = (HIST_BINS / (hi - lo)).astype(x.dtype)
+    index = ((x - lo.astype(x.dtype)) * scale).astype(np.int32)
     np.clip(index, 0, HIST_BINS - 1, out=index)  # the max falls in the last bin, as np.histogram puts it
     index += (np.arange(cols) * HIST_BINS).astype(np.int32)
     counts = np.bincount(index.ravel(), minlength=cols * HIST_BINS).reshape(cols, HIST_BINS)
@@ -83,14 +98,19 @@ def _block_table(layer, lo, hi, arr) -> dict:
     # Moments about the float32-rounded mean (float32 products, float64 sums: fast), then
     # moved to the exact mean: far from zero (1e4 + U(0, 1)) the rounding alone put the
     # kurtosis 3e-4 off.
-    y = x - mean.astype(np.float32)
-    d = y.sum(axis=0, dtype=np.float64) / n
+    scale = _scales(x.max(axis=0), x.min(axis=0), mean)
+    y = x * scale
+    y -= mean.astype(np.float32) * scale
+    again = _scales(y.max(axis=0), y.min(axis=0))  # centred values far smaller than the mean
+    y *= again
+    scale = scale.astype(np.float64) * again
+    d = y.sum(axis=0, dtype=np.float64) / n / scale
     power = y * y
-    r2 = power.sum(axis=0, dtype=np.float64) / n
+    r2 = power.sum(axis=0, dtype=np.float64) / n / scale ** 2
     power *= y
-    r3 = power.sum(axis=0, dtype=np.float64) / n
+    r3 = power.sum(axis=0, dtype=np.float64) / n / scale ** 3
     power *= y
-    r4 = power.sum(axis=0, dtype=np.float64) / n
+    r4 = power.sum(axis=0, dtype=np.float64) / n / scale ** 4
     del y, power
     m2 = np.maximum(r2 - d * d, 0.0)
     m4 = np.maximum(r4 - 4 * d * r3 + 6 * d * d * r2 - 3 * d ** 4, 0.0)
@@ -137,8 +157,11 @@ def _shard_moments(layer, lo, hi, x, centre, labels, n_classes):
     lab = labels[lo:hi]
     if not keep.all():
         x, lab = x[keep], lab[keep]
-    xc = x - centre
-    gram = (xc.T @ xc).astype(np.float64)
+    scale = _scales(x.max(axis=0), x.min(axis=0), centre)
+    x = np.multiply(x, scale, out=x if x.flags.writeable else None)  # see _scales; in place: a shard is 133 MB
+    xc = x - centre * scale
+    wide = scale.astype(np.float64)  # unscaled in float64: the scales' products leave float32's range
+    gram = (xc.T @ xc).astype(np.float64) / np.outer(wide, wide)
     del xc  # memory is bounded by a few shard-sized buffers per thread
     sums, counts = np.zeros((n_classes, x.shape[1])), np.zeros(n_classes, dtype=np.int64)
     if n_classes and (lab >= 0).any():
@@ -146,7 +169,7 @@ def _shard_moments(layer, lo, hi, x, centre, labels, n_classes):
         order = order[lab[order] >= 0]
         present, starts = np.unique(lab[order], return_index=True)
         # float32 sums within a shard (at most 65536 rows), float64 across shards
-        sums[present] = np.add.reduceat(x[order], starts, axis=0)
+        sums[present] = np.add.reduceat(x[order], starts, axis=0) / wide
         counts[present] = np.diff(np.append(starts, len(order)))
     return gram, sums, counts
 
@@ -234,10 +257,15 @@ def pca(cov: np.ndarray) -> dict:
 
 
 def branches(layer) -> dict[str, tuple[int, int]]:
-    stored = layer.attrs.get("branches")
-    if stored:
-        return {name: tuple(bounds) for name, bounds in stored.items()}
-    return dict(KNOWN_BRANCHES.get(layer.name, {}))
+    """The layer's branches: recorded at extraction, else known by name; none unless they tile
+    its channels (a matrix imported under the name ``mixed4a`` may have any width)."""
+    stored = layer.attrs.get("branches") or KNOWN_BRANCHES.get(layer.name, {})
+    found = {name: (int(lo), int(hi)) for name, (lo, hi) in dict(stored).items()}
+    tiles = sorted(found.values())
+    if not tiles or tiles[0][0] != 0 or tiles[-1][1] != layer.channels or any(
+            a[1] != b[0] for a, b in zip(tiles, tiles[1:])) or any(lo >= hi for lo, hi in tiles):
+        return {}
+    return found
 
 
 def cluster_order(corr: np.ndarray) -> np.ndarray:

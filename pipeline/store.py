@@ -139,7 +139,11 @@ def open_group(path, mode: str = "r"):
     attrs = group.attrs
     if attrs.get("format") != FORMAT_NAME:
         raise StoreError(f"{path_str} is a zarr group but not an exemplars store")
-    version = attrs.get("format_version", 0)
+    for key, least in (("format_version", 0), ("n_images", 0), ("shard_rows", 1)):
+        if not isinstance(attrs.get(key), int) or isinstance(attrs.get(key), bool) or attrs[key] < least:
+            raise StoreError(f"{path_str} is a damaged exemplars store: its attribute {key} is "
+                             f"{'missing' if key not in attrs else repr(attrs[key])}, not a whole number")
+    version = attrs["format_version"]
     if version > FORMAT_VERSION:
         raise StoreError(
             f"{path_str} has format version {version}, newer than this tool's "

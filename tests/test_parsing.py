@@ -46,6 +46,17 @@ def test_directions_from_text_dicts_and_arrays():
             parse_direction(spec, 4)
 
 
+def test_a_direction_written_out_is_never_a_file_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "5").write_text("notes")  # a file named like the direction
+    assert parse_direction("5", 8).tolist() == [0, 0, 0, 0, 0, 1, 0, 0]
+    np.save(tmp_path / "w.npy", np.arange(8.0))
+    (tmp_path / "w.npy").rename(tmp_path / "w")
+    assert parse_direction("w", 8).tolist() == list(range(8))  # a file without .npy is still read
+    with pytest.raises(QueryError, match="cannot read direction file ./5"):
+        parse_direction("./5", 8)
+
+
 def test_whole_numbers():
     assert whole_number("7") == 7 and whole_number(7.0) == 7 and whole_number(np.int64(3)) == 3
     for value in (2.7, "abc", True, None):

@@ -167,3 +167,11 @@ def test_a_unit_that_sees_the_whole_input_is_cropped_to_the_image(tmp_path):
     s = pipeline.open_store(tmp_path / "s.zarr")
     assert covers_input(s["logits"]) and crop_box(s["logits"], 0, 0) == (0, 0, 224, 224)
     assert not covers_input(s["conv"])
+
+
+def test_missing_images_name_the_root_or_say_there_is_none():
+    from pipeline.pictures import missing_line
+
+    assert missing_line(1, 4, "a.jpg", "/data") == "1 of 4 images could not be read (e.g. a.jpg); they are shown as placeholders"
+    assert missing_line(3, 4, "a.jpg", "/data").endswith("are the images still under /data? If they moved, pass --root NEW_FOLDER")
+    assert missing_line(3, 4, "a.jpg", None).endswith("this store records no image folder: pass --root FOLDER")

@@ -115,7 +115,7 @@ def test_samples_come_from_their_rank_bands(generated):
              "zeros": set(np.flatnonzero(usable & (column == 0)))}
     assert set(got.bands) == set(bands)
     for row, band in zip(got.rows, got.bands):
-        assert row in bands[band]
+        assert row in bands[band] and (band == "zeros") == (column[row] == 0)  # zeros only there
     assert got.bands.count("zeros") == 4 and got.bands.count("top 1%") == len(bands["top 1%"])
     again = pipeline.open_store(path)["layer1"].samples(1, bands="1%,10%,50%,zeros", per_band=4, seed=3)
     assert_array_equal(again.rows, got.rows)
@@ -238,6 +238,9 @@ def test_errors(generated, tmp_path):
         store["layer1"].topk(C)
     with pytest.raises(QueryError, match="at least 1"):
         store["layer1"].topk(0, k=0)
+    import_matrix(tmp_path / "empty.zarr", np.zeros((0, 2), dtype=np.float32), "feat", [])
+    with pytest.raises(QueryError, match="row 0 is out of range; the store has no images"):
+        pipeline.open_store(tmp_path / "empty.zarr")["feat"].similar(0)
     with pytest.raises(QueryError, match="no spatial max"):
         store["layer1"].topk(0, by="max")
     with pytest.raises(QueryError, match="malformed direction"):
@@ -352,6 +355,17 @@ def test_api_arguments_are_checked_like_the_cli(generated):
     row[0, 4] = 1
     assert layer.direction(row, k=5).rows.tolist() == layer.topk(4, k=5).rows.tolist()  # (1, C) is a vector
     assert len(layer.samples(4, per_band="2")) > 0
+    assert layer.topk("4.0", k=3).rows.tolist() == layer.topk(4, k=3).rows.tolist()
+    assert layer.samples("4.0").rows.tolist() == layer.samples(4).rows.tolist()
+    for call, fragment in [(lambda: layer.topk(4, bottom="no"), "bottom must be True or False"),
+                           (lambda: layer.topk(4, diverse=1), "diverse must be True or False"),
+                           (lambda: layer.direction("4", bottom=None), "bottom must be True or False"),
+                           (lambda: layer.samples(4, seed=-1), "--seed must be 0 or more"),
+                           (lambda: layer.samples(4, seed=1.5), "--seed must be a whole number")]:
+        with pytest.raises(QueryError, match=fragment):
+            call()
+    with pytest.raises(QueryError, match="projections overflow float64"):
+        layer.direction({0: 1e308, 1: 1e308})
     assert layer.direction("4:1,", k=3).rows.tolist() == layer.topk(4, k=3).rows.tolist()
     with pytest.raises(QueryError, match="not an image of this store"):
         layer.similar("²")  # a digit to str.isdigit, not to int()

@@ -34,6 +34,20 @@ def test_band_edges_are_exact_and_empty_bands_are_named():
     assert labels.count("top 7-50%") == 43 and empty == ["zeros"]
 
 
+def test_rank_bands_leave_their_zeros_to_the_zeros_band():
+    values = np.zeros(20, dtype=np.float32)
+    values[[0, 5]] = [2.0, 1.0]  # 18 of 20 are 0: the 10-50% band holds zeros only
+    usable = np.ones(20, dtype=bool)
+    bands = [("top 10%", 0.1), ("top 10-50%", 0.5), ("zeros", None)]
+    rows, labels, empty = ranking.band_samples(values, usable, bands, per_band=20, seed=0)
+    assert len(set(rows.tolist())) == len(rows)  # no image twice
+    assert list(zip(rows[:2].tolist(), labels[:2])) == [(0, "top 10%"), (5, "top 10%")]
+    assert labels.count("zeros") == 18 and empty == ["top 10-50%"]
+    # without a zeros band the rank bands keep their zeros
+    rows, labels, _ = ranking.band_samples(values, usable, bands[:2], per_band=20, seed=0)
+    assert labels.count("top 10-50%") == 8
+
+
 def test_diverse_counts_what_each_rule_left_out():
     values = np.array([5.0, 4.0, 3.0, 2.0])
     usable = np.ones(4, dtype=bool)

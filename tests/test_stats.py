@@ -106,7 +106,26 @@ def test_stats_cli_writes_everything(layer, tmp_path):
         assert (out / name).stat().st_size > 100, name
     # channel 6 of the matrix goes below 0, so channel 4 is "never > 0", not "dead"
     assert "1 channels never > 0 on the spatial mean (the layer has negative values" in proc.stdout
-    assert "branch 1x1" in proc.stdout
+    assert "branch" not in proc.stdout  # 10 channels named mixed4a: not the 508 its branches divide
+    assert set(json.loads((out / "pca.json").read_text())) == {"layer"}
+
+
+def test_branches_only_where_they_tile_the_layer(tmp_path):
+    rng = np.random.default_rng(0)
+    import_matrix(tmp_path / "b.zarr", rng.random((12, 508), dtype=np.float32), "mixed4a",
+                  [f"{i}.jpg" for i in range(12)])
+    import_matrix(tmp_path / "b.zarr", rng.random((12, 16), dtype=np.float32), "feat", [f"{i}.jpg" for i in range(12)])
+    store = pipeline.open_store(tmp_path / "b.zarr")
+    assert stats.branches(store["mixed4a"]) == stats.KNOWN_BRANCHES["mixed4a"]
+    proc = run_cli("stats", "--store", store.path, "--layer", "mixed4a", "-o", tmp_path / "out")
+    assert "branch 3x3 (192-395)" in proc.stdout
+    assert set(json.loads((tmp_path / "out" / "pca.json").read_text())) == {"layer", "1x1", "3x3", "5x5", "pool"}
+    feat = store["feat"]
+    for recorded, expected in [({"a": [0, 6], "b": [6, 16]}, {"a": (0, 6), "b": (6, 16)}),
+                               ({"a": [0, 6], "b": [6, 20]}, {}),  # past the last channel
+                               ({"a": [0, 6], "b": [8, 16]}, {})]:  # a gap
+        feat.attrs["branches"] = recorded
+        assert stats.branches(feat) == expected
 
 
 def test_unlabelled_layer_skips_selectivity(tmp_path):
@@ -185,3 +204,21 @@ def test_a_layer_with_negative_values_has_no_dead_channels_to_speak_of(tmp_path)
     proc = run_cli("stats", "--store", tmp_path / "n.zarr", "--layer", "logits", "-o", tmp_path / "o")
     assert "1 channels never > 0 on the spatial mean (the layer has negative values" in proc.stdout
     assert "dead channels" not in proc.stdout
+
+
+def test_magnitudes_far_from_activations_neither_overflow_nor_underflow(tmp_path):
+    """float32 powers of an imported matrix near 1e20, 1e-25 or float32's limit stay finite."""
+    rng = np.random.default_rng(0)
+    m = np.stack([rng.normal(size=300) * 1e20, rng.normal(size=300) * 1e-25,
+                  rng.uniform(-3e38, 3e38, size=300), rng.normal(size=300)], axis=1).astype(np.float32)
+    labels = np.arange(300) % 2
+    import_matrix(tmp_path / "x.zarr", m, "feat", [f"{i}.jpg" for i in range(300)], labels, shard_rows=64)
+    lay = pipeline.open_store(tmp_path / "x.zarr")["feat"]
+    x = m.astype(np.float64)
+    table = lay.stats()
+    assert_allclose(table["std"], x.std(0), rtol=1e-5)
+    assert_allclose(table["kurtosis"], scipy.stats.kurtosis(x, axis=0, fisher=True, bias=True), rtol=1e-4)
+    counts, edges = lay.histograms()
+    assert_array_equal(counts[2], np.histogram(x[:, 2], bins=edges[2])[0])
+    assert_allclose(lay.correlations(), np.corrcoef(x, rowvar=False), rtol=1e-4, atol=1e-6)
+    assert_allclose(lay.selectivity()["class_means"], np.stack([x[labels == k].mean(0) for k in (0, 1)]), rtol=1e-5)

@@ -27,6 +27,21 @@ def test_open_refuses_non_stores_and_newer_versions(tmp_path):
         open_group(tmp_path / "file")
 
 
+@pytest.mark.parametrize("key, value, said", [("format_version", "2", "'2'"), ("n_images", None, "missing"),
+                                              ("shard_rows", 0, "0")])
+def test_damaged_attributes_are_one_sentence(tmp_path, key, value, said):
+    from pipeline.importing import import_matrix
+
+    import_matrix(tmp_path / "s.zarr", np.ones((3, 2), dtype=np.float32), "feat", ["a", "b", "c"])
+    attrs = zarr.open_group(str(tmp_path / "s.zarr"), mode="r+").attrs
+    if value is None:
+        attrs.__delitem__(key)
+    else:
+        attrs[key] = value
+    with pytest.raises(StoreError, match=f"damaged exemplars store: its attribute {key} is {said}, not a whole"):
+        pipeline.open_store(tmp_path / "s.zarr")
+
+
 def test_compatibility_names_the_field(small_store):
     group = open_group(small_store)
     check_compatible(group, {"shard_rows": 8})
