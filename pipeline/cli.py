@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import InputError, PipelineError
+from .errors import DatasetError, InputError, PipelineError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Dataset exemplars for every channel: phase one stores, phase two answers.")
@@ -54,6 +54,9 @@ def activations(
     if len(summary.invalid) > 20:
         typer.echo(f"invalid: ... and {len(summary.invalid) - 20} more (see images/error in the store)", err=True)
     typer.echo(summary.line())
+    if summary.images and not summary.usable:  # also on a rerun, which computes nothing
+        raise DatasetError(f"none of the {summary.images} images of {data_dir} could be decoded, so the store "
+                           "has nothing to rank; fix or replace them, then rerun with --overwrite")
 
 
 @app.command()

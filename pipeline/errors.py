@@ -80,7 +80,14 @@ def first_line(exc: BaseException) -> str:
 
 def unknown_layer(name: str, known: list[str] | tuple[str, ...]) -> LayerError:
     """A LayerError naming the missing layer and listing the valid ones."""
+    import difflib
+
     if not known:
         return LayerError(f"unknown layer {name!r}: the store has no layer yet; `exemplars activations` adds them")
-    shown = ", ".join(known[:80]) + (" ..." if len(known) > 80 else "")
-    return LayerError(f"unknown layer {name!r}; known layers: {shown}")
+    if len(known) <= 20:
+        return LayerError(f"unknown layer {name!r}; known layers: {', '.join(known)}")
+    # The network's 138 names made a 3 KB line: its blocks (names without "_"), close matches, and where the rest are.
+    close = difflib.get_close_matches(name, known, n=3)
+    blocks = [k for k in known if "_" not in k]
+    return LayerError(f"unknown layer {name!r}; " + (f"did you mean {', '.join(close)}? " if close else "")
+                      + f"the blocks are {', '.join(blocks)}; `exemplars layers` lists all {len(known)}")

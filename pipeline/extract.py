@@ -21,7 +21,7 @@ from . import images as imgs
 from . import places
 from . import store as st
 from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
-from .errors import FollowerStopped, InputError, PipelineError
+from .errors import FollowerStopped, InputError, OutputError, PipelineError, first_line
 from .forward import PRECISIONS, check_compiler, forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
@@ -42,6 +42,7 @@ class Summary:
     store_bytes: int = 0
     weights: dict = field(default_factory=dict)
     leader: bool = True  # under torchrun only rank 0 reports
+    usable: int = -1  # valid rows in the whole store after the run (-1: not counted, off the leader)
 
     @property
     def images_per_second(self) -> float:
@@ -241,7 +242,9 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         sampler = ShardBatches(mine, shard_rows, len(images), batch_size)
         forward = forward_pass(traced, dev, precision, compile, batch_size)
         started = time.perf_counter()
-        bar = tqdm(total=sampler.rows_total(), unit="img", desc=",".join(layers), dynamic_ncols=True,
+        # Under torchrun the leader's bar counts the leader's own shards, and says so.
+        desc = ",".join(layers) + (f" (rank 0 of {ranks.world}: its shards)" if ranks.world > 1 else "")
+        bar = tqdm(total=sampler.rows_total(), unit="img", desc=desc, dynamic_ncols=True,
                    disable=not progress or not mine or not ranks.leader)
         if lanes > 1:
             results = _lanes(images, sampler, decoder, forward, layers, lanes)
@@ -255,13 +258,15 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         seconds = time.perf_counter() - started
         invalid = [item for part in ranks.gather(invalid) for item in part]
         ranks.barrier()
+        usable = -1
         if ranks.leader:
             for layer in layers:
                 st.refresh_completeness(group, layer)
+            usable = int(np.count_nonzero(group["images"]["valid"][:]))
     ranks.close()
     computed = rows_in(pending, shard_rows, len(images))  # the whole job's, every rank's shards
     return Summary(str(store_path), layers, len(images), computed, seconds, sorted(invalid),
-                   places.store_bytes(store_path), weights_info, ranks.leader)
+                   places.store_bytes(store_path), weights_info, ranks.leader, usable)
 
 
 def _rank_device(device: str, ranks):
@@ -297,11 +302,23 @@ def _open_on_every_rank(stack, ranks, store_path, open_for_writing):
 
 @contextlib.contextmanager
 def _said_where_it_stopped(group, layers, mine, ranks):
-    """A failure or Ctrl-C names the shard it stopped in; the finished shards stay."""
+    """A failure or Ctrl-C names the shard it stopped in; the finished shards stay.
+
+    An OSError (a full disk, a store made read-only, a dataset unmounted) is the machine's,
+    not a bug: one sentence; anything else keeps its traceback.
+    """
+    who = f"rank {ranks.rank}/{ranks.world} " if ranks.world > 1 else ""
     try:
         yield
+    except OSError as exc:
+        if isinstance(exc, PipelineError):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise OutputError(f"{who}stopped in shard {_current_shard(group, layers, mine)}: "
+                          f"{exc.strerror or first_line(exc)}{where}; finished shards are kept, rerun the "
+                          "same command once that is fixed") from None
     except Exception as exc:
-        print(f"rank {ranks.rank}/{ranks.world} failed in shard {_current_shard(group, layers, mine)}: "
+        print(f"{who}failed in shard {_current_shard(group, layers, mine)}: "
               f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete",
               file=sys.stderr, flush=True)
         raise

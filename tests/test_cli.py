@@ -37,6 +37,17 @@ def test_unknown_layer(image_folder, tmp_path):
     _assert_one_sentence(proc, "unknown layer 'mixed9z'", "mixed4a")
 
 
+def test_a_folder_where_no_image_decodes_ends_in_an_error(tmp_path):
+    data = tmp_path / "bad"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(b"not a jpeg")
+    (data / "b.png").write_bytes(b"")
+    for _ in range(2):  # the rerun finds the store complete, and says the same
+        proc = run_cli("activations", data, "--store", tmp_path / "s.zarr", "--weights", "random", check=False)
+        _assert_one_sentence(proc, "none of the 2 images of", "could be decoded")
+    assert "invalid: a.jpg" in proc.stderr or "already complete" in proc.stdout
+
+
 def test_unreadable_weights_file(image_folder, tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_text("garbage")

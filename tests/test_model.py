@@ -72,8 +72,12 @@ def test_layer_shapes(random_model):
 
 
 def test_unknown_layer_lists_valid_names(random_model):
-    with pytest.raises(LayerError, match="unknown layer 'mixed9z'.*mixed4a"):
+    with pytest.raises(LayerError, match="unknown layer 'mixed9z'.*mixed4a") as caught:
         check_layers(random_model, ["mixed9z"])
+    # the blocks and a pointer to the whole list, not all 138 names on one line
+    assert len(str(caught.value)) < 400 and str(caught.value).endswith("`exemplars layers` lists all 138")
+    with pytest.raises(LayerError, match="did you mean mixed4a_3x3"):
+        check_layers(random_model, ["mixed4a_3x"])
 
 
 @pytest.mark.parametrize("layers", [["mixed4a"], ["conv2d2", "mixed3b"], ["mixed4a_3x3", "mixed5b"]])
