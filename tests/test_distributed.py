@@ -7,6 +7,7 @@ so that every store is compared bit for bit.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -67,9 +68,12 @@ def test_a_refusal_under_torchrun_is_one_sentence_from_rank_0_alone(image_folder
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "precision" in errors[0]
-    # Both ranks exit 2 without a traceback of their own (torchrun's launcher still prints its summary).
+    # Both ranks stop without a traceback of their own (torchrun's launcher still prints its summary):
+    # rank 1 exits 2 too, unless the launcher, seeing rank 0 fail first, has stopped it (SIGTERM,
+    # -15), which a busy machine makes likely (5 of 10 runs under load).
     assert "[rank1]" not in proc.stderr and "RuntimeError" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.count("exitcode  : 2") == 2
+    codes = sorted(re.findall(r"exitcode\s+:\s+(-?\d+)", proc.stderr))
+    assert codes in (["2", "2"], ["-15", "2"]), proc.stderr[-3000:]
 
 
 def test_killed_torchrun_then_one_process_equals_one_process(image_folder, reference, tmp_path):
