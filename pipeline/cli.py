@@ -75,8 +75,8 @@ LayerOpt = typer.Option("mixed4a", "--layer", "-l", help="Layer of the store.")
 def _emit(results, as_json: bool) -> None:
     import json
 
-    if results.note and as_json:  # a table says it in its own lines
-        typer.echo(f"note: {results.note}", err=True)
+    for note in results.notes if as_json else []:  # a table says them in its own lines
+        typer.echo(f"note: {note}", err=True)
     if as_json:
         typer.echo(json.dumps(results.to_dict()))
     else:
@@ -112,7 +112,7 @@ def topk(
     by: str = typer.Option("mean", help="mean (the notebook's statistic) | max"),
     bottom: bool = typer.Option(False, help="The least activating images instead."),
     diverse: bool = typer.Option(False, help="Skip near-duplicates; at most --per-class per class."),
-    per_class: Optional[int] = typer.Option(None, min=1, help="With --diverse: images per class at most [default: 2]."),
+    per_class: Optional[int] = typer.Option(None, min=1, help="With --diverse: images per class at most (default 2)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ):
     """The k most (or least) activating images of a channel or a direction."""
@@ -138,12 +138,12 @@ def topk(
 def samples(
     store: str = StoreOpt,
     layer: str = LayerOpt,
-    channel: int = typer.Option(..., "--channel", "-c"),
+    channel: int = typer.Option(..., "--channel", "-c", help="Channel to sample."),
     bands: str = typer.Option("0.1%,1%,10%,50%,zeros", help="Nested top bands by rank, and 'zeros'."),
     per_band: int = typer.Option(5, help="Images drawn from each band."),
-    seed: int = typer.Option(0, min=0),
-    by: str = typer.Option("mean"),
-    as_json: bool = typer.Option(False, "--json"),
+    seed: int = typer.Option(0, min=0, help="Seed of the draw: the same seed, the same images."),
+    by: str = typer.Option("mean", help="mean (the notebook's statistic) | max"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ):
     """Random images from bands of a channel's activation quantiles."""
     _emit(_layer(store, layer).samples(channel, bands=bands, per_band=per_band, seed=seed, by=by), as_json)
@@ -154,15 +154,15 @@ def similar(
     store: str = StoreOpt,
     layer: str = LayerOpt,
     image: str = typer.Option(..., "--image", "-i", help="A row number or an image path."),
-    k: int = typer.Option(10, "-k"),
-    as_json: bool = typer.Option(False, "--json"),
+    k: int = typer.Option(10, "-k", help="How many images."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ):
     """The images whose activation vectors are nearest (cosine) to one image's."""
     _emit(_layer(store, layer).similar(image, k=k, progress=_reading_bar), as_json)
 
 
 @app.command()
-def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json")):
+def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON only.")):
     """What a store holds: layers, images, invalid rows, completeness, weights."""
     import json
 
@@ -205,7 +205,7 @@ def grid(
     bottom: bool = typer.Option(False, help="Add a row of the least activating images per channel."),
     samples: bool = typer.Option(False, help="Add a row of quantile-band samples per channel."),
     featureviz: bool = typer.Option(False, help="Start each row with the channel's cached feature visualisation."),
-    out: Path = typer.Option(Path("grid.png"), "--out", "-o"),
+    out: Path = typer.Option(Path("grid.png"), "--out", "-o", help="The figure: .png, .pdf or .svg."),
     root: Optional[Path] = RootOpt,
 ):
     """The notebook's figure from the store: top images per channel, as a PNG."""
@@ -230,10 +230,10 @@ def grid(
 def featureviz(
     store: str = StoreOpt,
     layer: str = LayerOpt,
-    channel: int = typer.Option(..., "--channel", "-c"),
+    channel: int = typer.Option(..., "--channel", "-c", help="Channel to visualise."),
     size: int = typer.Option(128, min=16, help="Side of the optimised image in pixels."),
     steps: int = typer.Option(128, min=1, help="Optimisation steps."),
-    seed: int = typer.Option(0, min=0),
+    seed: int = typer.Option(0, min=0, help="Seed of the starting image."),
     redo: bool = typer.Option(False, help="Optimise again and replace the cached picture "
                               "(with other settings: every cached picture)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save it as a PNG."),
@@ -301,14 +301,14 @@ def stats(
 def import_(
     matrix: Path = typer.Argument(..., help="An (N, C) .npy of spatial means."),
     store: str = StoreOpt,
-    layer: str = typer.Option(..., "--layer", "-l"),
+    layer: str = typer.Option(..., "--layer", "-l", help="Name of the layer to make (or add to the store)."),
     paths: Path = typer.Option(..., help="A text file: one image path per line, N lines."),
     labels: Optional[Path] = typer.Option(None, help="An (N,) .npy of integer labels."),
     max_matrix: Optional[Path] = typer.Option(None, "--max", help="An (N, C) .npy of spatial maxima."),
     classes: Optional[Path] = typer.Option(None, help="A text file of class names, one per line."),
     root: Optional[str] = typer.Option(None, help="Dataset root the paths are relative to."),
     shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536, or the store's)."),
-    overwrite: bool = typer.Option(False),
+    overwrite: bool = typer.Option(False, help="Rebuild the store (every layer) when it disagrees with this import."),
 ):
     """Make a store from a matrix computed elsewhere, so every query works on it."""
     from tqdm import tqdm

@@ -33,6 +33,7 @@ THUMB, CROP = 128, 128
 MANIFEST = ".exemplars-gallery.json"
 PICTURES = 2  # how thumbnails and crops are drawn; a change redraws older builds' files (2: square crops)
 OURS = re.compile(r"(\d+(_c\d+)?\.jpg|viz_\d+\.png)")  # names of the files a build writes in img/
+PAGE = re.compile(r"(\d{4,})\.html")  # and in channels/
 
 
 @dataclass
@@ -157,6 +158,9 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     site = pages.Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)
     for c in tqdm(range(layer.channels), desc="pages", unit="page", disable=not progress):
         site.write_channel(c)
+    for old in (out / "channels").iterdir():  # an earlier build's pages of channels this layer lacks
+        if PAGE.fullmatch(old.name) and int(PAGE.fullmatch(old.name)[1]) >= layer.channels:
+            old.unlink()
     site.write_index()
     example = next((f"{paths[row]}: {error}" for row, error in missing.items()), "")
     return Summary(str(out), layer.channels, len(needs), len(jobs), time.perf_counter() - started,

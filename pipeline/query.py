@@ -189,6 +189,10 @@ class Layer(Analysis):
         return self.store.valid & finished
 
     def note(self) -> str:
+        """What to know about any answer from this layer, in one line ("" if nothing)."""
+        return "; ".join(self.notes())
+
+    def notes(self) -> list[str]:
         notes = []
         if self.store.random_weights:
             notes.append("RANDOM WEIGHTS: these activations come from an untrained network")
@@ -198,7 +202,7 @@ class Layer(Analysis):
         elif not self.usable.any():
             notes.append(f"no valid image: every one of the {self.store.n} rows is invalid "
                          "(exemplars info shows their errors)")
-        return "; ".join(notes)
+        return notes
 
     def _array(self, by: str):
         if by not in ("mean", "max"):
@@ -217,16 +221,29 @@ class Layer(Analysis):
             self._column = (key, values)
         return self._column[1]
 
-    def _results(self, query, by, rows, values, channel=None, bands=None) -> Results:
+    def _results(self, query, by, rows, values, channel=None, bands=None, k=None, column=None,
+                 others=0) -> Results:
+        """The table of ``rows``; ``k``: how many were asked for, ``column``: the channel's values,
+        ``others``: usable rows that could not be answers (the image ``similar`` starts from)."""
         store = self.store
         labels = store.labels(rows)
         names = [store.class_names[l] if 0 <= l < len(store.classes) else "" for l in labels]
         peaks = None
         if by == "max" and channel is not None and "argmax" in self.available and len(rows):
             peaks = self.crop_peaks(rows, channel)  # None for a flat map: its argmax marks no peak
-        return Results(self.name, query, by, np.asarray(rows), np.asarray(values, dtype=np.float64),
-                       store.paths(rows), labels.tolist(), names, channel=channel, peaks=peaks,
-                       bands=bands, note=self.note())
+        results = Results(self.name, query, by, np.asarray(rows), np.asarray(values, dtype=np.float64),
+                          store.paths(rows), labels.tolist(), names, channel=channel, peaks=peaks,
+                          bands=bands, notes=self.notes())
+        usable = int(self.usable.sum()) - others
+        if k is not None and len(rows) < k and len(rows) == usable:
+            results.add_note(f"{len(rows)} images, not {k}: the store has no more to rank")
+        # Ties all through the answer are rare; only then is the whole column looked at.
+        if column is not None and len(rows) > 1 and np.ptp(values) == 0:
+            live = column[self.usable]
+            if live.size and live.min() == live.max():
+                results.add_note(f"channel {channel} is {live.max():g} on every image: no image stands out, "
+                                 "so these are not exemplars")
+        return results
 
     def _check_k(self, k: int, name: str = "k") -> int:
         k = whole_number(k, name)
@@ -248,7 +265,7 @@ class Layer(Analysis):
             rows = ranking.top_rows(values, self.usable, k, bottom)
         word = "bottom" if bottom else "top"
         results = self._results(f"channel {channel} ({word} {k}{', diverse' if diverse else ''})",
-                                by, rows, values[rows], channel=int(channel))
+                                by, rows, values[rows], channel=int(channel), k=k, column=values)
         if diverse and len(rows) < min(k, int(self.usable.sum())):
             rules = [f"{skipped['class']} over {per_class} a class (a larger --per-class allows more)"
                      if skipped.get("class") else "", f"{skipped['duplicate']} near-duplicates of an image shown"
@@ -271,7 +288,7 @@ class Layer(Analysis):
         values = self.column(channel, by)
         chosen, labels, empty = ranking.band_samples(values, self.usable, parsed, per_band, seed)
         results = self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
-                                channel=int(channel), bands=labels)
+                                channel=int(channel), bands=labels, column=values)
         if empty:
             zeros_band = [label for label, f in parsed if f is None]
             zeros = (" (their images that are exactly 0 are under zeros)"
@@ -292,7 +309,8 @@ class Layer(Analysis):
                              "(a positive scale does not change the ranking)")
         rows = ranking.top_rows(values, self.usable, k, bottom)
         label = direction if isinstance(direction, str) else f"vector of {self.channels}"
-        return self._results(f"direction {label} ({'bottom' if bottom else 'top'} {k})", "mean", rows, values[rows])
+        return self._results(f"direction {label} ({'bottom' if bottom else 'top'} {k})", "mean", rows, values[rows],
+                             k=k)
 
     def similar(self, image, k: int = 10, progress=None) -> Results:
         """The ``k`` images whose mean-activation vectors are nearest in cosine."""
@@ -308,4 +326,4 @@ class Layer(Analysis):
         usable[row] = False
         rows = ranking.top_rows(cosine, usable, k)
         return self._results(f"similar to {self.store.paths([row])[0]} (row {row})", "mean",
-                             rows, cosine[rows])
+                             rows, cosine[rows], k=k, others=1)

@@ -9,7 +9,7 @@ Offers:
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,11 +27,16 @@ class Results:
     channel: int | None = None
     peaks: list[tuple[int, int] | None] | None = None  # (y, x) on the layer's grid, for by="max"; None: a flat map
     bands: list[str] | None = None
-    note: str = ""  # e.g. random weights, or an incomplete store
+    notes: list[str] = field(default_factory=list)  # e.g. random weights, or an incomplete store
+
+    @property
+    def note(self) -> str:
+        """Every note in one line."""
+        return "; ".join(self.notes)
 
     def add_note(self, text: str) -> None:
-        """Another thing to know about these results, after the store's own note."""
-        self.note = "; ".join(filter(None, [self.note, text]))
+        """Another thing to know about these results, after the store's own notes."""
+        self.notes.append(text)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -83,7 +88,7 @@ class Results:
         widths = [max(len(n), *(len(r[i]) for r in rows)) if rows else len(n) for i, n in enumerate(names)]
         fmt = "  ".join("{:%s%d}" % ("<" if n in ("path", "class", "band") else ">", w)
                         for n, w in zip(names, widths))
-        lines = [self.title()] + ([self.note] if self.note else [])
+        lines = [self.title()] + self.notes  # a line each
         lines += [fmt.format(*names)] + [fmt.format(*r) for r in rows]
         return "\n".join(lines)
 
@@ -91,5 +96,5 @@ class Results:
         names, rows = self._columns()
         head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-        note = f"<p><b>{html.escape(self.note)}</b></p>" if self.note else ""
+        note = "".join(f"<p><b>{html.escape(n)}</b></p>" for n in self.notes)
         return f"<p>{html.escape(self.title())}</p>{note}<table><tr>{head}</tr>{body}</table>"

@@ -124,10 +124,15 @@ def test_a_rebuild_removes_only_what_a_build_wrote(small_store, tmp_path):
     (out / "img" / "notes.txt").write_text("mine")
     (out / "img" / "holiday.jpg").write_bytes(b"mine")
     (out / "img" / "3.jpg").write_bytes(b"a stale thumbnail of another store")
+    (out / "channels").mkdir()
+    (out / "channels" / "0508.html").write_text("a page of a wider layer's channel 508")
+    (out / "channels" / "notes.html").write_text("mine")
     layer = pipeline.open_store(small_store)["mixed4a"]
     build_gallery(layer, out, k=2, crops=False, progress=False, workers=1)
     assert (out / "img" / "notes.txt").read_text() == "mine"
     assert (out / "img" / "holiday.jpg").read_bytes() == b"mine"
+    assert not (out / "channels" / "0508.html").exists() and (out / "channels" / "notes.html").exists()
+    assert (out / "channels" / "0507.html").exists()
     stale = out / "img" / "3.jpg"  # no manifest of this store: removed, and redrawn if row 3 is shown
     assert not stale.exists() or stale.read_bytes() != b"a stale thumbnail of another store"
 

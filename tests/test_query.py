@@ -15,6 +15,7 @@ import pipeline
 from conftest import ROOT, run_cli
 from pipeline.errors import LayerError, QueryError, StoreError
 from pipeline.parsing import parse_bands
+from pipeline.results import Results
 from pipeline.importing import import_matrix
 from pipeline.store import refresh_completeness
 
@@ -369,3 +370,19 @@ def test_api_arguments_are_checked_like_the_cli(generated):
     assert layer.direction("4:1,", k=3).rows.tolist() == layer.topk(4, k=3).rows.tolist()
     with pytest.raises(QueryError, match="not an image of this store"):
         layer.similar("²")  # a digit to str.isdigit, not to int()
+
+
+def test_short_answers_and_constant_channels_are_noted_each_on_a_line(tmp_path):
+    layer = _ranked_store(tmp_path, 5)  # channel 0 ranks 5..1, channel 1 is 0 everywhere
+    got = layer.topk(0, k=8)
+    assert len(got) == 5 and "5 images, not 8: the store has no more to rank" in got.notes
+    assert not any("stands out" in n for n in got.notes)
+    flat = layer.topk(1, k=3)
+    assert flat.notes == ["channel 1 is 0 on every image: no image stands out, so these are not exemplars"]
+    assert repr(flat).splitlines()[1] == flat.notes[0]  # under the title, a line of its own
+    assert any("stands out" in n for n in layer.samples(1).notes)
+    assert layer.topk(0, k=5).notes == [] and layer.topk(0, k=2).notes == []
+    near = layer.similar(0, k=10)
+    assert len(near) == 4 and "4 images, not 10: the store has no more to rank" in near.notes
+    two = Results("l", "q", "mean", np.array([1]), np.array([1.0]), ["a"], [0], [""], notes=["one; a", "two"])
+    assert two.note == "one; a; two" and repr(two).splitlines()[1:3] == ["one; a", "two"]
