@@ -286,9 +286,10 @@ class Layer(Analysis):
         if seed < 0:
             raise QueryError(f"--seed must be 0 or more, not {seed}")
         values = self.column(channel, by)
-        chosen, labels, empty = ranking.band_samples(values, self.usable, parsed, per_band, seed)
+        chosen, labels, empty, ranks = ranking.band_samples(values, self.usable, parsed, per_band, seed)
         results = self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
                                 channel=int(channel), bands=labels, column=values)
+        results.ranks = ranks + 1  # each image's place in the channel's ranking, not in this list
         if empty:
             zeros_band = [label for label, f in parsed if f is None]
             zeros = (" (their images that are exactly 0 are under zeros)"

@@ -4,7 +4,7 @@ Offers:
     finite_or_zero(array)        NaN and +-inf as 0
     top_rows(values, usable, k, bottom=False) -> rows, best first
     ranked_all(values, usable, bottom=False) -> every usable row, best first
-    band_samples(values, usable, bands, per_band, seed) -> (rows, band labels, empty bands)
+    band_samples(values, usable, bands, per_band, seed) -> (rows, band labels, empty bands, ranks)
     diverse(values, usable, k, bottom, labels, fingerprints, per_class) -> rows
 
 Ties always go to the lower row, so every answer is reproducible.
@@ -72,7 +72,7 @@ def band_samples(values, usable, bands, per_band: int, seed: int):
     with one, the rank bands leave their zero rows to it. So bands never overlap (no row
     is shown twice), and a band may hold none (narrower than one image of this store, or
     all zeros): returned by label in ``empty``. Rows within a sample are shown best first.
-    Returns (rows, labels, empty).
+    Returns (rows, labels, empty, ranks): ``ranks`` is each row's rank among the usable rows (0 = best).
     """
     rng = np.random.default_rng(seed)
     values = np.asarray(values)
@@ -97,7 +97,10 @@ def band_samples(values, usable, bands, per_band: int, seed: int):
         picked = _ranked(_keys(values, picked, False), picked)  # best first, ties to the lower row
         rows.extend(picked.tolist())
         labels.extend([label] * picked.size)
-    return np.asarray(rows, dtype=np.int64), labels, empty
+    position = np.empty(len(values), dtype=np.int64)
+    position[order] = np.arange(n)
+    rows = np.asarray(rows, dtype=np.int64)
+    return rows, labels, empty, position[rows]
 
 
 def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2, skipped: dict | None = None):

@@ -28,6 +28,7 @@ class Results:
     peaks: list[tuple[int, int] | None] | None = None  # (y, x) on the layer's grid, for by="max"; None: a flat map
     bands: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # e.g. random weights, or an incomplete store
+    ranks: np.ndarray | None = None  # 1 = the best; None: the order of this list (samples: the channel's)
 
     @property
     def note(self) -> str:
@@ -47,7 +48,8 @@ class Results:
     def to_list(self) -> list[dict]:
         out = []
         for i in range(len(self.rows)):
-            item = {"rank": i + 1, "row": int(self.rows[i]), "path": self.paths[i],
+            item = {"rank": i + 1 if self.ranks is None else int(self.ranks[i]), "row": int(self.rows[i]),
+                    "path": self.paths[i],
                     "label": int(self.labels[i]), "class": self.classes[i],
                     "activation": float(self.activations[i])}
             if self.peaks is not None:

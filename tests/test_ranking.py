@@ -29,7 +29,8 @@ def test_band_edges_are_exact_and_empty_bands_are_named():
     values = np.arange(100, 0, -1, dtype=np.float32)  # rank r is row r
     usable = np.ones(100, dtype=bool)
     bands = [("top 7%", Fraction(7, 100)), ("top 7-50%", 0.5), ("zeros", None)]
-    rows, labels, empty = ranking.band_samples(values, usable, bands, per_band=100, seed=0)
+    rows, labels, empty, ranks = ranking.band_samples(values, usable, bands, per_band=100, seed=0)
+    assert ranks.tolist() == rows.tolist()  # rank r is row r
     assert sorted(rows[:7].tolist()) == list(range(7)) and labels.count("top 7%") == 7
     assert labels.count("top 7-50%") == 43 and empty == ["zeros"]
 
@@ -39,12 +40,13 @@ def test_rank_bands_leave_their_zeros_to_the_zeros_band():
     values[[0, 5]] = [2.0, 1.0]  # 18 of 20 are 0: the 10-50% band holds zeros only
     usable = np.ones(20, dtype=bool)
     bands = [("top 10%", 0.1), ("top 10-50%", 0.5), ("zeros", None)]
-    rows, labels, empty = ranking.band_samples(values, usable, bands, per_band=20, seed=0)
+    rows, labels, empty, ranks = ranking.band_samples(values, usable, bands, per_band=20, seed=0)
     assert len(set(rows.tolist())) == len(rows)  # no image twice
     assert list(zip(rows[:2].tolist(), labels[:2])) == [(0, "top 10%"), (5, "top 10%")]
     assert labels.count("zeros") == 18 and empty == ["top 10-50%"]
+    assert ranks[:2].tolist() == [0, 1] and sorted(ranks[2:].tolist()) == list(range(2, 20))
     # without a zeros band the rank bands keep their zeros
-    rows, labels, _ = ranking.band_samples(values, usable, bands[:2], per_band=20, seed=0)
+    rows, labels, _, _ = ranking.band_samples(values, usable, bands[:2], per_band=20, seed=0)
     assert labels.count("top 10-50%") == 8
 
 
