@@ -178,19 +178,29 @@ def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json", he
                f"{'unknown until complete' if facts['invalid'] is None else facts['invalid']}")
     for example in facts["invalid_examples"]:
         typer.echo(f"  invalid    row {example['row']} {example['path']}: {example['error']}")
-    typer.echo(f"dataset      {facts['dataset']}")
-    typer.echo(f"weights      {weights}" + ("  <- RANDOM WEIGHTS" if weights.get("kind") == "random" else ""))
+    typer.echo(f"dataset      {_pairs(facts['dataset'])}")
+    typer.echo(f"weights      {_pairs(weights)}" + ("  <- RANDOM WEIGHTS" if weights.get("kind") == "random" else ""))
     if facts["precision"] is not None:  # imported stores say nothing of how they were computed
         typer.echo(f"precision    {facts['precision']}" + ("" if facts["precision"] == "fp32" else "  (approximate)"))
-    typer.echo(f"preprocess   {facts['preprocessing']}")
+    if facts["preprocessing"]:
+        typer.echo(f"preprocess   {_pairs(facts['preprocessing'])}")
     width = max([12, *map(len, facts["layers"])])
+    imported = (facts["dataset"] or {}).get("layout") == "imported"
     for name, layer in facts["layers"].items():
         if layer.get("being_created"):
             typer.echo(f"layer {name:{width}s} being created (or its creation was interrupted)")
             continue
-        typer.echo(f"layer {name:{width}s} {layer['channels']} channels, {layer['spatial_shape'][0]}x"
-                   f"{layer['spatial_shape'][1]}, shards {layer['shards_done']}/{layer['shards']}, "
+        grid = "no spatial maps" if imported else "x".join(map(str, layer["spatial_shape"]))
+        typer.echo(f"layer {name:{width}s} {layer['channels']} channels, {grid}, shards {layer['shards_done']}/{layer['shards']}, "
                    f"{layer['images_covered']} images usable, stats {','.join(layer['stats'])}")
+
+
+def _pairs(facts) -> str:
+    """A metadata dict as ``key: value; key: value`` (a dict's repr is for programmers)."""
+    if not isinstance(facts, dict):
+        return str(facts)
+    return "; ".join(f"{key}: {'(' + _pairs(value) + ')' if isinstance(value, dict) else value}"
+                     for key, value in facts.items())
 
 
 @app.command()

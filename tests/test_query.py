@@ -336,6 +336,7 @@ def test_import_cli_round_trip(tmp_path):
     info = run_cli("info", "--store", tmp_path / "i.zarr").stdout
     assert "probe" in info and "invalid: 3" in info
     assert "invalid    row 7 x/7.jpg: non-finite values" in info and "precision" not in info  # an import: unknown
+    assert f"probe        {C} channels, no spatial maps," in info and "layout: imported;" in info and "{" not in info
 
 
 def test_api_arguments_are_checked_like_the_cli(generated):
