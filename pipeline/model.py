@@ -68,10 +68,15 @@ def _from_file(path: str):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load fails in many ways on a file that is no checkpoint (KeyError, IndexError...)
-        raise WeightsError(f"cannot read weights file {path} as a torch checkpoint: {first_line(exc)}") from None
+        # torch's own text is a paragraph of advice on weights_only; the class name says enough.
+        raise WeightsError(f"cannot read weights file {path}: it is not a state dict saved with torch.save "
+                           f"({exc.__class__.__name__})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     model = _fresh(0)
+    misfit = _misfit(model.state_dict(), state)
+    if misfit:
+        raise WeightsError(f"weights file {path} does not fit InceptionV1: {misfit}")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -81,6 +86,19 @@ def _from_file(path: str):
     name = os.path.basename(path)
     # The path lets heatmaps rerun the model; the sha256 is what identifies the weights.
     return model, {"kind": "file", "name": name, "sha256": _sha256_file(path), "path": os.path.abspath(path)}
+
+
+def _misfit(expected: dict, state) -> str:
+    """What keeps ``state`` from loading into a model of ``expected``'s keys and shapes, in a few words."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a state dict"
+    lacking = [k for k in expected if k not in state]
+    unknown = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)]
+    parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in (
+        (lacking, "tensors missing"), (unknown, "tensors it does not have"), (shapes, "tensors of another shape"))
+        if keys]
+    return ", ".join(parts)
 
 
 def load_model(weights: str = "pretrained", seed: int = 0):

@@ -36,13 +36,22 @@ def test_unreadable_and_mismatched_weights(tmp_path):
         load_model(str(garbage))
     wrong = tmp_path / "wrong.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, wrong)
-    with pytest.raises(WeightsError, match="does not fit InceptionV1"):
+    with pytest.raises(WeightsError, match=r"does not fit InceptionV1: 116 tensors missing \(e.g. conv2d0_pre_relu_conv"
+                                           r".weight\), 1 tensors it does not have \(e.g. fc.weight\)$"):
+        load_model(str(wrong))
+    state = load_model("random")[0].state_dict()
+    state["conv2d0_pre_relu_conv.bias"] = torch.zeros(3)
+    torch.save(state, wrong)
+    with pytest.raises(WeightsError, match=r"1 tensors of another shape \(e.g. conv2d0_pre_relu_conv.bias\)$"):
+        load_model(str(wrong))
+    torch.save([1, 2], wrong)
+    with pytest.raises(WeightsError, match="it holds a list, not a state dict"):
         load_model(str(wrong))
     with pytest.raises(WeightsError, match="does not exist"):
         load_model(str(tmp_path / "absent.pth"))
     for name, content in (("text.pth", b"hello"), ("empty.pth", b"")):  # KeyError and EOFError inside torch.load
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(WeightsError, match="cannot read weights file .* as a torch checkpoint"):
+        with pytest.raises(WeightsError, match="cannot read weights file .*: it is not a state dict saved with torch.save"):
             load_model(str(tmp_path / name))
     with pytest.raises(WeightsError, match="--seed must be from 0"):
         load_model("random", seed=10**20)
