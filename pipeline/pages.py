@@ -20,7 +20,8 @@ body{font-family:system-ui,sans-serif;margin:1.2em;color:#222;background:#fafafa
 a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;margin-top:1.4em}
 .warn{background:#b00020;color:#fff;padding:.4em .8em;font-weight:bold;border-radius:4px}
 .note{color:#555;font-style:italic}
-.row{display:flex;flex-wrap:wrap;gap:8px} .tile{width:132px;font-size:11px;overflow-wrap:anywhere}
+.row{display:flex;flex-wrap:wrap;gap:8px} .tile{width:132px;font-size:11px;overflow-wrap:break-word}
+.pair{display:flex;gap:4px;padding:3px;background:#fff;border:1px solid #e4e4e4}
 .tile img{display:block;width:128px;height:128px;border:1px solid #ccc}
 .small .tile{width:100px} .small .tile img,.small .missing{width:96px;height:96px}
 .missing{width:128px;height:128px;background:#ddd;display:flex;align-items:center;justify-content:center;
@@ -80,13 +81,16 @@ class Site:
         items = []
         for i, item in enumerate(results.to_list()):
             row = item["row"]
-            caption = (f'<b>{item["activation"]:.4g}</b>' + (f' {esc(item["band"])}' if "band" in item else "")
-                       + f'<br>{esc(item["path"])}<br><i>{esc(item["class"])}</i>')
-            items.append(self._image(row, str(row), caption))
-            if with_crops and peaks[i] is None:
-                items.append('<div class="tile"><div class="missing">no peak: the map is flat</div></div>')
-            elif with_crops:
-                items.append(self._image(row, f"{row}_c{results.channel}", "receptive field at the peak"))
+            # A long path breaks after its slashes, not inside a name.
+            path = "/<wbr>".join(esc(part) for part in item["path"].split("/"))
+            caption = (f'<b>{item["activation"]:.4g}</b>' + (f' {esc(item["band"])} (#{item["rank"]})' if "band" in item else "")
+                       + f'<br>{path}<br><i>{esc(item["class"])}</i>')
+            tile = self._image(row, str(row), caption)
+            if with_crops:  # the image and its crop wrap to the next line together
+                crop = ('<div class="tile"><div class="missing">no peak: the map is flat</div></div>' if peaks[i] is None
+                        else self._image(row, f"{row}_c{results.channel}", "receptive field at the peak"))
+                tile = f'<div class="pair">{tile}{crop}</div>'
+            items.append(tile)
         return f'<div class="row {css}">{"".join(items)}</div>'
 
     def _branch(self, c: int) -> str:

@@ -52,6 +52,10 @@ def test_site_files(site):
         assert HOSTILE not in text and "<img src=x" not in text
         assert "RANDOM WEIGHTS" in text
     assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+    page = (out / "channels" / "0001.html").read_text()
+    top = page.split("<h2>Top")[1].split("<h2>")[0]
+    assert top.count('<div class="pair">') == 4  # each image and its crop wrap together
+    assert "/<wbr>" in top  # paths break after a slash, not inside a name
 
 
 def test_a_constant_channel_says_its_top_images_are_no_exemplars(site, hostile_store):
