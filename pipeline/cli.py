@@ -263,7 +263,7 @@ def featureviz(
     picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed, redo=redo)
     note = open_store(store)[layer].note()
     if out is not None:
-        marked(picture, note).save(out)
+        marked(picture, note, f"{layer} channel {channel}").save(out)
     typer.echo(f"{layer} channel {channel}: {size}x{size}, {steps} steps, cached in {store} "
                f"({time.perf_counter() - started:.1f} s)" + (f"; wrote {out}" if out else ""))
     if note:

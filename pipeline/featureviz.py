@@ -3,7 +3,7 @@
 Offers:
     cached(layer, channel) -> uint8 (S, S, 3) or None      torch-free
     featureviz(store_path, layer, channel, size, steps, seed, redo) -> uint8 (S, S, 3)
-    marked(picture, warning) -> PIL image   the picture with the store's warning under it
+    marked(picture, warning, title="") -> PIL image   the picture, centred, with a title and the store's warning under it
 
 The picture is optimised once, with the store's own weights, and kept in
 ``<layer>/featureviz`` (one chunk per channel; ``featureviz_done`` marks which
@@ -88,16 +88,22 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     return picture
 
 
-def marked(picture: np.ndarray, warning: str):
-    """The picture as a PIL image, with ``warning`` (random weights) in red under it when there is one."""
+def marked(picture: np.ndarray, warning: str, title: str = ""):
+    """The picture as a PIL image, pixel for pixel, centred above ``title`` (e.g. "mixed4a channel 97")
+    and ``warning`` (random weights) in red; the bare picture when there is neither."""
     from PIL import Image, ImageDraw
 
     image = Image.fromarray(picture)
-    if not warning:
+    lines = [(text, colour) for text, colour in ((title, (0, 0, 0)), (warning.split(":")[0], (176, 0, 32))) if text]
+    if not lines:
         return image
-    text = warning.split(":")[0]  # "RANDOM WEIGHTS"
-    left, top, right, bottom = ImageDraw.Draw(image).textbbox((0, 0), text)
-    out = Image.new("RGB", (max(image.width, right + 6), image.height + bottom + 4), (255, 255, 255))
-    out.paste(image, (0, 0))
-    ImageDraw.Draw(out).text((3, image.height + 2), text, fill=(176, 0, 32))
+    draw = ImageDraw.Draw(image)
+    boxes = [draw.textbbox((0, 0), text) for text, _ in lines]
+    width = max(image.width, *(right + 6 for _, _, right, _ in boxes))
+    out = Image.new("RGB", (width, image.height + sum(bottom + 4 for *_, bottom in boxes)), (255, 255, 255))
+    out.paste(image, ((width - image.width) // 2, 0))
+    y, canvas = image.height + 2, ImageDraw.Draw(out)
+    for (text, colour), (_, _, right, bottom) in zip(lines, boxes):
+        canvas.text(((width - right) // 2, y), text, fill=colour)
+        y += bottom + 4
     return out

@@ -70,7 +70,11 @@ def test_a_random_weights_picture_says_so():
     image = marked(picture, "RANDOM WEIGHTS: these activations come from an untrained network")
     strip = np.asarray(image)[32:].astype(int)
     assert image.width >= 32 and image.height > 32 and (strip[..., 0] - strip[..., 1] > 100).any()  # red text
-    np.testing.assert_array_equal(np.asarray(image)[:32, :32], picture)
+    left = (image.width - 32) // 2  # centred over its caption
+    np.testing.assert_array_equal(np.asarray(image)[:32, left:left + 32], picture)
+    titled = marked(picture, "RANDOM WEIGHTS: ...", "mixed4a channel 97")
+    assert titled.height > image.height  # a title line, black, above the warning
+    assert (np.asarray(titled)[32:44].max(axis=-1) < 80).any()
 
 
 def test_optimisation_raises_the_channel_above_its_grey_start(store_copy):
