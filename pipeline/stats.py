@@ -236,10 +236,16 @@ def selectivity(moments: Moments, class_names, top: int = 5) -> dict | None:
         index = np.where(mu_max + mu_rest != 0, (mu_max - mu_rest) / (mu_max + mu_rest), 0.0)
     names = [class_names[c] if c < len(class_names) else str(c) for c in present]
     top_classes = np.argsort(-means, axis=0, kind="stable")[:top].T  # (C, top)
-    top_channels = np.argsort(-means, axis=1, kind="stable")[:, :top]  # (K', top)
+    # A class's channels by the same index with that class in place of the top one: by the raw class
+    # mean every class listed the layer's few loudest channels.
+    sums, n = moments.class_sums[present], counts[present]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        others = (total - sums) / np.maximum(n.sum() - n, 1)[:, None]  # (K', C) mean over the other classes
+        own = np.where(means + others != 0, (means - others) / (means + others), 0.0)
+    top_channels = np.argsort(-own, axis=1, kind="stable")[:, :top]  # (K', top)
     return {"classes": present, "class_names": names, "class_means": means, "index": np.nan_to_num(index),
             "mu_max": mu_max, "mu_rest": np.nan_to_num(mu_rest), "top_classes": present[top_classes],
-            "channels_per_class": top_channels}
+            "channels_per_class": top_channels, "class_index": own}
 
 
 def pca(cov: np.ndarray) -> dict:

@@ -91,6 +91,12 @@ def test_correlations_pca_and_selectivity(layer):
     assert_allclose(sel["index"], expected, rtol=1e-5, atol=1e-6)  # float32 sums within a shard
     assert sel["class_names"] == ["tench", "goldfish", "n99999999"]  # WordNet ids become names
     assert_array_equal(sel["top_classes"][:, 0], best)
+    for k in range(3):  # a class's channels: the index with that class in place of the top one
+        mine, others = class_means[k], x[lab != k].mean(0)
+        with np.errstate(invalid="ignore"):
+            own = np.nan_to_num((mine - others) / (mine + others))
+        assert_allclose(sel["class_index"][k], own, rtol=1e-5, atol=1e-6)
+        assert_array_equal(sel["channels_per_class"][k], np.argsort(-sel["class_index"][k], kind="stable")[:5])
 
 
 def test_stats_cli_writes_everything(layer, tmp_path):
