@@ -8,7 +8,6 @@ fixed seed picks every crop, flip and scale.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +39,29 @@ def variant(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def main(out: Path = Path(__file__).parent / "sample") -> None:
+    import io
+
     import skimage.data
 
     rng = np.random.default_rng(SEED)
-    shutil.rmtree(out, ignore_errors=True)
+    made = set()
     for folder, name in SOURCES.items():
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        (out / folder).mkdir(parents=True)
+        (out / folder).mkdir(parents=True, exist_ok=True)
         for i in range(PER_CLASS):
-            variant(image, rng).save(out / folder / f"{folder}_{i:03d}.jpg", quality=85)
+            path = out / folder / f"{folder}_{i:03d}.jpg"
+            encoded = io.BytesIO()
+            variant(image, rng).save(encoded, format="JPEG", quality=85)
+            # An unchanged file keeps its modification time, so a store made from it still resumes.
+            if not path.exists() or path.read_bytes() != encoded.getvalue():
+                path.write_bytes(encoded.getvalue())
+            made.add(path)
+    for stale in set(out.rglob("*")) - made:
+        if stale.is_file():
+            stale.unlink()
+    for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
     files = list(out.rglob("*.jpg"))
     print(f"{len(files)} images, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB in {out}")
 
