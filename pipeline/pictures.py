@@ -149,7 +149,10 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
     channels = parse_channels(channels, layer.channels) if isinstance(channels, str) else list(channels)
     rows = []
     for channel in channels:
-        queries = [(f"ch {channel}", layer.topk(channel, k=k, by=by))]
+        top = layer.topk(channel, k=k, by=by)
+        # A channel that is the same on every image has no exemplars: its row label says so.
+        flat = "\n(constant)" if any("stands out" in note for note in top.notes) else ""
+        queries = [(f"ch {channel}{flat}", top)]
         if bottom:
             queries.append((f"ch {channel}\nbottom", layer.topk(channel, k=k, by=by, bottom=True)))
         if samples:
@@ -163,7 +166,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
             drawn = tiles(layer, results, crop=crop, heat=heat)
             if shown is not None:
                 shown.extend((path, "" if t.image is not None else t.error) for t, path in zip(drawn, results.paths))
-            if featureviz and label == f"ch {channel}":
+            if featureviz and results is top:
                 picture = cached(layer, channel)
                 ideal = Image.fromarray(picture).resize((TILE, TILE)) if picture is not None else None
                 drawn.insert(0, Tile(ideal, "feature viz", "" if ideal is not None else

@@ -175,3 +175,13 @@ def test_missing_images_name_the_root_or_say_there_is_none():
     assert missing_line(1, 4, "a.jpg", "/data") == "1 of 4 images could not be read (e.g. a.jpg); they are shown as placeholders"
     assert missing_line(3, 4, "a.jpg", "/data").endswith("are the images still under /data? If they moved, pass --root NEW_FOLDER")
     assert missing_line(3, 4, "a.jpg", None).endswith("this store records no image folder: pass --root FOLDER")
+
+
+def test_a_constant_channel_row_says_so(tmp_path):
+    from pipeline.importing import import_matrix
+
+    m = np.stack([np.arange(6, 0, -1), np.zeros(6)], axis=1).astype(np.float32)
+    import_matrix(tmp_path / "c.zarr", m, "feat", [f"{i}.jpg" for i in range(6)])
+    figure = pipeline.open_store(tmp_path / "c.zarr")["feat"].grid("0-1", k=3)
+    axes = np.array(figure.axes).reshape(2, 3)
+    assert [axes[r][0].get_ylabel() for r in range(2)] == ["ch 0", "ch 1\n(constant)"]
