@@ -1,0 +1,120 @@
+"""The picture commands of ``exemplars``: grid, featureviz, gallery and stats.
+
+Offers:
+    grid, featureviz, gallery, stats   typer commands, registered on ``pipeline.cli.app``
+
+``pipeline.cli`` imports this module where these commands belong in ``exemplars --help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import LayerOpt, RootOpt, StoreOpt, _layer, app
+
+
+@app.command()
+def grid(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    channels: str = typer.Option("0-9", "--channels", help="Rows: e.g. 0-9 or 3,97,301."),
+    k: int = typer.Option(10, "-k", help="Columns: images per row."),
+    by: str = typer.Option("mean", help="mean | max"),
+    crop: bool = typer.Option(False, help="Show the receptive field around each image's peak."),
+    heatmap: bool = typer.Option(False, help="Overlay the channel's map (reruns the model on the shown images)."),
+    bottom: bool = typer.Option(False, help="Add a row of the least activating images per channel."),
+    samples: bool = typer.Option(False, help="Add a row of quantile-band samples per channel."),
+    featureviz: bool = typer.Option(False, help="Start each row with the channel's cached feature visualisation."),
+    out: Path = typer.Option(Path("grid.png"), "--out", "-o", help="The figure: .png, .pdf or .svg."),
+    root: Optional[Path] = RootOpt,
+):
+    """The notebook's figure from the store: top images per channel, as a PNG."""
+    from .outputs import figure_file
+    from .render import save
+
+    figure_file(out)
+    target, shown = _layer(store, layer, root), []
+    figure = target.grid(channels, k=k, by=by, crop=crop, heatmap=heatmap, bottom=bottom, samples=samples,
+                         featureviz=featureviz, shown=shown)
+    save(figure, out)
+    typer.echo(f"wrote {out}")
+    images = dict(shown)  # an image in several rows counts once
+    missing = [error for error in images.values() if error]
+    if missing:
+        from .pictures import missing_line
+
+        typer.echo(f"warning: {missing_line(len(missing), len(images), missing[0], target.store.root)}", err=True)
+
+
+@app.command()
+def featureviz(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    channel: int = typer.Option(..., "--channel", "-c", help="Channel to visualise."),
+    size: int = typer.Option(128, min=16, help="Side of the optimised image in pixels."),
+    steps: int = typer.Option(128, min=1, help="Optimisation steps."),
+    seed: int = typer.Option(0, min=0, help="Seed of the starting image."),
+    redo: bool = typer.Option(False, help="Optimise again and replace the cached picture "
+                              "(with other settings: every cached picture)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save it as a PNG."),
+):
+    """lucent's activation maximisation for a channel, cached in the store (reruns the model once)."""
+    import time
+
+    from . import open_store
+    from .featureviz import featureviz as optimise
+    from .featureviz import marked
+
+    if out is not None:
+        from .outputs import image_file
+
+        image_file(out)  # before the optimisation, not after it
+    started = time.perf_counter()
+    picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed, redo=redo)
+    note = open_store(store)[layer].note()
+    if out is not None:
+        marked(picture, note, f"{layer} channel {channel}").save(out)
+    typer.echo(f"{layer} channel {channel}: {size}x{size}, {steps} steps, cached in {store} "
+               f"({time.perf_counter() - started:.1f} s)" + (f"; wrote {out}" if out else ""))
+    if note:
+        typer.echo(f"note: {note}", err=True)
+
+
+@app.command()
+def gallery(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    out: Path = typer.Option(Path("site"), "--out", "-o", help="Folder of the static site."),
+    k: int = typer.Option(10, "-k", help="Top images per channel."),
+    crops: bool = typer.Option(True, help="Receptive-field crops around each top image's peak."),
+    root: Optional[Path] = RootOpt,
+):
+    """A static, offline HTML site of every channel of a layer (open OUT/index.html)."""
+    from .gallery import build_gallery
+
+    target = _layer(store, layer, root)
+    target._check_k(k)
+    summary = build_gallery(target, out, k=k, crops=crops)
+    typer.echo(summary.line())
+    if summary.missing:
+        typer.echo(f"warning: {summary.missing_line(target.store.root)}", err=True)
+
+
+@app.command()
+def stats(
+    store: str = StoreOpt,
+    layer: str = LayerOpt,
+    out: Path = typer.Option(Path("stats"), "--out", "-o", help="Folder for tables and figures."),
+    channel: Optional[int] = typer.Option(None, "--channel", "-c", help="Also draw this channel's histogram."),
+):
+    """Per-channel statistics, histograms, correlations, class selectivity and PCA of a layer."""
+    from .report import write_stats
+
+    target = _layer(store, layer)
+    if channel is not None:
+        target.column(channel)  # validates the channel before the long part
+    for line in write_stats(target, out, channel):
+        typer.echo(line)
