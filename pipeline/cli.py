@@ -221,7 +221,7 @@ def import_(
     classes: Optional[Path] = typer.Option(None, help="A text file of class names, one per line."),
     root: Optional[str] = typer.Option(None, help="Dataset root the paths are relative to."),
     shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536, or the store's)."),
-    overwrite: bool = typer.Option(False, help="Rebuild the store (every layer) when it disagrees with this import."),
+    overwrite: bool = typer.Option(False, help="Remove the store first (every layer in it), then import."),
 ):
     """Make a store from a matrix computed elsewhere, so every query works on it."""
     from tqdm import tqdm

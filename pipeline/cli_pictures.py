@@ -29,6 +29,8 @@ def grid(
     samples: bool = typer.Option(False, help="Add a row of quantile-band samples per channel."),
     featureviz: bool = typer.Option(False, help="Start each row with the channel's cached feature visualisation."),
     out: Path = typer.Option(Path("grid.png"), "--out", "-o", help="The figure: .png, .pdf or .svg."),
+    # 200: a tile (1.7 inches) gets 340 pixels, more than the 224 of the image it shows.
+    dpi: int = typer.Option(200, min=50, max=1200, help="Resolution of a .png (and of the images in a .pdf)."),
     root: Optional[Path] = RootOpt,
 ):
     """The notebook's figure from the store: top images per channel, as a PNG."""
@@ -39,7 +41,7 @@ def grid(
     target, shown = _layer(store, layer, root), []
     figure = target.grid(channels, k=k, by=by, crop=crop, heatmap=heatmap, bottom=bottom, samples=samples,
                          featureviz=featureviz, shown=shown)
-    save(figure, out)
+    save(figure, out, dpi)
     typer.echo(f"wrote {out}")
     images = dict(shown)  # an image in several rows counts once
     missing = [error for error in images.values() if error]

@@ -78,7 +78,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 
-def unknown_layer(name: str, known: list[str] | tuple[str, ...]) -> LayerError:
+def unknown_layer(name: str, known: list[str] | tuple[str, ...], lister: str = "`exemplars layers`") -> LayerError:
     """A LayerError naming the missing layer and listing the valid ones."""
     import difflib
 
@@ -90,4 +90,5 @@ def unknown_layer(name: str, known: list[str] | tuple[str, ...]) -> LayerError:
     close = difflib.get_close_matches(name, known, n=3)
     blocks = [k for k in known if "_" not in k]
     return LayerError(f"unknown layer {name!r}; " + (f"did you mean {', '.join(close)}? " if close else "")
-                      + f"the blocks are {', '.join(blocks)}; `exemplars layers` lists all {len(known)}")
+                      + (f"the blocks are {', '.join(blocks)}; " if 0 < len(blocks) <= 20 else "")
+                      + f"{lister} lists all {len(known)}")

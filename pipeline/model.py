@@ -67,6 +67,8 @@ def _from_file(path: str):
         raise WeightsError(f"weights file {path} does not exist; pass pretrained, random or a .pth path")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # the file itself: permissions, a disk error
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or first_line(exc)}") from None
     except Exception as exc:  # torch.load fails in many ways on a file that is no checkpoint (KeyError, IndexError...)
         # torch's own text is a paragraph of advice on weights_only; the class name says enough.
         raise WeightsError(f"cannot read weights file {path}: it is not a state dict saved with torch.save "

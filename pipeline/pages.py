@@ -39,23 +39,32 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def histogram_svg(counts, edges, marks: dict, width=420, height=150) -> str:
+def histogram_svg(counts, edges, marks: dict, width=420, height=150, constant=None) -> str:
+    """Log-count bars with the quantiles ``marks`` as dashed lines, each labelled beside its own
+    line (on its left near the right edge); a constant channel (``constant``, its value) has no
+    distribution to draw and says so."""
+    if constant is not None:
+        return f'<p class="note">Every image has the value {_number(constant)}: no distribution to draw.</p>'
     counts = np.log1p(np.asarray(counts, dtype=float))
     top = counts.max() or 1.0
     lo, hi = float(edges[0]), float(edges[-1])
     span = (hi - lo) or 1.0
     bar = width / len(counts)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}" role="img" '
-             f'aria-label="histogram">']
+             f'aria-label="histogram, log counts">']
     for i, c in enumerate(counts):
         h = height * c / top
         parts.append(f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{bar - 1:.1f}" height="{h:.1f}" fill="#4c72b0"/>')
     for j, (name, value) in enumerate(marks.items()):
         x = width * (float(value) - lo) / span
+        # Beside its own line: after it, or before it (anchored at its end) near the right edge.
+        anchor, at = ("end", x - 2) if x > width - 50 else ("start", x + 2)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" stroke="#c44e52" stroke-dasharray="3,2"/>'
-                     f'<text x="{min(x + 2, width - 60):.1f}" y="{12 + 11 * j}" font-size="10">{esc(name)}</text>')
-    parts.append(f'<text x="0" y="{height + 14}" font-size="10">{lo:.3g}</text>'
-                 f'<text x="{width - 40}" y="{height + 14}" font-size="10">{hi:.3g}</text></svg>')
+                     f'<text x="{at:.1f}" y="{24 + 11 * j}" font-size="10" text-anchor="{anchor}">{esc(name)}</text>')
+    parts.append(f'<text x="{width / 2:.0f}" y="10" font-size="10" text-anchor="middle" fill="#555">'
+                 "images per bin, log scale</text>"
+                 f'<text x="0" y="{height + 14}" font-size="10">{lo:.3g}</text>'
+                 f'<text x="{width}" y="{height + 14}" font-size="10" text-anchor="end">{hi:.3g}</text></svg>')
     return "".join(parts)
 
 
@@ -128,9 +137,11 @@ class Site:
                    "and are the first rows, not exemplars.</p>" if constant else "")
                 + f"{self._tiles(top, self.crops, peaks=peaks)}"
                 f"<h2>Quantile-band samples</h2>{self._tiles(samples, False, 'small')}"
-                f"<h2>Bottom {len(bottom)}</h2>{self._tiles(bottom, False, 'small')}"
+                f"<h2>Bottom {len(bottom)}</h2>"
+                + "".join(f'<p class="note">{esc(n)}.</p>' for n in bottom.notes if " tie at " in n)
+                + f"{self._tiles(bottom, False, 'small')}"
                 f"<h2>Distribution of the spatial mean</h2>"
-                f"{histogram_svg(t['hist_counts'][c], t['hist_edges'][c], quantiles)}"
+                f"{histogram_svg(t['hist_counts'][c], t['hist_edges'][c], quantiles, constant=t['max'][c] if constant else None)}"
                 f"<table>{facts}</table><h2>Most correlated channels</h2><p>{neighbours}</p>"
                 f"<h2>Classes</h2>{classes}")
         (self.out / "channels" / f"{c:04d}.html").write_text(

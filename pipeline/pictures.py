@@ -25,7 +25,7 @@ from .geometry import from_dict
 from .images import display_image
 from .parsing import parse_channels
 
-TILE = 160
+TILE = 224  # the network's input side: a whole image is drawn at its own resolution
 OUTSIDE = (128, 128, 128)  # a crop's part beyond the image's border
 
 
@@ -102,11 +102,18 @@ def overlay(image: Image.Image, heat: np.ndarray, scale: float, field) -> Image.
     return Image.blend(image.convert("RGB"), Image.fromarray(colour), 0.55)
 
 
-def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) -> list[Tile]:
+def heat_scale(*heats) -> float:
+    """The value drawn brightest: the largest of the maps (1 where none is finite and positive)."""
+    finite = [float(np.nanmax(h)) for h in heats if h is not None and np.isfinite(h).any()]
+    return max(finite) if finite and max(finite) > 0 else 1.0
+
+
+def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None, scale: float | None = None) -> list[Tile]:
+    """``heat``: the maps to overlay, coloured from 0 (black) to ``scale`` (default their own maximum)."""
     store = layer.store
     out = []
     peaks = layer.crop_peaks(results.rows, results.channel) if crop else None
-    scale = float(np.nanmax(heat)) if heat is not None and np.isfinite(heat).any() else 1.0
+    scale = scale or heat_scale(heat)
     field = _field(layer) if heat is not None else None
     for i, item in enumerate(results.to_list()):
         caption = f"{item['activation']:.3g}" + (f"  {item['band']}" if "band" in item else "")
@@ -121,6 +128,13 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None) ->
             image = image.resize((TILE, TILE), Image.Resampling.BICUBIC if crop else Image.Resampling.BILINEAR)
         out.append(Tile(image, caption, error and f"{item['path']}: {error}", item["rank"]))
     return out
+
+
+def _ties(results) -> str:
+    """A row label's mark for answers that are no exemplars: a constant channel, or the first of many ties."""
+    if any("stands out" in note for note in results.notes):
+        return "\n(constant)"
+    return "\n(ties)" if any(" tie at " in note for note in results.notes) else ""
 
 
 def missing_line(missing: int, shown: int, example: str, root) -> str:
@@ -150,30 +164,33 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
     rows = []
     for channel in channels:
         top = layer.topk(channel, k=k, by=by)
-        # A channel that is the same on every image has no exemplars: its row label says so.
-        flat = "\n(constant)" if any("stands out" in note for note in top.notes) else ""
-        queries = [(f"ch {channel}{flat}", top)]
+        queries = [(f"ch {channel}{_ties(top)}", top)]
         if bottom:
-            queries.append((f"ch {channel}\nbottom", layer.topk(channel, k=k, by=by, bottom=True)))
+            least = layer.topk(channel, k=k, by=by, bottom=True)
+            queries.append((f"ch {channel}\nbottom{_ties(least)}", least))
         if samples:
             queries.append((f"ch {channel}\nsamples", layer.samples(channel, per_band=max(1, k // 5), by=by)))
-        for label, results in queries:
-            heat = None
-            if heatmap:
-                from .heatmap import channel_maps
+        heats, scale = [None] * len(queries), None
+        if heatmap:
+            from .heatmap import channel_maps
 
-                heat = channel_maps(layer, results.rows, channel)
-            drawn = tiles(layer, results, crop=crop, heat=heat)
+            heats = [channel_maps(layer, results.rows, channel) for _, results in queries]
+            # One colour scale for a channel's rows: the bottom row's faint maps stay faint.
+            scale = heat_scale(*heats)
+            queries[0] = (f"{queries[0][0]}\nheat 0-{scale:.3g}", queries[0][1])
+        for (label, results), heat in zip(queries, heats):
+            drawn = tiles(layer, results, crop=crop, heat=heat, scale=scale)
             if shown is not None:
                 shown.extend((path, "" if t.image is not None else t.error) for t, path in zip(drawn, results.paths))
             if featureviz and results is top:
                 picture = cached(layer, channel)
                 ideal = Image.fromarray(picture).resize((TILE, TILE)) if picture is not None else None
                 drawn.insert(0, Tile(ideal, "feature viz", "" if ideal is not None else
-                                     f"not cached: exemplars featureviz -c {channel}"))
+                                     f"not cached: exemplars featureviz --store {layer.store.path} "
+                                     f"--layer {layer.name} -c {channel}"))
             rows.append((label, drawn))
     what = "receptive-field crops around the peak" if crop else "whole images"
     top_n = min(k, int(layer.usable.sum()))  # a store of 200 images shows 200, whatever k asked
     title = (f"{layer.name}: top {top_n} images per channel by spatial {by} ({what}"
-             f"{', activation heatmaps' if heatmap else ''})")
+             f"{'; heatmaps of the channel, black 0 to bright at the value by its label' if heatmap else ''})")
     return grid_figure(rows, title, layer.note())

@@ -64,7 +64,7 @@ class Store:
 
     def __getitem__(self, layer: str) -> "Layer":
         if layer not in self.layers:
-            raise unknown_layer(layer, self.layers)
+            raise unknown_layer(layer, self.layers, f"`exemplars info --store {self.path}`")
         # One Layer per name, so its masks and caches serve every later query.
         opened = self.__dict__.setdefault("_layers", {})
         if layer not in opened:
@@ -236,13 +236,17 @@ class Layer(Analysis):
                           bands=bands, notes=self.notes())
         usable = int(self.usable.sum()) - others
         if k is not None and len(rows) < k and len(rows) == usable:
-            results.add_note(f"{len(rows)} images, not {k}: the store has no more to rank")
-        # Ties all through the answer are rare; only then is the whole column looked at.
+            results.add_note(f"{len(rows)} image{'s' * (len(rows) != 1)}, not {k}: the store has no more to rank")
+        # Ties all through the answer are rare (but for the zeros of a bottom-k); only then is the
+        # whole column looked at.
         if column is not None and len(rows) > 1 and np.ptp(values) == 0:
-            live = column[self.usable]
-            if live.size and live.min() == live.max():
-                results.add_note(f"channel {channel} is {live.max():g} on every image: no image stands out, "
+            tied = int(np.count_nonzero(column[self.usable] == values[0]))
+            if tied == usable:
+                results.add_note(f"channel {channel} is {values[0]:g} on every image: no image stands out, "
                                  "so these are not exemplars")
+            elif tied > len(rows) and bands is None:
+                results.add_note(f"{tied} images tie at {values[0]:g}: these are the first {len(rows)} "
+                                 "of them by row, not exemplars")
         return results
 
     def _check_k(self, k: int, name: str = "k") -> int:
@@ -286,15 +290,16 @@ class Layer(Analysis):
         if seed < 0:
             raise QueryError(f"--seed must be 0 or more, not {seed}")
         values = self.column(channel, by)
-        chosen, labels, empty, ranks = ranking.band_samples(values, self.usable, parsed, per_band, seed)
+        zero_only = []
+        chosen, labels, empty, ranks = ranking.band_samples(values, self.usable, parsed, per_band, seed, zero_only)
         results = self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
                                 channel=int(channel), bands=labels, column=values)
         results.ranks = ranks + 1  # each image's place in the channel's ranking, not in this list
-        if empty:
-            zeros_band = [label for label, f in parsed if f is None]
-            zeros = (" (their images that are exactly 0 are under zeros)"
-                     if zeros_band and zeros_band[0] not in empty else "")
-            results.add_note(f"no image in {', '.join(empty)} (of {int(self.usable.sum())} usable images){zeros}")
+        narrow = [label for label in empty if label not in zero_only]
+        if narrow:
+            results.add_note(f"no image in {', '.join(narrow)} (of {int(self.usable.sum())} usable images)")
+        if zero_only:
+            results.add_note(f"{', '.join(zero_only)}: only images exactly 0, shown under zeros")
         return results
 
     def projection(self, vector: np.ndarray, progress=None) -> np.ndarray:

@@ -64,14 +64,14 @@ def ranked_all(values, usable, bottom: bool = False) -> np.ndarray:
     return rows[np.argsort(-_keys(values, rows, bottom), kind="stable")]
 
 
-def band_samples(values, usable, bands, per_band: int, seed: int):
+def band_samples(values, usable, bands, per_band: int, seed: int, zero_only: list | None = None):
     """Random rows from nested rank bands: top 0.1%, then 0.1-1%, ... and exact zeros.
 
     Rank r (0 = best) of the n usable rows is in the band "top previous-p" when
     previous <= r / n < p, and the zeros band (``fraction`` None) holds the rows exactly 0;
     with one, the rank bands leave their zero rows to it. So bands never overlap (no row
     is shown twice), and a band may hold none (narrower than one image of this store, or
-    all zeros): returned by label in ``empty``. Rows within a sample are shown best first.
+    all zeros: such labels also go to the list ``zero_only``): returned by label in ``empty``. Rows within a sample are shown best first.
     Returns (rows, labels, empty, ranks): ``ranks`` is each row's rank among the usable rows (0 = best).
     """
     rng = np.random.default_rng(seed)
@@ -88,8 +88,10 @@ def band_samples(values, usable, bands, per_band: int, seed: int):
             exact = fraction if isinstance(fraction, Fraction) else Fraction(repr(float(fraction)))
             stop = min(n, math.ceil(n * exact))
             pool, start = order[start:stop], stop
-            if zeros_band:
+            if zeros_band and pool.size:
                 pool = pool[values[pool] != 0]
+                if not pool.size and zero_only is not None:  # it had images, every one of them 0
+                    zero_only.append(label)
         if not pool.size:
             empty.append(label)
             continue

@@ -137,7 +137,7 @@ def grid_figure(rows, title: str, warning: str = ""):
             rank = f"#{tile.rank}  " if r == 0 and tile.rank is not None else ""
             ax.set_title(rank + tile.caption, fontsize=8)
             if c == 0:
-                ax.set_ylabel(label, fontsize=10, rotation=0, labelpad=34, va="center")
+                ax.set_ylabel(label, fontsize=10, rotation=0, labelpad=8, ha="right", va="center")
     figure.suptitle("\n".join(title_lines), fontsize=12)
     if warn_lines:
         figure.supxlabel("\n".join(warn_lines), color="#b00020", fontsize=10, weight="bold")
@@ -155,6 +155,7 @@ def _placeholder(ax, error: str) -> None:
     ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=6, transform=ax.transAxes, clip_on=True)
 
 
-def save(figure, path) -> None:
-    figure.savefig(path)
+def save(figure, path, dpi: int | None = None) -> None:
+    """``figure`` to ``path`` at ``dpi`` (default: the figure's own)."""
+    figure.savefig(path, dpi=dpi or "figure")
     _pyplot().close(figure)

@@ -61,7 +61,8 @@ def _histograms(x: np.ndarray):
     hi = x.max(axis=0, initial=0.0).astype(np.float64)
     hi = np.where(hi > lo, hi, lo + 1.0)
     edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, HIST_BINS + 1)[None, :]
-    if (hi - lo).max(initial=0.0) > 1e38:  # x - lo would overflow float32
+    span = hi - lo
+    if span.max(initial=0.0) > 1e38 or span.min(initial=1.0) < 1e-30:  # x - lo or 1 / span past float32's range
         x = x.astype(np.float64)
     scale = (HIST_BINS / (hi - lo)).astype(x.dtype)
     index = ((x - lo.astype(x.dtype)) * scale).astype(np.int32)

@@ -142,7 +142,8 @@ def open_group(path, mode: str = "r"):
     for key, least in (("format_version", 0), ("n_images", 0), ("shard_rows", 1)):
         if not isinstance(attrs.get(key), int) or isinstance(attrs.get(key), bool) or attrs[key] < least:
             raise StoreError(f"{path_str} is a damaged exemplars store: its attribute {key} is "
-                             f"{'missing' if key not in attrs else repr(attrs[key])}, not a whole number")
+                             f"{'missing' if key not in attrs else repr(attrs[key])}, where a whole number "
+                             f"of at least {least} belongs")
     version = attrs["format_version"]
     if version > FORMAT_VERSION:
         raise StoreError(

@@ -65,7 +65,13 @@ def test_a_constant_channel_says_its_top_images_are_no_exemplars(site, hostile_s
     page = (out / "channels" / f"{constant:04d}.html").read_text()
     assert "on every image: these tie, and are the first rows, not exemplars" in page
     assert "None: the channel is the same on every image" in page and "selectivity index" not in page
-    assert "not exemplars" not in (out / "channels" / f"{varying:04d}.html").read_text()
+    assert "no distribution to draw" in page and "<svg" not in page
+    varied = (out / "channels" / f"{varying:04d}.html").read_text()
+    assert "not exemplars" not in varied and "log scale" in varied
+    layer = pipeline.open_store(hostile_store[0])["mixed4a"]
+    tied = next(c for c in range(layer.channels) if table["std"][c] > 0
+                and any(" tie at " in n for n in layer.topk(c, k=2, bottom=True).notes))
+    assert "images tie at 0: these are the first 2 of them by row" in (out / "channels" / f"{tied:04d}.html").read_text()
 
 
 def test_thumbnails_are_reused(site, hostile_store):

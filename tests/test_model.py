@@ -53,6 +53,17 @@ def test_unreadable_and_mismatched_weights(tmp_path):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(WeightsError, match="cannot read weights file .*: it is not a state dict saved with torch.save"):
             load_model(str(tmp_path / name))
+    import pipeline.model
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(wrong))
+
+    real, torch.load = torch.load, denied
+    try:
+        with pytest.raises(WeightsError, match=r"^cannot read weights file .*wrong.pth: Permission denied$"):
+            pipeline.model.load_model(str(wrong))
+    finally:
+        torch.load = real
     with pytest.raises(WeightsError, match="--seed must be from 0"):
         load_model("random", seed=10**20)
 

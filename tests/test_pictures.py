@@ -42,7 +42,7 @@ def test_crops_are_centred_on_the_argmax_and_sized_by_the_field(small_store):
     for (y, x), row in zip(results.peaks, results.rows):
         # the whole field, start + stride * i to start + stride * i + size, even past the border
         assert crop_box(layer, y, x) == (-70 + 16 * x, -70 + 16 * y, 101 + 16 * x, 101 + 16 * y)
-    assert [t.image.size for t in tiles(layer, results, crop=True)] == [(160, 160)] * 3
+    assert [t.image.size for t in tiles(layer, results, crop=True)] == [(224, 224)] * 3
 
 
 def test_a_crop_past_the_border_stays_square_with_grey_outside():
@@ -180,8 +180,30 @@ def test_missing_images_name_the_root_or_say_there_is_none():
 def test_a_constant_channel_row_says_so(tmp_path):
     from pipeline.importing import import_matrix
 
-    m = np.stack([np.arange(6, 0, -1), np.zeros(6)], axis=1).astype(np.float32)
+    m = np.stack([np.arange(6, 0, -1), np.zeros(6), [3, 2, 0, 0, 0, 0]], axis=1).astype(np.float32)
     import_matrix(tmp_path / "c.zarr", m, "feat", [f"{i}.jpg" for i in range(6)])
-    figure = pipeline.open_store(tmp_path / "c.zarr")["feat"].grid("0-1", k=3)
+    layer = pipeline.open_store(tmp_path / "c.zarr")["feat"]
+    figure = layer.grid("0-1", k=3)
     axes = np.array(figure.axes).reshape(2, 3)
     assert [axes[r][0].get_ylabel() for r in range(2)] == ["ch 0", "ch 1\n(constant)"]
+    figure = layer.grid([2], k=2, bottom=True)  # 4 images tie at 0: the bottom row shows 2 of them
+    assert [ax.get_ylabel() for ax in np.array(figure.axes)[[0, 2]]] == ["ch 2", "ch 2\nbottom\n(ties)"]
+    assert layer.topk(2, k=2, bottom=True).notes == ["4 images tie at 0: these are the first 2 of them by row, "
+                                                     "not exemplars"]
+    assert layer.topk(2, k=3).notes == []  # 3, 2, 0: no tie through the answer
+
+
+def test_a_channels_rows_share_one_heat_scale(small_store, monkeypatch):
+    import pipeline.heatmap as heatmap
+    import pipeline.pictures as pictures
+
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    maps, scales, real_tiles = [], [], pictures.tiles
+    real_maps = heatmap.channel_maps
+    monkeypatch.setattr(heatmap, "channel_maps", lambda *a: maps.append(real_maps(*a)) or maps[-1])
+    monkeypatch.setattr(pictures, "tiles", lambda *a, **kw: scales.append(kw["scale"]) or real_tiles(*a, **kw))
+    figure = layer.grid([7], k=3, heatmap=True, bottom=True)
+    top = max(float(m.max()) for m in maps)
+    assert len(maps) == 2 and scales == [top, top]  # the bottom row is drawn on the top row's scale
+    assert np.array(figure.axes)[0].get_ylabel() == f"ch 7\nheat 0-{top:.3g}"
+    assert pictures.heat_scale(None, np.zeros((2, 2))) == 1.0  # nothing to scale by: no division by 0

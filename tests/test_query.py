@@ -152,6 +152,9 @@ def test_band_sizes_at_a_hundred_images(tmp_path):
     layer = _ranked_store(tmp_path, 100)
     got = layer.samples(0, bands="7%,50%", per_band=100)
     assert got.bands.count("top 7%") == 7 and got.bands.count("top 7-50%") == 43
+    # the rank shown is the image's place in the channel (rank r is row r here), not in the list
+    few = layer.samples(0, bands="7%,50%", per_band=3, seed=1)
+    assert [item["rank"] for item in few.to_list()] == (few.rows + 1).tolist() and few.rows.tolist() != [0, 1, 2]
     as_floats = layer.samples(0, bands=[("top 7%", 0.07), ("top 7-50%", 0.5)], per_band=100)  # the API's form
     assert as_floats.bands == got.bands
     tiny = _ranked_store(tmp_path, 3, "tiny.zarr").samples(0, per_band=3)
@@ -228,6 +231,16 @@ def test_results_convert_and_render(generated):
     assert set(items[0]) == {"rank", "row", "path", "label", "class", "activation"}
     assert items[0]["class"] == ["ant", "bee", "cat", "dog"][items[0]["label"]]
     assert "<table>" in result._repr_html_() and items[0]["path"] in repr(result)
+
+
+def test_an_unknown_layer_of_a_store_of_many_names_where_to_find_them(tmp_path):
+    for i in range(21):
+        import_matrix(tmp_path / "many.zarr", np.ones((2, 2), dtype=np.float32), f"feat_{i}", ["a", "b"])
+    store = pipeline.open_store(tmp_path / "many.zarr")
+    with pytest.raises(LayerError) as caught:
+        store["feat_99"]
+    assert str(caught.value) == (f"unknown layer 'feat_99'; did you mean feat_9, feat_19, feat_8? "
+                                 f"`exemplars info --store {store.path}` lists all 21")
 
 
 def test_errors(generated, tmp_path):

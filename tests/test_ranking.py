@@ -40,10 +40,11 @@ def test_rank_bands_leave_their_zeros_to_the_zeros_band():
     values[[0, 5]] = [2.0, 1.0]  # 18 of 20 are 0: the 10-50% band holds zeros only
     usable = np.ones(20, dtype=bool)
     bands = [("top 10%", 0.1), ("top 10-50%", 0.5), ("zeros", None)]
-    rows, labels, empty, ranks = ranking.band_samples(values, usable, bands, per_band=20, seed=0)
+    zero_only = []
+    rows, labels, empty, ranks = ranking.band_samples(values, usable, bands, per_band=20, seed=0, zero_only=zero_only)
     assert len(set(rows.tolist())) == len(rows)  # no image twice
     assert list(zip(rows[:2].tolist(), labels[:2])) == [(0, "top 10%"), (5, "top 10%")]
-    assert labels.count("zeros") == 18 and empty == ["top 10-50%"]
+    assert labels.count("zeros") == 18 and empty == zero_only == ["top 10-50%"]
     assert ranks[:2].tolist() == [0, 1] and sorted(ranks[2:].tolist()) == list(range(2, 20))
     # without a zeros band the rank bands keep their zeros
     rows, labels, _, _ = ranking.band_samples(values, usable, bands[:2], per_band=20, seed=0)

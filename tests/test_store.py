@@ -38,7 +38,8 @@ def test_damaged_attributes_are_one_sentence(tmp_path, key, value, said):
         attrs.__delitem__(key)
     else:
         attrs[key] = value
-    with pytest.raises(StoreError, match=f"damaged exemplars store: its attribute {key} is {said}, not a whole"):
+    with pytest.raises(StoreError, match=f"damaged exemplars store: its attribute {key} is {said}, where a whole number "
+                                         f"of at least {int(key == 'shard_rows')} belongs"):
         pipeline.open_store(tmp_path / "s.zarr")
 
 
