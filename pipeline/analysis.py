@@ -65,7 +65,7 @@ class Analysis:
         from . import stats
 
         if "_moments" not in self.__dict__:
-            self._moments = stats.second_moments(self, self._table("mean")["mean"], progress=progress)
+            self._moments = stats.second_moments(self, self._table("mean"), progress=progress)
         return self._moments
 
     def correlations(self) -> np.ndarray:
