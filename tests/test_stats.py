@@ -229,3 +229,24 @@ def test_magnitudes_far_from_activations_neither_overflow_nor_underflow(tmp_path
         assert_array_equal(counts[c], np.histogram(x[:, c], bins=edges[c])[0])
     assert_allclose(lay.correlations(), np.corrcoef(x, rowvar=False), rtol=1e-4, atol=1e-6)
     assert_allclose(lay.selectivity()["class_means"], np.stack([x[labels == k].mean(0) for k in (0, 1)]), rtol=1e-5)
+
+
+def test_scaling_by_powers_of_two_changes_no_bit(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    m = np.maximum(rng.normal(size=(500, 6)), 0).astype(np.float32)
+    m[:, 1] *= 1e7  # past SAFE: its block takes the scaled path, which must not move a bit
+    m[:, 2] = 1e4 + rng.random(500)
+    import_matrix(tmp_path / "b.zarr", m, "feat", [f"{i}.jpg" for i in range(500)], np.arange(500) % 3, shard_rows=128)
+
+    def everything():
+        lay = pipeline.open_store(tmp_path / "b.zarr")["feat"]
+        table = stats.channel_table(lay)
+        moments = stats.second_moments(lay, table)
+        return {**table, "cov": moments.cov, "sums": moments.class_sums}
+
+    assert stats._scales(m.max(axis=0)) is not None and stats._scales(m[:, [0, 2]].max(axis=0)) is None
+    scaled = everything()
+    monkeypatch.setattr(stats, "SAFE", 2.0 ** 200)  # nothing is scaled
+    plain = everything()
+    for name in plain:
+        assert_array_equal(scaled[name], plain[name], err_msg=name)
