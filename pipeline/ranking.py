@@ -79,30 +79,31 @@ def band_samples(values, usable, bands, per_band: int, seed: int, zero_only: lis
     order = ranked_all(values, usable)
     n = order.size
     zeros_band = any(fraction is None for _, fraction in bands)
-    rows, labels, empty, start = [], [], [], 0
+    rows, labels, ranks, empty, start = [], [], [], [], 0
     for label, fraction in bands:
         if fraction is None:
             pool = np.flatnonzero(usable & (values == 0))
+            # The zeros follow every positive row in the ranking, in row order (ties go to the lower row).
+            places = np.count_nonzero(usable & (values > 0)) + np.arange(pool.size)
         else:
             # A float from the API is read as the decimal it prints as (0.07, not 0.0700000000000000067)
             exact = fraction if isinstance(fraction, Fraction) else Fraction(repr(float(fraction)))
             stop = min(n, math.ceil(n * exact))
-            pool, start = order[start:stop], stop
+            pool, places, start = order[start:stop], np.arange(start, max(start, stop)), stop
             if zeros_band and pool.size:
-                pool = pool[values[pool] != 0]
+                live = values[pool] != 0
+                pool, places = pool[live], places[live]
                 if not pool.size and zero_only is not None:  # it had images, every one of them 0
                     zero_only.append(label)
         if not pool.size:
             empty.append(label)
             continue
-        picked = rng.choice(pool, size=min(per_band, pool.size), replace=False)
-        picked = _ranked(_keys(values, picked, False), picked)  # best first, ties to the lower row
-        rows.extend(picked.tolist())
-        labels.extend([label] * picked.size)
-    position = np.empty(len(values), dtype=np.int64)
-    position[order] = np.arange(n)
-    rows = np.asarray(rows, dtype=np.int64)
-    return rows, labels, empty, position[rows]
+        which = rng.choice(pool.size, size=min(per_band, pool.size), replace=False)
+        best_first = np.argsort(places[which], kind="stable")  # a rank is the order of the ranking
+        rows.extend(pool[which][best_first].tolist())
+        ranks.extend(places[which][best_first].tolist())
+        labels.extend([label] * which.size)
+    return np.asarray(rows, dtype=np.int64), labels, empty, np.asarray(ranks, dtype=np.int64)
 
 
 def diverse(values, usable, k, bottom, labels, fingerprints, per_class: int = 2, skipped: dict | None = None):
