@@ -6,8 +6,8 @@ channel's questions from that store, without the model and without torch.
 
 Offers:
     __version__
-    open_store(path, cache_paths=True, root=None) -> Store   phase two's entry point (``pipeline.query``)
-    PipelineError and its children (``pipeline.errors``)
+    open_store(path, cache_paths=True, root=None) -> Store   phase two's entry point (``pipeline.catalog``)
+    PipelineError    the base of every error a user can fix (its children: ``pipeline.errors``)
 """
 
 __version__ = "0.1.0"
@@ -22,7 +22,7 @@ def open_store(path, cache_paths: bool = True, root=None):
     0.8 s for 1.28M images) and later queries look them up in memory. ``root``
     is where the images are now, when they moved since phase one (pictures only).
     """
-    from .query import Store
+    from .catalog import Store
 
     return Store(path, cache_paths=cache_paths, root=root)
 

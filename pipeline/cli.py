@@ -36,7 +36,7 @@ def activations(
     batch_size: Optional[int] = typer.Option(None, min=1, help="Images per batch (default 8 on CPU, 256 on CUDA)."),
     workers: Optional[int] = typer.Option(None, min=0, help="Decoding processes (default: on CPU none, the batch decodes in threads; on CUDA cores - 1, at most 32)."),
     lanes: Optional[int] = typer.Option(None, min=1, help="CPU: batches computed at once, each by one core that decodes it and runs the network (default: one per core; 1 with --compile or --workers)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536)."),
     overwrite: bool = typer.Option(False, help="Rebuild a store made with other settings."),
     precision: str = typer.Option("fp32", help="fp32 (exact) | bf16 | fp16: approximate; bf16 is the fast one on CPUs with AMX-BF16, fp16 on GPUs."),

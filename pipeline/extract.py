@@ -119,11 +119,8 @@ def _open_for_writing(store_path, images, weights_info, layers, shapes, model, t
 
 def _current_shard(group, layers, mine: list[int]):
     """The first of this rank's shards not yet marked done: the one it was computing."""
-    done = np.ones(len(mine), dtype=bool)
-    for layer in layers:
-        done &= st.done_shards(group, layer)[mine]
-    left = [s for s, d in zip(mine, done) if not d]
-    return left[0] if left else None
+    left = set(_pending(group, layers))
+    return next((s for s in mine if s in left), None)
 
 
 def _compute(group, images, layers, shapes, results, bar) -> list[tuple[str, str]]:

@@ -2,6 +2,8 @@
 
 Offers:
     speed_up(graph_module) -> graph_module         in place, and returned
+    local_response_norm(x, size, alpha, beta, k)   F.local_response_norm, bit for bit, in cache-sized blocks
+    max_pool_3x3_same(x)                           a 3x3 stride-1 max pool as two separable maxima
     own_copy(graph_module) -> graph_module         with its own graph and parameters
     prepare_compile()                              before torch.compile: normalisation outside the graph
     fuse_conv_relu(graph_module) -> graph_module   CPU, eager: oneDNN applies the ReLU

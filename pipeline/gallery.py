@@ -1,7 +1,7 @@
 """``exemplars gallery``: a static, offline HTML site of a whole layer.
 
 Offers:
-    build_gallery(layer, out_dir, k=10, crops=True, progress=True) -> Summary
+    build_gallery(layer, out_dir, k=10, crops=True, progress=True, workers=None) -> Summary
     Summary                      its closing line, and the warning for unreadable images
 
 The site: ``index.html`` (every channel, grouped by Inception branch, with its

@@ -6,7 +6,8 @@ Offers:
     covers_input(layer)                   whether a unit sees the whole input (1 x 1 maps): no crops
     upsample(heat, size, field)           a channel's map placed on its units' receptive fields
     overlay(image, heat, scale, field)    a map coloured and blended over its image
-    tiles(layer, results, crop, heat) -> list[Tile]   heat: (k, H, W) maps, or None
+    heat_scale(*heats) -> float           the value a channel's heatmaps draw brightest
+    tiles(layer, results, crop, heat, scale) -> list[Tile]   heat: (k, H, W) maps, or None
     grid(layer, channels, k, by, crop, heatmap, bottom, samples, ..., shown=None) -> matplotlib Figure
     missing_line(missing, shown, example, root) -> the warning for images that could not be read
 

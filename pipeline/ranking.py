@@ -4,8 +4,8 @@ Offers:
     finite_or_zero(array)        NaN and +-inf as 0
     top_rows(values, usable, k, bottom=False) -> rows, best first
     ranked_all(values, usable, bottom=False) -> every usable row, best first
-    band_samples(values, usable, bands, per_band, seed) -> (rows, band labels, empty bands, ranks)
-    diverse(values, usable, k, bottom, labels, fingerprints, per_class) -> rows
+    band_samples(values, usable, bands, per_band, seed, zero_only=None) -> (rows, band labels, empty bands, ranks)
+    diverse(values, usable, k, bottom, labels, fingerprints, per_class, skipped=None) -> rows
 
 Ties always go to the lower row, so every answer is reproducible.
 """

@@ -3,13 +3,15 @@
 Offers:
     WORKERS                                        threads for every pass over the store
     column_major(arr) -> the zarr array, reading blocks in column-major order where zarr can
-    shard_map(layer, work, progress=None) -> iterator of (lo, hi, work(lo, hi, block))
-        on every shard holding a usable row, in row order
+    shard_map(layer, work, progress=None, held=None) -> iterator of (lo, hi, work(lo, hi, block))
+        on every shard holding a usable row, in row order (``held``: a shard already read)
+    read_shard(arr, lo, hi) -> rows lo:hi as numpy (one whole shard)
     projection(layer, vector, progress=None) -> (N,) float64   spatial means @ vector
         (``progress`` counts columns when few channels have a weight, shards otherwise)
     cosine(layer, target, progress=None) -> (N,) float64       cosine of each row's means with target
     cosine_to_row(layer, row, progress=None) -> (target, (N,) float64 or None)
         cosine with one image's means, its shard read once (None: the image's means are all 0)
+    fingerprint_channels(channels) -> list of slices   which runs of channels ``fingerprints`` reads
     fingerprints(layer) -> (N, F) float32          a few runs of channels' means, to tell images apart
 
 A shard of rows (65536 x 508 float32, 133 MB) is what zarr decodes in one read;

@@ -2,10 +2,10 @@
 
 Offers:
     QUANTILES, HIST_BINS
-    channel_table(layer, by="mean") -> dict of per-channel arrays:
+    channel_table(layer, by="mean", progress=None) -> dict of per-channel arrays:
         mean, std, max, q50, q90, q99, q99.9, active (fraction > 0), kurtosis
         (excess, Fisher), dead (never > 0), hist_counts (C, bins), hist_edges (C, bins+1)
-    second_moments(layer, table=None) -> Moments: n, mean, cov (C, C), class sums and counts
+    second_moments(layer, table=None, progress=None) -> Moments: n, mean, cov (C, C), class sums and counts
     cluster_order(corr) -> channel order by average-linkage clustering on 1 - r
     correlations(moments) -> (C, C) Pearson matrix (0 where a channel is constant)
     neighbours(corr, k) -> (C, k) most correlated other channels (-1: none)
@@ -15,7 +15,8 @@ Offers:
     branches(layer) -> {branch: (lo, hi)} for an Inception "mixed" layer, else {}
 
 Memory is bounded by one block of columns (``COLUMN_BLOCK`` channels x N rows,
-read as whole columns so quantiles are exact) or one shard of rows.
+read as whole columns so quantiles are exact) or one shard of rows, and its working
+copies, per thread (``WORKERS``).
 Invalid rows and rows of unfinished shards are excluded everywhere.
 """
 

@@ -47,7 +47,6 @@ COMPARED = ("dataset_fingerprint", "preprocessing", "model", "shard_rows")
 # Variable-length strings are not yet in the zarr v3 core spec; zarr says so
 # on every write. The format documents the choice, so the warning is noise.
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
-warnings.filterwarnings("ignore", category=UserWarning, module="zarr.*")
 # The writer lock lives inside the store folder; zarr notices it when listing.
 warnings.filterwarnings("ignore", message=".*writer.lock is not recognized.*")
 

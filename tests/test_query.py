@@ -233,16 +233,6 @@ def test_results_convert_and_render(generated):
     assert "<table>" in result._repr_html_() and items[0]["path"] in repr(result)
 
 
-def test_an_unknown_layer_of_a_store_of_many_names_where_to_find_them(tmp_path):
-    for i in range(21):
-        import_matrix(tmp_path / "many.zarr", np.ones((2, 2), dtype=np.float32), f"feat_{i}", ["a", "b"])
-    store = pipeline.open_store(tmp_path / "many.zarr")
-    with pytest.raises(LayerError) as caught:
-        store["feat_99"]
-    assert str(caught.value) == (f"unknown layer 'feat_99'; did you mean feat_9, feat_19, feat_8? "
-                                 f"`exemplars info --store {store.path}` lists all 21")
-
-
 def test_errors(generated, tmp_path):
     path, _, _, _ = generated
     store = pipeline.open_store(path)

@@ -1,0 +1,146 @@
+"""What an opened store holds: its images (paths, labels, classes, validity) and layers.
+
+Offers:
+    Store(path, cache_paths=True, root=None)   open read-only; ``store[layer]`` -> ``query.Layer``
+    Store.paths(rows), .labels(rows), .row_of(image), .info(), .layers, .classes, .root, .weights
+
+Read-only and torch-free, like every query.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from functools import cached_property
+
+import numpy as np
+
+from .classes import human_names
+from .errors import QueryError, StoreError, unknown_layer
+from .places import location
+from .store import images_whole, open_group
+
+
+class Store:
+    """A read-only store; ``store["mixed4a"]`` gives a Layer."""
+
+    def __init__(self, path, cache_paths: bool = True, root=None):
+        self.path = location(path)
+        self._root = None if root is None else os.path.abspath(os.fspath(root))
+        # A session (notebook) reads every path once and then looks them up in
+        # memory; a one-shot command decodes only the chunks its rows touch.
+        self.cache_paths = cache_paths
+        self.group = open_group(self.path, mode="r")
+        if not images_whole(self.group):
+            raise StoreError(f"{self.path} is still being created (or its creation was interrupted: "
+                             "rerun the command that makes it)")
+        self.attrs = dict(self.group.attrs)
+        self.n = int(self.attrs["n_images"])
+        self.shard_rows = int(self.attrs["shard_rows"])
+
+    @cached_property
+    def layers(self) -> list[str]:
+        with warnings.catch_warnings():  # zarr notices the writer's lock file when listing
+            warnings.filterwarnings("ignore", message=".*writer.lock is not recognized.*")
+            return sorted(name for name in self.group.group_keys() if name != "images")
+
+    def __getitem__(self, layer: str):
+        """The layer's ``pipeline.query.Layer`` (which imports this module, hence imported here)."""
+        if layer not in self.layers:
+            raise unknown_layer(layer, self.layers, f"`exemplars info --store {self.path}`")
+        # One Layer per name, so its masks and caches serve every later query.
+        opened = self.__dict__.setdefault("_layers", {})
+        if layer not in opened:
+            from .query import Layer
+
+            opened[layer] = Layer(self, layer)
+        return opened[layer]
+
+    def __repr__(self) -> str:
+        return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
+
+    @cached_property
+    def valid(self) -> np.ndarray:
+        return np.asarray(self.group["images/valid"][:], dtype=bool)
+
+    @cached_property
+    def classes(self) -> list[str]:
+        return list(self.group["images"].attrs.get("classes", []))
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        """Class names for display: ImageNet WordNet ids become words."""
+        return human_names(self.classes)
+
+    @property
+    def weights(self) -> dict:
+        return self.attrs.get("model", {}).get("weights", {})
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights.get("kind") == "random"
+
+    @property
+    def root(self) -> str | None:
+        """Where the images are read from: the recorded dataset root, unless opened with another."""
+        return self._root or self.attrs.get("dataset", {}).get("root")
+
+    @cached_property
+    def all_paths(self) -> np.ndarray:
+        return self.group["images/path"][:]
+
+    def paths(self, rows) -> list[str]:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return []
+        if self.cache_paths or "all_paths" in self.__dict__:
+            return [str(p) for p in self.all_paths[rows]]
+        return [str(p) for p in self.group["images/path"].get_coordinate_selection(rows)]
+
+    @cached_property
+    def all_labels(self) -> np.ndarray:
+        """Every row's label, read once per session (4 bytes an image)."""
+        return np.asarray(self.group["images/label"][:])
+
+    def labels(self, rows) -> np.ndarray:
+        return self.all_labels[np.asarray(rows, dtype=np.int64)]
+
+    def row_of(self, image) -> int:
+        """A row number, or the row of a path (relative to the dataset root, or absolute)."""
+        text = str(image).strip()
+        if re.fullmatch(r"-?[0-9]+", text):  # ASCII digits only: str.isdigit() takes "²"
+            row = int(text)
+            if not 0 <= row < self.n:
+                raise QueryError(f"row {row} is out of range; the store has rows 0-{self.n - 1}" if self.n
+                                 else f"row {row} is out of range; the store has no images")
+            return row
+        if self.root and os.path.isabs(text):
+            text = os.path.relpath(text, self.root)
+        # "./cat/x.jpg" and "cat//x.jpg" name the stored "cat/x.jpg".
+        found = np.flatnonzero(self.all_paths == os.path.normpath(text).replace(os.sep, "/"))
+        if not found.size:
+            where = f"relative to {self.root}" if self.root else f"as imported, e.g. {self.paths([0])[0]!r}"
+            raise QueryError(f"{image} is not an image of this store (paths are {where})")
+        return int(found[0])
+
+    def info(self) -> dict:
+        layers = {}
+        for name in self.layers:
+            try:
+                layer = self[name]
+            except StoreError:  # a writer is making it right now, or was killed doing so
+                layers[name] = {"being_created": True}
+                continue
+            layers[name] = {"channels": layer.channels, "spatial_shape": layer.spatial_shape,
+                            "shards_done": int(layer.done.sum()), "shards": int(layer.done.size),
+                            "images_covered": int(layer.usable.sum()), "stats": layer.available}
+        complete = layers and all(v.get("shards_done", -1) == v.get("shards") for v in layers.values())
+        invalid = np.flatnonzero(~self.valid)[:5] if complete else np.zeros(0, dtype=np.int64)
+        return {"store": self.path, "format_version": self.attrs.get("format_version"),
+                "images": self.n, "invalid": int(self.n - self.valid.sum()) if complete else None,
+                "invalid_examples": [{"row": int(r), "path": p, "error": str(e)} for r, p, e in zip(
+                    invalid.tolist(), self.paths(invalid), self.group["images/error"].get_coordinate_selection(invalid))],
+                "classes": len(self.classes), "dataset": self.attrs.get("dataset"),
+                "weights": self.weights, "precision": self.attrs.get("model", {}).get("precision"),
+                "preprocessing": self.attrs.get("preprocessing"), "layers": layers}

@@ -1,0 +1,47 @@
+"""An opened store: its images, layers and facts, looked up without the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pipeline
+from pipeline.catalog import Store
+from pipeline.errors import LayerError, QueryError
+from pipeline.importing import import_matrix
+
+
+@pytest.fixture
+def store(tmp_path):
+    m = np.arange(12, dtype=np.float32).reshape(4, 3)
+    m[2] = np.nan  # an invalid row
+    import_matrix(tmp_path / "s.zarr", m, "feat", ["b/x.jpg", "a/y.jpg", "a/z.jpg", "c/w.jpg"],
+                  np.array([1, 0, 0, 2]), ["ant", "bee", "cat"], root=str(tmp_path / "data"))
+    return pipeline.open_store(tmp_path / "s.zarr")
+
+
+def test_images_by_row_and_by_path(store, tmp_path):
+    assert isinstance(store, Store) and store.n == 4 and store.layers == ["feat"]
+    assert store.paths([3, 0]) == ["c/w.jpg", "b/x.jpg"] and store.labels([0, 3]).tolist() == [1, 2]
+    assert store.class_names == ["ant", "bee", "cat"] and store.valid.tolist() == [True, True, False, True]
+    assert store.row_of("1") == 1 and store.row_of("./a/y.jpg") == 1
+    assert store.row_of(str(tmp_path / "data" / "c" / "w.jpg")) == 3  # absolute, under the root
+    for image, fragment in [("9", "row 9 is out of range; the store has rows 0-3"), ("a/none.jpg", "not an image")]:
+        with pytest.raises(QueryError, match=fragment):
+            store.row_of(image)
+    facts = store.info()
+    assert facts["images"] == 4 and facts["invalid"] == 1 and facts["layers"]["feat"]["channels"] == 3
+    assert store["feat"] is store["feat"]  # one Layer per name: its caches serve later queries
+    assert repr(store).endswith("4 images, layers feat>")
+
+
+def test_an_unknown_layer_of_a_store_of_many_names_where_to_find_them(tmp_path):
+    for i in range(21):
+        import_matrix(tmp_path / "many.zarr", np.ones((2, 2), dtype=np.float32), f"feat_{i}", ["a", "b"])
+    store = pipeline.open_store(tmp_path / "many.zarr")
+    with pytest.raises(LayerError) as caught:
+        store["feat_99"]
+    assert str(caught.value) == (f"unknown layer 'feat_99'; did you mean feat_9, feat_19, feat_8? "
+                                 f"`exemplars info --store {store.path}` lists all 21")
+
+
