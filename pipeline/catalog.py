@@ -133,6 +133,7 @@ class Store:
                 layers[name] = {"being_created": True}
                 continue
             layers[name] = {"channels": layer.channels, "spatial_shape": layer.spatial_shape,
+                            "imported": layer.attrs.get("model") == "imported",
                             "shards_done": int(layer.done.sum()), "shards": int(layer.done.size),
                             "images_covered": int(layer.usable.sum()), "stats": layer.available}
         complete = layers and all(v.get("shards_done", -1) == v.get("shards") for v in layers.values())

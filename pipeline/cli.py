@@ -46,6 +46,7 @@ def activations(
     """Phase one: run the model once and store every channel's mean, max and argmax."""
     from .extract import extract
 
+    _lasting(store)
     summary = extract(data_dir, store, layer, weights=weights, seed=seed, batch_size=batch_size,
                       workers=workers, device=device, shard_rows=shard_rows, overwrite=overwrite,
                       precision=precision, compile=compile, decoder=decoder, lanes=lanes)
@@ -93,12 +94,19 @@ def _reading_bar(iterable, total: int):
     return tqdm(iterable, total=total, desc="reading the store", leave=False, delay=0.5)
 
 
-def _layer(store: str, layer: str, root: Optional[Path] = None):
+def _lasting(store: str) -> None:
+    """Refuse a store that would vanish with this process (fsspec's memory://)."""
+    if store.startswith("memory://"):
+        raise InputError(f"{store} would vanish when this command ends; give a folder or an object-store URL")
+
+
+def _layer(store: str, layer: str, root: Optional[Path] = None, cache_paths: bool = False):
+    """The layer, its store opened for one command: paths read per query (``cache_paths``: all at once)."""
     from . import open_store
 
     if root is not None and not root.is_dir():
         raise InputError(f"--root {root} is not a folder")
-    return open_store(store, cache_paths=False, root=root)[layer]
+    return open_store(store, cache_paths=cache_paths, root=root)[layer]
 
 
 RootOpt = typer.Option(None, "--root", help="Where the images are now, if they moved since phase one.")
@@ -187,12 +195,11 @@ def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json", he
     if facts["preprocessing"]:
         typer.echo(f"preprocess   {_pairs(facts['preprocessing'])}")
     width = max([12, *map(len, facts["layers"])])
-    imported = (facts["dataset"] or {}).get("layout") == "imported"
     for name, layer in facts["layers"].items():
         if layer.get("being_created"):
             typer.echo(f"layer {name:{width}s} being created (or its creation was interrupted)")
             continue
-        grid = "no spatial maps" if imported else "x".join(map(str, layer["spatial_shape"]))
+        grid = "no spatial maps" if layer.get("imported") else "x".join(map(str, layer["spatial_shape"]))
         typer.echo(f"layer {name:{width}s} {layer['channels']} channels, {grid}, shards {layer['shards_done']}/{layer['shards']}, "
                    f"{layer['images_covered']} images usable, stats {','.join(layer['stats'])}")
 
@@ -226,6 +233,7 @@ def import_(
     """Make a store from a matrix computed elsewhere, so every query works on it."""
     from tqdm import tqdm
 
+    _lasting(store)
     from .importing import import_matrix, invalid_rows, read_array, read_lines
 
     data = read_array(matrix, mmap=True)
@@ -236,7 +244,7 @@ def import_(
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
     invalid = invalid_rows(group)
     if invalid:
-        typer.echo(f"warning: {invalid} of {data.shape[0]} rows are invalid (a value not finite): "
+        typer.echo(f"warning: {invalid} of {data.shape[0]} rows are invalid (a value not finite, or past float32's range): "
                    "queries leave them out", err=True)
 
 

@@ -97,7 +97,7 @@ def gallery(
     """A static, offline HTML site of every channel of a layer (open OUT/index.html)."""
     from .gallery import build_gallery
 
-    target = _layer(store, layer, root)
+    target = _layer(store, layer, root, cache_paths=True)  # every channel's queries: one read of the paths
     target._check_k(k)
     summary = build_gallery(target, out, k=k, crops=crops)
     typer.echo(summary.line())

@@ -72,7 +72,8 @@ def _render_images(job):
 
 def _identity(layer) -> dict:
     attrs = layer.store.attrs
-    return {"store": os.path.abspath(layer.store.path), "layer": layer.name,
+    where = layer.store.path
+    return {"store": where if "://" in where else os.path.abspath(where), "layer": layer.name,
             "fingerprint": attrs.get("dataset_fingerprint"), "weights": attrs.get("model"),
             "pictures": PICTURES}
 

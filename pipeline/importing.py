@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError, StoreMismatchError
 from .places import is_store, location
-from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere,
+from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere, images_whole,
                     merged_validity, n_shards, open_group, refresh_completeness, shard_bounds)
 from .writers import writer_lock
 
@@ -73,6 +74,7 @@ def _import_labels(labels, n: int) -> np.ndarray:
 
 
 NON_FINITE = "non-finite values in an imported matrix"
+TOO_LARGE = "a value past float32's range (3.4e38) in an imported matrix"
 
 
 def _finite_in_other_layers(group, layer: str, shard: int, start: int, stop: int):
@@ -134,8 +136,10 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     given_labels, labels = labels is not None, _import_labels(labels, matrix.shape[0])
     if len(classes) and labels.size and labels.max() >= len(classes):
         raise InputError(f"label {int(labels.max())} has no class name: {len(classes)} were given")
-    if not layer or "/" in layer or layer == "images":
-        raise InputError(f"{layer!r} cannot name a layer (it must be non-empty, without '/', and not 'images')")
+    # A layer is a folder of the store: '..', 'zarr.json' or 'a\\b' would not be one it can find again.
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", layer or "") or layer in ("images", "zarr.json"):
+        raise InputError(f"{layer!r} cannot name a layer: use letters, digits, '_', '.' and '-', not first '.' "
+                         "or '-', and not 'images'")
     with writer_lock(path):
         if shard_rows is None:
             shard_rows = open_group(path).attrs["shard_rows"] if is_store(path) and not overwrite else DEFAULT_SHARD_ROWS
@@ -143,8 +147,11 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
         meta = {"dataset": {"root": root, "layout": "imported", "n_images": len(paths)},
                 "dataset_fingerprint": dataset_fingerprint(paths, zeros, zeros), "preprocessing": None,
                 "model": {"name": "imported", "weights": {"kind": "imported"}}}
-        group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
-                                          "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
+        if not overwrite and _from_phase_one(path):  # its fingerprint has the files' sizes and times
+            group = _same_images(path, paths, shard_rows)
+        else:
+            group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
+                                              "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
         group = _agree_with_store(group, path, labels if given_labels else None, classes, root, layer)
         redo = layer in group
         if redo:  # an import cut short: made again from the start
@@ -155,6 +162,30 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
         for shard in progress(shards) if progress else shards:
             _write_shard(group, sub, layer, shard, shard_bounds(shard, shard_rows, len(paths)), matrix, max_matrix, redo)
         refresh_completeness(group, layer)
+    return group
+
+
+def _from_phase_one(path) -> bool:
+    """Whether ``path`` is a store that ``exemplars activations`` made (not an import)."""
+    if not is_store(path):
+        return False
+    group = open_group(path)
+    return images_whole(group) and (group.attrs.get("dataset") or {}).get("layout") != "imported"
+
+
+def _same_images(path, paths: list[str], shard_rows: int):
+    """A phase-one store, opened to take an imported layer: the same paths, in the same order."""
+    group = open_group(path, mode="r+")
+    stored = [str(p) for p in group["images"]["path"][:]]
+    if stored != list(paths):
+        where = next((i for i, (a, b) in enumerate(zip(stored, paths)) if a != b), min(len(stored), len(paths)))
+        raise StoreMismatchError(
+            f"store {path} holds other images ({len(stored)} paths; row {where} is "
+            f"{stored[where] if where < len(stored) else 'past its end'!r} there, "
+            f"{paths[where] if where < len(paths) else 'past the end'!r} here): import its paths, in its order "
+            "(`exemplars info` names its root), or choose another --store")
+    if shard_rows != group.attrs["shard_rows"]:
+        raise StoreMismatchError(f"store {path} has shards of {group.attrs['shard_rows']} rows, not {shard_rows}")
     return group
 
 
@@ -190,19 +221,28 @@ def _agree_with_store(group, path, labels, classes, root, layer: str):
     return group
 
 
+def _as_float32(rows) -> tuple[np.ndarray, np.ndarray]:
+    """(rows as float32, whether each row was finite as given): a finite float64 past float32's
+    range becomes inf, and its row invalid, with its own reason."""
+    rows = np.asarray(rows)
+    with np.errstate(over="ignore"):
+        return rows.astype(np.float32), np.isfinite(rows).all(axis=1)
+
+
 def _write_shard(group, sub, layer: str, shard: int, bounds, matrix, max_matrix, redo: bool) -> None:
     """One shard of the import: its rows, their validity (the image's, over every layer), its marker."""
     start, stop = bounds
-    block = np.asarray(matrix[start:stop], dtype=np.float32)
+    block, finite = _as_float32(matrix[start:stop])
     valid = np.isfinite(block).all(axis=1)
     if max_matrix is not None:
-        peaks = np.asarray(max_matrix[start:stop], dtype=np.float32)
+        peaks, finite_max = _as_float32(max_matrix[start:stop])
         valid &= np.isfinite(peaks).all(axis=1)
+        finite &= finite_max
         sub["max"][start:stop] = peaks
     if redo:  # the images' validity holds what the attempt cut short wrote: read it anew
         others = _finite_in_other_layers(group, layer, shard, start, stop)
         valid = valid if others is None else valid & others
-    errors = ["" if ok else NON_FINITE for ok in valid]
+    errors = ["" if ok else TOO_LARGE if fin else NON_FINITE for ok, fin in zip(valid, finite)]
     if not redo:
         valid, errors = merged_validity(group, [layer], shard, valid, errors)
     group["images"]["valid"][start:stop] = valid

@@ -60,6 +60,16 @@ def n_shards(n: int, shard_rows: int) -> int:
     return -(-n // shard_rows)
 
 
+def store_name(group) -> str:
+    """Where ``group``'s store is, as a user would write it (a path, or protocol://bucket/key)."""
+    store = group.store
+    fs = getattr(store, "fs", None)
+    if fs is not None:  # an fsspec store: its repr is an object's
+        protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        return f"{protocol}://{store.path}"
+    return str(store).removeprefix("file://")
+
+
 def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: bool):
     """Open the store at ``path`` for writing, creating it if needed.
 
@@ -79,10 +89,15 @@ def create_store(path, meta: dict, images: dict, shard_rows: int, overwrite: boo
         raise StoreError(f"{path} exists and is not an exemplars store; choose another --store")
     # Attributes first, so that even a half-made store is recognised (and
     # --overwrite may clear it); mode "w" would wipe the lock file too.
-    group = zarr.create_group(str(path), overwrite=False, attributes=dict(
-        meta, format=FORMAT_NAME, format_version=FORMAT_VERSION, tool_version=__version__,
-        shard_rows=shard_rows, n_images=len(images["path"])))
-    _make_images(group, images, shard_rows)
+    try:
+        group = zarr.create_group(str(path), overwrite=False, attributes=dict(
+            meta, format=FORMAT_NAME, format_version=FORMAT_VERSION, tool_version=__version__,
+            shard_rows=shard_rows, n_images=len(images["path"])))
+        _make_images(group, images, shard_rows)
+    except Exception as exc:
+        if not is_url(path):
+            raise
+        raise unreachable(path, exc) from None  # a missing bucket, a denied write: one sentence
     return group
 
 
@@ -169,7 +184,7 @@ def check_compatible(group, meta: dict, images: dict | None = None) -> None:
     """Refuse, naming the field, when ``meta`` differs from the store's (and, for the dataset,
     the files that differ, when this run's ``images`` are given)."""
     stored = group.attrs
-    where = str(group.store).removeprefix("file://")
+    where = store_name(group)
     for field in COMPARED:
         if field not in meta:
             continue

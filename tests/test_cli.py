@@ -48,6 +48,11 @@ def test_a_folder_where_no_image_decodes_ends_in_an_error(tmp_path):
     assert "invalid: a.jpg" in proc.stderr or "already complete" in proc.stdout
 
 
+def test_a_store_that_would_vanish_is_refused(tmp_path):
+    proc = run_cli("activations", tmp_path, "--store", "memory://x.zarr", "--weights", "random", check=False)
+    _assert_one_sentence(proc, "memory://x.zarr would vanish when this command ends")
+
+
 def test_unreadable_weights_file(image_folder, tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_text("garbage")

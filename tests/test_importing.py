@@ -37,10 +37,38 @@ def test_a_second_import_never_mixes_with_the_first(tmp_path):
     assert fresh["images/path"][:].tolist() == [f"b/{i}.jpg" for i in range(6)]
 
 
-@pytest.mark.parametrize("name", ["images", "", "a/b"])
+@pytest.mark.parametrize("name", ["images", "", "a/b", "..", ".", "zarr.json", ".writer.lock", "a\\b", "-x"])
 def test_import_refuses_layer_names_the_format_reserves(tmp_path, name):
     with pytest.raises(InputError, match="cannot name a layer"):
         import_matrix(tmp_path / "s.zarr", np.ones((2, 2), dtype=np.float32), name, ["x", "y"])
+    assert not (tmp_path / "s.zarr").exists()  # refused before anything is written
+
+
+def test_values_past_float32_make_their_rows_invalid_and_say_why(tmp_path):
+    m = np.ones((3, 2))
+    m[1, 0] = 1e300  # finite in float64, inf in float32
+    m[2, 1] = np.nan
+    import_matrix(tmp_path / "s.zarr", m, "feat", ["a", "b", "c"])
+    group = open_group(tmp_path / "s.zarr")
+    assert group["images/valid"][:].tolist() == [True, False, False]
+    assert [str(e) for e in group["images/error"][:]] == ["", "a value past float32's range (3.4e38) in an imported "
+                                                          "matrix", "non-finite values in an imported matrix"]
+
+
+def test_a_layer_imports_into_a_phase_one_store_with_its_paths(small_store, tmp_path):
+    import shutil
+
+    store = tmp_path / "p1.zarr"
+    shutil.copytree(small_store, store)
+    opened = pipeline.open_store(store)
+    paths = opened.paths(range(opened.n))
+    m = np.random.default_rng(0).random((opened.n, 3)).astype(np.float32)
+    import_matrix(store, m, "probe", paths)
+    layer = pipeline.open_store(store)["probe"]
+    np.testing.assert_array_equal(layer.column(1), m[:, 1])
+    assert pipeline.open_store(store).info()["layers"]["probe"]["imported"]
+    with pytest.raises(StoreMismatchError, match=r"holds other images \(24 paths; row 0 is"):
+        import_matrix(store, m, "probe2", paths[::-1])
 
 
 def test_a_file_is_not_a_store_to_write(tmp_path):

@@ -173,3 +173,17 @@ def test_a_mismatch_names_the_store_as_given(tmp_path):
     create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=2, overwrite=False)
     with pytest.raises(StoreMismatchError, match=f"store {tmp_path / 's.zarr'} was made with shard_rows=2"):
         create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=4, overwrite=False)
+
+
+def test_an_object_store_is_named_as_a_user_writes_it_and_its_failures_are_one_sentence(monkeypatch):
+    from pipeline import store as st
+
+    assert st.store_name(zarr.open_group("memory://named.zarr", mode="w")) == "memory:///named.zarr"
+
+    def no_bucket(*args, **kwargs):
+        raise FileNotFoundError("The specified bucket does not exist")
+
+    monkeypatch.setattr(zarr, "create_group", no_bucket)
+    with pytest.raises(StoreError, match="^cannot open memory://nobucket/x.zarr: FileNotFoundError: The specified bucket"):
+        st.create_store("memory://nobucket/x.zarr", {}, {"path": [], "label": [], "classes": [], "size": [],
+                                                         "mtime_ns": []}, 8, False)
