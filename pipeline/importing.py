@@ -213,6 +213,9 @@ def _agree_with_store(group, path, labels, classes, root, layer: str):
     if classes and list(group["images"].attrs.get("classes", [])) != list(classes):
         raise StoreMismatchError(f"store {path} has other class names; import without --classes "
                                  "or pass --overwrite to rebuild the store")
+    if layer in group and group[layer].attrs.get("model", "imported") != "imported":
+        raise StoreMismatchError(f"store {path} has layer {layer} from `exemplars activations`; "
+                                 "import under another --layer")
     if layer in group and group[layer].attrs.get("complete"):  # rewriting it would mix two imports' rows
         raise StoreMismatchError(f"store {path} already has layer {layer}; import under another --layer "
                                  "or pass --overwrite to rebuild the store")
@@ -239,10 +242,14 @@ def _write_shard(group, sub, layer: str, shard: int, bounds, matrix, max_matrix,
         valid &= np.isfinite(peaks).all(axis=1)
         finite &= finite_max
         sub["max"][start:stop] = peaks
+    errors = ["" if ok else TOO_LARGE if fin else NON_FINITE for ok, fin in zip(valid, finite)]
     if redo:  # the images' validity holds what the attempt cut short wrote: read it anew
         others = _finite_in_other_layers(group, layer, shard, start, stop)
-        valid = valid if others is None else valid & others
-    errors = ["" if ok else TOO_LARGE if fin else NON_FINITE for ok, fin in zip(valid, finite)]
+        if others is not None:  # a row invalid through another layer keeps that layer's reason
+            said = group["images"]["error"][start:stop]
+            errors = [str(said[i]) if ok and not other else e
+                      for i, (ok, other, e) in enumerate(zip(valid, others, errors))]
+            valid = valid & others
     if not redo:
         valid, errors = merged_validity(group, [layer], shard, valid, errors)
     group["images"]["valid"][start:stop] = valid

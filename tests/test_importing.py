@@ -69,6 +69,11 @@ def test_a_layer_imports_into_a_phase_one_store_with_its_paths(small_store, tmp_
     assert pipeline.open_store(store).info()["layers"]["probe"]["imported"]
     with pytest.raises(StoreMismatchError, match=r"holds other images \(24 paths; row 0 is"):
         import_matrix(store, m, "probe2", paths[::-1])
+    group = open_group(store, mode="r+")
+    group["mixed4a"].attrs["complete"] = False  # as a killed phase one leaves it: still not the import's to redo
+    with pytest.raises(StoreMismatchError, match="has layer mixed4a from `exemplars activations`"):
+        import_matrix(store, m, "mixed4a", paths)
+    assert "mean" in open_group(store)["mixed4a"] and "argmax" in open_group(store)["mixed4a"]
 
 
 def test_a_file_is_not_a_store_to_write(tmp_path):
@@ -133,9 +138,11 @@ def test_a_redone_import_forgets_the_rows_its_cut_short_attempt_found_invalid(tm
     group = open_group(store, mode="r+")
     group["B"].attrs["complete"] = False
     group["B/done"][1] = False
+    group["images/error"][5:6] = np.asarray(["A's own reason"], dtype=str)
     import_matrix(store, np.ones((8, 2), dtype=np.float32), "B", paths)  # redone with a clean matrix
     s = pipeline.open_store(store)
     assert s.valid.tolist() == [True] * 5 + [False] + [True] * 2
+    assert str(open_group(store)["images/error"][5]) == "A's own reason"  # invalid through A: A's reason stays
     with pytest.raises(StoreMismatchError, match="other class names"):
         import_matrix(store, a, "C", paths, np.full(8, -1), classes=["x"])
     import_matrix(store, a, "C", paths, root="/data/")  # the store had no root: now it has
