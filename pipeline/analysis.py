@@ -19,11 +19,11 @@ from .parsing import check_channel as _channel
 
 class Analysis:
     # Statistics (``pipeline.stats``): exact, streaming over the store.
-    def _table(self, by: str, progress=None) -> dict:
+    def table(self, by: str, progress=None) -> dict:
         """The full per-channel table (histograms included), computed once per layer object."""
         from . import stats
 
-        self._array(by)
+        self.array(by)
         cache = self.__dict__.setdefault("_tables", {})
         if by not in cache:
             cache[by] = stats.channel_table(self, by, progress=progress)
@@ -34,11 +34,11 @@ class Analysis:
 
         ``pandas.DataFrame(layer.stats())`` makes the table; histograms are ``histograms(by)``.
         """
-        return {k: v for k, v in self._table(by).items() if not k.startswith("hist_")}
+        return {k: v for k, v in self.table(by).items() if not k.startswith("hist_")}
 
     def histograms(self, by: str = "mean") -> tuple[np.ndarray, np.ndarray]:
         """(counts (C, bins), edges (C, bins + 1)) of every channel's spatial ``by``."""
-        table = self._table(by)
+        table = self.table(by)
         return table["hist_counts"], table["hist_edges"]
 
     def histogram_figure(self, channel: int, by: str = "mean"):
@@ -46,7 +46,7 @@ class Analysis:
         from .render import histogram
 
         channel = _channel(channel, self.channels)
-        table = self._table(by)
+        table = self.table(by)
         marks = {q: table[q][channel] for q in ("q50", "q90", "q99", "q99.9")}
         return histogram(table["hist_counts"][channel], table["hist_edges"][channel], marks,
                          f"{self.name} channel {channel}: spatial {by}", self.note())
@@ -65,7 +65,7 @@ class Analysis:
         from . import stats
 
         if "_moments" not in self.__dict__:
-            self._moments = stats.second_moments(self, self._table("mean"), progress=progress)
+            self._moments = stats.second_moments(self, self.table("mean"), progress=progress)
         return self._moments
 
     def correlations(self) -> np.ndarray:
@@ -116,5 +116,5 @@ class Analysis:
         ``shown``, a list, receives (path, "" or why it could not be read) for each image drawn."""
         from .pictures import grid
 
-        self._check_k(k)
+        self.check_k(k)
         return grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz, shown=shown)

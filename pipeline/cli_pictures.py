@@ -99,7 +99,7 @@ def gallery(
     from .gallery import build_gallery
 
     target = _layer(store, layer, root, cache_paths=True)  # every channel's queries: one read of the paths
-    target._check_k(k)
+    target.check_k(k)
     summary = build_gallery(target, out, k=k, crops=crops)
     typer.echo(summary.line())
     if summary.missing:

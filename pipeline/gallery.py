@@ -116,7 +116,7 @@ def _statistics(layer):
     from .stats import neighbours
 
     corr = layer.correlations()
-    return layer._table("mean"), corr, neighbours(corr, 5), layer.selectivity(top=3)
+    return layer.table("mean"), corr, neighbours(corr, 5), layer.selectivity(top=3)
 
 
 def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: bool = True,

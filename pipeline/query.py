@@ -3,13 +3,15 @@
 Offers:
     Store                        ``pipeline.catalog.Store``, here too: ``store[layer]`` -> Layer
     Layer.column(channel, by)    one channel for every image (reads ~4N bytes)
+    Layer.array(by)              the zarr array (N, C) of the spatial mean or max
+    Layer.check_k(k, name)       a count a query may take (a whole number of at least 1)
     Layer.topk(channel, k, by, bottom, diverse, per_class) -> Results
     Layer.samples(channel, bands, per_band, seed, by) -> Results   ranks: each image's in the channel
     Layer.projection(vector) -> (N,) float64           spatial means @ vector
     Layer.direction(direction, k, bottom) -> Results   any vector in channel space
     Layer.similar(image, k) -> Results                 cosine on activation vectors
     Layer.notes() / .note()      what to know about any answer from this layer
-    Layer.stats(by), .histograms(by), .correlations(), .selectivity(), .pca()   ``pipeline.stats``
+    Layer.table(by), .stats(by), .histograms(by), .correlations(), .selectivity(), .pca()   ``pipeline.stats``
     Layer.grid(...), .histogram_figure(c), .correlation_figure()   matplotlib Figures
 (what users type is parsed in ``pipeline.parsing``; rankings are ``pipeline.ranking``'s)
 
@@ -81,7 +83,8 @@ class Layer(Analysis):
                          "(exemplars info shows their errors)")
         return notes
 
-    def _array(self, by: str):
+    def array(self, by: str):
+        """The zarr array (N, C) of the spatial ``by`` ("mean" or "max"), checked to exist."""
         if by not in ("mean", "max"):
             raise QueryError(f"--by must be mean or max, not {by!r}")
         if by not in self.available:
@@ -93,7 +96,7 @@ class Layer(Analysis):
         top-k, bottom-k and samples (a grid row, a gallery page) all start from it."""
         key = (_channel(channel, self.channels), by)
         if self.__dict__.get("_column", (None,))[0] != key:
-            values = np.asarray(self._array(by)[:, key[0]])
+            values = np.asarray(self.array(by)[:, key[0]])
             values.flags.writeable = False  # shared by the queries that follow
             self._column = (key, values)
         return self._column[1]
@@ -126,7 +129,8 @@ class Layer(Analysis):
                                  "of them by row, not exemplars")
         return results
 
-    def _check_k(self, k: int, name: str = "k") -> int:
+    def check_k(self, k: int, name: str = "k") -> int:
+        """``k`` as a whole number of at least 1, or a QueryError naming ``name``."""
         k = whole_number(k, name)
         if k <= 0:
             raise QueryError(f"{name} must be at least 1, not {k}")
@@ -134,9 +138,9 @@ class Layer(Analysis):
 
     def topk(self, channel: int, k: int = 10, by: str = "mean", bottom: bool = False,
              diverse: bool = False, per_class: int = 2) -> Results:
-        k, channel = self._check_k(k), _channel(channel, self.channels)
+        k, channel = self.check_k(k), _channel(channel, self.channels)
         bottom, diverse = _flag(bottom, "bottom"), _flag(diverse, "diverse")
-        per_class = self._check_k(per_class, "--per-class")
+        per_class = self.check_k(per_class, "--per-class")
         values = self.column(channel, by)
         skipped = {}
         if diverse:
@@ -162,7 +166,7 @@ class Layer(Analysis):
     def samples(self, channel: int, bands: str = DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
                 by: str = "mean") -> Results:
         parsed = parse_bands(bands) if isinstance(bands, str) else bands
-        per_band, channel = self._check_k(per_band, "--per-band"), _channel(channel, self.channels)
+        per_band, channel = self.check_k(per_band, "--per-band"), _channel(channel, self.channels)
         seed = whole_number(seed, "--seed")
         if seed < 0:
             raise QueryError(f"--seed must be 0 or more, not {seed}")
@@ -184,7 +188,7 @@ class Layer(Analysis):
         return scans.projection(self, vector, progress)
 
     def direction(self, direction, k: int = 10, bottom: bool = False, progress=None) -> Results:
-        k, bottom = self._check_k(k), _flag(bottom, "bottom")
+        k, bottom = self.check_k(k), _flag(bottom, "bottom")
         vector = parse_direction(direction, self.channels)
         values = self.projection(vector, progress)
         if not np.isfinite(values[self.usable]).all():  # usable rows are finite: the products overflowed
@@ -197,7 +201,7 @@ class Layer(Analysis):
 
     def similar(self, image, k: int = 10, progress=None) -> Results:
         """The ``k`` images whose mean-activation vectors are nearest in cosine."""
-        k = self._check_k(k)
+        k = self.check_k(k)
         row = self.store.row_of(image)
         if not self.usable[row]:
             raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")

@@ -76,7 +76,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
     warning = layer.note()
     title = f"{layer.name} ({int(layer.usable.sum())} images)"
     bar = _bar if progress else None
-    tables = {by: layer._table(by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
+    tables = {by: layer.table(by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
               for by in ("mean", "max") if by in layer.available}
     rows = _channel_rows(tables)
     _write_csv(to("channels.csv"), rows)

@@ -46,7 +46,7 @@ def shard_map(layer, work, progress=None, held=None):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    store, arr, usable = layer.store, column_major(layer._array("mean")), layer.usable
+    store, arr, usable = layer.store, column_major(layer.array("mean")), layer.usable
     bounds = [shard_bounds(s, store.shard_rows, store.n) for s in range(n_shards(store.n, store.shard_rows))]
     bounds = [(lo, hi) for lo, hi in bounds if usable[lo:hi].any()]
     total = len(bounds)
@@ -109,7 +109,7 @@ def projection(layer, vector: np.ndarray, progress=None) -> np.ndarray:
     # A column costs about 1/C of a shard's reading (25 ms at 1.28M images against 7 s for all
     # shards), so up to a quarter of the channels are read one by one.
     if used.size <= layer.channels // 4:
-        arr, out = layer._array("mean"), np.zeros(layer.store.n, dtype=np.float64)
+        arr, out = layer.array("mean"), np.zeros(layer.store.n, dtype=np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
             for c in progress(used, used.size) if progress else used:
                 out += arr[:, int(c)].astype(np.float64) * vector[c]
@@ -135,7 +135,7 @@ def cosine_to_row(layer, row: int, progress=None) -> tuple[np.ndarray, np.ndarra
     and then used by the pass, not read twice: at 50,000 images, one shard, that read was
     about half of the query.
     """
-    store, arr = layer.store, column_major(layer._array("mean"))
+    store, arr = layer.store, column_major(layer.array("mean"))
     lo, hi = shard_bounds(row // store.shard_rows, store.shard_rows, store.n)
     held = [(lo, hi, read_shard(arr, lo, hi))]
     target = finite_or_zero(held[0][2][row - lo].astype(np.float64))
@@ -156,7 +156,7 @@ def fingerprints(layer) -> np.ndarray:
     """The means of the channels ``fingerprint_channels`` picks, for every image: (N, F) float32."""
     from concurrent.futures import ThreadPoolExecutor
 
-    arr, runs = layer._array("mean"), fingerprint_channels(layer.channels)
+    arr, runs = layer.array("mean"), fingerprint_channels(layer.channels)
     starts = np.cumsum([0] + [run.stop - run.start for run in runs])
     out = np.empty((layer.store.n, starts[-1]), dtype=np.float32)  # filled in place: one copy in memory
 

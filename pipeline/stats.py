@@ -38,7 +38,7 @@ KNOWN_BRANCHES = {"mixed4a": {"1x1": (0, 192), "3x3": (192, 396), "5x5": (396, 4
 
 
 def _column_blocks(layer, by):
-    arr = layer._array(by)
+    arr = layer.array(by)
     for lo in range(0, layer.channels, COLUMN_BLOCK):
         yield lo, min(layer.channels, lo + COLUMN_BLOCK), arr
 

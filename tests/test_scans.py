@@ -87,7 +87,7 @@ def test_cosine_to_row_reads_each_shard_once(layer, row, monkeypatch):
 
 def test_column_major_reads_the_same_values(layer):
     lay, m, usable = layer
-    arr = lay._array("mean")
+    arr = lay.array("mean")
     block = np.asarray(scans.column_major(arr)[0:64])
     assert_array_equal(block, np.asarray(arr[0:64]))
     assert block.flags["F_CONTIGUOUS"] or not hasattr(arr, "with_config")
