@@ -138,7 +138,7 @@ class Site:
                 + f"{self._tiles(top, self.crops, peaks=peaks)}"
                 f"<h2>Quantile-band samples</h2>{self._tiles(samples, False, 'small')}"
                 f"<h2>Bottom {len(bottom)}</h2>"
-                + "".join(f'<p class="note">{esc(n)}.</p>' for n in bottom.notes if " tie at " in n)
+                + (f'<p class="note">{esc(bottom.ties_note)}.</p>' if bottom.ties == "ties" else "")
                 + f"{self._tiles(bottom, False, 'small')}"
                 f"<h2>Distribution of the spatial mean</h2>"
                 f"{histogram_svg(t['hist_counts'][c], t['hist_edges'][c], quantiles, constant=t['max'][c] if constant else None)}"

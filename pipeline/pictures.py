@@ -133,9 +133,7 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None, sc
 
 def _ties(results) -> str:
     """A row label's mark for answers that are no exemplars: a constant channel, or the first of many ties."""
-    if any("stands out" in note for note in results.notes):
-        return "\n(constant)"
-    return "\n(ties)" if any(" tie at " in note for note in results.notes) else ""
+    return f"\n({results.ties})" if results.ties else ""
 
 
 def missing_line(missing: int, shown: int, example: str, root) -> str:

@@ -122,10 +122,10 @@ class Layer(Analysis):
         if column is not None and len(rows) > 1 and np.ptp(values) == 0:
             tied = int(np.count_nonzero(column[self.usable] == values[0]))
             if tied == usable:
-                results.add_note(f"channel {channel} is {values[0]:g} on every image: no image stands out, "
-                                 "so these are not exemplars")
+                results.add_ties("constant", f"channel {channel} is {values[0]:g} on every image: no image "
+                                 "stands out, so these are not exemplars")
             elif tied > len(rows) and bands is None:
-                results.add_note(f"{tied} images tie at {values[0]:g}: these are the first {len(rows)} "
+                results.add_ties("ties", f"{tied} images tie at {values[0]:g}: these are the first {len(rows)} "
                                  "of them by row, not exemplars")
         return results
 

@@ -29,6 +29,14 @@ class Results:
     bands: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # e.g. random weights, or an incomplete store
     ranks: np.ndarray | None = None  # 1 = the best; None: the order of this list (samples: the channel's)
+    # Answers that are no exemplars: "constant", the channel is the same on every image; "ties", these
+    # are the first rows of more images that tie with them; ``ties_note`` says so (in ``notes`` too).
+    ties: str = ""
+    ties_note: str = ""
+
+    def add_ties(self, kind: str, text: str) -> None:
+        self.ties, self.ties_note = kind, text
+        self.add_note(text)
 
     @property
     def note(self) -> str:

@@ -383,6 +383,7 @@ def test_short_answers_and_constant_channels_are_noted_each_on_a_line(tmp_path):
     assert not any("stands out" in n for n in got.notes)
     flat = layer.topk(1, k=3)
     assert flat.notes == ["channel 1 is 0 on every image: no image stands out, so these are not exemplars"]
+    assert (flat.ties, flat.ties_note, got.ties) == ("constant", flat.notes[0], "")
     assert repr(flat).splitlines()[1] == flat.notes[0]  # under the title, a line of its own
     assert any("stands out" in n for n in layer.samples(1).notes)
     assert layer.topk(0, k=5).notes == [] and layer.topk(0, k=2).notes == []
