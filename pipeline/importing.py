@@ -147,8 +147,9 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
         meta = {"dataset": {"root": root, "layout": "imported", "n_images": len(paths)},
                 "dataset_fingerprint": dataset_fingerprint(paths, zeros, zeros), "preprocessing": None,
                 "model": {"name": "imported", "weights": {"kind": "imported"}}}
-        if not overwrite and _from_phase_one(path):  # its fingerprint has the files' sizes and times
-            group = _same_images(path, paths, shard_rows)
+        group = None if overwrite else _phase_one_store(path)  # its fingerprint has the files' sizes and times
+        if group is not None:
+            _check_same_images(group, path, paths, shard_rows)
         else:
             group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
                                               "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
@@ -165,17 +166,17 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
     return group
 
 
-def _from_phase_one(path) -> bool:
-    """Whether ``path`` is a store that ``exemplars activations`` made (not an import)."""
+def _phase_one_store(path):
+    """The store at ``path``, opened for writing, if ``exemplars activations`` made it (else None)."""
     if not is_store(path):
-        return False
-    group = open_group(path)
-    return images_whole(group) and (group.attrs.get("dataset") or {}).get("layout") != "imported"
-
-
-def _same_images(path, paths: list[str], shard_rows: int):
-    """A phase-one store, opened to take an imported layer: the same paths, in the same order."""
+        return None
     group = open_group(path, mode="r+")
+    made_here = images_whole(group) and (group.attrs.get("dataset") or {}).get("layout") != "imported"
+    return group if made_here else None
+
+
+def _check_same_images(group, path, paths: list[str], shard_rows: int) -> None:
+    """Refuse an import into a phase-one store unless its paths are the store's, in its order."""
     stored = [str(p) for p in group["images"]["path"][:]]
     if stored != list(paths):
         where = next((i for i, (a, b) in enumerate(zip(stored, paths)) if a != b), min(len(stored), len(paths)))
@@ -186,7 +187,6 @@ def _same_images(path, paths: list[str], shard_rows: int):
             "(`exemplars info` names its root), or choose another --store")
     if shard_rows != group.attrs["shard_rows"]:
         raise StoreMismatchError(f"store {path} has shards of {group.attrs['shard_rows']} rows, not {shard_rows}")
-    return group
 
 
 def _check_matrices(matrix, max_matrix, n_paths: int) -> None:
