@@ -32,6 +32,9 @@ class Analysis:
     def stats(self, by: str = "mean") -> dict:
         """Per-channel columns (C,) each: mean, std, max, q50, q90, q99, q99.9, active, kurtosis, dead.
 
+        ``dead`` is "never above 0": dead units after a ReLU, but on a layer with negative
+        values (logits, an import) it says only that the channel stays at or below 0.
+
         ``pandas.DataFrame(layer.stats())`` makes the table; histograms are ``histograms(by)``.
         """
         return {k: v for k, v in self.table(by).items() if not k.startswith("hist_")}
@@ -89,7 +92,7 @@ class Analysis:
         """(y, x) of each row's stored argmax for ``channel`` on the layer's grid."""
         if "argmax" not in self.available:
             raise QueryError(f"layer {self.name} stores no argmax (an imported store)")
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self.store.check_rows(rows)
         if rows.size == 0:
             return []
         flat = self.group["argmax"].get_orthogonal_selection((rows, [_channel(channel, self.channels)]))[:, 0]
@@ -99,7 +102,7 @@ class Analysis:
     def flat(self, rows, channel: int) -> np.ndarray:
         """Whether each row's map for ``channel`` is flat (its max equals its mean: all zero after
         a ReLU), where the stored argmax is only the first cell and marks no peak."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self.store.check_rows(rows)
         if rows.size == 0 or "max" not in self.available or np.prod(self.spatial_shape) <= 1:
             return np.zeros(rows.size, dtype=bool)  # a 1 x 1 map's one cell is its peak
         channel = _channel(channel, self.channels)
@@ -113,8 +116,18 @@ class Analysis:
     def grid(self, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,
              bottom: bool = False, samples: bool = False, featureviz: bool = False, shown: list | None = None):
         """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter).
-        ``shown``, a list, receives (path, "" or why it could not be read) for each image drawn."""
-        from .pictures import grid
+        ``shown``, a list, receives (path, "" or why it could not be read) for each image drawn;
+        without it, images that could not be read are a warning."""
+        from .pictures import grid, missing_line
 
         self.check_k(k)
-        return grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz, shown=shown)
+        record = [] if shown is None else shown
+        figure = grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz, shown=record)
+        images = dict(record)  # an image in several rows counts once
+        missing = [error for error in images.values() if error]
+        if shown is None and missing:
+            import warnings
+
+            warnings.warn(missing_line(len(missing), len(images), missing[0], self.store.root,
+                                       "open the store with pipeline.open_store(path, root=FOLDER)"), stacklevel=2)
+        return figure

@@ -2,7 +2,8 @@
 
 Offers:
     Store(path, cache_paths=True, root=None)   open read-only; ``store[layer]`` -> ``query.Layer``
-    Store.paths(rows), .labels(rows), .row_of(image), .info(), .layers, .classes, .root, .weights
+    Store.paths(rows), .labels(rows), .row_of(image), .check_rows(rows), .info(), .layers, .classes,
+    .root, .weights; ``layer in store``, ``for name in store``, ``len(store)``, ``store.keys()``
 
 Read-only and torch-free, like every query.
 """
@@ -27,7 +28,7 @@ class Store:
 
     def __init__(self, path, cache_paths: bool = True, root=None):
         self.path = location(path)
-        self._root = None if root is None else os.path.abspath(os.fspath(root))
+        self._root = None if root is None else os.path.abspath(os.path.expanduser(os.fspath(root)))
         # A session (notebook) reads every path once and then looks them up in
         # memory; a one-shot command decodes only the chunks its rows touch.
         self.cache_paths = cache_paths
@@ -56,6 +57,18 @@ class Store:
 
             opened[layer] = Layer(self, layer)
         return opened[layer]
+
+    def __contains__(self, layer) -> bool:
+        return layer in self.layers
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def keys(self) -> list[str]:
+        return list(self.layers)
 
     def __repr__(self) -> str:
         return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
@@ -90,8 +103,22 @@ class Store:
     def all_paths(self) -> np.ndarray:
         return self.group["images/path"][:]
 
+    def _out_of_range(self, row: int) -> QueryError:
+        return QueryError(f"row {row} is out of range; the store has rows 0-{self.n - 1}" if self.n
+                          else f"row {row} is out of range; the store has no images")
+
+    def check_rows(self, rows) -> np.ndarray:
+        """``rows`` as int64 row numbers of this store, or a QueryError (-1 is no row, not the last)."""
+        rows = np.asarray(rows)
+        if rows.size and rows.dtype.kind not in "iu":
+            raise QueryError(f"rows must be whole numbers, not {rows.dtype} values")
+        rows = rows.astype(np.int64, copy=False)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n):
+            raise self._out_of_range(int(rows[(rows < 0) | (rows >= self.n)].flat[0]))
+        return rows
+
     def paths(self, rows) -> list[str]:
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self.check_rows(rows)
         if rows.size == 0:
             return []
         if self.cache_paths or "all_paths" in self.__dict__:
@@ -104,7 +131,7 @@ class Store:
         return np.asarray(self.group["images/label"][:])
 
     def labels(self, rows) -> np.ndarray:
-        return self.all_labels[np.asarray(rows, dtype=np.int64)]
+        return self.all_labels[self.check_rows(rows)]
 
     def row_of(self, image) -> int:
         """A row number, or the row of a path (relative to the dataset root, or absolute)."""
@@ -112,8 +139,7 @@ class Store:
         if re.fullmatch(r"-?[0-9]+", text):  # ASCII digits only: str.isdigit() takes "²"
             row = int(text)
             if not 0 <= row < self.n:
-                raise QueryError(f"row {row} is out of range; the store has rows 0-{self.n - 1}" if self.n
-                                 else f"row {row} is out of range; the store has no images")
+                raise self._out_of_range(row)
             return row
         if self.root and os.path.isabs(text):
             text = os.path.relpath(text, self.root)

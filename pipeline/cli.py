@@ -150,7 +150,7 @@ def samples(
     layer: str = LayerOpt,
     channel: int = typer.Option(..., "--channel", "-c", help="Channel to sample."),
     bands: str = typer.Option("0.1%,1%,10%,50%,zeros", help="Nested top bands by rank, and 'zeros'."),
-    per_band: int = typer.Option(5, help="Images drawn from each band."),
+    per_band: int = typer.Option(5, min=1, help="Images drawn from each band."),
     seed: int = typer.Option(0, min=0, help="Seed of the draw: the same seed, the same images."),
     by: str = typer.Option("mean", help="mean (the notebook's statistic) | max"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),

@@ -104,7 +104,7 @@ def _check_names(paths: list[str], root: str) -> None:
 
 def scan(root: str | os.PathLike) -> ImageList:
     """List the images under ``root`` in their fixed order, with labels and stats."""
-    root = os.path.abspath(os.fspath(root))
+    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
     if not os.path.isdir(root):
         raise DatasetError(f"image folder {root} does not exist or is not a folder")
     entries = sorted(os.scandir(root), key=lambda e: e.name)

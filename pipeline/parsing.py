@@ -3,10 +3,10 @@
 Offers:
     DEFAULT_BANDS
     parse_bands("0.1%,1%,10%,zeros") -> [(label, upper Fraction | None), ...]
-    parse_direction(text | .npy path | dict | sequence, channels) -> float64 vector
+    parse_direction(text | .npy path | dict | array-like, channels) -> float64 vector
     whole_number(value, name) -> int, or QueryError (2.7 and "abc" are refused)
     check_channel(channel, channels) -> channel, or QueryError
-    parse_channels("0-9,97", channels) -> [0, ..., 9, 97]
+    parse_channels("0-9,97" | 97 | [3, 97], channels) -> [0, ..., 9, 97]
 """
 
 from __future__ import annotations
@@ -61,11 +61,14 @@ _DIRECTION_TEXT = re.compile(r"[0-9\s:,.+\-eE]+")
 
 def parse_direction(spec, channels: int) -> np.ndarray:
     """A direction from "97:0.7,301:0.3", a .npy path, or an array of length ``channels``."""
-    if isinstance(spec, (np.ndarray, list, tuple)):
+    if isinstance(spec, (np.ndarray, list, tuple)) or hasattr(spec, "__array__"):  # a pandas Series too
         try:
-            vector = np.asarray(spec, dtype=np.float64)
+            vector = np.asarray(spec)
+            if vector.dtype.kind not in "biufO" or np.iscomplexobj(vector):
+                raise TypeError(vector.dtype)  # complex weights would lose their imaginary parts
+            vector = vector.astype(np.float64)
         except (TypeError, ValueError):
-            raise QueryError(f"a direction given as an array needs {channels} numbers") from None
+            raise QueryError(f"a direction given as an array needs {channels} real numbers") from None
         vector = _one_dimension(vector, channels, "a direction given as an array")
     elif isinstance(spec, dict):
         pairs = []
@@ -88,8 +91,11 @@ def parse_direction(spec, channels: int) -> np.ndarray:
         if not np.issubdtype(vector.dtype, np.number) or np.iscomplexobj(vector):
             raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not {vector.dtype}")
         vector = _one_dimension(vector, channels, f"direction file {spec}")
-    else:
+    elif isinstance(spec, (str, os.PathLike)):
         vector = _from_text(str(spec), channels)
+    else:
+        raise QueryError(f"a direction is text such as '97:0.7,301:0.3', a .npy file, a dict of channel: weight "
+                         f"or an array of {channels} weights, not a {type(spec).__name__}")
     vector = np.asarray(vector, dtype=np.float64)
     if vector.size != channels:
         raise QueryError(f"a direction needs {channels} weights, not {vector.size}")
@@ -160,8 +166,19 @@ def check_channel(channel, channels: int) -> int:
     return channel
 
 
-def parse_channels(text: str, channels: int) -> list[int]:
-    """"0-9,97" -> [0, ..., 9, 97]; a range runs upwards ("5-2" is refused, not empty)."""
+def parse_channels(text, channels: int) -> list[int]:
+    """"0-9,97" -> [0, ..., 9, 97]; a range runs upwards ("5-2" is refused, not empty).
+
+    A channel number, or a list of them, is taken as it is (each checked).
+    """
+    if not isinstance(text, str):
+        try:
+            out = [check_channel(c, channels) for c in text]
+        except TypeError:  # not iterable: one channel
+            out = [check_channel(text, channels)]
+        if not out:
+            raise QueryError("no channels given; for instance [0, 1, 2] or '0-9'")
+        return out
     out = []
     for part in (p.strip() for p in str(text).split(",") if p.strip()):
         try:

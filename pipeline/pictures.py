@@ -9,7 +9,7 @@ Offers:
     heat_scale(*heats) -> float           the value a channel's heatmaps draw brightest
     tiles(layer, results, crop, heat, scale) -> list[Tile]   heat: (k, H, W) maps, or None
     grid(layer, channels, k, by, crop, heatmap, bottom, samples, ..., shown=None) -> matplotlib Figure
-    missing_line(missing, shown, example, root) -> the warning for images that could not be read
+    missing_line(missing, shown, example, root, fix) -> the warning for images that could not be read
 
 Torch is imported only for ``heatmap=True`` (through ``pipeline.heatmap``).
 """
@@ -136,15 +136,15 @@ def _ties(results) -> str:
     return f"\n({results.ties})" if results.ties else ""
 
 
-def missing_line(missing: int, shown: int, example: str, root) -> str:
+def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass --root FOLDER") -> str:
     """What to say when ``missing`` of ``shown`` images could not be read: most of them
-    missing means the dataset moved, which ``--root`` fixes."""
+    missing means the dataset moved, which ``fix`` (the CLI's ``--root``) mends."""
     if missing * 2 <= shown:
         where = "they are shown as placeholders"
     elif root:
-        where = f"are the images still under {root}? If they moved, pass --root NEW_FOLDER"
+        where = f"are the images still under {root}? If they moved, {fix.replace('FOLDER', 'NEW_FOLDER')}"
     else:  # an imported store made without --root
-        where = "this store records no image folder: pass --root FOLDER"
+        where = f"this store records no image folder: {fix}"
     return f"{missing} of {shown} images could not be read (e.g. {example}); {where}"
 
 
@@ -159,7 +159,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
     from .featureviz import cached
     from .render import grid_figure
 
-    channels = parse_channels(channels, layer.channels) if isinstance(channels, str) else list(channels)
+    channels = parse_channels(channels, layer.channels)
     rows = []
     for channel in channels:
         top = layer.topk(channel, k=k, by=by)

@@ -32,7 +32,7 @@ def location(path) -> str:
     if not text.strip():
         raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
     if not text.startswith("file://"):
-        return text
+        return text if "://" in text else os.path.expanduser(text)  # "~/x.zarr" from Python, or --store=~/x
     from urllib.parse import unquote, urlparse
 
     url = urlparse(text)

@@ -2,7 +2,8 @@
 
 Offers:
     Store                        ``pipeline.catalog.Store``, here too: ``store[layer]`` -> Layer
-    Layer.column(channel, by)    one channel for every image (reads ~4N bytes)
+    Layer.column(channel, by)    one channel for every image (reads ~4N bytes; read-only, every row)
+    Layer.usable                 (N,) bool: valid rows of finished shards, the rows queries rank
     Layer.array(by)              the zarr array (N, C) of the spatial mean or max
     Layer.check_k(k, name)       a count a query may take (a whole number of at least 1)
     Layer.topk(channel, k, by, bottom, diverse, per_class) -> Results
@@ -20,6 +21,7 @@ Rows that are invalid or not yet written never appear; ties go to the lower row.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from functools import cached_property
 
 import numpy as np
@@ -37,6 +39,27 @@ def _flag(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise QueryError(f"{name} must be True or False, not {value!r}")
     return bool(value)
+
+
+def _parsed_bands(bands) -> list:
+    """``parse_bands``' own form, as the API may pass it: (label, fraction in (0, 1] or None) pairs."""
+    ok = isinstance(bands, (list, tuple)) and bands and all(
+        isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[0], str)
+        and (b[1] is None or (isinstance(b[1], (int, float, Fraction, np.floating)) and 0 < b[1] <= 1))
+        for b in bands)
+    if not ok:
+        raise QueryError(f"bands must be text such as {DEFAULT_BANDS!r}, a list of such bands, "
+                         "or (label, fraction) pairs")
+    return list(bands)
+
+
+def _weights_text(vector: np.ndarray, shown: int = 4) -> str:
+    """A direction as "97:0.7,301:0.3", or its largest weights where it has many."""
+    used = np.flatnonzero(vector)
+    if used.size > shown:
+        used = np.sort(used[np.argsort(-np.abs(vector[used]), kind="stable")[:shown]])
+        return f"of {np.count_nonzero(vector)} weights, largest {','.join(f'{c}:{vector[c]:.3g}' for c in used)}"
+    return ",".join(f"{c}:{vector[c]:.3g}" for c in used)
 
 
 class Layer(Analysis):
@@ -86,7 +109,7 @@ class Layer(Analysis):
     def array(self, by: str):
         """The zarr array (N, C) of the spatial ``by`` ("mean" or "max"), checked to exist."""
         if by not in ("mean", "max"):
-            raise QueryError(f"--by must be mean or max, not {by!r}")
+            raise QueryError(f"by must be mean or max, not {by!r}")
         if by not in self.available:
             raise QueryError(f"layer {self.name} has no spatial {by} in this store (it has {', '.join(self.available)})")
         return self.group[by]
@@ -113,7 +136,7 @@ class Layer(Analysis):
             peaks = self.crop_peaks(rows, channel)  # None for a flat map: its argmax marks no peak
         results = Results(self.name, query, by, np.asarray(rows), np.asarray(values, dtype=np.float64),
                           store.paths(rows), labels.tolist(), names, channel=channel, peaks=peaks,
-                          bands=bands, notes=self.notes())
+                          bands=bands, notes=self.notes(), ranks=np.arange(1, len(rows) + 1))
         usable = int(self.usable.sum()) - others
         if k is not None and len(rows) < k and len(rows) == usable:
             results.add_note(f"{len(rows)} image{'s' * (len(rows) != 1)}, not {k}: the store has no more to rank")
@@ -138,9 +161,12 @@ class Layer(Analysis):
 
     def topk(self, channel: int, k: int = 10, by: str = "mean", bottom: bool = False,
              diverse: bool = False, per_class: int = 2) -> Results:
+        """The ``k`` images on which ``channel``'s spatial ``by`` ("mean", the notebook's, or "max")
+        is highest (``bottom``: lowest); ties go to the lower row. ``diverse`` takes at most
+        ``per_class`` images of a class and skips near-duplicates of images already taken."""
         k, channel = self.check_k(k), _channel(channel, self.channels)
         bottom, diverse = _flag(bottom, "bottom"), _flag(diverse, "diverse")
-        per_class = self.check_k(per_class, "--per-class")
+        per_class = self.check_k(per_class, "per_class")
         values = self.column(channel, by)
         skipped = {}
         if diverse:
@@ -165,11 +191,18 @@ class Layer(Analysis):
 
     def samples(self, channel: int, bands: str = DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
                 by: str = "mean") -> Results:
-        parsed = parse_bands(bands) if isinstance(bands, str) else bands
-        per_band, channel = self.check_k(per_band, "--per-band"), _channel(channel, self.channels)
-        seed = whole_number(seed, "--seed")
+        """``per_band`` images drawn (by ``seed``) from each quantile band of ``channel``: "0.1%,1%,10%"
+        are the top 0.1%, then 0.1-1%, then 1-10%; "zeros" draws from the images exactly 0.
+        ``bands`` is that text, a list such as ["0.1%", "1%", "zeros"], or ``parse_bands``' form
+        [(label, upper fraction or None for zeros), ...]. ``ranks`` holds each image's place in the
+        whole channel, ``bands`` its band."""
+        if isinstance(bands, (list, tuple)) and bands and all(isinstance(b, str) for b in bands):
+            bands = ",".join(bands)
+        parsed = parse_bands(bands) if isinstance(bands, str) else _parsed_bands(bands)
+        per_band, channel = self.check_k(per_band, "per_band"), _channel(channel, self.channels)
+        seed = whole_number(seed, "seed")
         if seed < 0:
-            raise QueryError(f"--seed must be 0 or more, not {seed}")
+            raise QueryError(f"seed must be 0 or more, not {seed}")
         values = self.column(channel, by)
         zero_only = []
         chosen, labels, empty, ranks = ranking.band_samples(values, self.usable, parsed, per_band, seed, zero_only)
@@ -183,11 +216,16 @@ class Layer(Analysis):
             results.add_note(f"{', '.join(zero_only)}: only images exactly 0, shown under zeros")
         return results
 
-    def projection(self, vector: np.ndarray, progress=None) -> np.ndarray:
-        """mean @ vector for every image (``pipeline.scans.projection``)."""
-        return scans.projection(self, vector, progress)
+    def projection(self, vector, progress=None) -> np.ndarray:
+        """mean @ vector for every image (``pipeline.scans.projection``); ``vector`` as ``direction`` takes it.
+
+        Every row is there: those not ``usable`` (invalid, or not yet computed) hold NaN or
+        whatever an import gave them, so mask with ``layer.usable``."""
+        return scans.projection(self, parse_direction(vector, self.channels), progress)
 
     def direction(self, direction, k: int = 10, bottom: bool = False, progress=None) -> Results:
+        """The ``k`` images whose spatial means project highest on ``direction`` (``bottom``: lowest):
+        "97:0.7,301:0.3", a .npy file, a dict {channel: weight} or an array of one weight a channel."""
         k, bottom = self.check_k(k), _flag(bottom, "bottom")
         vector = parse_direction(direction, self.channels)
         values = self.projection(vector, progress)
@@ -195,7 +233,7 @@ class Layer(Analysis):
             raise QueryError("the direction's projections overflow float64; scale its weights down "
                              "(a positive scale does not change the ranking)")
         rows = ranking.top_rows(values, self.usable, k, bottom)
-        label = direction if isinstance(direction, str) else f"vector of {self.channels}"
+        label = direction if isinstance(direction, str) else _weights_text(vector)
         return self._results(f"direction {label} ({'bottom' if bottom else 'top'} {k})", "mean", rows, values[rows],
                              k=k)
 

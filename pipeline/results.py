@@ -14,8 +14,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
+@dataclass(eq=False)
 class Results:
+    """A ranked answer, best first. Arrays and lists run in parallel, one item per image:
+
+    ``rows`` (int64 row numbers of the store), ``activations`` (float64: the channel's
+    spatial ``by``, or the direction's projection, or ``similar``'s cosine), ``paths``
+    (relative to the dataset root), ``labels`` (class indices, -1 without), ``classes``
+    (class names), ``ranks`` (1 = the best: the place in this list, or for ``samples`` the
+    image's place in the whole channel), ``peaks`` ((y, x) on the layer's grid for
+    ``by="max"``, None for a flat map) and ``bands`` (``samples``' band of each image).
+    ``notes`` says what to know (random weights, an incomplete store, ties); ``ties`` is
+    "constant" or "ties" when the answer is no exemplars. Iterating gives dicts
+    (``pandas.DataFrame(results)`` makes a table); ``==`` compares contents.
+    """
+
     layer: str
     query: str  # what was asked, e.g. "channel 97" or "direction 97:0.7,301:0.3"
     by: str
@@ -28,7 +41,7 @@ class Results:
     peaks: list[tuple[int, int] | None] | None = None  # (y, x) on the layer's grid, for by="max"; None: a flat map
     bands: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # e.g. random weights, or an incomplete store
-    ranks: np.ndarray | None = None  # 1 = the best; None: the order of this list (samples: the channel's)
+    ranks: np.ndarray | None = None  # 1 = the best; None: the order of this list
     # Answers that are no exemplars: "constant", the channel is the same on every image; "ties", these
     # are the first rows of more images that tie with them; ``ties_note`` says so (in ``notes`` too).
     ties: str = ""
@@ -46,6 +59,14 @@ class Results:
     def add_note(self, text: str) -> None:
         """Another thing to know about these results, after the store's own notes."""
         self.notes.append(text)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Results):
+            return NotImplemented
+        return (self.query, self.notes, self.ties) == (other.query, other.notes, other.ties) \
+            and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # mutable (notes are added), like a list
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -41,9 +41,19 @@ def test_directions_from_text_dicts_and_arrays():
                            ({1: 1, "1": 2}, "channel 1 is given twice"), ({1: 0, "1": 2}, "channel 1 is given twice"),
                            ("9:1", "out of range"),
                            ("x", "malformed direction"), (np.ones(3), "needs 4 weights, not 3"),
-                           (np.ones((2, 2)), "in one dimension")]:
+                           (np.ones((2, 2)), "in one dimension"), (np.ones(4, complex), "4 real numbers"),
+                           (["1", "2", "3", "4"], "4 real numbers"), ({1, 2}, "not a set"), (3.5, "not a float")]:
         with pytest.raises(QueryError, match=fragment):
             parse_direction(spec, 4)
+
+
+def test_a_direction_from_any_array_like():
+    class Series:  # what pandas.Series offers numpy
+        def __array__(self, dtype=None, copy=None):
+            return np.array([0, 1, 0, 2])
+
+    assert parse_direction(Series(), 4).tolist() == [0, 1, 0, 2]
+    assert parse_direction(np.array([True, False, False, True]), 4).tolist() == [1, 0, 0, 1]
 
 
 def test_a_direction_written_out_is_never_a_file_name(tmp_path, monkeypatch):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import pipeline
 from conftest import run_cli
+from pipeline.errors import QueryError
 from pipeline.images import display_image
 from pipeline.pictures import OUTSIDE, crop_box, crop_field, tiles, upsample
 
@@ -119,7 +121,21 @@ def test_missing_image_is_a_labelled_placeholder(image_folder, tmp_path):
     (data / top.paths[0]).unlink()
     drawn = tiles(layer, top)
     assert drawn[0].image is None and top.paths[0] in drawn[0].error and drawn[1].image is not None
-    layer.grid([3], k=2)  # draws, no crash
+    with pytest.warns(UserWarning, match="1 of 2 images could not be read"):
+        layer.grid(3, k=2)  # draws, and says so in Python as the CLI does
+    shutil.rmtree(data)
+    with pytest.warns(UserWarning, match=r"If they moved, open the store with pipeline.open_store\(path, root=NEW_FOLDER\)"):
+        layer.grid([3], k=2)
+
+
+def test_grid_channels_from_python(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    for channels in (3, np.int64(3), [3], "3"):
+        assert len(layer.grid(channels, k=2).axes) == len(layer.grid([3], k=2).axes)
+    for channels, fragment in (([], "no channels given"), ([3, 999], "channel 999 is out of range"),
+                               (2.5, "whole number")):
+        with pytest.raises(QueryError, match=fragment):
+            layer.grid(channels, k=2)
 
 
 def test_grid_cli(small_store, tmp_path):

@@ -262,7 +262,7 @@ def test_errors(generated, tmp_path):
     for name in ("words.npy", "pair.npz"):
         with pytest.raises(QueryError, match="one numeric array"):
             store["layer1"].direction(str(tmp_path / name))
-    with pytest.raises(QueryError, match="--per-band must be at least 1"):
+    with pytest.raises(QueryError, match="per_band must be at least 1"):
         store["layer1"].samples(0, per_band=0)
     with pytest.raises(QueryError, match="unknown band"):
         parse_bands("1%,lots")
@@ -365,8 +365,8 @@ def test_api_arguments_are_checked_like_the_cli(generated):
     for call, fragment in [(lambda: layer.topk(4, bottom="no"), "bottom must be True or False"),
                            (lambda: layer.topk(4, diverse=1), "diverse must be True or False"),
                            (lambda: layer.direction("4", bottom=None), "bottom must be True or False"),
-                           (lambda: layer.samples(4, seed=-1), "--seed must be 0 or more"),
-                           (lambda: layer.samples(4, seed=1.5), "--seed must be a whole number")]:
+                           (lambda: layer.samples(4, seed=-1), "seed must be 0 or more"),
+                           (lambda: layer.samples(4, seed=1.5), "seed must be a whole number")]:
         with pytest.raises(QueryError, match=fragment):
             call()
     with pytest.raises(QueryError, match="projections overflow float64"):
@@ -391,3 +391,52 @@ def test_short_answers_and_constant_channels_are_noted_each_on_a_line(tmp_path):
     assert len(near) == 4 and "4 images, not 10: the store has no more to rank" in near.notes
     two = Results("l", "q", "mean", np.array([1]), np.array([1.0]), ["a"], [0], [""], notes=["one; a", "two"])
     assert two.note == "one; a; two" and repr(two).splitlines()[1:3] == ["one; a", "two"]
+
+
+def test_the_python_api_checks_what_the_cli_would(generated):
+    path, m, _, _ = generated
+    store = pipeline.open_store(path)
+    layer = store["layer1"]
+    # projection takes a direction as direction does, and refuses the wrong length (it summed the first 4)
+    assert_array_equal(layer.projection({2: 1.0})[[0, 1]], m[[0, 1], 2].astype(np.float64))
+    for vector, fragment in [(np.ones(4), f"needs {C} weights, not 4"), (np.ones(C + 1), f"needs {C} weights"),
+                             ("2:1,x", "malformed direction"), ({0: "a"}, "must be a number")]:
+        with pytest.raises(QueryError, match=fragment):
+            layer.projection(vector)
+    # samples: bands as a list of strings, the same draw as the text
+    assert_array_equal(layer.samples(4, bands=["1%", "10%"]).rows, layer.samples(4, bands="1%,10%").rows)
+    for bands in ([("top 1%", 2.0)], [("top 1%",)], 5, [], [1, 2]):
+        with pytest.raises(QueryError, match="bands must be text"):
+            layer.samples(4, bands=bands)
+    # rows of the store are checked: -1 is not the last row, 500 is no row
+    for call in (lambda: store.paths([-1]), lambda: store.labels([N]), lambda: layer.flat([N], 0)):
+        with pytest.raises(QueryError, match="out of range; the store has rows 0-202"):
+            call()
+    with pytest.raises(QueryError, match="whole numbers"):
+        store.paths([1.5])
+    assert store.paths([]) == [] and store.labels(np.array([1, 2])).tolist() == [1, 2]
+    # errors name the keyword arguments
+    for call, fragment in [(lambda: layer.topk(4, by="MAX"), "by must be mean or max, not 'MAX'"),
+                           (lambda: layer.topk(4, diverse=True, per_class=0), "per_class must be at least 1"),
+                           (lambda: layer.samples(4, per_band=0), "per_band must be at least 1")]:
+        with pytest.raises(QueryError, match=fragment):
+            call()
+
+
+def test_results_compare_by_contents_and_say_their_direction(generated):
+    path, _, _, _ = generated
+    layer = pipeline.open_store(path)["layer1"]
+    assert layer.topk(4, k=3) == layer.topk(4, k=3) and layer.topk(4, k=3) != layer.topk(5, k=3)
+    assert layer.topk(4, k=3) != "not results"
+    assert layer.topk(4, k=3).ranks.tolist() == [1, 2, 3]  # filled for every query, not only samples
+    assert layer.direction({2: 0.7, 9: 0.3}).query == "direction 2:0.7,9:0.3 (top 10)"
+    dense = np.arange(1, C + 1, dtype=float)
+    assert layer.direction(dense).query == f"direction of {C} weights, largest 8:9,9:10,10:11,11:12 (top 10)"
+    for method in (layer.topk, layer.samples, layer.direction, layer.similar, type(layer.topk(4))):
+        assert method.__doc__ and len(method.__doc__) > 60
+
+
+def test_a_store_is_a_mapping_of_its_layers(generated):
+    store = pipeline.open_store(generated[0])
+    assert "layer1" in store and "nope" not in store and 0 not in store
+    assert list(store) == store.keys() == ["layer1"] and len(store) == 1
