@@ -11,12 +11,14 @@ Offers:
     stack_channels_last(images)    a batch in the network's memory layout
     prefetched(batches, depth)     iterate in a background thread, ``depth`` batches ahead
     finish_batch(images, device) -> (uint8 (B, 3, 224, 224) on ``device``, failures)
+    nvjpeg_takes(data) -> bool     whether ``gpu`` decodes the file on CUDA (else PIL, in the worker)
 
 ``pil``: ImageFolder's loader and the notebook's transforms, bit for bit.
 ``fast``: torchvision's ``decode_jpeg`` and ``transforms.v2`` on uint8 tensors
 (about 2x faster; pixels within a few levels of PIL's), PIL for other formats.
 ``gpu``: workers only read the files; JPEGs are decoded in batches on CUDA by
-``decode_jpeg(device="cuda")`` and resized there; other formats as ``fast``.
+``decode_jpeg(device="cuda")`` and resized there; other formats, and JPEGs nvJPEG
+does not take (CMYK, grey, arithmetic-coded, a PNG named .jpg), by PIL in the workers.
 """
 
 from __future__ import annotations
@@ -51,12 +53,48 @@ class FastDataset(ImageDataset):
         if path.lower().endswith(JPEG):
             try:
                 data = read_file(path)
-                if self.keep_encoded:
+                if not self.keep_encoded:
+                    return i, _resize_crop(decode_jpeg(data, mode=ImageReadMode.RGB)), True, ""
+                if nvjpeg_takes(data):
                     return i, data, True, ""
-                return i, _resize_crop(decode_jpeg(data, mode=ImageReadMode.RGB)), True, ""
+                # Else PIL decodes it below: nvJPEG would refuse it, and each refusal
+                # costs its batch a decoding one file at a time.
             except (RuntimeError, OSError, ValueError):
                 pass  # progressive/CMYK oddities and broken files: PIL decides, as the notebook would
         return super().__getitem__(i)
+
+
+# Start-of-frame markers: baseline, extended and progressive Huffman (what nvJPEG decodes), then
+# the lossless, hierarchical and arithmetic-coded kinds (which it does not).
+_SOF_TAKEN = {0xC0, 0xC1, 0xC2}
+_SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def nvjpeg_takes(data) -> bool:
+    """Whether nvJPEG decodes this file (a uint8 tensor of it) as torchvision calls it: a JPEG
+    (FF D8) coded by Huffman, of 3 components. CMYK (4) needs a flag torchvision never sets;
+    grey (1) goes to PIL too, which decodes it as the notebook does; ImageNet has a PNG and
+    CMYK JPEGs named .JPEG. Only the headers are read, up to the frame's."""
+    view = memoryview(data.numpy()) if hasattr(data, "numpy") else memoryview(data)
+    if len(view) < 4 or view[0] != 0xFF or view[1] != 0xD8:
+        return False
+    pos = 2
+    while pos + 4 <= len(view):
+        if view[pos] != 0xFF:
+            return False
+        marker = view[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        if marker in _SOF_TAKEN:
+            return pos + 9 < len(view) and view[pos + 9] == 3
+        if marker in _SOF_OTHER or marker == 0xDA:  # another coding, or a scan before any frame
+            return False
+        pos += 2 + (view[pos + 2] << 8 | view[pos + 3])
+    return False
 
 
 def make_dataset(root, paths, decoder: str, threads: int = 1):
@@ -186,7 +224,8 @@ def finish_batch(images, device):
     """Decode what is still encoded (``gpu``), resize there, and stack on ``device``.
 
     Returns ``(batch, failed)``: ``failed`` maps a position in the batch to the
-    error of a JPEG the GPU decoder refused (its image is left black).
+    error of a file neither nvJPEG nor PIL decodes (its image is left black). A file
+    nvJPEG refuses is decoded by PIL, from the bytes already read, as the notebook would.
     """
     import torch
 
@@ -194,7 +233,6 @@ def finish_batch(images, device):
         return images.to(device, non_blocking=True), {}
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    size = PREPROCESSING["center_crop"]
     sizes = images.sizes.tolist()
     encoded = [i for i, n in enumerate(sizes) if n]
     files = list(torch.split(images.data, [sizes[i] for i in encoded]))
@@ -202,17 +240,41 @@ def finish_batch(images, device):
     for i, image in zip((i for i, n in enumerate(sizes) if not n), images.decoded.to(device, non_blocking=True)):
         out[i] = image
     failed = {}
+    if files and torch.device(device).type == "cuda":
+        # torchvision's nvJPEG call allocates its outputs on this stream but decodes on its own
+        # without waiting for it: memory that queued kernels (the last batch's) still read could
+        # be handed to it and overwritten (pytorch/vision#9606). So the stream drains first.
+        torch.cuda.current_stream(device).synchronize()
     try:
         decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device) if files else []
+        decoded = [_resize_crop(image) for image in decoded]
     except RuntimeError:  # one bad file fails the batch: decode one by one to find it
         decoded = []
         for i, data in zip(encoded, files):
             try:
-                decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-            except RuntimeError as exc:
-                failed[i] = f"RuntimeError: {exc}".splitlines()[0]
-                decoded.append(None)
+                decoded.append(_resize_crop(decode_jpeg(data, mode=ImageReadMode.RGB, device=device)))
+            except RuntimeError:
+                image, error = _pil_decoded(data)
+                if error:
+                    failed[i] = error
+                decoded.append(image.to(device))
     for i, image in zip(encoded, decoded):
-        out[i] = _resize_crop(image) if image is not None else torch.zeros(3, size, size, dtype=torch.uint8,
-                                                                           device=device)
+        out[i] = image
     return torch.stack(out), failed
+
+
+def _pil_decoded(data):
+    """A file's bytes decoded and preprocessed as the notebook does: (uint8 image, "" or the error)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from .images import notebook_transform
+
+    try:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
+            return notebook_transform()(image.convert("RGB")), ""
+    except Exception as exc:  # as ImageDataset: any decoder failure marks the row invalid
+        size = PREPROCESSING["center_crop"]
+        return torch.zeros(3, size, size, dtype=torch.uint8), f"{exc.__class__.__name__}: {exc}".strip()

@@ -216,8 +216,8 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     dev = _rank_device(device, ranks)
     if decoder == "gpu" and dev.type != "cuda":
         raise InputError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
-    if compile and dev.type == "cpu":
-        check_compiler()  # before the store is made; inductor would fail at the first batch, with a traceback
+    if compile:
+        check_compiler()  # before the store is made; inductor (Triton on CUDA) would fail at the first batch
     workers, threads = decoding(dev, workers, ranks.world)
     cores = rank_cores(ranks.world)
     lanes = lanes_for(dev.type, workers, compile, cores, lanes)

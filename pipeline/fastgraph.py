@@ -43,6 +43,11 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     """
     import torch
 
+    if x.dtype == torch.float16:
+        # x * x overflows float16 past 256 (a ReLU output of 300 is plausible): the window's sum is
+        # then inf and the pixel silently 0, as F.local_response_norm makes it under fp16 autocast.
+        # The squares and sums go in float32; the result (|out| <= |x|) fits float16 again.
+        return local_response_norm(x.float(), size, alpha, beta, k).to(torch.float16)
     if x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
         if not torch.compiler.is_compiling():
             return _lrn_blocks(x, size, alpha, beta, k)

@@ -81,23 +81,29 @@ def ieee_fp32():
     """
     import torch
 
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    # torch 2.9+ sets convolutions' precision alone; its legacy ``allow_tf32`` raises when read
+    # after someone set convolutions and RNNs apart through the new API.
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    owner, name, value = ((conv, "fp32_precision", "ieee") if hasattr(conv, "fp32_precision")
+                          else (torch.backends.cudnn, "allow_tf32", False))
+    before = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32 = before
+        setattr(owner, name, before)
 
 
 def check_compiler() -> None:
-    """Raise a PipelineError where torch.compile could not build its CPU kernels (no C++ compiler)."""
+    """Raise a PipelineError where torch.compile could not build its kernels: inductor's CPU code, and
+    Triton's launchers on CUDA, are compiled by the machine's C/C++ compiler."""
     from torch._inductor import exc
     from torch._inductor.cpp_builder import get_cpp_compiler
 
     try:
         get_cpp_compiler()
     except exc.InvalidCxxCompiler:
-        raise PipelineError("--compile on the CPU needs a C++ compiler (g++ or clang++, or one named by CXX); "
+        raise PipelineError("--compile needs a C++ compiler (g++ or clang++, or one named by CXX); "
                             "install one or run without --compile") from None
 
 

@@ -29,15 +29,57 @@ def test_gpu_decoder_batch_equals_the_fast_decoder(mixed_folder):
     encoded = make_dataset(str(root), paths, "gpu")
     index, images, ok, errors = collate([encoded[i] for i in range(len(paths))])
     assert isinstance(images, Encoded)  # three tensors cross from a worker, not one per image
-    assert images.sizes.tolist() == [os.path.getsize(root / p) if p.endswith(".jpg") else 0 for p in paths]
-    assert images.decoded.shape == (1, 3, 224, 224) and images.data.numel() == sum(images.sizes.tolist())
+    # the broken c.jpg has no frame header: PIL in the worker refuses it, as the notebook would
+    assert images.sizes.tolist() == [os.path.getsize(root / "a.jpg"), 0, 0, os.path.getsize(root / "d.jpg")]
+    assert ok.tolist() == [True, True, False, True] and errors[2].startswith("OSError")
+    assert images.decoded.shape == (2, 3, 224, 224) and images.data.numel() == sum(images.sizes.tolist())
     batch, failed = finish_batch(images, torch.device("cpu"))  # the same calls as on CUDA
-    assert batch.shape == (4, 3, 224, 224) and batch.dtype == torch.uint8
-    assert list(failed) == [2] and failed[2].startswith("RuntimeError")
-    assert not batch[2].any()  # the broken file's image is black, its row marked by ``failed``
+    assert batch.shape == (4, 3, 224, 224) and batch.dtype == torch.uint8 and failed == {}
+    assert not batch[2].any()  # the broken file's image is black, its row marked invalid
     fast = make_dataset(str(root), paths, "fast")
     for i in (0, 1, 3):
         assert torch.equal(batch[i], fast[i][1])
+
+
+def test_files_nvjpeg_refuses_are_decoded_by_pil(mixed_folder, tmp_path):
+    import io
+
+    import torch
+    import torchvision.io
+    from PIL import Image
+
+    from pipeline.decode import nvjpeg_takes
+    from pipeline.images import ImageDataset
+
+    root, _ = mixed_folder
+    base = Image.open(root / "a.jpg")
+    for mode, name in (("L", "grey.jpg"), ("CMYK", "cmyk.jpg")):
+        base.convert(mode).save(root / name)
+    base.save(root / "png.jpg", "PNG")  # ImageNet has a PNG named .JPEG
+    data = (root / "a.jpg").read_bytes()
+    (root / "cut.jpg").write_bytes(data[:len(data) // 3])  # a frame header, then the data stops
+    paths = ["grey.jpg", "cmyk.jpg", "png.jpg", "a.jpg", "cut.jpg"]
+    gpu = make_dataset(str(root), paths, "gpu")
+    _, images, ok, errors = collate([gpu[i] for i in range(len(paths))])
+    assert images.sizes.tolist()[:3] == [0, 0, 0] and ok.tolist()[:3] == [True] * 3  # PIL, in the worker
+    pil = ImageDataset(str(root), paths)
+    real = torchvision.io.decode_jpeg
+
+    def refusing(data, **kwargs):  # nvJPEG refusing a batch, then a.jpg alone
+        if isinstance(data, list) or len(data) == len(open(root / "a.jpg", "rb").read()):
+            raise RuntimeError("nvjpeg refused it")
+        return real(data, **kwargs)
+
+    torchvision.io.decode_jpeg = refusing
+    try:
+        batch, failed = finish_batch(images, torch.device("cpu"))
+    finally:
+        torchvision.io.decode_jpeg = real
+    for i in range(4):  # every readable file is PIL's image, as the notebook would make it
+        assert torch.equal(batch[i], pil[i][1])
+    assert list(failed) == [4] and failed[4].startswith("OSError") and not batch[4].any()
+    assert nvjpeg_takes(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    assert not nvjpeg_takes(torch.frombuffer(bytearray(io.BytesIO(b"\xff\xd8").getvalue()), dtype=torch.uint8))
 
 
 def test_decoded_batches_pass_through(mixed_folder):

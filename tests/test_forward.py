@@ -22,18 +22,24 @@ def test_reduce_is_mean_max_and_flat_argmax():
 def test_ieee_fp32_turns_tf32_off_and_restores_it():
     import torch
 
+    conv = torch.backends.cudnn.conv
     before = torch.backends.cudnn.allow_tf32
     try:
         for start in (True, False):
             torch.backends.cudnn.allow_tf32 = start
             with ieee_fp32():
-                assert torch.backends.cudnn.allow_tf32 is False
+                assert conv.fp32_precision == "ieee"  # what cuDNN's convolutions read
             assert torch.backends.cudnn.allow_tf32 is start
         torch.backends.cudnn.allow_tf32 = True
         with pytest.raises(KeyError), ieee_fp32():
             raise KeyError  # restored on the way out of an error too
         assert torch.backends.cudnn.allow_tf32 is True
+        torch.backends.cudnn.rnn.fp32_precision = "ieee"  # set apart: the legacy flag can no longer be read
+        with ieee_fp32():
+            assert conv.fp32_precision == "ieee"
+        assert conv.fp32_precision == "tf32"
     finally:
+        torch.backends.cudnn.conv.fp32_precision = torch.backends.cudnn.rnn.fp32_precision = "tf32"
         torch.backends.cudnn.allow_tf32 = before
 
 
