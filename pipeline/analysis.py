@@ -77,7 +77,7 @@ class Analysis:
         return stats.correlations(self.moments())
 
     def selectivity(self, top: int = 5) -> dict | None:
-        """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without labels."""
+        """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without two classes."""
         from . import stats
 
         return stats.selectivity(self.moments(), self.store.class_names, top=top)

@@ -75,12 +75,14 @@ def featureviz(
         from .outputs import image_file
 
         image_file(out)  # before the optimisation, not after it
+    note = open_store(store)[layer].note()  # of the weights the picture is made with
     started = time.perf_counter()
-    picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed, redo=redo)
-    note = open_store(store)[layer].note()
+    not_cached = []
+    picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed, redo=redo, not_cached=not_cached)
     if out is not None:
         marked(picture, note, f"{layer} channel {channel}").save(out)
-    typer.echo(f"{layer} channel {channel}: {size}x{size}, {steps} steps, cached in {store} "
+    kept = f"not cached: {not_cached[0]}" if not_cached else f"cached in {store}"
+    typer.echo(f"{layer} channel {channel}: {size}x{size}, {steps} steps, {kept} "
                f"({time.perf_counter() - started:.1f} s)" + (f"; wrote {out}" if out else ""))
     if note:
         typer.echo(f"note: {note}", err=True)

@@ -2,7 +2,7 @@
 
 Offers:
     cached(layer, channel) -> uint8 (S, S, 3) or None      torch-free
-    featureviz(store_path, layer, channel, size, steps, seed, redo) -> uint8 (S, S, 3)
+    featureviz(store_path, layer, channel, size, steps, seed, redo, not_cached=None) -> uint8 (S, S, 3)
     marked(picture, warning, title="") -> PIL image   the picture, centred, with a title and the store's warning under it
 
 The picture is optimised once, with the store's own weights, and kept in
@@ -16,9 +16,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import zarr
 
-from .errors import QueryError
+from .errors import QueryError, StoreError, StoreLockedError
 from .writers import writer_lock
 
 
@@ -47,11 +46,13 @@ def _optimise(store, layer: str, channel: int, size: int, steps: int, seed: int)
 
 
 def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int = 128, seed: int = 0,
-               redo: bool = False):
+               redo: bool = False, not_cached: list | None = None):
     """The channel's feature visualisation, from the cache or optimised now and cached.
 
     One store caches one set of settings. ``redo`` optimises again and replaces the
     cached picture; with other settings it first drops every picture cached before.
+    A picture that cannot be cached (a read-only store; the store changed during the
+    optimisation) is still returned; ``not_cached``, a list, receives why.
     """
     from . import open_store
     from .places import location
@@ -67,25 +68,54 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     picture = None if redo else cached(target, channel)
     if picture is not None:
         return picture
-    with writer_lock(store_path):  # refused now if a writer is at work, not after the optimisation
-        pass
+    try:
+        with writer_lock(store_path):  # refused now if a writer is at work, not after the optimisation
+            pass
+        why = ""
+    except StoreLockedError:
+        raise
+    except StoreError as exc:  # read-only: the picture is made all the same
+        why = str(exc).split(";")[0]
     picture = _optimise(target.store, layer, channel, size, steps, seed)
-    with writer_lock(store_path):
-        group = zarr.open_group(str(store_path), mode="r+")[layer]
-        if group.attrs.get("featureviz") != settings:  # other settings, or a first run cut short
-            for name in ("featureviz", "featureviz_done"):
-                if name in group:
-                    del group[name]
-        if "featureviz" not in group:
-            group.create_array("featureviz", shape=(target.channels, size, size, 3), dtype="uint8",
-                               chunks=(1, size, size, 3), fill_value=0,
-                               dimension_names=("channel", "y", "x", "rgb"))
-            group.create_array("featureviz_done", shape=(target.channels,), dtype=bool, chunks=(1,),
-                               fill_value=False, dimension_names=("channel",))
-            group.attrs["featureviz"] = settings
-        group["featureviz"][channel] = picture
-        group["featureviz_done"][channel] = True
+    if not why:
+        try:
+            with writer_lock(store_path):
+                why = _cache(store_path, target, channel, picture, settings, stored)
+        except (StoreLockedError, StoreError) as exc:  # a writer came during the optimisation, or the store went
+            why = str(exc).split(";")[0]
+    if why and not_cached is not None:
+        not_cached.append(why)
     return picture
+
+
+def _cache(store_path, target, channel: int, picture, settings: dict, stored) -> str:
+    """Keep ``picture`` in the store, unless the store changed since ``target`` was read: then
+    why not. Called under the writer's lock, so nothing changes it meanwhile."""
+    from .store import open_group
+
+    root = open_group(store_path, mode="r+")
+    if dict(root.attrs).get("model") != target.store.attrs.get("model"):
+        return "the store was remade with other weights during the optimisation"
+    if target.name not in root:
+        return f"layer {target.name} left the store during the optimisation"
+    group = root[target.name]
+    now = group.attrs.get("featureviz")
+    if now not in (stored, settings):  # a run of other settings cached its pictures meanwhile: keep them
+        return f"another run cached pictures made with {now} meanwhile"
+    if now != settings:  # other settings, or a first run cut short
+        for name in ("featureviz", "featureviz_done"):
+            if name in group:
+                del group[name]
+    if "featureviz" not in group:
+        size = settings["size"]
+        group.create_array("featureviz", shape=(target.channels, size, size, 3), dtype="uint8",
+                           chunks=(1, size, size, 3), fill_value=0, dimension_names=("channel", "y", "x", "rgb"))
+        group.create_array("featureviz_done", shape=(target.channels,), dtype=bool, chunks=(1,),
+                           fill_value=False, dimension_names=("channel",))
+        group.attrs["featureviz"] = settings
+    group["featureviz"][channel] = picture
+    group["featureviz_done"][channel] = True
+    return ""
 
 
 def marked(picture: np.ndarray, warning: str, title: str = ""):

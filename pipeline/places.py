@@ -26,11 +26,14 @@ REBUILD_NAME = ".overwriting"  # beside the lock; present while --overwrite remo
 
 
 def location(path) -> str:
-    """A store's place as given by a user: ``file://`` URLs become plain paths (fsspec's local
-    file system would not make the store's folders); an empty name is refused."""
+    """A store's place as given by a user: ``file://`` and ``local://`` URLs become plain paths
+    (fsspec's local file system would not make the store's folders, and only a path takes the
+    writer's lock); "~" is expanded; an empty name is refused."""
     text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
     if not text.strip():
         raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
+    if text.startswith("local://"):
+        text = "file://" + text[len("local://"):]
     if not text.startswith("file://"):
         return text if "://" in text else os.path.expanduser(text)  # "~/x.zarr" from Python, or --store=~/x
     from urllib.parse import unquote, urlparse

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs, render, stats
+from .errors import QueryError
 
 COLUMNS = ["mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis", "dead"]
 
@@ -67,6 +68,9 @@ def _pca_summary(cov, groups) -> dict:
 
 def write_stats(layer, out_dir, channel: int | None = None, progress: bool = True) -> list[str]:
     """Every statistic's file and figure in ``out_dir``; returns the summary lines to print."""
+    usable = int(layer.usable.sum())
+    if not usable:  # a writer's first seconds: every channel would read as dead
+        raise QueryError(f"layer {layer.name} has no usable image yet: {layer.note() or 'no valid rows'}")
     out = outputs.folder(out_dir)
     written = []  # named at the end: only this run's files, not what else the folder holds
 
@@ -74,7 +78,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
         written.append(name)
         return out / name
     warning = layer.note()
-    title = f"{layer.name} ({int(layer.usable.sum())} images)"
+    title = f"{layer.name} ({usable} images)"
     bar = _bar if progress else None
     tables = {by: layer.table(by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
               for by in ("mean", "max") if by in layer.available}
@@ -97,7 +101,10 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
     lines = _summary(title, tables["mean"], pca, groups)
     chosen = layer.selectivity()
     if chosen is None:
-        lines.append("selectivity skipped: the images have no labels (a flat folder)")
+        present = int((moments.class_counts > 0).sum())
+        lines.append("selectivity skipped: the images have no labels (a flat folder)" if not layer.store.classes else
+                     f"selectivity skipped: {present} class{'es' * (present != 1)} among the {usable} usable "
+                     f"images, and it compares classes{' (an incomplete store)' if not layer.done.all() else ''}")
     else:
         lines.append(_write_selectivity(chosen, layer.channels, to))
     lines.append(f"wrote {', '.join(sorted(written))} to {out}")
@@ -115,9 +122,10 @@ def _neighbour_rows(corr) -> list[dict]:
 def _summary(title: str, table: dict, pca: dict, groups: dict) -> list[str]:
     dead = int(table["dead"].sum())
     signed = bool((table["hist_edges"][:, 0] < 0).any())  # no ReLU at the end: "never > 0" is no death
-    lines = [f"{title}: {dead} channels never > 0 on the spatial mean (the layer has negative values: "
+    s = "s" * (dead != 1)
+    lines = [f"{title}: {dead} channel{s} never > 0 on the spatial mean (the layer has negative values: "
              "not a sign of dead units)" if signed else
-             f"{title}: {dead} dead channels (never > 0 on the spatial mean)",
+             f"{title}: {dead} dead channel{s} (never > 0 on the spatial mean)",
              f"effective dimensionality: participation ratio {pca['layer']['participation_ratio']:.1f}, "
              f"{pca['layer']['components_90']} components for 90% of variance, "
              f"{pca['layer']['components_99']} for 99%"]

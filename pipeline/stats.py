@@ -238,9 +238,10 @@ def neighbours(corr: np.ndarray, k: int = 5) -> np.ndarray:
 
 
 def selectivity(moments: Moments, class_names, top: int = 5) -> dict | None:
-    """Class selectivity from per-class means; None when the images have no labels."""
+    """Class selectivity from per-class means; None when the images hold fewer than two classes
+    (no labels, or an incomplete store's first class), which it could only call all alike."""
     counts = moments.class_counts
-    if not (counts > 0).any():
+    if (counts > 0).sum() < 2:
         return None
     present = np.flatnonzero(counts > 0)
     means = moments.class_sums[present] / counts[present, None]  # (K', C)

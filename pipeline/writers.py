@@ -44,7 +44,8 @@ def writer_lock(path: str | Path):
                          "into it, choose another --store")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        # 0o666 less the umask, as zarr makes its own files: a group sharing the store can resume it.
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES) and is_store(path):
             raise StoreError(f"store {path} cannot be written here ({exc.strerror}); a writer takes its lock "
@@ -59,8 +60,10 @@ def writer_lock(path: str | Path):
         except OSError as exc:
             if exc.errno not in (errno.EACCES, errno.EAGAIN):
                 raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f" (pid {holder})" if holder.isdigit() else ""
             raise StoreLockedError(
-                f"store {path} is being written by another process; "
+                f"store {path} is being written by another process{who}; "
                 "wait for it to finish or stop it first"
             ) from None
         os.ftruncate(fd, 0)

@@ -45,8 +45,8 @@ def make_folder(root: Path, classes=("apple", "bear", "cloud"), per_class=8, see
 def run_cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Run ``exemplars`` in a fresh process, as a user would."""
     full_env = dict(os.environ, **(env or {}))
-    proc = subprocess.run([*EXEMPLARS, *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=full_env, **kwargs)
+    kwargs.setdefault("cwd", ROOT)
+    proc = subprocess.run([*EXEMPLARS, *map(str, args)], capture_output=True, text=True, env=full_env, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"exemplars {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

@@ -114,3 +114,15 @@ def test_an_end_of_file_inside_a_command_is_no_interruption(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as stopped:
         cli.main()
     assert stopped.value.code == 1 and "a file ended before its data did (truncated)" in capsys.readouterr().err
+
+
+def test_a_home_folder_written_after_an_equals_sign_is_the_home_folder(small_store, tmp_path):
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(small_store, home / "s.zarr")
+    proc = run_cli("info", "--store=~/s.zarr", env={"HOME": str(home)}, cwd=tmp_path)
+    assert "images" in proc.stdout and not (tmp_path / "~").exists()
+    run_cli("grid", "--store", "~/s.zarr", "--channels", "1", "-k", "1", "--out=~/g.png",
+            env={"HOME": str(home)}, cwd=tmp_path)
+    assert (home / "g.png").exists() and not (tmp_path / "~").exists()

@@ -105,3 +105,73 @@ def test_cli_grid_and_gallery_show_it(store_copy, tmp_path):
     run_cli("gallery", "--store", store_copy, "-o", tmp_path / "site", "-k", "2")
     assert (tmp_path / "site" / "img" / "viz_2.png").exists()
     assert 'src="../img/viz_2.png"' in (tmp_path / "site" / "channels" / "0002.html").read_text()
+
+
+def test_a_store_changed_during_the_optimisation_keeps_its_own_pictures(store_copy, monkeypatch):
+    import zarr
+
+    import pipeline.featureviz as fv
+
+    def remade(*args):  # what an --overwrite with another seed, finishing first, leaves
+        root = zarr.open_group(str(store_copy), mode="r+")
+        root.attrs["model"] = dict(root.attrs["model"], weights={"kind": "random", "seed": 1})
+        return np.full((32, 32, 3), 5, dtype=np.uint8)
+
+    monkeypatch.setattr(fv, "_optimise", remade)
+    why = []
+    assert (featureviz(store_copy, "mixed4a", 3, size=32, steps=2, not_cached=why) == 5).all()
+    assert why == ["the store was remade with other weights during the optimisation"]
+    assert cached(pipeline.open_store(store_copy)["mixed4a"], 3) is None
+
+    def other_settings(*args):  # a run of other settings cached its picture meanwhile
+        assert featureviz(store_copy, "mixed4a", 1, size=16, steps=1, redo=True).shape == (16, 16, 3)
+        return np.full((32, 32, 3), 6, dtype=np.uint8)
+
+    # (channel 2 is the outer run's; channel 1 the other run's, made while channel 2 optimises)
+    monkeypatch.setattr(fv, "_optimise", lambda *a: other_settings() if a[2] == 2 else np.full((16, 16, 3), 4, np.uint8))
+    why = []
+    assert (featureviz(store_copy, "mixed4a", 2, size=32, steps=2, not_cached=why) == 6).all()
+    assert why and why[0].startswith("another run cached pictures made with {'size': 16")
+    layer = pipeline.open_store(store_copy)["mixed4a"]
+    assert (cached(layer, 1) == 4).all() and cached(layer, 2) is None  # the other run's picture stays
+
+
+def test_a_writer_arriving_during_the_optimisation_costs_only_the_caching(store_copy, monkeypatch):
+    import threading
+
+    import pipeline.featureviz as fv
+    from pipeline.writers import writer_lock
+
+    held, release = threading.Event(), threading.Event()
+
+    def writer():
+        with writer_lock(store_copy):
+            held.set()
+            release.wait(30)
+
+    def optimise(*args):
+        threading.Thread(target=writer, daemon=True).start()
+        held.wait(30)
+        return np.full((32, 32, 3), 8, dtype=np.uint8)
+
+    monkeypatch.setattr(fv, "_optimise", optimise)
+    why = []
+    try:
+        assert (featureviz(store_copy, "mixed4a", 3, size=32, steps=2, not_cached=why) == 8).all()
+    finally:
+        release.set()
+    assert why and "is being written by" in why[0]
+
+
+def test_a_read_only_store_still_gives_its_picture(store_copy, monkeypatch):
+    import pipeline.featureviz as fv
+    from pipeline.errors import StoreError
+
+    def read_only(path):
+        raise StoreError(f"store {path} cannot be written here (Read-only file system); a writer takes its lock")
+
+    monkeypatch.setattr(fv, "writer_lock", read_only)
+    monkeypatch.setattr(fv, "_optimise", lambda *a: np.full((32, 32, 3), 3, dtype=np.uint8))
+    why = []
+    assert (featureviz(store_copy, "mixed4a", 3, size=32, steps=2, not_cached=why) == 3).all()
+    assert why == [f"store {store_copy} cannot be written here (Read-only file system)"]

@@ -111,7 +111,7 @@ def test_stats_cli_writes_everything(layer, tmp_path):
                  "selectivity_classes.csv"]:
         assert (out / name).stat().st_size > 100, name
     # channel 6 of the matrix goes below 0, so channel 4 is "never > 0", not "dead"
-    assert "1 channels never > 0 on the spatial mean (the layer has negative values" in proc.stdout
+    assert "1 channel never > 0 on the spatial mean (the layer has negative values" in proc.stdout
     assert "branch" not in proc.stdout  # 10 channels named mixed4a: not the 508 its branches divide
     assert set(json.loads((out / "pca.json").read_text())) == {"layer"}
 
@@ -141,10 +141,31 @@ def test_unlabelled_layer_skips_selectivity(tmp_path):
     assert pipeline.open_store(tmp_path / "u.zarr")["feat"].selectivity() is None
 
 
+def test_a_store_being_written_is_not_called_dead_or_selective(tmp_path):
+    import zarr
+
+    from pipeline.store import refresh_completeness
+
+    labels = (np.arange(N) >= 64).astype(int)  # class a fills the first shard, as ImageFolder order does
+    import_matrix(tmp_path / "w.zarr", _matrix(2), "feat", [f"{i}.jpg" for i in range(N)], labels, ["a", "b"],
+                  shard_rows=64)
+    group = zarr.open_group(str(tmp_path / "w.zarr"), mode="r+")
+    group["feat/done"][1:] = False  # a writer's first shard is done
+    refresh_completeness(group, "feat")
+    proc = run_cli("stats", "--store", tmp_path / "w.zarr", "--layer", "feat", "-o", tmp_path / "o")
+    assert "selectivity skipped: 1 class among the 63 usable images, and it compares classes (an incomplete store)" \
+        in proc.stdout and not (tmp_path / "o" / "selectivity_channels.csv").exists()
+    group["feat/done"][0] = False  # its first seconds
+    refresh_completeness(group, "feat")
+    proc = run_cli("stats", "--store", tmp_path / "w.zarr", "--layer", "feat", "-o", tmp_path / "o2", check=False)
+    assert proc.returncode == 2 and "error: layer feat has no usable image yet: incomplete store" in proc.stderr
+    assert not (tmp_path / "o2").exists()
+
+
 def test_stats_on_an_extracted_store_has_max_too(small_store, tmp_path):
     proc = run_cli("stats", "--store", small_store, "-o", tmp_path / "o")
     assert (tmp_path / "o" / "histograms_max.png").stat().st_size > 100
-    assert "RANDOM WEIGHTS" in proc.stdout and " dead channels (never > 0 on the spatial mean)" in proc.stdout  # ReLU
+    assert "RANDOM WEIGHTS" in proc.stdout and " dead channel" in proc.stdout  # ReLU
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -208,7 +229,7 @@ def test_a_layer_with_negative_values_has_no_dead_channels_to_speak_of(tmp_path)
     m[:, 1] = -np.abs(m[:, 1])  # never > 0, as half the logits are
     import_matrix(tmp_path / "n.zarr", m, "logits", [f"{i}.jpg" for i in range(30)])
     proc = run_cli("stats", "--store", tmp_path / "n.zarr", "--layer", "logits", "-o", tmp_path / "o")
-    assert "1 channels never > 0 on the spatial mean (the layer has negative values" in proc.stdout
+    assert "1 channel never > 0 on the spatial mean (the layer has negative values" in proc.stdout
     assert "dead channels" not in proc.stdout
 
 

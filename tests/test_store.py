@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import zarr
@@ -162,6 +164,8 @@ def test_file_urls_name_folders_of_this_machine():
 
     assert location("file:///data/my%20store.zarr") == "/data/my store.zarr"
     assert location("file://localhost/data/s.zarr") == "/data/s.zarr"
+    assert location("local:///data/s.zarr") == "/data/s.zarr"  # fsspec's other name: a path, so it takes the lock
+    assert location("~/s.zarr") == os.path.expanduser("~/s.zarr") and location("s3://b/~x") == "s3://b/~x"
     with pytest.raises(StoreError, match="names another host"):
         location("file://server/data/s.zarr")
     with pytest.raises(StoreError, match="names no folder"):

@@ -71,6 +71,36 @@ with writer_lock({str(store)!r}):
         assert time.monotonic() - started < 5
 
 
+def test_another_process_holding_the_lock_is_named_and_a_group_may_share_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.errors import StoreLockedError
+
+    store = tmp_path / "s.zarr"
+    code = f"""
+import sys
+from pipeline.writers import writer_lock
+with writer_lock({str(store)!r}):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+    old = os.umask(0o002)
+    try:
+        holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(StoreLockedError, match=rf"by another process \(pid {holder.pid}\); wait"):
+                with writer_lock(store):
+                    pass
+        finally:
+            holder.communicate("", timeout=30)
+    finally:
+        os.umask(old)
+    assert (store / ".writer.lock").stat().st_mode & 0o777 == 0o664  # group-writable as zarr's files are
+
+
 def test_one_process_cannot_take_its_own_lock_twice(tmp_path):
     from pipeline.errors import StoreLockedError
 
