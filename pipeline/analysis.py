@@ -24,6 +24,9 @@ class Analysis:
         from . import stats
 
         self.array(by)
+        if not self.usable.any():  # every channel would read as dead, every statistic as 0
+            raise QueryError(f"layer {self.name} has no usable image{' yet' if not self.done.all() else ''}: "
+                             f"{self.notes()[-1]}")
         cache = self.__dict__.setdefault("_tables", {})
         if by not in cache:
             cache[by] = stats.channel_table(self, by, progress=progress)
@@ -77,10 +80,21 @@ class Analysis:
         return stats.correlations(self.moments())
 
     def selectivity(self, top: int = 5) -> dict | None:
-        """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without two classes."""
+        """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without two
+        classes among the usable images (``no_selectivity()`` says why)."""
         from . import stats
 
         return stats.selectivity(self.moments(), self.store.class_names, top=top)
+
+    def no_selectivity(self) -> str:
+        """Why ``selectivity()`` is None, in a few words ("" where it is not)."""
+        present = int((self.moments().class_counts > 0).sum())
+        if present >= 2:
+            return ""
+        if present == 0:
+            return "the images have no labels" + (" (a flat folder)" if self.attrs.get("model") != "imported" else "")
+        incomplete = " (an incomplete store: its first classes only)" if not self.done.all() else ""
+        return f"the {int(self.usable.sum())} usable images are all of one class{incomplete}, and it compares classes"
 
     def pca(self) -> dict:
         from . import stats

@@ -3,7 +3,7 @@
 Offers:
     Store(path, cache_paths=True, root=None)   open read-only; ``store[layer]`` -> ``query.Layer``
     Store.paths(rows), .labels(rows), .row_of(image), .check_rows(rows), .info(), .layers, .classes,
-    .root, .weights; ``layer in store``, ``for name in store``, ``len(store)``, ``store.keys()``
+    .root, .weights; ``layer in store``, ``for name in store``, ``len(store)``, keys/values/items/get
 
 Read-only and torch-free, like every query.
 """
@@ -70,6 +70,15 @@ class Store:
     def keys(self) -> list[str]:
         return list(self.layers)
 
+    def values(self) -> list:
+        return [self[name] for name in self.layers]
+
+    def items(self) -> list[tuple]:
+        return [(name, self[name]) for name in self.layers]
+
+    def get(self, layer, default=None):
+        return self[layer] if layer in self.layers else default
+
     def __repr__(self) -> str:
         return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
 
@@ -108,14 +117,16 @@ class Store:
                           else f"row {row} is out of range; the store has no images")
 
     def check_rows(self, rows) -> np.ndarray:
-        """``rows`` as int64 row numbers of this store, or a QueryError (-1 is no row, not the last)."""
-        rows = np.asarray(rows)
+        """``rows`` (a list, or one row) as int64 row numbers of this store, or a QueryError
+        (-1 is no row, not the last)."""
+        rows = np.atleast_1d(np.asarray(rows))
+        if rows.ndim > 1:
+            raise QueryError(f"rows must be a list of row numbers, not an array of shape {rows.shape}")
         if rows.size and rows.dtype.kind not in "iu":
             raise QueryError(f"rows must be whole numbers, not {rows.dtype} values")
-        rows = rows.astype(np.int64, copy=False)
-        if rows.size and (rows.min() < 0 or rows.max() >= self.n):
-            raise self._out_of_range(int(rows[(rows < 0) | (rows >= self.n)].flat[0]))
-        return rows
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n):  # in their own type: 2**63 must not wrap
+            raise self._out_of_range(int(rows[(rows < 0) | (rows >= self.n)][0]))
+        return rows.astype(np.int64, copy=False)
 
     def paths(self, rows) -> list[str]:
         rows = self.check_rows(rows)

@@ -72,7 +72,7 @@ _SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 def nvjpeg_takes(data) -> bool:
     """Whether nvJPEG decodes this file (a uint8 tensor of it) as torchvision calls it: a JPEG
-    (FF D8) coded by Huffman, of 3 components. CMYK (4) needs a flag torchvision never sets;
+    (FF D8) coded by Huffman, of 3 components of 8 bits. CMYK (4) needs a flag torchvision never sets;
     grey (1) goes to PIL too, which decodes it as the notebook does; ImageNet has a PNG and
     CMYK JPEGs named .JPEG. Only the headers are read, up to the frame's."""
     view = memoryview(data.numpy()) if hasattr(data, "numpy") else memoryview(data)
@@ -89,8 +89,8 @@ def nvjpeg_takes(data) -> bool:
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
-        if marker in _SOF_TAKEN:
-            return pos + 9 < len(view) and view[pos + 9] == 3
+        if marker in _SOF_TAKEN:  # 8-bit samples (nvJPEG takes no 12-bit ones), 3 components
+            return pos + 9 < len(view) and view[pos + 4] == 8 and view[pos + 9] == 3
         if marker in _SOF_OTHER or marker == 0xDA:  # another coding, or a scan before any frame
             return False
         pos += 2 + (view[pos + 2] << 8 | view[pos + 3])

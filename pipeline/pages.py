@@ -73,6 +73,7 @@ class Site:
         self.layer, self.out, self.per_channel, self.missing = layer, out, per_channel, missing
         self.table, self.corr, self.near, self.chosen, self.crops = table, corr, near, chosen, crops
         self.warning = layer.note()
+        self.no_selectivity = layer.no_selectivity() if chosen is None else ""
         self.groups = branches(layer) or {"channels": (0, layer.channels)}
 
     def _page(self, title: str, body: str, prefix: str) -> str:
@@ -121,7 +122,7 @@ class Site:
             neighbours = "none: the channel is constant over the dataset"
         elif not neighbours:
             neighbours = "none: the layer has no other channel"
-        classes = "<p>No labels: class selectivity needs an ImageFolder dataset.</p>"
+        classes = f"<p>No class selectivity: {esc(self.no_selectivity)}.</p>"
         if constant:
             classes = "<p>None: the channel is the same on every image.</p>"
         elif self.chosen is not None:

@@ -61,10 +61,13 @@ _DIRECTION_TEXT = re.compile(r"[0-9\s:,.+\-eE]+")
 
 def parse_direction(spec, channels: int) -> np.ndarray:
     """A direction from "97:0.7,301:0.3", a .npy path, or an array of length ``channels``."""
-    if isinstance(spec, (np.ndarray, list, tuple)) or hasattr(spec, "__array__"):  # a pandas Series too
+    if isinstance(spec, (np.ndarray, list, tuple, range)) or hasattr(spec, "__array__"):  # a pandas Series too
+        if np.ma.isMaskedArray(spec) and np.ma.getmaskarray(spec).any():
+            raise QueryError("a direction given as a masked array has masked weights; fill them first")
         try:
             vector = np.asarray(spec)
-            if vector.dtype.kind not in "biufO" or np.iscomplexobj(vector):
+            if vector.dtype.kind not in "biufO" or np.iscomplexobj(vector) or (  # '1' and b'1' are no weights
+                    vector.dtype.kind == "O" and any(isinstance(v, (str, bytes)) for v in vector.flat)):
                 raise TypeError(vector.dtype)  # complex weights would lose their imaginary parts
             vector = vector.astype(np.float64)
         except (TypeError, ValueError):
@@ -171,6 +174,8 @@ def parse_channels(text, channels: int) -> list[int]:
 
     A channel number, or a list of them, is taken as it is (each checked).
     """
+    if isinstance(text, (bytes, bytearray)):
+        raise QueryError(f"channels must be numbers or text such as '0-9,97', not {type(text).__name__}")
     if not isinstance(text, str):
         try:
             out = [check_channel(c, channels) for c in text]
@@ -191,5 +196,5 @@ def parse_channels(text, channels: int) -> list[int]:
             raise QueryError(f"channel range {part!r} runs backwards; write {hi}-{lo}")
         out.extend(range(lo, hi + 1))
     if not out:
-        raise QueryError("no channels given; for instance --channels 0-9")
+        raise QueryError("no channels given; for instance 0-9 or 3,97")
     return out

@@ -32,8 +32,8 @@ def location(path) -> str:
     text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
     if not text.strip():
         raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
-    if text.startswith("local://"):
-        text = "file://" + text[len("local://"):]
+    if text.startswith("local://"):  # fsspec's: a path as it stands, relative to here or absolute
+        return location(text[len("local://"):] or " ")
     if not text.startswith("file://"):
         return text if "://" in text else os.path.expanduser(text)  # "~/x.zarr" from Python, or --store=~/x
     from urllib.parse import unquote, urlparse

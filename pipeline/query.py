@@ -42,14 +42,19 @@ def _flag(value, name: str) -> bool:
 
 
 def _parsed_bands(bands) -> list:
-    """``parse_bands``' own form, as the API may pass it: (label, fraction in (0, 1] or None) pairs."""
+    """``parse_bands``' own form, as the API may pass it: (label, fraction in (0, 1] or None) pairs,
+    the fractions rising (nested bands, as the text's must), the labels each once."""
     ok = isinstance(bands, (list, tuple)) and bands and all(
         isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[0], str)
-        and (b[1] is None or (isinstance(b[1], (int, float, Fraction, np.floating)) and 0 < b[1] <= 1))
+        and (b[1] is None or (isinstance(b[1], (int, float, Fraction, np.floating)) and not isinstance(b[1], bool)
+                              and 0 < b[1] <= 1))
         for b in bands)
     if not ok:
         raise QueryError(f"bands must be text such as {DEFAULT_BANDS!r}, a list of such bands, "
                          "or (label, fraction) pairs")
+    fractions = [b[1] for b in bands if b[1] is not None]
+    if any(lo >= hi for lo, hi in zip(fractions, fractions[1:])) or len({b[0] for b in bands}) < len(bands):
+        raise QueryError("bands given as (label, fraction) pairs need rising fractions and a label each")
     return list(bands)
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs, render, stats
-from .errors import QueryError
 
 COLUMNS = ["mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis", "dead"]
 
@@ -69,8 +68,7 @@ def _pca_summary(cov, groups) -> dict:
 def write_stats(layer, out_dir, channel: int | None = None, progress: bool = True) -> list[str]:
     """Every statistic's file and figure in ``out_dir``; returns the summary lines to print."""
     usable = int(layer.usable.sum())
-    if not usable:  # a writer's first seconds: every channel would read as dead
-        raise QueryError(f"layer {layer.name} has no usable image yet: {layer.note() or 'no valid rows'}")
+    layer.table("mean")  # refuses a layer with no usable image, before any file is written
     out = outputs.folder(out_dir)
     written = []  # named at the end: only this run's files, not what else the folder holds
 
@@ -101,10 +99,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
     lines = _summary(title, tables["mean"], pca, groups)
     chosen = layer.selectivity()
     if chosen is None:
-        present = int((moments.class_counts > 0).sum())
-        lines.append("selectivity skipped: the images have no labels (a flat folder)" if not layer.store.classes else
-                     f"selectivity skipped: {present} class{'es' * (present != 1)} among the {usable} usable "
-                     f"images, and it compares classes{' (an incomplete store)' if not layer.done.all() else ''}")
+        lines.append(f"selectivity skipped: {layer.no_selectivity()}")
     else:
         lines.append(_write_selectivity(chosen, layer.channels, to))
     lines.append(f"wrote {', '.join(sorted(written))} to {out}")

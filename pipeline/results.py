@@ -63,8 +63,13 @@ class Results:
     def __eq__(self, other) -> bool:
         if not isinstance(other, Results):
             return NotImplemented
-        return (self.query, self.notes, self.ties) == (other.query, other.notes, other.ties) \
-            and self.to_dict() == other.to_dict()
+        same = (self.layer, self.query, self.by, self.channel, self.paths, list(self.labels), self.classes,
+                self.peaks, self.bands, self.notes, self.ties)
+        return same == (other.layer, other.query, other.by, other.channel, other.paths, list(other.labels),
+                        other.classes, other.peaks, other.bands, other.notes, other.ties) \
+            and np.array_equal(self.rows, other.rows) \
+            and np.array_equal(self.activations, other.activations, equal_nan=True) \
+            and [item["rank"] for item in self] == [item["rank"] for item in other]
 
     __hash__ = None  # mutable (notes are added), like a list
 

@@ -116,13 +116,20 @@ def test_an_end_of_file_inside_a_command_is_no_interruption(tmp_path, monkeypatc
     assert stopped.value.code == 1 and "a file ended before its data did (truncated)" in capsys.readouterr().err
 
 
-def test_a_home_folder_written_after_an_equals_sign_is_the_home_folder(small_store, tmp_path):
+def test_a_home_folder_written_after_an_equals_sign_is_the_home_folder(small_store, tmp_path, monkeypatch):
+    import os
     import shutil
 
+    from pipeline.cli import _home
+
+    monkeypatch.setenv("HOME", "/h")
+    assert [_home(a) for a in ("--out=~/g.png", "~/x", "--store=~/s.zarr", "-o=~/x", "a=~/b", "--bands=1%",
+                               "97:0.7", "--out=a=~/b")] == \
+        ["--out=/h/g.png", "/h/x", "--store=/h/s.zarr", "-o=~/x", "a=~/b", "--bands=1%", "97:0.7", "--out=a=~/b"]
     home = tmp_path / "home"
     shutil.copytree(small_store, home / "s.zarr")
-    proc = run_cli("info", "--store=~/s.zarr", env={"HOME": str(home)}, cwd=tmp_path)
-    assert "images" in proc.stdout and not (tmp_path / "~").exists()
+    monkeypatch.setenv("HOME", str(home))
+    assert os.path.expanduser("~") == str(home)
     run_cli("grid", "--store", "~/s.zarr", "--channels", "1", "-k", "1", "--out=~/g.png",
             env={"HOME": str(home)}, cwd=tmp_path)
     assert (home / "g.png").exists() and not (tmp_path / "~").exists()

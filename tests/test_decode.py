@@ -79,6 +79,10 @@ def test_files_nvjpeg_refuses_are_decoded_by_pil(mixed_folder, tmp_path):
         assert torch.equal(batch[i], pil[i][1])
     assert list(failed) == [4] and failed[4].startswith("OSError") and not batch[4].any()
     assert nvjpeg_takes(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    sof = data.index(b"\xff\xc0")
+    twelve = bytearray(data)
+    twelve[sof + 4] = 12  # 12-bit samples: nvJPEG decodes 8-bit ones only
+    assert not nvjpeg_takes(torch.frombuffer(twelve, dtype=torch.uint8))
     assert not nvjpeg_takes(torch.frombuffer(bytearray(io.BytesIO(b"\xff\xd8").getvalue()), dtype=torch.uint8))
 
 

@@ -15,9 +15,11 @@ def test_parse_channels():
     assert parse_channels("0-3,97", 508) == [0, 1, 2, 3, 97]
     assert parse_channels(" 5 ,", 508) == [5]
     for text, fragment in [("500-510", "out of range"), ("a-b", "malformed"), ("5-2", "runs backwards; write 2-5"),
-                           ("", "no channels given"), ("2.5", "malformed")]:
+                           ("", "no channels given"), ("2.5", "malformed"), (b"12", "not bytes"),
+                           ([], "no channels given")]:
         with pytest.raises(QueryError, match=fragment):
             parse_channels(text, 508)
+    assert parse_channels(np.array([3, 97]), 508) == [3, 97] and parse_channels(np.int64(5), 508) == [5]
 
 
 def test_bands_are_exact_fractions_with_readable_labels():
@@ -42,7 +44,9 @@ def test_directions_from_text_dicts_and_arrays():
                            ("9:1", "out of range"),
                            ("x", "malformed direction"), (np.ones(3), "needs 4 weights, not 3"),
                            (np.ones((2, 2)), "in one dimension"), (np.ones(4, complex), "4 real numbers"),
-                           (["1", "2", "3", "4"], "4 real numbers"), ({1, 2}, "not a set"), (3.5, "not a float")]:
+                           (["1", "2", "3", "4"], "4 real numbers"), ({1, 2}, "not a set"), (3.5, "not a float"),
+                           (np.array(["1", "2", "3", "4"], dtype=object), "4 real numbers"),
+                           (np.ma.masked_array([1, 2, 3, 4], mask=[0, 1, 0, 0]), "masked weights")]:
         with pytest.raises(QueryError, match=fragment):
             parse_direction(spec, 4)
 
@@ -54,6 +58,8 @@ def test_a_direction_from_any_array_like():
 
     assert parse_direction(Series(), 4).tolist() == [0, 1, 0, 2]
     assert parse_direction(np.array([True, False, False, True]), 4).tolist() == [1, 0, 0, 1]
+    assert parse_direction(range(4), 4).tolist() == [0, 1, 2, 3]
+    assert parse_direction(np.array([1, 2, 3, 4], dtype=object), 4).tolist() == [1, 2, 3, 4]
 
 
 def test_a_direction_written_out_is_never_a_file_name(tmp_path, monkeypatch):

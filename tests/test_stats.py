@@ -153,13 +153,35 @@ def test_a_store_being_written_is_not_called_dead_or_selective(tmp_path):
     group["feat/done"][1:] = False  # a writer's first shard is done
     refresh_completeness(group, "feat")
     proc = run_cli("stats", "--store", tmp_path / "w.zarr", "--layer", "feat", "-o", tmp_path / "o")
-    assert "selectivity skipped: 1 class among the 63 usable images, and it compares classes (an incomplete store)" \
+    assert "selectivity skipped: the 63 usable images are all of one class (an incomplete store: its first classes " \
         in proc.stdout and not (tmp_path / "o" / "selectivity_channels.csv").exists()
     group["feat/done"][0] = False  # its first seconds
     refresh_completeness(group, "feat")
     proc = run_cli("stats", "--store", tmp_path / "w.zarr", "--layer", "feat", "-o", tmp_path / "o2", check=False)
     assert proc.returncode == 2 and "error: layer feat has no usable image yet: incomplete store" in proc.stderr
     assert not (tmp_path / "o2").exists()
+    proc = run_cli("gallery", "--store", tmp_path / "w.zarr", "--layer", "feat", "--no-crops", "-o", tmp_path / "g",
+                   check=False)
+    assert proc.returncode == 2 and "has no usable image yet" in proc.stderr and not (tmp_path / "g").exists()
+    # a finished store whose rows are all invalid: no "yet"
+    import_matrix(tmp_path / "bad.zarr", np.full((4, 3), np.nan, dtype=np.float32), "feat", list("abcd"))
+    with pytest.raises(pipeline.errors.QueryError, match="has no usable image: no valid image: every one of the 4"):
+        pipeline.open_store(tmp_path / "bad.zarr")["feat"].stats()
+
+
+def test_one_class_is_no_selectivity_and_says_so(tmp_path):
+    paths = [f"{i}.jpg" for i in range(N)]
+    import_matrix(tmp_path / "one.zarr", _matrix(3), "feat", paths, np.zeros(N, dtype=int), shard_rows=64)
+    layer = pipeline.open_store(tmp_path / "one.zarr")["feat"]
+    assert layer.selectivity() is None
+    assert layer.no_selectivity() == "the 297 usable images are all of one class, and it compares classes"
+    proc = run_cli("stats", "--store", tmp_path / "one.zarr", "--layer", "feat", "-o", tmp_path / "o")
+    assert "selectivity skipped: the 297 usable images are all of one class" in proc.stdout
+    run_cli("gallery", "--store", tmp_path / "one.zarr", "--layer", "feat", "--no-crops", "-o", tmp_path / "g")
+    page = (tmp_path / "g" / "channels" / "0001.html").read_text()
+    assert "No class selectivity: the 297 usable images are all of one class" in page
+    import_matrix(tmp_path / "none.zarr", _matrix(3), "feat", paths, shard_rows=64)
+    assert pipeline.open_store(tmp_path / "none.zarr")["feat"].no_selectivity() == "the images have no labels"
 
 
 def test_stats_on_an_extracted_store_has_max_too(small_store, tmp_path):

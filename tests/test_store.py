@@ -27,6 +27,12 @@ def test_open_refuses_non_stores_and_newer_versions(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError):
         open_group(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="not an exemplars store"):
+        open_group(tmp_path / "empty")
+    (tmp_path / "empty" / ".writer.lock").write_text("")  # --overwrite has removed all but the lock
+    with pytest.raises(StoreError, match="holds no store yet, only a writer's lock: a run is making it"):
+        open_group(tmp_path / "empty")
 
 
 @pytest.mark.parametrize("key, value, said", [("format_version", "2", "'2'"), ("n_images", None, "missing"),
@@ -165,6 +171,10 @@ def test_file_urls_name_folders_of_this_machine():
     assert location("file:///data/my%20store.zarr") == "/data/my store.zarr"
     assert location("file://localhost/data/s.zarr") == "/data/s.zarr"
     assert location("local:///data/s.zarr") == "/data/s.zarr"  # fsspec's other name: a path, so it takes the lock
+    assert location("local://rel/s.zarr") == "rel/s.zarr"  # relative, as fsspec reads it
+    assert location("local://~/s.zarr") == os.path.expanduser("~/s.zarr")
+    with pytest.raises(StoreError, match="name is empty"):
+        location("local://")
     assert location("~/s.zarr") == os.path.expanduser("~/s.zarr") and location("s3://b/~x") == "s3://b/~x"
     with pytest.raises(StoreError, match="names another host"):
         location("file://server/data/s.zarr")
