@@ -1,6 +1,8 @@
 """``make bench``: every benchmark, in one run, printed as README-ready tables.
 
-Usage: .venv/bin/python tests/benchmarks/run.py [extract] [query] [stats] [gallery]
+Usage: .venv/bin/python tests/benchmarks/run.py [extract] [query] [stats] [gallery] [startup]
+
+``startup`` (1.28M empty files, as many inodes) runs only when named.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_extract  # noqa: E402
 import bench_gallery  # noqa: E402
 import bench_query  # noqa: E402
+import bench_startup  # noqa: E402
 import bench_stats  # noqa: E402
 from common import machine  # noqa: E402
 
@@ -36,6 +39,8 @@ def main(which: list[str]) -> None:
         if "stats" in which:
             (Path(tmp) / "stats").mkdir()
             print(bench_stats.report(bench_stats.run(Path(tmp) / "stats")), "\n", flush=True)
+        if "startup" in which:
+            print(bench_startup.report(bench_startup.run(bench_startup.IMAGENET_TRAIN, Path(tmp))), "\n", flush=True)
         if "gallery" in which:
             (Path(tmp) / "gallery").mkdir()
             print(bench_gallery.report(bench_gallery.run(Path(tmp) / "gallery")), flush=True)
