@@ -102,14 +102,26 @@ def _queries(layer, k: int, crops: bool):
     return per_channel, needs
 
 
-def _write_featureviz(layer, folder: Path) -> None:
-    """Copy the store's cached feature visualisations next to the thumbnails."""
+def _write_featureviz(layer, folder: Path) -> set[str]:
+    """Copy the store's cached feature visualisations next to the thumbnails; returns their names."""
     from PIL import Image
 
     if "featureviz_done" not in layer.group:
-        return
+        return set()
+    names = set()
     for c in np.flatnonzero(layer.group["featureviz_done"][:]).tolist():
         Image.fromarray(np.asarray(layer.group["featureviz"][c])).save(folder / f"viz_{c}.png")
+        names.add(f"viz_{c}.png")
+    return names
+
+
+def _remove_unused(folder: Path, needs: dict, kept: set[str]) -> None:
+    """Drop what an earlier build of this store wrote that no page of this one shows (a build
+    made while the store was being written showed other images)."""
+    used = kept | {f"{row}.jpg" for row in needs} | {f"{row}_c{c}.jpg" for row, boxes in needs.items() for c, _ in boxes}
+    for old in folder.iterdir():
+        if OURS.fullmatch(old.name) and old.name not in used:
+            old.unlink()
 
 
 def _statistics(layer):
@@ -155,7 +167,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
             if error:
                 missing[row] = error
     (out / MANIFEST).write_text(json.dumps(identity))
-    _write_featureviz(layer, out / "img")
+    _remove_unused(out / "img", needs, _write_featureviz(layer, out / "img"))
     table, corr, near, chosen = _statistics(layer)
     site = pages.Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)
     for c in tqdm(range(layer.channels), desc="pages", unit="page", disable=not progress):

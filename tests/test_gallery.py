@@ -145,6 +145,15 @@ def test_a_rebuild_removes_only_what_a_build_wrote(small_store, tmp_path):
     assert (out / "channels" / "0507.html").exists()
     stale = out / "img" / "3.jpg"  # no manifest of this store: removed, and redrawn if row 3 is shown
     assert not stale.exists() or stale.read_bytes() != b"a stale thumbnail of another store"
+    # What an earlier build of this store showed (made while it was being written) and no page
+    # of this one shows goes; a rebuild keeps only what its pages show.
+    for name in ("9999.jpg", "9999_c3.jpg", "viz_7.png"):
+        (out / "img" / name).write_bytes(b"an earlier build's")
+    build_gallery(layer, out, k=1, crops=False, progress=False, workers=1)
+    after = {p.name for p in (out / "img").iterdir()}
+    pages = [page.read_text() for page in (out / "channels").glob("*.html")] + [(out / "index.html").read_text()]
+    shown = {name for name in after if any(f"img/{name}" in page for page in pages)}
+    assert after - {"notes.txt", "holiday.jpg"} == shown and not {"9999.jpg", "9999_c3.jpg", "viz_7.png"} & after
 
 
 def test_gallery_out_that_is_a_file_is_one_sentence(small_store, tmp_path):
