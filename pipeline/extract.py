@@ -21,14 +21,13 @@ from . import images as imgs
 from . import places
 from . import store as st
 from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
-from .errors import FollowerStopped, InputError, OutputError, PipelineError, first_line
+from .errors import InputError, OutputError, PipelineError, first_line
 from .forward import PRECISIONS, check_compiler, forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .lanes import in_lanes, lanes_for, one_thread_each
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
 from .shards import ShardBatches, ShardWriter, mark_non_finite, rows_in
-from .writers import writer_lock
 
 
 @dataclass
@@ -205,19 +204,28 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
 
     from .distributed import Ranks
 
-    _check_options(precision, decoder, device)
-    store_path = places.location(store_path)
-    layers = list(dict.fromkeys(layers))
-    images = imgs.scan(data_dir)
-    model, weights_info = load_model(weights, seed)
-    check_layers(model, layers)
-    shapes = {layer: layer_shapes(model)[layer] for layer in layers}
+    failure = None
+    try:
+        _check_options(precision, decoder, device)
+        store_path = places.location(store_path)
+        layers = list(dict.fromkeys(layers))
+        images = imgs.scan(data_dir)
+        model, weights_info = load_model(weights, seed)
+        check_layers(model, layers)
+        shapes = {layer: layer_shapes(model)[layer] for layer in layers}
+    except PipelineError as exc:  # under torchrun, said once for all ranks (below)
+        failure = exc
     ranks = Ranks.from_environment()
-    dev = _rank_device(device, ranks)
-    if decoder == "gpu" and dev.type != "cuda":
-        raise InputError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
-    if compile:
-        check_compiler()  # before the store is made; inductor (Triton on CUDA) would fail at the first batch
+    try:
+        if failure is None:
+            dev = _rank_device(device, ranks)
+            if decoder == "gpu" and dev.type != "cuda":
+                raise InputError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
+            if compile:
+                check_compiler()  # before the store is made; inductor (Triton on CUDA) would fail at the first batch
+    except PipelineError as exc:
+        failure = exc
+    ranks.stop_together(failure)
     workers, threads = decoding(dev, workers, ranks.world)
     cores = rank_cores(ranks.world)
     lanes = lanes_for(dev.type, workers, compile, cores, lanes)
@@ -226,7 +234,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             print(note, file=sys.stderr, flush=True)
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
-        group = _open_on_every_rank(stack, ranks, store_path, lambda: _open_for_writing(
+        group = ranks.writable_store(stack, store_path, lambda: _open_for_writing(
             store_path, images, weights_info, layers, shapes, model, traced, shard_rows, overwrite, precision, decoder))
         shard_rows = group.attrs["shard_rows"]
         pending = _pending(group, layers)
@@ -276,25 +284,6 @@ def _rank_device(device: str, ranks):
     if dev.type == "cuda" and dev.index is not None:
         torch.cuda.set_device(dev)  # pinned memory, events and nvJPEG then use this rank's GPU
     return dev
-
-
-def _open_on_every_rank(stack, ranks, store_path, open_for_writing):
-    """The store, opened for writing: made or checked by the leader under the writer lock
-    (held on ``stack``), then opened by the other ranks."""
-    refusal, group = None, None
-    if ranks.leader:
-        try:
-            stack.enter_context(writer_lock(store_path))
-            group = open_for_writing()
-        except PipelineError as exc:
-            refusal = exc
-    # Every rank learns of the leader's refusal, and stops without a word: waiting at a barrier
-    # instead, they died of the closed connection, with tracebacks, once the leader had exited.
-    # The gather is also the barrier: no rank opens the store before the leader has made it.
-    if any(ranks.gather(refusal is not None)):
-        ranks.close()
-        raise refusal if refusal is not None else FollowerStopped()
-    return group if ranks.leader else st.open_group(store_path, mode="r+")
 
 
 @contextlib.contextmanager

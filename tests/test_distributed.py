@@ -76,6 +76,36 @@ def test_a_refusal_under_torchrun_is_one_sentence_from_rank_0_alone(image_folder
     assert codes in (["2", "2"], ["-15", "2"]), proc.stderr[-3000:]
 
 
+def test_an_argument_error_under_torchrun_is_said_once(tmp_path):
+    proc = subprocess.run([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(tmp_path / "absent", tmp_path / "s.zarr")],
+                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, **ONE_THREAD), timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1 and "does not exist" in errors[0], proc.stderr[-3000:]
+    assert "[rank1]" not in proc.stderr, proc.stderr[-3000:]  # (torchrun's launcher prints its own summary)
+    codes = sorted(re.findall(r"exitcode\s+:\s+(-?\d+)", proc.stderr))
+    assert codes in (["2", "2"], ["-15", "2"]), proc.stderr[-3000:]
+
+
+def test_ranks_stop_together_and_the_leader_says_why(monkeypatch):
+    from pipeline.distributed import Ranks
+    from pipeline.errors import DatasetError, FollowerStopped, InputError
+
+    for rank, said, failure, expected in [
+            (0, [None, "rank one's folder is missing"], None, (InputError, "rank 1: rank one's folder is missing")),
+            (0, ["mine", None], DatasetError("mine"), (DatasetError, "mine")),
+            (1, ["mine", "its own"], DatasetError("its own"), (FollowerStopped, "")),
+            (1, [None, None], None, None)]:
+        ranks = Ranks(rank, 2, rank, joined=True)
+        monkeypatch.setattr(ranks, "gather", lambda value, said=said: said)
+        monkeypatch.setattr(ranks, "close", lambda: None)
+        if expected is None:
+            ranks.stop_together(failure)  # nobody refused: on it goes
+            continue
+        with pytest.raises(expected[0]) as caught:
+            ranks.stop_together(failure)
+        assert str(caught.value) == expected[1]
+
+
 def test_killed_torchrun_then_one_process_equals_one_process(image_folder, reference, tmp_path):
     store = tmp_path / "killed.zarr"
     proc = subprocess.Popen([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, store)],
