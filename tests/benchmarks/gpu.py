@@ -164,10 +164,10 @@ def main(large: int, budget: float = BUDGET_S, only: tuple[str, ...] = VARIANTS 
         return
     deadline = time.monotonic() + budget
     small = max(large // 10, 1000)
-    say(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        dirs = {n: folder(tmp / f"img{n}", n) for n in (small, large)}
+        dirs = {n: folder(tmp / f"img{n}", n) for n in (small, large)}  # forked before CUDA starts here
+        say(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
         workers = os.cpu_count() - 1
 
         def ours(*options):
