@@ -42,8 +42,11 @@ def _write(args):
 
 
 def folder(root: Path, n: int) -> Path:
+    import multiprocessing
+
     step = 500
-    with ProcessPoolExecutor(os.cpu_count()) as pool:
+    # forkserver: the writers start from a fresh process, never a fork of one where CUDA runs
+    with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver")) as pool:
         list(pool.map(_write, [(root, lo, min(n, lo + step)) for lo in range(0, n, step)]))
     return root
 
@@ -166,7 +169,7 @@ def main(large: int, budget: float = BUDGET_S, only: tuple[str, ...] = VARIANTS 
     small = max(large // 10, 1000)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        dirs = {n: folder(tmp / f"img{n}", n) for n in (small, large)}  # forked before CUDA starts here
+        dirs = {n: folder(tmp / f"img{n}", n) for n in (small, large)}
         say(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
         workers = os.cpu_count() - 1
 
