@@ -1,9 +1,10 @@
 """Statistics and pictures of a layer, as methods of ``query.Layer``.
 
 Offers (on a Layer):
-    stats(by), histograms(by), moments(), correlations(), selectivity(), pca()
+    stats(by), histograms(by), moments(), correlations(), selectivity(), no_selectivity(), pca(),
+    check_usable()
     histogram_figure(channel, by), correlation_figure(), peaks(rows, channel), flat(rows, channel),
-    crop_peaks(rows, channel), grid(...)
+    crop_peaks(rows, channel), grid(...)   (a warning for images that could not be read)
 
 Statistics come from ``pipeline.stats`` (numpy); figures from ``pipeline.render``
 and ``pipeline.pictures``; only heatmaps import torch.
@@ -19,14 +20,18 @@ from .parsing import check_channel as _channel
 
 class Analysis:
     # Statistics (``pipeline.stats``): exact, streaming over the store.
+    def check_usable(self) -> None:
+        """A QueryError where the layer has no usable image: every channel would read as dead."""
+        if not self.usable.any():
+            raise QueryError(f"layer {self.name} has no usable image{' yet' if not self.done.all() else ''}: "
+                             f"{self.notes()[-1]}")
+
     def table(self, by: str, progress=None) -> dict:
         """The full per-channel table (histograms included), computed once per layer object."""
         from . import stats
 
         self.array(by)
-        if not self.usable.any():  # every channel would read as dead, every statistic as 0
-            raise QueryError(f"layer {self.name} has no usable image{' yet' if not self.done.all() else ''}: "
-                             f"{self.notes()[-1]}")
+        self.check_usable()
         cache = self.__dict__.setdefault("_tables", {})
         if by not in cache:
             cache[by] = stats.channel_table(self, by, progress=progress)
@@ -88,9 +93,9 @@ class Analysis:
 
     def no_selectivity(self) -> str:
         """Why ``selectivity()`` is None, in a few words ("" where it is not)."""
-        present = int((self.moments().class_counts > 0).sum())
-        if present >= 2:
+        if self.selectivity() is not None:
             return ""
+        present = int((self.moments().class_counts > 0).sum())
         if present == 0:
             return "the images have no labels" + (" (a flat folder)" if self.attrs.get("model") != "imported" else "")
         incomplete = " (an incomplete store: its first classes only)" if not self.done.all() else ""
@@ -132,16 +137,14 @@ class Analysis:
         """The notebook's figure from the store: a matplotlib Figure (shows inline in Jupyter).
         ``shown``, a list, receives (path, "" or why it could not be read) for each image drawn;
         without it, images that could not be read are a warning."""
-        from .pictures import grid, missing_line
+        from .pictures import grid, missing_warning
 
         self.check_k(k)
         record = [] if shown is None else shown
         figure = grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz, shown=record)
-        images = dict(record)  # an image in several rows counts once
-        missing = [error for error in images.values() if error]
-        if shown is None and missing:
+        warning = missing_warning(record, self.store.root, "open the store with pipeline.open_store(path, root={folder})")
+        if shown is None and warning:
             import warnings
 
-            warnings.warn(missing_line(len(missing), len(images), missing[0], self.store.root,
-                                       "open the store with pipeline.open_store(path, root=FOLDER)"), stacklevel=2)
+            warnings.warn(warning, stacklevel=2)
         return figure

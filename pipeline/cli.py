@@ -11,7 +11,6 @@ Phase-two commands never import torch; ``activations`` and ``layers`` do, lazily
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -19,6 +18,7 @@ from typing import List, Optional
 import typer
 
 from .errors import DatasetError, InputError, PipelineError
+from .places import home_argument
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Dataset exemplars for every channel: phase one stores, phase two answers.")
@@ -265,15 +265,8 @@ def _click_class(name: str):
     return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
 
 
-def _home(arg: str) -> str:
-    """"~/x" and "--out=~/x" with the home folder, as the shell does for a bare ~/x: it leaves
-    the "=" form and quoted names alone, and a folder named "~" would be made in their place."""
-    name, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
-    return f"{name}{eq}{os.path.expanduser(value)}" if value.startswith("~") else arg
-
-
 def main() -> None:
-    sys.argv[1:] = [_home(arg) for arg in sys.argv[1:]]
+    sys.argv[1:] = [home_argument(arg) for arg in sys.argv[1:]]
     try:
         # Not standalone: click's own mistakes (a missing option, "abc" for a number) come
         # here and are said in one sentence too, instead of a framed usage box.

@@ -44,12 +44,11 @@ def grid(
                          featureviz=featureviz, shown=shown)
     save(figure, out, dpi)
     typer.echo(f"wrote {out}")
-    images = dict(shown)  # an image in several rows counts once
-    missing = [error for error in images.values() if error]
-    if missing:
-        from .pictures import missing_line
+    from .pictures import missing_warning
 
-        typer.echo(f"warning: {missing_line(len(missing), len(images), missing[0], target.store.root)}", err=True)
+    warning = missing_warning(shown, target.store.root)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()

@@ -245,21 +245,22 @@ def finish_batch(images, device):
         # without waiting for it: memory that queued kernels (the last batch's) still read could
         # be handed to it and overwritten (pytorch/vision#9606). So the stream drains first.
         torch.cuda.current_stream(device).synchronize()
+    by_pil = set()  # positions PIL decoded, resized and cropped already
     try:
         decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=device) if files else []
-        decoded = [_resize_crop(image) for image in decoded]
     except RuntimeError:  # one bad file fails the batch: decode one by one to find it
         decoded = []
         for i, data in zip(encoded, files):
             try:
-                decoded.append(_resize_crop(decode_jpeg(data, mode=ImageReadMode.RGB, device=device)))
+                decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
                 image, error = _pil_decoded(data)
                 if error:
                     failed[i] = error
                 decoded.append(image.to(device))
-    for i, image in zip(encoded, decoded):
-        out[i] = image
+                by_pil.add(i)
+    for i, image in zip(encoded, decoded):  # outside the try: a failing resize is no decoder's refusal
+        out[i] = image if i in by_pil else _resize_crop(image)
     return torch.stack(out), failed
 
 

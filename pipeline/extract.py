@@ -2,6 +2,7 @@
 
 Offers:
     extract(data_dir, store, ...) -> Summary
+    image_arrays(images) -> dict     what the store keeps of each image (``store.create_store``'s input)
 
 The loop is separate from the math (``forward.py``: the network and ``reduce``)
 and from the shards (``shards.py``: batching and writing each shard exactly once).
@@ -10,7 +11,6 @@ and from the shards (``shards.py``: batching and writing each shard exactly once
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,9 +20,10 @@ import numpy as np
 from . import images as imgs
 from . import places
 from . import store as st
-from .decode import DECODERS, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
-from .errors import InputError, OutputError, PipelineError, first_line
-from .forward import PRECISIONS, check_compiler, forward_pass, reduce, to_host
+from .decode import collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
+from .devices import check_options, checked_device
+from .errors import OutputError, PipelineError, first_line
+from .forward import forward_pass, reduce, to_host
 from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .lanes import in_lanes, lanes_for, one_thread_each
@@ -56,18 +57,10 @@ class Summary:
                 f"{self.store_bytes / 1e6:.1f} MB at {self.store}{random}")
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {name} was asked for but no CUDA device is available")
-        index = torch.device(name).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: this machine has CUDA devices 0-{torch.cuda.device_count() - 1}")
-    return torch.device(name)
+def image_arrays(images) -> dict:
+    """What the store keeps of each image, as ``store.create_store`` takes it."""
+    return {"path": images.paths, "label": images.labels, "classes": images.classes,
+            "size": images.sizes, "mtime_ns": images.mtimes}
 
 
 def _root_meta(images, weights_info, precision="fp32", decoder="pil") -> dict:
@@ -77,15 +70,6 @@ def _root_meta(images, weights_info, precision="fp32", decoder="pil") -> dict:
         "preprocessing": dict(imgs.PREPROCESSING, decoder=decoder),
         "model": {"name": MODEL_NAME, "weights": weights_info, "precision": precision},
     }
-
-
-def _check_options(precision: str, decoder: str, device: str) -> None:
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision must be fp32, bf16 or fp16, not {precision!r}")
-    if decoder not in DECODERS:
-        raise InputError(f"--decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
-    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:[0-9]+", device):
-        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
 
 
 def _pending(group, layers) -> list[int]:
@@ -102,9 +86,7 @@ def _open_for_writing(store_path, images, weights_info, layers, shapes, model, t
     if shard_rows is None and not overwrite and places.is_store(store_path):
         shard_rows = st.open_group(store_path).attrs.get("shard_rows")
     shard_rows = int(shard_rows or st.DEFAULT_SHARD_ROWS)
-    group = st.create_store(store_path, meta, {
-        "path": images.paths, "label": images.labels, "classes": images.classes,
-        "size": images.sizes, "mtime_ns": images.mtimes}, shard_rows, overwrite)
+    group = st.create_store(store_path, meta, image_arrays(images), shard_rows, overwrite)
     if group.attrs["dataset"].get("root") != images.root:
         # The same files (the fingerprint says so) found elsewhere: pictures read them from here now.
         group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=images.root)})
@@ -204,27 +186,23 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
 
     from .distributed import Ranks
 
-    failure = None
+    failure = None  # under torchrun, every rank checks its arguments, then they agree (stop_together)
     try:
-        _check_options(precision, decoder, device)
+        check_options(precision, decoder, device)
         store_path = places.location(store_path)
         layers = list(dict.fromkeys(layers))
         images = imgs.scan(data_dir)
         model, weights_info = load_model(weights, seed)
         check_layers(model, layers)
         shapes = {layer: layer_shapes(model)[layer] for layer in layers}
-    except PipelineError as exc:  # under torchrun, said once for all ranks (below)
-        failure = exc
-    ranks = Ranks.from_environment()
-    try:
-        if failure is None:
-            dev = _rank_device(device, ranks)
-            if decoder == "gpu" and dev.type != "cuda":
-                raise InputError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
-            if compile:
-                check_compiler()  # before the store is made; inductor (Triton on CUDA) would fail at the first batch
     except PipelineError as exc:
         failure = exc
+    ranks = Ranks.from_environment()
+    if failure is None:
+        try:
+            dev = checked_device(device, decoder, compile, ranks)
+        except PipelineError as exc:
+            failure = exc
     ranks.stop_together(failure)
     workers, threads = decoding(dev, workers, ranks.world)
     cores = rank_cores(ranks.world)
@@ -272,18 +250,6 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     computed = rows_in(pending, shard_rows, len(images))  # the whole job's, every rank's shards
     return Summary(str(store_path), layers, len(images), computed, seconds, sorted(invalid),
                    places.store_bytes(store_path), weights_info, ranks.leader, usable)
-
-
-def _rank_device(device: str, ranks):
-    """The device this rank computes on: under torchrun, ``cuda`` is the rank's own GPU."""
-    import torch
-
-    dev = _device(device)
-    if ranks.world > 1 and dev.type == "cuda" and dev.index is None:
-        dev = _device(f"cuda:{ranks.local_rank}")
-    if dev.type == "cuda" and dev.index is not None:
-        torch.cuda.set_device(dev)  # pinned memory, events and nvJPEG then use this rank's GPU
-    return dev
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 Offers:
     speed_up(graph_module) -> graph_module         in place, and returned
     local_response_norm(x, size, alpha, beta, k)   F.local_response_norm, bit for bit, in cache-sized blocks
+                                                   (fp16: summed in float32, where F's would overflow)
     max_pool_3x3_same(x)                           a 3x3 stride-1 max pool as two separable maxima
     own_copy(graph_module) -> graph_module         with its own graph and parameters
     prepare_compile()                              before torch.compile: normalisation outside the graph
@@ -34,7 +35,8 @@ import math
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
-    """F.local_response_norm for (N, C, H, W), bit for bit, without its 5-D copies.
+    """F.local_response_norm for (N, C, H, W), bit for bit, without its 5-D copies (in float32 and
+    bf16; fp16 input is normalised in float32, as F's squares would overflow it).
 
     On the CPU, for channels_last input, the sum runs block by block over pixels
     small enough to stay in cache (the whole tensor would be read and written a

@@ -72,20 +72,23 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
         with writer_lock(store_path):  # refused now if a writer is at work, not after the optimisation
             pass
         why = ""
-    except StoreLockedError:
-        raise
-    except StoreError as exc:  # read-only: the picture is made all the same
-        why = str(exc).split(";")[0]
+    except StoreError as exc:  # read-only: the picture is made all the same (a StoreLockedError is no StoreError)
+        why = _why(exc)
     picture = _optimise(target.store, layer, channel, size, steps, seed)
     if not why:
         try:
             with writer_lock(store_path):
                 why = _cache(store_path, target, channel, picture, settings, stored)
         except (StoreLockedError, StoreError) as exc:  # a writer came during the optimisation, or the store went
-            why = str(exc).split(";")[0]
+            why = _why(exc)
     if why and not_cached is not None:
         not_cached.append(why)
     return picture
+
+
+def _why(exc) -> str:
+    """A store error's first clause, as the reason a picture was not cached."""
+    return str(exc).split(";")[0]
 
 
 def _cache(store_path, target, channel: int, picture, settings: dict, stored) -> str:

@@ -6,7 +6,7 @@ Offers:
     reduce(acts) -> (B, 3, C) tensor   spatial mean, max and flat argmax, on the device
     to_host(tensor) -> wait() -> numpy  the copy to the host, waited for later (non-blocking on CUDA)
     ieee_fp32()                        context: cuDNN convolutions in float32, not TF32
-    check_compiler()                   PipelineError unless torch.compile can build CPU kernels
+    check_compiler(cuda)               PipelineError unless torch.compile can build its kernels here
 
 ``forward_pass`` applies the exact graph rewrites (``fastgraph``), channels_last,
 the precision (weights converted once on the CPU, autocast elsewhere) and
@@ -94,12 +94,18 @@ def ieee_fp32():
         setattr(owner, name, before)
 
 
-def check_compiler() -> None:
-    """Raise a PipelineError where torch.compile could not build its kernels: inductor's CPU code, and
-    Triton's launchers on CUDA, are compiled by the machine's C/C++ compiler."""
+def check_compiler(cuda: bool = False) -> None:
+    """Raise a PipelineError where torch.compile could not build its kernels: inductor compiles its
+    code with the machine's C++ compiler, and on CUDA Triton its launchers with a C compiler."""
+    import os
+    import shutil
+
     from torch._inductor import exc
     from torch._inductor.cpp_builder import get_cpp_compiler
 
+    if cuda and not (os.environ.get("CC") or shutil.which("clang") or shutil.which("gcc")):
+        raise PipelineError("--compile on CUDA needs a C compiler for Triton (gcc or clang, or one named by CC); "
+                            "install one or run without --compile")
     try:
         get_cpp_compiler()
     except exc.InvalidCxxCompiler:

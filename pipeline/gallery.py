@@ -142,7 +142,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     if crops and "argmax" not in layer.available:
         raise QueryError(f"layer {layer.name} has no argmax for crops (an imported store); use --no-crops")
     crops = crops and not covers_input(layer)  # each unit sees the whole image: a crop would repeat it
-    layer.table("mean")  # a layer with no usable image is refused before a folder is made
+    layer.check_usable()  # before a folder is made
     outputs.folder(out)
     if not (out / MANIFEST).exists() and any((out / name).exists() for name in ("index.html", "style.css")):
         raise OutputError(f"{out} holds an index.html or style.css that no gallery build made; "

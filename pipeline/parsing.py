@@ -2,7 +2,7 @@
 
 Offers:
     DEFAULT_BANDS
-    parse_bands("0.1%,1%,10%,zeros") -> [(label, upper Fraction | None), ...]
+    parse_bands("0.1%,1%,10%,zeros" | ["0.1%", "1%"] | [(label, fraction), ...]) -> [(label, upper Fraction | None), ...]
     parse_direction(text | .npy path | dict | array-like, channels) -> float64 vector
     whole_number(value, name) -> int, or QueryError (2.7 and "abc" are refused)
     check_channel(channel, channels) -> channel, or QueryError
@@ -23,12 +23,19 @@ from .errors import QueryError
 DEFAULT_BANDS = "0.1%,1%,10%,50%,zeros"
 
 
-def parse_bands(text: str) -> list[tuple[str, float | None]]:
+def parse_bands(spec) -> list[tuple[str, float | None]]:
     """"0.1%,1%,10%,zeros" -> nested top bands (label, upper fraction) and zeros.
 
-    Fractions are exact (``Fraction("7") / 100``): as floats, n * 0.07 rounds above 7 for
-    n = 100, and a band's edge would move by one image.
+    A list of such bands (["0.1%", "1%"]) is the same text; a list of (label, fraction or None)
+    pairs, this function's own form, is checked and kept. Fractions of text are exact
+    (``Fraction("7") / 100``): as floats, n * 0.07 rounds above 7 for n = 100, and a band's
+    edge would move by one image.
     """
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(b, str) for b in spec):
+        spec = ",".join(spec)
+    if not isinstance(spec, str):
+        return _band_pairs(spec)
+    text = spec
     bands, previous = [], Fraction(0)
     for part in (p.strip() for p in text.split(",") if p.strip()):
         if part in ("zeros", "zero", "0"):
@@ -51,8 +58,25 @@ def parse_bands(text: str) -> list[tuple[str, float | None]]:
         bands.append((label, fraction))
         previous = fraction
     if not bands:
-        raise QueryError("no bands given; for instance --bands 0.1%,1%,10%,zeros")
+        raise QueryError("no bands given; for instance 0.1%,1%,10%,zeros")
     return bands
+
+
+def _band_pairs(bands) -> list:
+    """``parse_bands``' own form, as the API may pass it: (label, fraction in (0, 1] or None) pairs,
+    the fractions rising (nested bands, as the text's must), the labels each once."""
+    ok = isinstance(bands, (list, tuple)) and bands and all(
+        isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[0], str)
+        and (b[1] is None or (isinstance(b[1], (int, float, Fraction, np.floating)) and not isinstance(b[1], bool)
+                              and 0 < b[1] <= 1))
+        for b in bands)
+    if not ok:
+        raise QueryError(f"bands must be text such as {DEFAULT_BANDS!r}, a list of such bands, "
+                         "or (label, fraction) pairs")
+    fractions = [b[1] for b in bands if b[1] is not None]
+    if any(lo >= hi for lo, hi in zip(fractions, fractions[1:])) or len({b[0] for b in bands}) < len(bands):
+        raise QueryError("bands given as (label, fraction) pairs need rising fractions and a label each")
+    return list(bands)
 
 
 # What a direction written out looks like ("97:0.7,301:-3e-1", "5"): never read as a file name.
@@ -66,9 +90,10 @@ def parse_direction(spec, channels: int) -> np.ndarray:
             raise QueryError("a direction given as a masked array has masked weights; fill them first")
         try:
             vector = np.asarray(spec)
-            if vector.dtype.kind not in "biufO" or np.iscomplexobj(vector) or (  # '1' and b'1' are no weights
+            # Not complex (the imaginary parts would be dropped), not text: '1' and b'1' are no weights.
+            if vector.dtype.kind not in "biufO" or (
                     vector.dtype.kind == "O" and any(isinstance(v, (str, bytes)) for v in vector.flat)):
-                raise TypeError(vector.dtype)  # complex weights would lose their imaginary parts
+                raise TypeError(vector.dtype)
             vector = vector.astype(np.float64)
         except (TypeError, ValueError):
             raise QueryError(f"a direction given as an array needs {channels} real numbers") from None
@@ -169,23 +194,23 @@ def check_channel(channel, channels: int) -> int:
     return channel
 
 
-def parse_channels(text, channels: int) -> list[int]:
+def parse_channels(spec, channels: int) -> list[int]:
     """"0-9,97" -> [0, ..., 9, 97]; a range runs upwards ("5-2" is refused, not empty).
 
     A channel number, or a list of them, is taken as it is (each checked).
     """
-    if isinstance(text, (bytes, bytearray)):
-        raise QueryError(f"channels must be numbers or text such as '0-9,97', not {type(text).__name__}")
-    if not isinstance(text, str):
+    if isinstance(spec, (bytes, bytearray)):
+        raise QueryError(f"channels must be numbers or text such as '0-9,97', not {type(spec).__name__}")
+    if not isinstance(spec, str):
         try:
-            out = [check_channel(c, channels) for c in text]
+            out = [check_channel(c, channels) for c in spec]
         except TypeError:  # not iterable: one channel
-            out = [check_channel(text, channels)]
+            out = [check_channel(spec, channels)]
         if not out:
             raise QueryError("no channels given; for instance [0, 1, 2] or '0-9'")
         return out
-    out = []
-    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+    text, out = spec, []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
         try:
             lo, _, hi = part.partition("-")
             lo, hi = int(lo), int(hi or lo)

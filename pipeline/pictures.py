@@ -10,6 +10,7 @@ Offers:
     tiles(layer, results, crop, heat, scale) -> list[Tile]   heat: (k, H, W) maps, or None
     grid(layer, channels, k, by, crop, heatmap, bottom, samples, ..., shown=None) -> matplotlib Figure
     missing_line(missing, shown, example, root, fix) -> the warning for images that could not be read
+    missing_warning(shown, root, fix) -> that warning for ``grid``'s ``shown`` list ("" if none)
 
 Torch is imported only for ``heatmap=True`` (through ``pipeline.heatmap``).
 """
@@ -136,16 +137,23 @@ def _ties(results) -> str:
     return f"\n({results.ties})" if results.ties else ""
 
 
-def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass --root FOLDER") -> str:
+def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass --root {folder}") -> str:
     """What to say when ``missing`` of ``shown`` images could not be read: most of them
     missing means the dataset moved, which ``fix`` (the CLI's ``--root``) mends."""
     if missing * 2 <= shown:
         where = "they are shown as placeholders"
     elif root:
-        where = f"are the images still under {root}? If they moved, {fix.replace('FOLDER', 'NEW_FOLDER')}"
+        where = f"are the images still under {root}? If they moved, {fix.format(folder='NEW_FOLDER')}"
     else:  # an imported store made without --root
-        where = f"this store records no image folder: {fix}"
+        where = f"this store records no image folder: {fix.format(folder='FOLDER')}"
     return f"{missing} of {shown} images could not be read (e.g. {example}); {where}"
+
+
+def missing_warning(shown: list, root, fix: str = "pass --root {folder}") -> str:
+    """The warning for ``grid``'s ``shown`` (path, error) pairs, an image in several rows counted once."""
+    images = dict(shown)
+    missing = [error for error in images.values() if error]
+    return missing_line(len(missing), len(images), missing[0], root, fix) if missing else ""
 
 
 def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,

@@ -1,13 +1,15 @@
 """Where a store lives: a folder, or an fsspec URL (s3://...), and what is there.
 
 Offers:
-    location(path) -> str          a user's store name, file:// URLs as plain paths, "" refused
+    location(path) -> str          a user's store name: file:// and local:// URLs as plain paths, ~ expanded, "" refused
+    home_argument(arg) -> str      a command-line argument with ~ expanded, "--out=~/x" too
     is_url(path), filesystem(url)  fsspec URLs and their file systems
     is_store(path) -> bool         whether an exemplars store is there
     ours(path) -> bool             a store, or what an --overwrite left of one: what a writer may take over
     rebuilding(path) -> bool       whether an --overwrite began removing the store there
     mark_rebuilding(path, on)      set or clear that mark (written before the first removal)
     entries(path) -> names         what the folder holds, the writer's lock file aside
+    only_lock(path) -> bool        a folder holding a writer's lock and nothing of a store yet
     store_bytes(path) -> int
     unreachable(path, exc) -> StoreError   an object store client's failure, in one sentence
 """
@@ -33,9 +35,12 @@ def location(path) -> str:
     if not text.strip():
         raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
     if text.startswith("local://"):  # fsspec's: a path as it stands, relative to here or absolute
-        return location(text[len("local://"):] or " ")
+        text = text[len("local://"):]
+        if not text.strip():
+            raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
+        return os.path.expanduser(text)
     if not text.startswith("file://"):
-        return text if "://" in text else os.path.expanduser(text)  # "~/x.zarr" from Python, or --store=~/x
+        return text if "://" in text else os.path.expanduser(text)  # "~/x.zarr" from Python
     from urllib.parse import unquote, urlparse
 
     url = urlparse(text)
@@ -44,6 +49,22 @@ def location(path) -> str:
     if not url.path:
         raise StoreError(f"{text} names no folder; give one, e.g. file:///data/activations.zarr")
     return unquote(url.path)
+
+
+def only_lock(path) -> bool:
+    """A local folder that holds a writer's lock and nothing of a store yet: between --overwrite's
+    removal and the new store's first file, or a run stopped there."""
+    if is_url(path) or not Path(path).is_dir():
+        return False
+    names = {p.name for p in Path(path).iterdir()}
+    return LOCK_NAME in names and names <= {LOCK_NAME, REBUILD_NAME}
+
+
+def home_argument(arg: str) -> str:
+    """"~/x" and "--out=~/x" with the home folder, as the shell does for a bare ~/x: it leaves
+    the "=" form and quoted names alone, and a folder named "~" would be made in their place."""
+    name, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    return f"{name}{eq}{os.path.expanduser(value)}" if value.startswith("~") else arg
 
 
 def is_url(path) -> bool:

@@ -21,7 +21,6 @@ Rows that are invalid or not yet written never appear; ties go to the lower row.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from functools import cached_property
 
 import numpy as np
@@ -39,23 +38,6 @@ def _flag(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise QueryError(f"{name} must be True or False, not {value!r}")
     return bool(value)
-
-
-def _parsed_bands(bands) -> list:
-    """``parse_bands``' own form, as the API may pass it: (label, fraction in (0, 1] or None) pairs,
-    the fractions rising (nested bands, as the text's must), the labels each once."""
-    ok = isinstance(bands, (list, tuple)) and bands and all(
-        isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[0], str)
-        and (b[1] is None or (isinstance(b[1], (int, float, Fraction, np.floating)) and not isinstance(b[1], bool)
-                              and 0 < b[1] <= 1))
-        for b in bands)
-    if not ok:
-        raise QueryError(f"bands must be text such as {DEFAULT_BANDS!r}, a list of such bands, "
-                         "or (label, fraction) pairs")
-    fractions = [b[1] for b in bands if b[1] is not None]
-    if any(lo >= hi for lo, hi in zip(fractions, fractions[1:])) or len({b[0] for b in bands}) < len(bands):
-        raise QueryError("bands given as (label, fraction) pairs need rising fractions and a label each")
-    return list(bands)
 
 
 def _weights_text(vector: np.ndarray, shown: int = 4) -> str:
@@ -141,7 +123,7 @@ class Layer(Analysis):
             peaks = self.crop_peaks(rows, channel)  # None for a flat map: its argmax marks no peak
         results = Results(self.name, query, by, np.asarray(rows), np.asarray(values, dtype=np.float64),
                           store.paths(rows), labels.tolist(), names, channel=channel, peaks=peaks,
-                          bands=bands, notes=self.notes(), ranks=np.arange(1, len(rows) + 1))
+                          bands=bands, notes=self.notes())
         usable = int(self.usable.sum()) - others
         if k is not None and len(rows) < k and len(rows) == usable:
             results.add_note(f"{len(rows)} image{'s' * (len(rows) != 1)}, not {k}: the store has no more to rank")
@@ -194,16 +176,14 @@ class Layer(Analysis):
         """A few runs of channels' means for every image, read once: enough to tell near-duplicates apart."""
         return scans.fingerprints(self)
 
-    def samples(self, channel: int, bands: str = DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
+    def samples(self, channel: int, bands=DEFAULT_BANDS, per_band: int = 5, seed: int = 0,
                 by: str = "mean") -> Results:
         """``per_band`` images drawn (by ``seed``) from each quantile band of ``channel``: "0.1%,1%,10%"
         are the top 0.1%, then 0.1-1%, then 1-10%; "zeros" draws from the images exactly 0.
         ``bands`` is that text, a list such as ["0.1%", "1%", "zeros"], or ``parse_bands``' form
         [(label, upper fraction or None for zeros), ...]. ``ranks`` holds each image's place in the
         whole channel, ``bands`` its band."""
-        if isinstance(bands, (list, tuple)) and bands and all(isinstance(b, str) for b in bands):
-            bands = ",".join(bands)
-        parsed = parse_bands(bands) if isinstance(bands, str) else _parsed_bands(bands)
+        parsed = parse_bands(bands)
         per_band, channel = self.check_k(per_band, "per_band"), _channel(channel, self.channels)
         seed = whole_number(seed, "seed")
         if seed < 0:
@@ -211,7 +191,8 @@ class Layer(Analysis):
         values = self.column(channel, by)
         zero_only = []
         chosen, labels, empty, ranks = ranking.band_samples(values, self.usable, parsed, per_band, seed, zero_only)
-        results = self._results(f"channel {channel} (samples from {bands})", by, chosen, values[chosen],
+        asked = bands if isinstance(bands, str) else ",".join(b if isinstance(b, str) else b[0] for b in bands)
+        results = self._results(f"channel {channel} (samples from {asked})", by, chosen, values[chosen],
                                 channel=int(channel), bands=labels, column=values)
         results.ranks = ranks + 1  # each image's place in the channel's ranking, not in this list
         narrow = [label for label in empty if label not in zero_only]

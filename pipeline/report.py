@@ -67,8 +67,7 @@ def _pca_summary(cov, groups) -> dict:
 
 def write_stats(layer, out_dir, channel: int | None = None, progress: bool = True) -> list[str]:
     """Every statistic's file and figure in ``out_dir``; returns the summary lines to print."""
-    usable = int(layer.usable.sum())
-    layer.table("mean")  # refuses a layer with no usable image, before any file is written
+    layer.check_usable()  # before any file is written
     out = outputs.folder(out_dir)
     written = []  # named at the end: only this run's files, not what else the folder holds
 
@@ -76,7 +75,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
         written.append(name)
         return out / name
     warning = layer.note()
-    title = f"{layer.name} ({usable} images)"
+    title = f"{layer.name} ({int(layer.usable.sum())} images)"
     bar = _bar if progress else None
     tables = {by: layer.table(by, progress=bar and (lambda it, n, by=by: bar(it, n, f"{by} columns")))
               for by in ("mean", "max") if by in layer.available}

@@ -2,6 +2,7 @@
 
 Offers:
     Results    rows, activations, paths, labels, class names, optional bands and peaks;
+               ``ranks`` (the place in the list, or for samples in the channel); ``==`` by contents;
                ``to_list()`` -> list of dicts, ``to_dict()`` for ``--json``,
                ``__repr__`` a text table, ``_repr_html_`` an HTML table
 """
@@ -41,11 +42,15 @@ class Results:
     peaks: list[tuple[int, int] | None] | None = None  # (y, x) on the layer's grid, for by="max"; None: a flat map
     bands: list[str] | None = None
     notes: list[str] = field(default_factory=list)  # e.g. random weights, or an incomplete store
-    ranks: np.ndarray | None = None  # 1 = the best; None: the order of this list
+    ranks: np.ndarray | None = None  # 1 = the best; None: the place in this list (filled in)
     # Answers that are no exemplars: "constant", the channel is the same on every image; "ties", these
     # are the first rows of more images that tie with them; ``ties_note`` says so (in ``notes`` too).
     ties: str = ""
     ties_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.ranks is None:
+            self.ranks = np.arange(1, len(self.rows) + 1)
 
     def add_ties(self, kind: str, text: str) -> None:
         self.ties, self.ties_note = kind, text
@@ -63,13 +68,14 @@ class Results:
     def __eq__(self, other) -> bool:
         if not isinstance(other, Results):
             return NotImplemented
-        same = (self.layer, self.query, self.by, self.channel, self.paths, list(self.labels), self.classes,
+        return self._key() == other._key() and np.array_equal(self.rows, other.rows) \
+            and np.array_equal(self.ranks, other.ranks) \
+            and np.array_equal(self.activations, other.activations, equal_nan=True)
+
+    def _key(self) -> tuple:
+        """What ``==`` compares besides the arrays."""
+        return (self.layer, self.query, self.by, self.channel, self.paths, list(self.labels), self.classes,
                 self.peaks, self.bands, self.notes, self.ties)
-        return same == (other.layer, other.query, other.by, other.channel, other.paths, list(other.labels),
-                        other.classes, other.peaks, other.bands, other.notes, other.ties) \
-            and np.array_equal(self.rows, other.rows) \
-            and np.array_equal(self.activations, other.activations, equal_nan=True) \
-            and [item["rank"] for item in self] == [item["rank"] for item in other]
 
     __hash__ = None  # mutable (notes are added), like a list
 
@@ -82,7 +88,7 @@ class Results:
     def to_list(self) -> list[dict]:
         out = []
         for i in range(len(self.rows)):
-            item = {"rank": i + 1 if self.ranks is None else int(self.ranks[i]), "row": int(self.rows[i]),
+            item = {"rank": int(self.ranks[i]), "row": int(self.rows[i]),
                     "path": self.paths[i],
                     "label": int(self.labels[i]), "class": self.classes[i],
                     "activation": float(self.activations[i])}

@@ -34,7 +34,7 @@ import zarr
 
 from . import __version__
 from .errors import StoreError, StoreMismatchError
-from .places import FORMAT_NAME, LOCK_NAME, REBUILD_NAME, entries, filesystem, is_store, is_url, rebuilding, unreachable
+from .places import FORMAT_NAME, entries, only_lock, filesystem, is_store, is_url, rebuilding, unreachable
 from .writers import remove_store
 
 FORMAT_VERSION = 1
@@ -145,9 +145,7 @@ def open_group(path, mode: str = "r"):
     except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError,
             zarr.errors.NodeTypeValidationError, ValueError, KeyError, TypeError) as exc:
         # ValueError covers a zarr.json that is not JSON (a damaged or foreign folder).
-        names = {p.name for p in Path(path_str).iterdir()} if not is_url(path_str) and Path(path_str).is_dir() else set()
-        if LOCK_NAME in names and names <= {LOCK_NAME, REBUILD_NAME}:
-            # Between --overwrite's removal and the new store's first file, or a run stopped there.
+        if only_lock(path_str):
             raise StoreError(f"{path_str} holds no store yet, only a writer's lock: a run is making it "
                              "(wait for it), or was stopped before it began (rerun it)") from None
         raise StoreError(f"{path_str} is not an exemplars store ({exc.__class__.__name__})") from None

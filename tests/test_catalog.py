@@ -45,3 +45,24 @@ def test_an_unknown_layer_of_a_store_of_many_names_where_to_find_them(tmp_path):
                                  f"`exemplars info --store {store.path}` lists all 21")
 
 
+
+
+def test_a_store_is_a_mapping_of_its_layers(store):
+    assert "feat" in store and "nope" not in store and 0 not in store
+    assert list(store) == store.keys() == ["feat"] and len(store) == 1
+    assert store.items() == [("feat", store["feat"])] and store.values() == [store["feat"]]
+    assert store.get("feat") is store["feat"] and store.get("nope") is None and dict(store)["feat"]
+
+
+def test_rows_are_checked_not_wrapped(store):
+    for call in (lambda: store.paths([-1]), lambda: store.labels([4]), lambda: store["feat"].flat([4], 0)):
+        with pytest.raises(QueryError, match="row (-1|4) is out of range; the store has rows 0-3"):
+            call()  # -1 is no row, not the last
+    with pytest.raises(QueryError, match="whole numbers"):
+        store.paths([1.5])
+    with pytest.raises(QueryError, match="row 9223372036854775808 is out of range"):
+        store.paths(np.array([2**63], dtype=np.uint64))  # not wrapped to a negative row
+    with pytest.raises(QueryError, match=r"a list of row numbers, not an array of shape \(2, 2\)"):
+        store.paths([[1, 2], [3, 0]])
+    assert store.paths(3) == store.paths([3]) == ["c/w.jpg"] and store.labels(np.int64(3)).tolist() == [2]
+    assert store.paths([]) == []

@@ -41,7 +41,7 @@ def test_gpu_decoder_batch_equals_the_fast_decoder(mixed_folder):
         assert torch.equal(batch[i], fast[i][1])
 
 
-def test_files_nvjpeg_refuses_are_decoded_by_pil(mixed_folder, tmp_path):
+def test_files_nvjpeg_refuses_are_decoded_by_pil(mixed_folder, tmp_path, monkeypatch):
     import io
 
     import torch
@@ -65,16 +65,13 @@ def test_files_nvjpeg_refuses_are_decoded_by_pil(mixed_folder, tmp_path):
     pil = ImageDataset(str(root), paths)
     real = torchvision.io.decode_jpeg
 
-    def refusing(data, **kwargs):  # nvJPEG refusing a batch, then a.jpg alone
-        if isinstance(data, list) or len(data) == len(open(root / "a.jpg", "rb").read()):
+    def refusing(encoded, **kwargs):  # nvJPEG refusing a batch, then a.jpg alone
+        if isinstance(encoded, list) or len(encoded) == len(data):
             raise RuntimeError("nvjpeg refused it")
-        return real(data, **kwargs)
+        return real(encoded, **kwargs)
 
-    torchvision.io.decode_jpeg = refusing
-    try:
-        batch, failed = finish_batch(images, torch.device("cpu"))
-    finally:
-        torchvision.io.decode_jpeg = real
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", refusing)
+    batch, failed = finish_batch(images, torch.device("cpu"))
     for i in range(4):  # every readable file is PIL's image, as the notebook would make it
         assert torch.equal(batch[i], pil[i][1])
     assert list(failed) == [4] and failed[4].startswith("OSError") and not batch[4].any()
@@ -83,7 +80,14 @@ def test_files_nvjpeg_refuses_are_decoded_by_pil(mixed_folder, tmp_path):
     twelve = bytearray(data)
     twelve[sof + 4] = 12  # 12-bit samples: nvJPEG decodes 8-bit ones only
     assert not nvjpeg_takes(torch.frombuffer(twelve, dtype=torch.uint8))
-    assert not nvjpeg_takes(torch.frombuffer(bytearray(io.BytesIO(b"\xff\xd8").getvalue()), dtype=torch.uint8))
+    assert not nvjpeg_takes(b"\xff\xd8")
+    buffer = io.BytesIO()
+    base.save(buffer, "JPEG", progressive=True)
+    assert nvjpeg_takes(buffer.getvalue())  # progressive Huffman (SOF2): nvJPEG's
+    arithmetic = bytearray(buffer.getvalue())
+    sof = arithmetic.index(b"\xff\xc2")
+    arithmetic[sof + 1] = 0xC9  # the same frame, marked arithmetic-coded
+    assert not nvjpeg_takes(bytes(arithmetic))
 
 
 def test_decoded_batches_pass_through(mixed_folder):

@@ -90,6 +90,10 @@ def test_ranks_stop_together_and_the_leader_says_why(monkeypatch):
     from pipeline.distributed import Ranks
     from pipeline.errors import DatasetError, FollowerStopped, InputError
 
+    alone = Ranks()  # one process: no group, its own failure raised as it is
+    with pytest.raises(DatasetError, match="mine"):
+        alone.stop_together(DatasetError("mine"))
+    alone.stop_together(None)
     for rank, said, failure, expected in [
             (0, [None, "rank one's folder is missing"], None, (InputError, "rank 1: rank one's folder is missing")),
             (0, ["mine", None], DatasetError("mine"), (DatasetError, "mine")),

@@ -22,6 +22,8 @@ def test_reduce_is_mean_max_and_flat_argmax():
 def test_ieee_fp32_turns_tf32_off_and_restores_it():
     import torch
 
+    if not hasattr(torch.backends.cudnn, "conv"):
+        pytest.skip("torch before 2.9 has only the legacy allow_tf32, which ieee_fp32 then sets")
     conv = torch.backends.cudnn.conv
     before = torch.backends.cudnn.allow_tf32
     try:
@@ -40,6 +42,20 @@ def test_ieee_fp32_turns_tf32_off_and_restores_it():
         assert conv.fp32_precision == "tf32"
     finally:
         torch.backends.cudnn.conv.fp32_precision = torch.backends.cudnn.rnn.fp32_precision = "tf32"
+        torch.backends.cudnn.allow_tf32 = before
+
+
+def test_ieee_fp32_on_a_torch_without_the_new_api_sets_the_legacy_flag(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.backends.cudnn, "conv", None, raising=False)  # as before torch 2.9
+    before = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        with ieee_fp32():
+            assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
         torch.backends.cudnn.allow_tf32 = before
 
 
@@ -79,3 +95,25 @@ def test_to_host_gives_the_numbers_when_waited_for():
     values = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
     wait = to_host(values)
     assert (wait() == values.numpy()).all()
+
+
+def test_compile_without_compilers_is_one_sentence(monkeypatch):
+    import shutil
+
+    import torch._inductor.cpp_builder as builder
+    from torch._inductor import exc
+
+    from pipeline.errors import PipelineError
+    from pipeline.forward import check_compiler
+
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(PipelineError, match="--compile on CUDA needs a C compiler for Triton"):
+        check_compiler(cuda=True)
+
+    def no_cxx():
+        raise exc.InvalidCxxCompiler()
+
+    monkeypatch.setattr(builder, "get_cpp_compiler", no_cxx)
+    with pytest.raises(PipelineError, match="--compile needs a C\\+\\+ compiler"):
+        check_compiler()

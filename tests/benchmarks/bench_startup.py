@@ -56,7 +56,7 @@ def seconds(call):
 def run(n: int, workdir: Path) -> dict:
     from pipeline import images as imgs
     from pipeline import store as st
-    from pipeline.extract import _root_meta
+    from pipeline.extract import _root_meta, image_arrays
 
     tree = make_tree(workdir / "tree", n)
     walk_and_stat(tree)  # the first pass warms the file system's caches for both
@@ -64,14 +64,12 @@ def run(n: int, workdir: Path) -> dict:
     scan, listed = seconds(lambda: imgs.scan(tree))
     assert len(listed) == n and count == n + 1  # the marker file is no image
     meta = _root_meta(listed, {"kind": "random", "seed": 0})
-    arrays = {"path": listed.paths, "label": listed.labels, "classes": listed.classes,
-              "size": listed.sizes, "mtime_ns": listed.mtimes}
     store = workdir / "s.zarr"
-    create, _ = seconds(lambda: st.create_store(store, meta, arrays, st.DEFAULT_SHARD_ROWS, overwrite=True))
+    create, _ = seconds(lambda: st.create_store(store, meta, image_arrays(listed), st.DEFAULT_SHARD_ROWS,
+                                                overwrite=True))
     rescan, again = seconds(lambda: imgs.scan(tree))
-    resume, _ = seconds(lambda: st.create_store(store, _root_meta(again, {"kind": "random", "seed": 0}), {
-        "path": again.paths, "label": again.labels, "classes": again.classes, "size": again.sizes,
-        "mtime_ns": again.mtimes}, st.DEFAULT_SHARD_ROWS, overwrite=False))
+    resume, _ = seconds(lambda: st.create_store(store, _root_meta(again, {"kind": "random", "seed": 0}),
+                                                image_arrays(again), st.DEFAULT_SHARD_ROWS, overwrite=False))
     size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
     return {"n": len(listed), "walk_stat": base, "scan": scan, "create": create, "rescan": rescan,
             "resume": resume, "store_mb": size / 1e6,

@@ -233,12 +233,13 @@ def _runs_agree(cmd, small: int, large: int) -> str:
     against exact mode it would pass for the decoders' usual difference."""
     import zarr
 
-    def by_path(store):
-        group = zarr.open_group(cmd(store)[cmd(store).index("--store") + 1], mode="r")
+    def rows_and_means(n: int):
+        args = cmd(n)
+        group = zarr.open_group(args[args.index("--store") + 1], mode="r")
         return dict(zip(group["images/path"][:].tolist(), range(group["images/path"].shape[0]))), \
             group["mixed4a/mean"][:]
 
-    (rows_s, means_s), (rows_l, means_l) = by_path(small), by_path(large)
+    (rows_s, means_s), (rows_l, means_l) = rows_and_means(small), rows_and_means(large)
     shared = sorted(set(rows_s) & set(rows_l))
     a, b = means_s[[rows_s[p] for p in shared]], means_l[[rows_l[p] for p in shared]]
     scale = np.maximum(np.abs(a).max(axis=0), 1e-12)

@@ -1,0 +1,30 @@
+"""Results: the ranked table every query returns (built by hand here; queries fill them in test_query)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.results import Results
+
+
+def _results(**changes):
+    fields = dict(layer="l", query="channel 1 (top 2)", by="mean", rows=np.array([3, 1]), activations=np.array([2.0, 1.0]),
+                  paths=["a.jpg", "b.jpg"], labels=[0, 1], classes=["ant", "bee"], channel=1)
+    return Results(**{**fields, **changes})
+
+
+def test_ranks_are_the_places_in_the_list_unless_given():
+    assert _results().ranks.tolist() == [1, 2] and [item["rank"] for item in _results()] == [1, 2]
+    drawn = _results(ranks=np.array([7, 40]))  # samples: each image's place in the whole channel
+    assert [item["rank"] for item in drawn] == [7, 40]
+
+
+def test_results_compare_by_contents():
+    assert _results() == _results() and _results() != _results(rows=np.array([3, 2]))
+    assert _results() != _results(ranks=np.array([7, 40])) and _results() != _results(notes=["RANDOM WEIGHTS"])
+    assert _results() != "not results"
+    odd = _results(activations=np.array([np.nan, 1.0]))
+    assert odd == odd and odd == _results(activations=np.array([np.nan, 1.0]))  # NaN equals itself here
+    with pytest.raises(TypeError):
+        hash(_results())  # mutable (notes are added), like a list
