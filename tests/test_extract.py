@@ -299,13 +299,14 @@ def test_opt_in_modes_agree_within_their_tolerance(image_folder, small_store, tm
     assert (note in capsys.readouterr().err) if note else True  # fp16 without AMX-FP16 says it is slow
 
 
-def test_compile_without_a_cpp_compiler_stops_before_the_store(image_folder, tmp_path, monkeypatch):
+def test_compile_without_a_cpp_compiler_stops_before_the_store(image_folder, tmp_path):
     import torch._inductor.config as inductor
 
     from pipeline.errors import PipelineError
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
-    with pytest.raises(PipelineError, match="needs a C[+][+] compiler"):
+    # inductor's own patch: monkeypatch's undo deletes the entry, which hides cpp.cxx from later tests
+    with inductor.patch({"cpp.cxx": ("/nonexistent/c++",)}), \
+            pytest.raises(PipelineError, match="needs a C[+][+] compiler"):
         extract(image_folder, tmp_path / "s.zarr", weights="random", compile=True, device="cpu", progress=False)
     assert not (tmp_path / "s.zarr").exists()
 

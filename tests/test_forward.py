@@ -97,23 +97,13 @@ def test_to_host_gives_the_numbers_when_waited_for():
     assert (wait() == values.numpy()).all()
 
 
-def test_compile_without_compilers_is_one_sentence(monkeypatch):
+def test_compile_on_cuda_without_a_c_compiler_is_one_sentence(monkeypatch):
     import shutil
-
-    import torch._inductor.cpp_builder as builder
-    from torch._inductor import exc
 
     from pipeline.errors import PipelineError
     from pipeline.forward import check_compiler
 
     monkeypatch.delenv("CC", raising=False)
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no gcc, no clang (the C++ case: test_extract)
     with pytest.raises(PipelineError, match="--compile on CUDA needs a C compiler for Triton"):
         check_compiler(cuda=True)
-
-    def no_cxx():
-        raise exc.InvalidCxxCompiler()
-
-    monkeypatch.setattr(builder, "get_cpp_compiler", no_cxx)
-    with pytest.raises(PipelineError, match="--compile needs a C\\+\\+ compiler"):
-        check_compiler()
