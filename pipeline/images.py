@@ -126,7 +126,8 @@ def scan(root: str | os.PathLike) -> ImageList:
         labels = np.array([index[p.split("/", 1)[0]] for p in rel], dtype=np.int32)
     else:
         classes, labels = [], np.full(len(rel), -1, dtype=np.int32)
-    stats = [_stat(f"{root.rstrip(os.sep)}{os.sep}{p}") for p in rel]
+    folder = root.rstrip(os.sep) + os.sep  # once, not per file: joined as text, as _walk cut it
+    stats = [_stat(folder + p) for p in rel]
     # A FIFO, socket or device named like an image would hang the decoder (a FIFO's read waits
     # for a writer): such files are left out, and said so.
     special = [p for p, st in zip(rel, stats) if st is None]

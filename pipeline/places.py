@@ -32,12 +32,12 @@ def location(path) -> str:
     (fsspec's local file system would not make the store's folders, and only a path takes the
     writer's lock); "~" is expanded; an empty name is refused."""
     text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    local = text.startswith("local://")  # fsspec's: a path as it stands, relative to here or absolute
+    if local:
+        text = text[len("local://"):]
     if not text.strip():
         raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
-    if text.startswith("local://"):  # fsspec's: a path as it stands, relative to here or absolute
-        text = text[len("local://"):]
-        if not text.strip():
-            raise StoreError("the store's name is empty; give a folder or a URL such as s3://bucket/x.zarr")
+    if local:
         return os.path.expanduser(text)
     if not text.startswith("file://"):
         return text if "://" in text else os.path.expanduser(text)  # "~/x.zarr" from Python
