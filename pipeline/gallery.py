@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,14 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs, pages
+from .pages import IMAGE_FILE, PAGE_FILE, crop_name, thumb_name, viz_name
 from .images import display_image
 from .pictures import covers_input, crop_box, crop_field
 
 THUMB, CROP = 128, 128
 MANIFEST = ".exemplars-gallery.json"
 PICTURES = 2  # how thumbnails and crops are drawn; a change redraws older builds' files (2: square crops)
-OURS = re.compile(r"(\d+(_c\d+)?\.jpg|viz_\d+\.png)")  # names of the files a build writes in img/
-PAGE = re.compile(r"(\d{4,})\.html")  # and in channels/
 
 
 @dataclass
@@ -63,9 +61,9 @@ def _render_images(job):
     image, error = display_image(root, path)
     if image is None:
         return row, error
-    image.resize((THUMB, THUMB), resample=2).save(os.path.join(folder, f"{row}.jpg"), quality=85)
+    image.resize((THUMB, THUMB), resample=2).save(os.path.join(folder, thumb_name(row)), quality=85)
     for channel, box in boxes:
-        crop_field(image, box).resize((CROP, CROP), resample=3).save(os.path.join(folder, f"{row}_c{channel}.jpg"),
+        crop_field(image, box).resize((CROP, CROP), resample=3).save(os.path.join(folder, crop_name(row, channel)),
                                                                      quality=85)
     return row, ""
 
@@ -110,17 +108,17 @@ def _write_featureviz(layer, folder: Path) -> set[str]:
         return set()
     names = set()
     for c in np.flatnonzero(layer.group["featureviz_done"][:]).tolist():
-        Image.fromarray(np.asarray(layer.group["featureviz"][c])).save(folder / f"viz_{c}.png")
-        names.add(f"viz_{c}.png")
+        Image.fromarray(np.asarray(layer.group["featureviz"][c])).save(folder / viz_name(c))
+        names.add(viz_name(c))
     return names
 
 
 def _remove_unused(folder: Path, needs: dict, kept: set[str]) -> None:
     """Drop what an earlier build of this store wrote that no page of this one shows (a build
     made while the store was being written showed other images)."""
-    used = kept | {f"{row}.jpg" for row in needs} | {f"{row}_c{c}.jpg" for row, boxes in needs.items() for c, _ in boxes}
+    used = kept | {thumb_name(row) for row in needs} | {crop_name(row, c) for row, boxes in needs.items() for c, _ in boxes}
     for old in folder.iterdir():
-        if OURS.fullmatch(old.name) and old.name not in used:
+        if IMAGE_FILE.fullmatch(old.name) and old.name not in used:
             old.unlink()
 
 
@@ -152,13 +150,13 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     identity = _identity(layer)
     if not _reusable(out, identity):
         for old in (out / "img").iterdir():
-            if OURS.fullmatch(old.name):  # only what a build writes; a user's own files stay
+            if IMAGE_FILE.fullmatch(old.name):
                 old.unlink()
     per_channel, needs = _queries(layer, k, crops)
     jobs = []
     for row, path in zip(sorted(needs), layer.store.paths(sorted(needs))):
-        boxes = [(c, box) for c, box in needs[row] if not (out / "img" / f"{row}_c{c}.jpg").exists()]
-        if boxes or not (out / "img" / f"{row}.jpg").exists():  # made once, reused by later builds
+        boxes = [(c, box) for c, box in needs[row] if not (out / "img" / crop_name(row, c)).exists()]
+        if boxes or not (out / "img" / thumb_name(row)).exists():  # made once, reused by later builds
             jobs.append((layer.store.root, path, row, boxes, str(out / "img")))
     missing, paths = {}, dict(zip((job[2] for job in jobs), (job[1] for job in jobs)))
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
@@ -173,7 +171,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     for c in tqdm(range(layer.channels), desc="pages", unit="page", disable=not progress):
         site.write_channel(c)
     for old in (out / "channels").iterdir():  # an earlier build's pages of channels this layer lacks
-        if PAGE.fullmatch(old.name) and int(PAGE.fullmatch(old.name)[1]) >= layer.channels:
+        if PAGE_FILE.fullmatch(old.name) and int(PAGE_FILE.fullmatch(old.name)[1]) >= layer.channels:
             old.unlink()
     site.write_index()
     example = next((f"{paths[row]}: {error}" for row, error in missing.items()), "")

@@ -5,11 +5,14 @@ Offers:
     Site.write_channel(c), Site.write_index()
     histogram_svg(counts, edges, marks) -> str   an inline SVG bar chart
     esc(text) -> str                             HTML-escaped, quotes included
+    thumb_name(row), crop_name(row, c), viz_name(c), page_name(c)   the site's file names
+    IMAGE_FILE, PAGE_FILE                        patterns of every name those give (img/, channels/)
 """
 
 from __future__ import annotations
 
 import html
+import re
 
 import numpy as np
 
@@ -29,6 +32,27 @@ a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;mar
 .card{display:inline-block;margin:4px;padding:4px;background:#fff;border:1px solid #ddd;vertical-align:top}
 .card img{width:48px;height:48px;margin:1px} table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right}
 """
+
+
+def thumb_name(row: int) -> str:
+    return f"{row}.jpg"
+
+
+def crop_name(row: int, channel: int) -> str:
+    return f"{row}_c{channel}.jpg"
+
+
+def viz_name(channel: int) -> str:
+    return f"viz_{channel}.png"
+
+
+def page_name(channel: int) -> str:
+    return f"{channel:04d}.html"
+
+
+# Only files these patterns match are ever removed from a gallery: a user's own files stay.
+IMAGE_FILE = re.compile(r"(\d+(_c\d+)?\.jpg|viz_\d+\.png)")
+PAGE_FILE = re.compile(r"(\d{4,})\.html")
 
 
 def _number(value) -> str:
@@ -85,7 +109,7 @@ class Site:
         if row in self.missing:
             return (f'<div class="tile"><div class="missing">missing image<br>{esc(self.missing[row])}</div>'
                     f'{caption}</div>')
-        return f'<div class="tile"><img src="../img/{name}.jpg" alt="row {row}" loading="lazy">{caption}</div>'
+        return f'<div class="tile"><img src="../img/{name}" alt="row {row}" loading="lazy">{caption}</div>'
 
     def _tiles(self, results, with_crops: bool, css: str = "", peaks=()) -> str:
         items = []
@@ -95,10 +119,10 @@ class Site:
             path = "/<wbr>".join(esc(part) for part in item["path"].split("/"))
             caption = (f'<b>{item["activation"]:.4g}</b>' + (f' {esc(item["band"])} (#{item["rank"]})' if "band" in item else "")
                        + f'<br>{path}<br><i>{esc(item["class"])}</i>')
-            tile = self._image(row, str(row), caption)
+            tile = self._image(row, thumb_name(row), caption)
             if with_crops:  # the image and its crop wrap to the next line together
                 crop = ('<div class="tile"><div class="missing">no peak: the map is flat</div></div>' if peaks[i] is None
-                        else self._image(row, f"{row}_c{results.channel}", "receptive field at the peak"))
+                        else self._image(row, crop_name(row, results.channel), "receptive field at the peak"))
                 tile = f'<div class="pair">{tile}{crop}</div>'
             items.append(tile)
         return f'<div class="row {css}">{"".join(items)}</div>'
@@ -110,12 +134,12 @@ class Site:
         layer, t = self.layer, self.table
         top, bottom, samples, peaks = self.per_channel[c]
         nav = ('<p><a href="../index.html">index</a>'
-               + (f' · <a href="{c - 1:04d}.html">← {c - 1}</a>' if c > 0 else "")
-               + (f' · <a href="{c + 1:04d}.html">{c + 1} →</a>' if c + 1 < layer.channels else "") + "</p>")
+               + (f' · <a href="{page_name(c - 1)}">← {c - 1}</a>' if c > 0 else "")
+               + (f' · <a href="{page_name(c + 1)}">{c + 1} →</a>' if c + 1 < layer.channels else "") + "</p>")
         quantiles = {k: t[k][c] for k in ("q50", "q90", "q99", "q99.9")}
         facts = "".join(f"<tr><th>{esc(k)}</th><td>{_number(t[k][c])}</td></tr>"
                         for k in ("mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis"))
-        neighbours = ", ".join(f'<a href="{int(n):04d}.html">{int(n)}</a> ({self.corr[c, n]:.2f})'
+        neighbours = ", ".join(f'<a href="{page_name(int(n))}">{int(n)}</a> ({self.corr[c, n]:.2f})'
                                for n in self.near[c] if n >= 0)
         constant = not t["std"][c] > 0
         if constant:  # a constant channel correlates with nothing
@@ -130,8 +154,8 @@ class Site:
             classes = (f'<p>selectivity index {self.chosen["index"][c]:.3f}; top classes: '
                        + ", ".join(esc(names[int(k)]) for k in self.chosen["top_classes"][c]) + "</p>")
         viz = ""
-        if (self.out / "img" / f"viz_{c}.png").exists():
-            viz = f'<h2>Feature visualisation</h2><img src="../img/viz_{c}.png" alt="feature visualisation" width="192">'
+        if (self.out / "img" / viz_name(c)).exists():
+            viz = f'<h2>Feature visualisation</h2><img src="../img/{viz_name(c)}" alt="feature visualisation" width="192">'
         body = (f"<h1>{esc(layer.name)} channel {c} <small>{esc(self._branch(c))}</small></h1>{nav}{viz}"
                 f"<h2>Top {len(top)} by spatial mean</h2>"
                 + (f'<p class="note">The channel is {_number(t["max"][c])} on every image: these tie, '
@@ -145,7 +169,7 @@ class Site:
                 f"{histogram_svg(t['hist_counts'][c], t['hist_edges'][c], quantiles, constant=t['max'][c] if constant else None)}"
                 f"<table>{facts}</table><h2>Most correlated channels</h2><p>{neighbours}</p>"
                 f"<h2>Classes</h2>{classes}")
-        (self.out / "channels" / f"{c:04d}.html").write_text(
+        (self.out / "channels" / page_name(c)).write_text(
             self._page(f"{layer.name} channel {c}", body, "../"), encoding="utf-8")
 
     def write_index(self) -> None:
@@ -155,9 +179,9 @@ class Site:
             cards = []
             for c in range(lo, hi):
                 top = self.per_channel[c][0]
-                thumbs = "".join(f'<img src="img/{r}.jpg" alt="row {r}" loading="lazy">'
+                thumbs = "".join(f'<img src="img/{thumb_name(r)}" alt="row {r}" loading="lazy">'
                                  for r in top.rows[:5].tolist() if r not in self.missing)
-                cards.append(f'<a class="card" href="channels/{c:04d}.html">{c}<br>{thumbs}</a>')
+                cards.append(f'<a class="card" href="channels/{page_name(c)}">{c}<br>{thumbs}</a>')
             sections.append(f"<h2>{esc(name)} ({lo}-{hi - 1})</h2>{''.join(cards)}")
         body = (f"<h1>{esc(layer.name)}: {layer.channels} channels, {int(layer.usable.sum())} images</h1>"
                 + "".join(sections))
