@@ -66,3 +66,10 @@ def test_rows_are_checked_not_wrapped(store):
         store.paths([[1, 2], [3, 0]])
     assert store.paths(3) == store.paths([3]) == ["c/w.jpg"] and store.labels(np.int64(3)).tolist() == [2]
     assert store.paths([]) == []
+
+
+def test_uncached_paths_keep_the_rows_order_and_minus_one_is_no_image(store, tmp_path):
+    uncached = pipeline.open_store(tmp_path / "s.zarr", cache_paths=False)  # as the CLI opens it
+    assert uncached.paths([3, 0, 1]) == ["c/w.jpg", "b/x.jpg", "a/y.jpg"] == store.paths([3, 0, 1])
+    with pytest.raises(QueryError, match="row -1 is out of range"):
+        store.row_of("-1")  # not the last image

@@ -321,18 +321,6 @@ def test_bad_options_are_one_sentence(image_folder, tmp_path):
         assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_agreement_metric():
-    from pipeline.agreement import agreement
-
-    exact = np.arange(40, dtype=np.float32).reshape(20, 2)  # channel 0 peaks at 38, channel 1 at 39
-    other = exact.copy()
-    other[0, 0] += 0.38  # 1% of channel 0's scale, ranks unchanged
-    other[[18, 19], 1] = 0  # two of channel 1's top-10 fall out, an error of its whole scale
-    assert agreement(exact[:, :1], other[:, :1]) == pytest.approx({"topk_overlap": 1.0, "max_relative_error": 0.01})
-    result = agreement(exact, other)
-    assert result == pytest.approx({"topk_overlap": (1.0 + 0.8) / 2, "max_relative_error": 1.0})
-
-
 def test_a_batch_is_waited_for_only_after_the_next_has_arrived(image_folder, tmp_path, monkeypatch):
     """The overlap on CUDA (one lane): the loop fetches batch k+1 before it waits for batch k's results."""
     import pipeline.extract as ex

@@ -78,3 +78,15 @@ def test_whole_numbers():
     for value in (2.7, "abc", True, None):
         with pytest.raises(QueryError, match="whole number"):
             whole_number(value)
+
+
+def test_negative_channels_and_degenerate_band_pairs_are_refused():
+    from pipeline.parsing import check_channel
+
+    for call in (lambda: check_channel(-1, 4), lambda: parse_direction({-1: 1.0}, 4),
+                 lambda: parse_channels([-1], 4)):
+        with pytest.raises(QueryError, match="channel -1 is out of range"):
+            call()  # -1 is no channel, not the last one
+    for pairs in ([("a", 0.1), ("b", 0.1)], [("a", 0)], [("a", 0.0), ("b", 0.5)]):
+        with pytest.raises(QueryError):
+            parse_bands(pairs)  # an equal or zero fraction makes a band that can hold no image

@@ -430,3 +430,75 @@ def test_results_compare_by_contents_and_say_their_direction(generated):
     assert layer.direction(dense).query == f"direction of {C} weights, largest 8:9,9:10,10:11,11:12 (top 10)"
     for method in (layer.topk, layer.samples, layer.direction, layer.similar, type(layer.topk(4))):
         assert method.__doc__ and len(method.__doc__) > 60
+
+
+def test_a_column_read_by_mean_is_not_served_for_max(tmp_path):
+    n = 20
+    mean = np.stack([np.arange(n), np.ones(n)], axis=1).astype(np.float32)
+    import_matrix(tmp_path / "mm.zarr", mean, "layer1", [f"{i}.jpg" for i in range(n)], max_matrix=mean[::-1].copy())
+    layer = pipeline.open_store(tmp_path / "mm.zarr")["layer1"]
+    assert layer.topk(0, k=3).rows.tolist() == [19, 18, 17]
+    by_max = layer.topk(0, k=3, by="max")  # the same channel, the other statistic
+    assert by_max.rows.tolist() == [0, 1, 2] and by_max.activations.tolist() == [19.0, 18.0, 17.0]
+
+
+def test_diverse_bottom_ranks_the_bottom_and_says_nothing_of_a_short_store(generated):
+    path, m, _, _ = generated
+    layer = pipeline.open_store(path)["layer1"]
+    usable = np.isfinite(m).all(axis=1)
+    got = layer.topk(0, k=4, bottom=True, diverse=True, per_class=1)
+    assert len(got) == 4 and (got.activations == m[usable, 0].min()).all()
+    assert sorted(got.labels) == [0, 1, 2, 3]
+    short = layer.topk(0, k=6, diverse=True, per_class=1)  # the diversity rules cut it, not the store
+    assert len(short) == 4 and "no more to rank" not in short.note
+
+
+def test_similar_refuses_an_image_not_usable(generated):
+    path, m, _, _ = generated
+    group = zarr.open_group(str(path), mode="r+")
+    group["layer1/done"][0] = False  # rows 0-31 still being written: their values are not answers yet
+    refresh_completeness(group, "layer1")
+    layer = pipeline.open_store(path)["layer1"]
+    for image in (10, 50):  # a row of an unfinished shard, an invalid row
+        with pytest.raises(QueryError, match="invalid or not yet computed"):
+            layer.similar(image)
+
+
+def test_a_direction_by_columns_never_ranks_an_unfinished_shard(generated):
+    path, m, _, _ = generated
+    group = zarr.open_group(str(path), mode="r+")
+    group["layer1/done"][1] = False
+    group["layer1/mean"][32:64] = np.inf  # what an unfinished shard may hold
+    refresh_completeness(group, "layer1")
+    got = pipeline.open_store(path)["layer1"].direction("0:1", k=5)  # one column, read whole
+    assert not set(got.rows.tolist()) & set(range(32, 64))
+
+
+def test_ties_notes_count_only_usable_rows_and_only_rows_left_out(tmp_path):
+    m = np.zeros((40, 2), dtype=np.float32)
+    m[:, 0] = np.arange(40, 0, -1)
+    m[1, 0] = 40  # rows 0 and 1 tie at the top, and both are shown
+    import_matrix(tmp_path / "t.zarr", m, "layer1", [f"{i}.jpg" for i in range(40)], shard_rows=16)
+    both = pipeline.open_store(tmp_path / "t.zarr")["layer1"].topk(0, k=2)
+    assert both.rows.tolist() == [0, 1] and (both.ties, both.notes) == ("", [])
+    group = zarr.open_group(str(tmp_path / "t.zarr"), mode="r+")
+    group["layer1/done"][0] = False  # rows 0-15 unfinished, still 0 in channel 1
+    refresh_completeness(group, "layer1")
+    assert pipeline.open_store(tmp_path / "t.zarr")["layer1"].topk(1, k=3).ties == "constant"
+
+
+def test_a_direction_is_named_by_its_largest_weights_whatever_their_sign(generated):
+    path, _, _, _ = generated
+    dense = np.arange(1, C + 1, dtype=float)
+    dense[0] = -100
+    query = pipeline.open_store(path)["layer1"].direction(dense).query
+    assert query == f"direction of {C} weights, largest 0:-100,9:10,10:11,11:12 (top 10)"
+
+
+def test_peaks_are_row_major_y_then_x(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    height, width = layer.spatial_shape
+    argmax = np.asarray(layer.group["argmax"][:, 5])
+    rows = np.flatnonzero(layer.usable & (argmax // width != argmax % width))[:4]
+    assert rows.size
+    assert layer.peaks(rows, 5) == [(int(a) // width, int(a) % width) for a in argmax[rows]]

@@ -70,3 +70,15 @@ def test_diverse_compares_with_every_image_already_chosen():
     skipped = {}
     rows = ranking.diverse(values, usable, 3, False, labels, fingerprints, skipped=skipped)
     assert rows.tolist() == [0, 1, 4] and skipped["duplicate"] == 2
+
+
+def test_bands_keep_negative_rows_and_rank_zeros_between_positives_and_negatives():
+    values = np.array([5, 4, 0, 0, -1, -2, -3, -4, -5, -6], dtype=np.float32)  # an import, no ReLU
+    usable = np.ones(10, dtype=bool)
+    bands = [("top 20%", 0.2), ("top 20-100%", 1.0), ("zeros", None)]
+    zero_only = []
+    rows, labels, empty, ranks = ranking.band_samples(values, usable, bands, per_band=10, seed=0, zero_only=zero_only)
+    assert list(zip(rows.tolist(), labels, ranks.tolist())) == [
+        (0, "top 20%", 0), (1, "top 20%", 1), *[(r, "top 20-100%", r) for r in range(4, 10)],
+        (2, "zeros", 2), (3, "zeros", 3)]  # the zeros rank after the positives, before the negatives
+    assert empty == zero_only == []

@@ -28,3 +28,13 @@ def test_results_compare_by_contents():
     assert odd == odd and odd == _results(activations=np.array([np.nan, 1.0]))  # NaN equals itself here
     with pytest.raises(TypeError):
         hash(_results())  # mutable (notes are added), like a list
+
+
+def test_items_carry_their_own_values_and_every_field_counts_in_equality():
+    assert [item["activation"] for item in _results()] == [2.0, 1.0]
+    assert [(item["row"], item["path"], item["class"]) for item in _results()] == [(3, "a.jpg", "ant"), (1, "b.jpg", "bee")]
+    assert _results(channel=None, query="direction 1:1 (top 2)").to_dict()["query"] == "direction 1:1 (top 2)"
+    assert "query" not in _results().to_dict()
+    for changes in ({"paths": ["a.jpg", "c.jpg"]}, {"bands": ["top 1%", "top 1-10%"]}, {"peaks": [(0, 1), None]}):
+        assert _results() != _results(**changes), changes
+    assert _results(bands=["x", "y"]) != _results(bands=["x", "z"])

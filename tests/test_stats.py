@@ -293,3 +293,55 @@ def test_scaling_by_powers_of_two_changes_no_bit(tmp_path, monkeypatch):
     plain = everything()
     for name in plain:
         assert_array_equal(scaled[name], plain[name], err_msg=name)
+
+
+def test_stats_files_hold_what_the_api_computes(layer, tmp_path):
+    import csv
+
+    from pipeline.report import write_stats
+
+    lay, _, _ = layer
+    lines = write_stats(lay, tmp_path / "o", progress=False)
+    sel, corr = lay.selectivity(), lay.correlations()
+    names = dict(zip(sel["classes"].tolist(), sel["class_names"]))
+    most = int(np.argmax(sel["index"]))
+    assert (f"most class-selective channel: {most} (index {sel['index'][most]:.3f}, "
+            f"prefers {names[int(sel['top_classes'][most][0])]})") in lines
+
+    def read(name):
+        with open(tmp_path / "o" / name, newline="") as f:
+            return list(csv.DictReader(f))
+
+    for c, row in enumerate(read("selectivity_channels.csv")):
+        assert float(row["selectivity"]) == pytest.approx(sel["index"][c], abs=1e-5)
+        assert [row[f"class{i + 1}"] for i in range(3)] == [names[int(k)] for k in sel["top_classes"][c]]
+    for i, row in enumerate(read("selectivity_classes.csv")):
+        for j, ch in enumerate(sel["channels_per_class"][i]):
+            assert int(row[f"channel{j + 1}"]) == ch
+            assert float(row[f"index{j + 1}"]) == pytest.approx(sel["class_index"][i, ch], abs=1e-5)
+    near = stats.neighbours(corr, 5)
+    for c, row in enumerate(read("neighbours.csv")):
+        for i in range(5):
+            if near[c, i] >= 0:
+                assert (int(row[f"n{i + 1}"]), float(row[f"r{i + 1}"])) == (near[c, i], pytest.approx(corr[c, near[c, i]], abs=1e-5))
+
+
+def test_unlabelled_rows_among_labelled_ones_belong_to_no_class(tmp_path):
+    rng = np.random.default_rng(4)
+    m = rng.random((40, 3)).astype(np.float32)
+    labels = np.arange(40) % 3
+    labels[::4] = -1  # some images without a label
+    labels[:16][labels[:16] == 2] = -1  # and the first shard has none of the last class
+    import_matrix(tmp_path / "p.zarr", m, "feat", [f"{i}.jpg" for i in range(40)], labels, ["a", "b", "c"],
+                  shard_rows=16)
+    lay = pipeline.open_store(tmp_path / "p.zarr")["feat"]
+    assert lay.moments().class_counts.tolist() == np.bincount(labels[labels >= 0]).tolist()
+    assert_allclose(lay.selectivity()["class_means"], np.stack([m[labels == k].mean(0) for k in range(3)]), rtol=1e-5)
+
+
+def test_one_usable_image_and_a_share_reached_exactly(tmp_path):
+    assert stats.pca(np.diag([9.0, 1.0]))["components_90"] == 1  # the first component holds exactly 90%
+    m = np.array([[1.0, -2.0, 3.0], [np.nan, 0.0, 0.0]], dtype=np.float32)  # the second row is invalid
+    import_matrix(tmp_path / "one.zarr", m, "feat", ["a.jpg", "b.jpg"])
+    table = pipeline.open_store(tmp_path / "one.zarr")["feat"].stats()
+    assert table["q50"].tolist() == table["q99.9"].tolist() == [1.0, -2.0, 3.0]
