@@ -422,3 +422,67 @@ def test_the_logits_are_a_layer_of_one_by_one_maps(image_folder, random_model, t
     np.testing.assert_allclose(np.exp(stored) / np.exp(stored).sum(1, keepdims=True), logits.numpy(),
                                rtol=1e-4, atol=1e-7)
     assert (np.asarray(layer.group["argmax"][:2]) == 0).all()
+
+
+def test_a_layer_added_beside_a_finished_one_is_computed(tmp_path):
+    """Pending shards are those some asked-for layer has not finished, not only the first layer's."""
+    data = make_folder(tmp_path / "data", classes=("a",), per_class=3)
+    store = tmp_path / "s.zarr"
+    extract(data, store, ["conv2d0"], weights="random", batch_size=4, progress=False)
+    summary = extract(data, store, ["conv2d0", "conv2d1"], weights="random", batch_size=4, progress=False)
+    assert summary.computed == 3
+    group = zarr.open_group(str(store), mode="r")
+    assert group["conv2d1/done"][:].all() and group["conv2d1"].attrs["complete"] is True
+    assert np.isfinite(group["conv2d1/mean"][:]).all()
+
+
+def test_a_row_with_non_finite_activations_is_stored_invalid(tmp_path, monkeypatch):
+    """The rows are marked before the shard writer copies them (an fp16 overflow, say)."""
+    import pipeline.extract as ex
+    from pipeline.shards import NON_FINITE
+
+    data = make_folder(tmp_path / "data", classes=("a",), per_class=3)
+    real = ex.forward_pass
+
+    def overflowing(*args, **kwargs):
+        forward = real(*args, **kwargs)
+
+        def step(batch):
+            out = forward(batch)
+            out["conv2d0"][0, 5, 1, 1] = float("inf")  # the batch's first image, one channel's max
+            return out
+
+        return step
+
+    monkeypatch.setattr(ex, "forward_pass", overflowing)
+    store = tmp_path / "s.zarr"
+    summary = extract(data, store, ["conv2d0"], weights="random", batch_size=4, progress=False)
+    group = zarr.open_group(str(store), mode="r")
+    assert group["images/valid"][:].tolist() == [False, True, True]
+    assert group["images/error"][0] == NON_FINITE
+    assert np.isnan(group["conv2d0/mean"][0]).all() and (group["conv2d0/argmax"][0] == -1).all()
+    assert summary.invalid == [("a/img_00.jpg", NON_FINITE)]
+
+
+def test_a_failure_keeps_the_shard_its_previous_batch_finished(image_folder, tmp_path, monkeypatch):
+    """One lane, so the third batch is the one that fails: the second, still waiting, finishes shard 0."""
+    import pipeline.extract as ex
+
+    real, calls = ex.forward_pass, []
+
+    def breaking(*args, **kwargs):
+        forward = real(*args, **kwargs)
+
+        def step(batch):
+            calls.append(len(batch))
+            if len(calls) == 3:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return forward(batch)
+
+        return step
+
+    monkeypatch.setattr(ex, "forward_pass", breaking)
+    store = tmp_path / "broken.zarr"
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        extract(image_folder, store, weights="random", batch_size=4, workers=0, shard_rows=8, progress=False, lanes=1)
+    assert zarr.open_group(str(store), mode="r")["mixed4a/done"][:].tolist() == [True, False, False]

@@ -107,3 +107,36 @@ def test_compile_on_cuda_without_a_c_compiler_is_one_sentence(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no gcc, no clang (the C++ case: test_extract)
     with pytest.raises(PipelineError, match="--compile on CUDA needs a C compiler for Triton"):
         check_compiler(cuda=True)
+
+
+def test_reduce_argmax_is_exact_on_large_maps():
+    """Argmax travels as float32 beside the mean and max: exact for conv2d0's 112 x 112 (12,544 positions)."""
+    import torch
+
+    acts = torch.zeros(2, 2, 112, 112)
+    acts[0, 0, 110, 3] = 1.0  # flat 12323: bf16 or fp16 would round it
+    acts[0, 1, 7, 111] = 1.0
+    acts[1, 0, 111, 111] = 1.0
+    acts[1, 1, 0, 1] = 1.0
+    out = reduce(acts)
+    assert out.dtype == torch.float32
+    assert out[:, 2].long().tolist() == [[110 * 112 + 3, 7 * 112 + 111], [111 * 112 + 111, 1]]
+
+
+def test_a_short_batch_under_compile_gives_its_own_rows(random_model, monkeypatch):
+    """--compile pads a short batch to one size with zero images; the results are the batch's rows."""
+    import torch
+
+    from pipeline import fastgraph
+    from pipeline.forward import forward_pass
+    from pipeline.model import cut
+
+    seen = []  # the padding and slicing, not inductor: one graph for every batch
+    monkeypatch.setattr(torch, "compile", lambda net, **kwargs: lambda x: (seen.append(x.shape[0]), net(x))[1])
+    monkeypatch.setattr(fastgraph, "_blocks_outside_graph", None)
+    batch = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        padded = forward_pass(cut(random_model, ["conv2d1"]), torch.device("cpu"), "fp32", True, 4)(batch)
+        plain = forward_pass(cut(random_model, ["conv2d1"]), torch.device("cpu"), "fp32", False, 4)(batch)
+    assert seen == [4] and padded["conv2d1"].shape[0] == 2
+    torch.testing.assert_close(padded["conv2d1"], plain["conv2d1"], rtol=1e-5, atol=1e-5)

@@ -158,3 +158,29 @@ def test_a_file_name_that_is_not_utf8_is_one_sentence(tmp_path):
     os.rename(tmp_path / "a.jpg", os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"))
     with pytest.raises(DatasetError, match="not valid UTF-8"):
         scan(tmp_path)
+
+
+def test_class_labels_are_imagefolders_case_sensitive_order(tmp_path):
+    from torchvision.datasets.folder import find_classes
+
+    for rel in ["a/1.jpg", "B/1.jpg", "_c/1.jpg"]:
+        _touch_image(tmp_path / rel)
+    images = scan(tmp_path)
+    classes, index = find_classes(str(tmp_path))  # what the notebook's ImageFolder labels by
+    assert images.classes == classes == ["B", "_c", "a"]
+    assert images.labels.tolist() == [index[p.split("/")[0]] for p in images.paths]
+
+
+@pytest.mark.parametrize("size", [(299, 256), (256, 299), (301, 400), (640, 427)])
+def test_the_displayed_image_is_the_crop_the_model_saw(tmp_path, size):
+    """Odd margins: torchvision's CenterCrop rounds (W - 224) / 2 = 37.5 up to 38."""
+    import torch
+    from torchvision import transforms
+
+    from pipeline.images import display_image
+
+    make_image(np.random.default_rng(7), *size).save(tmp_path / "x.png")
+    mine, error = display_image(str(tmp_path), "x.png")
+    notebook = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.PILToTensor()])
+    expected = notebook(Image.open(tmp_path / "x.png").convert("RGB"))
+    assert error == "" and torch.equal(transforms.PILToTensor()(mine), expected)

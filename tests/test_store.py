@@ -201,3 +201,64 @@ def test_an_object_store_is_named_as_a_user_writes_it_and_its_failures_are_one_s
     with pytest.raises(StoreError, match="^cannot open memory://nobucket/x.zarr: FileNotFoundError: The specified bucket"):
         st.create_store("memory://nobucket/x.zarr", {}, {"path": [], "label": [], "classes": [], "size": [],
                                                          "mtime_ns": []}, 8, False)
+
+
+def _two_image_store(tmp_path, meta=None, n=2, shard_rows=2):
+    images = {"path": [f"{i}.jpg" for i in range(n)], "label": [0] * n, "classes": ["c"], "size": [1] * n,
+              "mtime_ns": [0] * n}
+    return create_store(tmp_path / "s.zarr", meta or {"model": {}}, images, shard_rows=shard_rows, overwrite=False)
+
+
+def test_a_weights_file_counts_by_its_sha256_not_where_it_lies(tmp_path):
+    weights = {"kind": "file", "name": "w.pth", "sha256": "a" * 64, "path": "/old/w.pth"}
+    group = _two_image_store(tmp_path, {"model": {"name": "inceptionv1", "weights": weights, "precision": "fp32"}})
+    moved = dict(weights, path="/new/w.pth")
+    check_compatible(group, {"model": {"name": "inceptionv1", "weights": moved, "precision": "fp32"}})
+    changed = dict(weights, sha256="b" * 64)
+    with pytest.raises(StoreMismatchError, match="model.weights.sha256="):
+        check_compatible(group, {"model": {"name": "inceptionv1", "weights": changed, "precision": "fp32"}})
+
+
+def test_the_dataset_fingerprint_covers_each_path_size_mtime_and_their_order():
+    from pipeline.store import dataset_fingerprint
+
+    base = dataset_fingerprint(["a.jpg", "b.jpg"], [10, 20], [100, 200])
+    assert base == dataset_fingerprint(["a.jpg", "b.jpg"], np.array([10, 20]), np.array([100, 200]))
+    for other in ((["a.jpg", "c.jpg"], [10, 20], [100, 200]), (["a.jpg", "b.jpg"], [10, 21], [100, 200]),
+                  (["a.jpg", "b.jpg"], [10, 20], [100, 201]), (["b.jpg", "a.jpg"], [20, 10], [200, 100])):
+        assert dataset_fingerprint(*other) != base, other
+
+
+def test_completeness_counts_the_done_shards(tmp_path):
+    from pipeline.store import refresh_completeness, write_shard
+
+    group = _two_image_store(tmp_path, n=3)  # shards of 2 rows: 2 and 1
+    add_layer(group, "conv", 1, (1, 1), {})
+    block = lambda rows: (np.ones((rows, 1), np.float32), np.ones((rows, 1), np.float32),  # noqa: E731
+                          np.zeros((rows, 1), np.int32))
+    write_shard(group, ["conv"], 1, {"conv": block(1)}, [True], [""])
+    assert {k: refresh_completeness(group, "conv")[k] for k in ("complete", "shards_done")} == \
+        {"complete": False, "shards_done": 1}
+    write_shard(group, ["conv"], 0, {"conv": block(2)}, [True, True], ["", ""])
+    assert {k: refresh_completeness(group, "conv")[k] for k in ("complete", "shards_done")} == \
+        {"complete": True, "shards_done": 2}
+
+
+def test_a_shard_whose_data_write_fails_is_not_marked_done(tmp_path, monkeypatch):
+    """The markers come after every statistic: a write cut short leaves the shard to recompute."""
+    from pipeline.store import done_shards, write_shard
+
+    group = _two_image_store(tmp_path)
+    add_layer(group, "conv", 1, (1, 1), {})
+    real = zarr.Array.__setitem__
+
+    def failing(self, key, value):
+        if self.path.endswith("argmax"):  # the last statistic written
+            raise OSError(28, "No space left on device")
+        return real(self, key, value)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", failing)
+    blocks = (np.ones((2, 1), np.float32), np.ones((2, 1), np.float32), np.zeros((2, 1), np.int32))
+    with pytest.raises(OSError):
+        write_shard(group, ["conv"], 0, {"conv": blocks}, [True, True], ["", ""])
+    assert not done_shards(group, "conv").any()
