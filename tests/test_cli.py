@@ -130,3 +130,13 @@ def test_a_home_folder_written_after_an_equals_sign_is_the_home_folder(small_sto
     run_cli("grid", "--store", "~/s.zarr", "--channels", "1", "-k", "1", "--out=~/g.png",
             env={"HOME": str(home)}, cwd=tmp_path)
     assert (home / "g.png").exists() and not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("command, args, fragment", [
+    ("gallery", ("-k", "0"), "k must be at least 1"),
+    ("stats", ("-c", "9999"), "channel 9999 is out of range"),
+])
+def test_a_bad_argument_is_refused_before_anything_is_written(small_store, tmp_path, command, args, fragment):
+    proc = run_cli(command, "--store", small_store, "-o", tmp_path / "out", *args, check=False)
+    _assert_one_sentence(proc, fragment)
+    assert not (tmp_path / "out").exists()  # no folder, no half a site or half a report

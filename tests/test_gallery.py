@@ -197,3 +197,61 @@ def test_a_folder_with_someone_elses_site_is_refused(small_store, tmp_path):
     assert (out / "index.html").read_text() == "my home page"
     build_gallery(layer, tmp_path / "ours", k=2, crops=False, progress=False, workers=1)
     build_gallery(layer, tmp_path / "ours", k=2, crops=False, progress=False, workers=1)  # a rebuild is welcome
+
+
+def test_every_link_leads_to_the_channel_it_names(site):
+    out, _, _ = site
+    index = (out / "index.html").read_text()
+    cards = re.findall(r'<a class="card" href="channels/(\d+)\.html">(\d+)<br>', index)
+    assert len(cards) == 508 and all(int(href) == int(text) for href, text in cards)
+    for c in (0, 1, 507):
+        page = (out / "channels" / f"{c:04d}.html").read_text()
+        nav = page.split("<p>", 1)[1].split("</p>", 1)[0]
+        assert re.findall(r'href="(\d+)\.html">(?:← )?(\d+)', nav) == [
+            (f"{n:04d}", str(n)) for n in (c - 1, c + 1) if 0 <= n < 508]
+        near = page.split("<h2>Most correlated channels</h2><p>")[1].split("</p>")[0]
+        linked = re.findall(r'<a href="(\d+)\.html">(\d+)</a>', near)
+        assert all(int(href) == int(text) != c for href, text in linked)
+
+
+def test_dataset_text_is_escaped_wherever_it_is_shown(site):
+    out, _, _ = site
+    pages = [p.read_text() for p in sorted((out / "channels").glob("*.html"))]
+    assert not any("a<b>" in text or "c&d" in text for text in pages)
+    assert any("<i>a&lt;b&gt;</i>" in text for text in pages)  # a tile's class
+    assert any(re.search(r"top classes: [^<]*c&amp;d", text) for text in pages)  # the selectivity line
+
+
+def test_each_thumbnail_and_crop_shows_its_own_row(site, hostile_store):
+    from PIL import Image
+
+    from pipeline.images import display_image
+    from pipeline.pictures import crop_box, crop_field
+
+    out, _, gone = site
+    layer = pipeline.open_store(hostile_store[0])["mixed4a"]
+
+    def differs(name, expected):
+        drawn = np.asarray(Image.open(out / "img" / name).convert("RGB"), dtype=float)
+        return np.abs(drawn - np.asarray(expected.resize((128, 128)), dtype=float)).mean()
+
+    checked = 0
+    for c in (1, 2, 3):
+        top = layer.topk(c, k=4)
+        for row, path, peak in zip(top.rows.tolist(), top.paths, layer.crop_peaks(top.rows, c)):
+            if path == gone or peak is None:
+                continue
+            image, _ = display_image(layer.store.root, path)
+            assert differs(f"{row}.jpg", image) < 4, path
+            assert differs(f"{row}_c{c}.jpg", crop_field(image, crop_box(layer, *peak))) < 4, (path, c)
+            checked += peak[0] != peak[1]
+    assert checked  # a peak off the diagonal: x and y are not interchangeable
+
+
+def test_a_histograms_quantile_lines_stand_at_their_values():
+    from pipeline.pages import histogram_svg
+
+    svg = histogram_svg([1, 10, 100, 5], [2.0, 3.0, 4.0, 5.0, 6.0], {"q50": 3.0, "q99": 5.5}, width=400)
+    assert re.findall(r'<line x1="([\d.]+)"', svg) == ["100.0", "350.0"]  # (value - lo) / span of the width
+    heights = [float(h) for h in re.findall(r'<rect [^>]*height="([\d.]+)"', svg)]
+    assert heights.index(max(heights)) == 2 and heights[2] == 150.0

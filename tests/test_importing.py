@@ -192,3 +192,19 @@ def test_input_files_that_cannot_be_read_are_one_sentence(tmp_path):
     proc = run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f",
                    "--paths", tmp_path / "p.txt", check=False)
     assert proc.returncode == 2 and "is not UTF-8 text" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_absolute_paths_keep_their_rows_order(tmp_path):
+    m = np.array([[3.0, 0.0], [1.0, 5.0], [2.0, 1.0]], dtype=np.float32)
+    import_matrix(tmp_path / "s.zarr", m, "feat", ["/d/zebra.jpg", "/d/ant.jpg", "/d/sub/moth.jpg"])
+    s = pipeline.open_store(tmp_path / "s.zarr")
+    assert [str(p) for p in s.all_paths] == ["zebra.jpg", "ant.jpg", "sub/moth.jpg"]
+    assert s.paths(s["feat"].topk(1, k=1).rows) == ["ant.jpg"] and s.row_of("sub/moth.jpg") == 2
+
+
+@pytest.mark.parametrize("labels, classes", [([0, 2], ["x", "y"]), ([0, -2], ["x", "y"])])
+def test_a_label_outside_the_class_names_is_refused(tmp_path, labels, classes):
+    with pytest.raises(InputError, match="has no class name|whole numbers from -1"):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"], np.array(labels), classes)
+    assert not (tmp_path / "s.zarr").exists()
+    import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"], np.array([1, -1]), classes)

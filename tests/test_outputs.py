@@ -55,3 +55,9 @@ def test_an_unwritable_place_or_a_format_without_its_writer_fails_before_the_wor
     (tmp_path / "kept.png").write_bytes(b"mine")
     figure_file(tmp_path / "kept.png")
     assert (tmp_path / "kept.png").read_bytes() == b"mine"  # probed by appending nothing
+
+
+def test_a_probe_of_a_new_file_leaves_nothing_behind(tmp_path):
+    figure_file(tmp_path / "g.png")
+    image_file(tmp_path / "v.jpg")
+    assert not list(tmp_path.iterdir())  # a run that fails later leaves no empty figure

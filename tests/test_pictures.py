@@ -223,3 +223,61 @@ def test_a_channels_rows_share_one_heat_scale(small_store, monkeypatch):
     assert len(maps) == 2 and scales == [top, top]  # the bottom row is drawn on the top row's scale
     assert np.array(figure.axes)[0].get_ylabel() == f"ch 7\nheat 0-{top:.3g}"
     assert pictures.heat_scale(None, np.zeros((2, 2))) == 1.0  # nothing to scale by: no division by 0
+
+
+def test_each_crop_is_its_own_images_field_at_its_peak_y_then_x(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    results = layer.topk(5, k=3, by="max")
+    assert any(y != x for y, x in results.peaks)  # a swapped (x, y) would crop elsewhere
+    drawn = tiles(layer, results, crop=True)
+    for tile, path, (y, x) in zip(drawn, results.paths, results.peaks):
+        image, _ = display_image(layer.store.root, path)
+        expected = crop_field(image, crop_box(layer, y, x)).resize((224, 224), Image.Resampling.BICUBIC)
+        assert np.array_equal(np.asarray(tile.image), np.asarray(expected)), path
+
+
+def test_a_crop_keeps_each_pixel_in_place_when_x_and_y_differ():
+    pixels = np.zeros((224, 224, 3), dtype=np.uint8)
+    pixels[..., 0] = np.arange(224)[None, :]  # red: the column
+    pixels[..., 1] = np.arange(224)[:, None]  # green: the row
+    crop = crop_field(Image.fromarray(pixels), (-10, 30, 40, 80))  # left past the border, top inside
+    assert crop.size == (50, 50)
+    assert crop.getpixel((5, 0)) == OUTSIDE
+    assert crop.getpixel((10, 0)) == (0, 30, 0) and crop.getpixel((20, 7)) == (10, 37, 0)
+
+
+def test_each_heatmap_is_drawn_on_its_own_image_at_the_given_scale(small_store):
+    from pipeline.geometry import from_dict
+    from pipeline.pictures import overlay
+
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    results = layer.topk(5, k=3)
+    field = from_dict(layer.attrs["receptive_field"])
+    heat = np.random.default_rng(0).random((3, 14, 14))
+    heat[1] *= 0.2  # a faint map must stay faint on the shared scale
+    drawn = tiles(layer, results, heat=heat, scale=4.0)
+    for i, (tile, path) in enumerate(zip(drawn, results.paths)):
+        image, _ = display_image(layer.store.root, path)
+        expected = overlay(image, heat[i], 4.0, field).resize((224, 224), Image.Resampling.BILINEAR)
+        assert np.array_equal(np.asarray(tile.image), np.asarray(expected)), i
+
+
+def test_shown_pairs_each_path_with_its_own_error(small_store, monkeypatch):
+    import pipeline.pictures as pictures
+
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    top = layer.topk(3, k=3)
+    real = pictures.display_image
+    gone = top.paths[0]
+    monkeypatch.setattr(pictures, "display_image",
+                        lambda root, path: (None, "gone") if path == gone else real(root, path))
+    shown = []
+    layer.grid([3], k=3, shown=shown)
+    assert shown == [(gone, f"{gone}: gone"), (top.paths[1], ""), (top.paths[2], "")]
+    assert pictures.missing_line(2, 4, "a.jpg", "/data").endswith("they are shown as placeholders")  # half: not moved
+
+
+def test_the_feature_visualisation_leads_only_the_top_row(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    axes = np.array(layer.grid([2], k=3, featureviz=True, bottom=True).axes).reshape(2, 4)
+    assert axes[0][0].get_title() == "feature viz" and axes[1][0].get_title() != "feature viz"

@@ -262,3 +262,14 @@ def test_a_shard_whose_data_write_fails_is_not_marked_done(tmp_path, monkeypatch
     with pytest.raises(OSError):
         write_shard(group, ["conv"], 0, {"conv": blocks}, [True, True], ["", ""])
     assert not done_shards(group, "conv").any()
+
+
+def test_a_store_being_rebuilt_is_no_store_but_still_ours(tmp_path):
+    from pipeline.places import is_store, mark_rebuilding, ours
+
+    images = {"path": ["a.jpg"], "label": [0], "classes": ["c"], "size": [1], "mtime_ns": [0]}
+    create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=2, overwrite=False)
+    mark_rebuilding(tmp_path / "s.zarr", True)  # an --overwrite began removing it
+    assert not is_store(tmp_path / "s.zarr") and ours(tmp_path / "s.zarr")
+    mark_rebuilding(tmp_path / "s.zarr", False)
+    assert is_store(tmp_path / "s.zarr") and not is_store(tmp_path)
