@@ -135,8 +135,11 @@ def test_a_short_batch_under_compile_gives_its_own_rows(random_model, monkeypatc
     monkeypatch.setattr(torch, "compile", lambda net, **kwargs: lambda x: (seen.append(x.shape[0]), net(x))[1])
     monkeypatch.setattr(fastgraph, "_blocks_outside_graph", None)
     batch = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    # Built outside inference mode, as extract does: the cut graph shares the session's model,
+    # whose weights would otherwise become inference tensors for every later test.
+    compiled, eager = (forward_pass(cut(random_model, ["conv2d1"]), torch.device("cpu"), "fp32", c, 4)
+                       for c in (True, False))
     with torch.inference_mode():
-        padded = forward_pass(cut(random_model, ["conv2d1"]), torch.device("cpu"), "fp32", True, 4)(batch)
-        plain = forward_pass(cut(random_model, ["conv2d1"]), torch.device("cpu"), "fp32", False, 4)(batch)
+        padded, plain = compiled(batch), eager(batch)
     assert seen == [4] and padded["conv2d1"].shape[0] == 2
     torch.testing.assert_close(padded["conv2d1"], plain["conv2d1"], rtol=1e-5, atol=1e-5)
