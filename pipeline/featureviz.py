@@ -35,13 +35,18 @@ def _optimise(store, layer: str, channel: int, size: int, steps: int, seed: int)
     import torch
 
     model = model_for(store)
+    numpy_state = np.random.get_state()  # lucent's jitter, scale and rotation draw from numpy's global generator
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # kornia's, at lucent's import
         from lucent.optvis import param, render
 
         torch.manual_seed(seed)
-        images = render.render_vis(model, f"{layer}:{channel}", param_f=lambda: param.image(size),
-                                   thresholds=(steps,), show_image=False, progress=False)
+        np.random.seed(seed)
+        try:
+            images = render.render_vis(model, f"{layer}:{channel}", param_f=lambda: param.image(size),
+                                       thresholds=(steps,), show_image=False, progress=False)
+        finally:
+            np.random.set_state(numpy_state)  # the caller's own draws go on as if nothing happened
     return (np.clip(images[-1][0], 0, 1) * 255).round().astype(np.uint8)
 
 

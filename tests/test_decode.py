@@ -167,3 +167,18 @@ def test_a_batch_is_stacked_in_the_networks_layout():
     batch = stack_channels_last(images)
     assert torch.equal(batch, torch.stack(images))
     assert batch.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_fast_decoder_is_pils_crop_within_a_few_levels(mixed_folder):
+    """``fast`` must see the notebook's crop: a 1-pixel shift or a resize without antialiasing
+    moves whole edges (mean differences of 0.2-5 levels), not a level here and there."""
+    from pipeline.images import ImageDataset
+
+    root, paths = mixed_folder
+    fast, pil = make_dataset(str(root), paths, "fast"), ImageDataset(str(root), paths)
+    for i, name in enumerate(paths):
+        (_, got, ok, error), (_, expected, pil_ok, pil_error) = fast[i], pil[i]
+        assert (ok, error) == (pil_ok, pil_error), name  # a JPEG decode_jpeg refuses is PIL's to judge
+        difference = (got.int() - expected.int()).abs()
+        assert got.shape == expected.shape and difference.max() <= 4 and difference.float().mean() < 0.1, name
+    assert fast[2][2] is False and fast[2][3].startswith("OSError")  # the broken c.jpg stays invalid

@@ -163,3 +163,26 @@ def test_phase_one_and_topk_through_s3(image_folder, reference, s3_server, monke
     _same(reference, url)
     again = run_cli(*_args(image_folder, url), env={**ONE_THREAD, **s3_server})
     assert "nothing to do" in again.stdout
+
+
+def test_every_shard_has_one_owner_across_nodes():
+    """Ranks own shards by their global rank: LOCAL_RANK repeats on every node."""
+    from pipeline.distributed import Ranks
+
+    shards = list(range(3, 14))
+    for world in (1, 2, 3, 4, 6):
+        ranks = [Ranks(rank, world, rank % 2) for rank in range(world)]  # two processes a node
+        owned = [shard for r in ranks for shard in r.mine(shards)]
+        assert sorted(owned) == shards, world  # none twice, none left out
+        assert [r.leader for r in ranks] == [True] + [False] * (world - 1)
+
+
+def test_ranks_are_read_from_torchruns_environment(monkeypatch):
+    import torch.distributed as dist
+
+    from pipeline.distributed import Ranks
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # no process group is made here
+    for name, value in (("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    assert Ranks.from_environment() == Ranks(3, 4, 1, joined=True)

@@ -175,3 +175,31 @@ def test_a_read_only_store_still_gives_its_picture(store_copy, monkeypatch):
     why = []
     assert (featureviz(store_copy, "mixed4a", 3, size=32, steps=2, not_cached=why) == 3).all()
     assert why == [f"store {store_copy} cannot be written here (Read-only file system)"]
+
+
+def test_other_steps_or_seed_are_refused_and_redo_replaces_the_cached_picture(store_copy, monkeypatch):
+    import pipeline.featureviz as fv
+
+    monkeypatch.setattr(fv, "_optimise", lambda *a: np.full((32, 32, 3), 1, dtype=np.uint8))
+    assert (featureviz(store_copy, "mixed4a", 5, size=32, steps=2, seed=0) == 1).all()
+    for other in ({"steps": 3}, {"seed": 1}):  # the cached picture is not theirs
+        with pytest.raises(QueryError, match="pass --redo"):
+            featureviz(store_copy, "mixed4a", 5, **{"size": 32, "steps": 2, "seed": 0, **other})
+    monkeypatch.setattr(fv, "_optimise", lambda store, layer, channel, size, *a: np.full((size, size, 3), 2, np.uint8))
+    assert (featureviz(store_copy, "mixed4a", 5, size=32, steps=2, seed=0, redo=True) == 2).all()
+    assert (cached(pipeline.open_store(store_copy)["mixed4a"], 5) == 2).all()
+    assert featureviz(store_copy, "mixed4a", 5, size=16, steps=2, seed=0, redo=True).shape == (16, 16, 3)
+
+
+def test_the_seed_seeds_the_optimisation(store_copy):
+    import pipeline.featureviz as fv
+
+    store = pipeline.open_store(store_copy)
+    pictures = []
+    for seed in (0, 0, 1):
+        np.random.random(3)  # numpy's global generator elsewhere: lucent's jitter draws from it
+        before = np.random.get_state()[1].copy()
+        pictures.append(fv._optimise(store, "mixed4a", 5, 16, 4, seed))
+        assert (np.random.get_state()[1] == before).all()  # and the caller's draws go on undisturbed
+    np.testing.assert_array_equal(pictures[0], pictures[1])
+    assert not np.array_equal(pictures[0], pictures[2])

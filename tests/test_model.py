@@ -122,3 +122,34 @@ def test_cut_stops_after_the_deepest_layer(random_model):
     net = cut(random_model, ["mixed4a"])
     targets = {n.target for n in net.graph.nodes if n.op == "call_module"}
     assert "mixed4a" in targets and "mixed4b" not in targets and "softmax2" not in targets
+
+
+@pytest.mark.parametrize("error", [RuntimeError("invalid hash value"), EOFError("Ran out of input")])
+def test_a_corrupt_pretrained_download_names_the_fixes_too(monkeypatch, error):
+    import torch.hub
+
+    def corrupt(*args, **kwargs):  # a download cut short or altered: not an OSError
+        raise error
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", corrupt)
+    with pytest.raises(WeightsError, match="--weights random"):
+        load_model("pretrained")
+
+
+def test_a_checkpoint_holding_a_state_dict_loads(weights_file, random_model, tmp_path):
+    import torch
+
+    wrapped = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": torch.load(weights_file, weights_only=True), "epoch": 3}, wrapped)
+    model, _ = load_model(str(wrapped))
+    assert torch.equal(model.mixed4a_5x5_pre_relu_conv.weight, random_model.mixed4a_5x5_pre_relu_conv.weight)
+
+
+def test_inception_branches_in_the_order_they_are_concatenated(random_model):
+    from pipeline.model import inception_branches
+    from pipeline.stats import KNOWN_BRANCHES
+
+    assert inception_branches(random_model, "mixed4a") == {k: list(v) for k, v in KNOWN_BRANCHES["mixed4a"].items()}
+    assert inception_branches(random_model, "mixed3a") == {"1x1": [0, 64], "3x3": [64, 192], "5x5": [192, 224],
+                                                           "pool": [224, 256]}
+    assert inception_branches(random_model, "conv2d2") == {}
