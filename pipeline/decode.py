@@ -23,10 +23,11 @@ does not take (CMYK, grey, arithmetic-coded, a PNG named .jpg), by PIL in the wo
 
 from __future__ import annotations
 
+import io
 import os
 from typing import NamedTuple
 
-from .images import PREPROCESSING, ImageDataset
+from .images import PREPROCESSING, ImageDataset, notebook_image
 
 DECODERS = ("pil", "fast", "gpu")
 JPEG = (".jpg", ".jpeg")
@@ -254,7 +255,7 @@ def finish_batch(images, device):
             try:
                 decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
-                image, error = _pil_decoded(data)
+                image, error = notebook_image(io.BytesIO(data.numpy().tobytes()))  # as the notebook would
                 if error:
                     failed[i] = error
                 decoded.append(image.to(device))
@@ -262,20 +263,3 @@ def finish_batch(images, device):
     for i, image in zip(encoded, decoded):  # outside the try: a failing resize is no decoder's refusal
         out[i] = image if i in by_pil else _resize_crop(image)
     return torch.stack(out), failed
-
-
-def _pil_decoded(data):
-    """A file's bytes decoded and preprocessed as the notebook does: (uint8 image, "" or the error)."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    from .images import notebook_transform
-
-    try:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
-            return notebook_transform()(image.convert("RGB")), ""
-    except Exception as exc:  # as ImageDataset: any decoder failure marks the row invalid
-        size = PREPROCESSING["center_crop"]
-        return torch.zeros(3, size, size, dtype=torch.uint8), f"{exc.__class__.__name__}: {exc}".strip()

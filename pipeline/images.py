@@ -6,8 +6,9 @@ Offers:
     ImageList             paths (relative, POSIX), labels, classes, sizes, mtimes
     scan(root) -> ImageList
     fingerprint(images) -> str   sha256 over (path, size, mtime) of every image
-    load_rgb(path) -> PIL.Image  the notebook's loader (ImageFolder's pil_loader)
+    load_rgb(source) -> PIL.Image  the notebook's loader (ImageFolder's pil_loader); a path or a binary file
     notebook_transform()         Resize(256), CenterCrop(224), PILToTensor: uint8
+    notebook_image(source, transform=None) -> (uint8 image, "" or the error: the image is then zeros)
     to_model_input(batch)        uint8 -> x * 255 - 117 after ToTensor's division, bit for bit
     ImageDataset                 a torch Dataset of uint8 crops, never raising on bad files;
                                  with ``threads`` > 1 a batch's files decode in parallel threads
@@ -178,9 +179,11 @@ def fingerprint(images: ImageList) -> str:
     return dataset_fingerprint(images.paths, images.sizes, images.mtimes)
 
 
-def load_rgb(path: str) -> Image.Image:
-    """ImageFolder's default loader, which the notebook uses."""
-    with open(path, "rb") as f:
+def load_rgb(source) -> Image.Image:
+    """ImageFolder's default loader, which the notebook uses; ``source`` is a path or a binary file."""
+    if hasattr(source, "read"):
+        return Image.open(source).convert("RGB")
+    with open(source, "rb") as f:
         img = Image.open(f)
         return img.convert("RGB")
 
@@ -194,6 +197,18 @@ def notebook_transform():
         transforms.CenterCrop(PREPROCESSING["center_crop"]),
         transforms.PILToTensor(),
     ])
+
+
+def notebook_image(source, transform=None):
+    """``source`` (a path or a binary file) through the notebook's loader and transforms:
+    (uint8 image, ""), or a zero image and the error where any decoder step fails."""
+    import torch
+
+    try:
+        return (transform or notebook_transform())(load_rgb(source)), ""
+    except Exception as exc:  # any decoder failure marks the row invalid
+        size = PREPROCESSING["center_crop"]
+        return torch.zeros(3, size, size, dtype=torch.uint8), f"{exc.__class__.__name__}: {exc}".strip()
 
 
 def to_model_input(batch_uint8):
@@ -234,15 +249,8 @@ class ImageDataset:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        import torch
-
-        size = PREPROCESSING["center_crop"]
-        try:
-            image = self.transform(load_rgb(os.path.join(self.root, self.paths[i])))
-            return i, image, True, ""
-        except Exception as exc:  # any decoder failure marks the row invalid
-            message = f"{exc.__class__.__name__}: {exc}".strip()
-            return i, torch.zeros(3, size, size, dtype=torch.uint8), False, message
+        image, error = notebook_image(os.path.join(self.root, self.paths[i]), self.transform)
+        return i, image, not error, error
 
 
 def display_image(root: str | None, path: str):
