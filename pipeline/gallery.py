@@ -171,7 +171,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     for c in tqdm(range(layer.channels), desc="pages", unit="page", disable=not progress):
         site.write_channel(c)
     for old in (out / "channels").iterdir():  # an earlier build's pages of channels this layer lacks
-        if PAGE_FILE.fullmatch(old.name) and int(PAGE_FILE.fullmatch(old.name)[1]) >= layer.channels:
+        if (page := PAGE_FILE.fullmatch(old.name)) and int(page[1]) >= layer.channels:
             old.unlink()
     site.write_index()
     example = next((f"{paths[row]}: {error}" for row, error in missing.items()), "")

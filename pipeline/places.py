@@ -40,7 +40,7 @@ def location(path) -> str:
     if local:
         return os.path.expanduser(text)
     if not text.startswith("file://"):
-        return text if "://" in text else os.path.expanduser(text)  # "~/x.zarr" from Python
+        return text if is_url(text) else os.path.expanduser(text)  # "~/x.zarr" from Python
     from urllib.parse import unquote, urlparse
 
     url = urlparse(text)
