@@ -203,15 +203,20 @@ def test_an_object_store_is_named_as_a_user_writes_it_and_its_failures_are_one_s
                                                          "mtime_ns": []}, 8, False)
 
 
-def _two_image_store(tmp_path, meta=None, n=2, shard_rows=2):
+def _tiny_store(tmp_path, meta=None, n=2, shard_rows=2):
     images = {"path": [f"{i}.jpg" for i in range(n)], "label": [0] * n, "classes": ["c"], "size": [1] * n,
               "mtime_ns": [0] * n}
     return create_store(tmp_path / "s.zarr", meta or {"model": {}}, images, shard_rows=shard_rows, overwrite=False)
 
 
+def _blocks(rows: int) -> tuple:
+    """A shard's mean, max and argmax for a one-channel layer of 1 x 1 maps."""
+    return np.ones((rows, 1), np.float32), np.ones((rows, 1), np.float32), np.zeros((rows, 1), np.int32)
+
+
 def test_a_weights_file_counts_by_its_sha256_not_where_it_lies(tmp_path):
     weights = {"kind": "file", "name": "w.pth", "sha256": "a" * 64, "path": "/old/w.pth"}
-    group = _two_image_store(tmp_path, {"model": {"name": "inceptionv1", "weights": weights, "precision": "fp32"}})
+    group = _tiny_store(tmp_path, {"model": {"name": "inceptionv1", "weights": weights, "precision": "fp32"}})
     moved = dict(weights, path="/new/w.pth")
     check_compatible(group, {"model": {"name": "inceptionv1", "weights": moved, "precision": "fp32"}})
     changed = dict(weights, sha256="b" * 64)
@@ -232,14 +237,12 @@ def test_the_dataset_fingerprint_covers_each_path_size_mtime_and_their_order():
 def test_completeness_counts_the_done_shards(tmp_path):
     from pipeline.store import refresh_completeness, write_shard
 
-    group = _two_image_store(tmp_path, n=3)  # shards of 2 rows: 2 and 1
+    group = _tiny_store(tmp_path, n=3)  # shards of 2 rows: 2 and 1
     add_layer(group, "conv", 1, (1, 1), {})
-    block = lambda rows: (np.ones((rows, 1), np.float32), np.ones((rows, 1), np.float32),  # noqa: E731
-                          np.zeros((rows, 1), np.int32))
-    write_shard(group, ["conv"], 1, {"conv": block(1)}, [True], [""])
+    write_shard(group, ["conv"], 1, {"conv": _blocks(1)}, [True], [""])
     assert {k: refresh_completeness(group, "conv")[k] for k in ("complete", "shards_done")} == \
         {"complete": False, "shards_done": 1}
-    write_shard(group, ["conv"], 0, {"conv": block(2)}, [True, True], ["", ""])
+    write_shard(group, ["conv"], 0, {"conv": _blocks(2)}, [True, True], ["", ""])
     assert {k: refresh_completeness(group, "conv")[k] for k in ("complete", "shards_done")} == \
         {"complete": True, "shards_done": 2}
 
@@ -248,7 +251,7 @@ def test_a_shard_whose_data_write_fails_is_not_marked_done(tmp_path, monkeypatch
     """The markers come after every statistic: a write cut short leaves the shard to recompute."""
     from pipeline.store import done_shards, write_shard
 
-    group = _two_image_store(tmp_path)
+    group = _tiny_store(tmp_path)
     add_layer(group, "conv", 1, (1, 1), {})
     real = zarr.Array.__setitem__
 
@@ -258,17 +261,15 @@ def test_a_shard_whose_data_write_fails_is_not_marked_done(tmp_path, monkeypatch
         return real(self, key, value)
 
     monkeypatch.setattr(zarr.Array, "__setitem__", failing)
-    blocks = (np.ones((2, 1), np.float32), np.ones((2, 1), np.float32), np.zeros((2, 1), np.int32))
     with pytest.raises(OSError):
-        write_shard(group, ["conv"], 0, {"conv": blocks}, [True, True], ["", ""])
+        write_shard(group, ["conv"], 0, {"conv": _blocks(2)}, [True, True], ["", ""])
     assert not done_shards(group, "conv").any()
 
 
 def test_a_store_being_rebuilt_is_no_store_but_still_ours(tmp_path):
     from pipeline.places import is_store, mark_rebuilding, ours
 
-    images = {"path": ["a.jpg"], "label": [0], "classes": ["c"], "size": [1], "mtime_ns": [0]}
-    create_store(tmp_path / "s.zarr", {"model": {}}, images, shard_rows=2, overwrite=False)
+    _tiny_store(tmp_path, n=1)
     mark_rebuilding(tmp_path / "s.zarr", True)  # an --overwrite began removing it
     assert not is_store(tmp_path / "s.zarr") and ours(tmp_path / "s.zarr")
     mark_rebuilding(tmp_path / "s.zarr", False)
