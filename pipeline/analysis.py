@@ -85,11 +85,12 @@ class Analysis:
         return stats.correlations(self.moments())
 
     def selectivity(self, top: int = 5) -> dict | None:
-        """Per channel: top classes and (mu_max - mu_rest) / (mu_max + mu_rest); None without two
-        classes among the usable images (``no_selectivity()`` says why)."""
-        from . import stats
+        """Per channel: top classes, (mu_max - mu_rest) / (mu_max + mu_rest) and the same with the
+        labels shuffled (``pipeline.selectivity``); None without two classes among the usable
+        images (``no_selectivity()`` says why)."""
+        from .selectivity import selectivity
 
-        return stats.selectivity(self.moments(), self.store.class_names, top=top)
+        return selectivity(self.moments(), self.store.class_names, top=top)
 
     def no_selectivity(self) -> str:
         """Why ``selectivity()`` is None, in a few words ("" where it is not)."""

@@ -151,7 +151,8 @@ class Site:
             classes = "<p>None: the channel is the same on every image.</p>"
         elif self.chosen is not None:
             names = dict(zip(self.chosen["classes"].tolist(), self.chosen["class_names"]))
-            classes = (f'<p>selectivity index {self.chosen["index"][c]:.3f}; top classes: '
+            classes = (f'<p>selectivity index {self.chosen["index"][c]:.3f} '
+                       f'({self.chosen["shuffled"][c]:.3f} with the labels shuffled); top classes: '
                        + ", ".join(esc(names[int(k)]) for k in self.chosen["top_classes"][c]) + "</p>")
         viz = ""
         if (self.out / "img" / viz_name(c)).exists():

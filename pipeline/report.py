@@ -132,12 +132,14 @@ def _write_selectivity(chosen: dict, channels: int, to) -> str:
     names = dict(zip(chosen["classes"].tolist(), chosen["class_names"]))
     _write_csv(to("selectivity_channels.csv"), [
         {"channel": c, "selectivity": round(float(chosen["index"][c]), 5),
+         "shuffled": round(float(chosen["shuffled"][c]), 5),
          **{f"class{i + 1}": names[int(k)] for i, k in enumerate(chosen["top_classes"][c])}}
         for c in range(channels)])
     _write_csv(to("selectivity_classes.csv"), [
         {"class": chosen["class_names"][i], **{f"channel{j + 1}": int(ch) for j, ch in enumerate(row)},
          **{f"index{j + 1}": round(float(chosen["class_index"][i, ch]), 5) for j, ch in enumerate(row)}}
         for i, row in enumerate(chosen["channels_per_class"])])
-    most = int(np.argmax(chosen["index"]))
-    return (f"most class-selective channel: {most} (index {chosen['index'][most]:.3f}, "
+    most = chosen["most"]
+    return (f"most class-selective channel (its index less the index with the labels shuffled): {most} "
+            f"(index {chosen['index'][most]:.3f}, shuffled {chosen['shuffled'][most]:.3f}, "
             f"prefers {names[int(chosen['top_classes'][most][0])]})")

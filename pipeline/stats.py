@@ -5,12 +5,11 @@ Offers:
     channel_table(layer, by="mean", progress=None) -> dict of per-channel arrays:
         mean, std, max, q50, q90, q99, q99.9, active (fraction > 0), kurtosis
         (excess, Fisher), dead (never > 0), hist_counts (C, bins), hist_edges (C, bins+1)
-    second_moments(layer, table=None, progress=None) -> Moments: n, mean, cov (C, C), class sums and counts
+    second_moments(layer, table=None, progress=None) -> Moments: n, mean, cov (C, C), class sums and counts,
+        and class sums with the labels shuffled (``pipeline.selectivity``'s chance level)
     cluster_order(corr) -> channel order by average-linkage clustering on 1 - r
     correlations(moments) -> (C, C) Pearson matrix (0 where a channel is constant)
     neighbours(corr, k) -> (C, k) most correlated other channels (-1: none)
-    selectivity(moments, class_names, top) -> dict: per channel its top classes and
-        the index (mu_max - mu_rest) / (mu_max + mu_rest); per class its top channels
     pca(cov) -> dict: explained variance ratio, participation ratio, n for 90/99 %
     branches(layer) -> {branch: (lo, hi)} for an Inception "mixed" layer, else {}
 
@@ -163,21 +162,22 @@ class Moments:
     cov: np.ndarray  # (C, C), population covariance
     class_sums: np.ndarray  # (K, C)
     class_counts: np.ndarray  # (K,)
+    chance_sums: np.ndarray | None = None  # (K, C): class_sums with the labels shuffled (same counts)
 
 
-def _shard_moments(layer, lo, hi, x, centre, scale, labels, n_classes):
-    keep = layer.usable[lo:hi]
-    lab = labels[lo:hi]
-    if not keep.all():
-        x, lab = x[keep], lab[keep]
-    if scale is not None:  # see _scales; in place: a shard is 133 MB
-        x = np.multiply(x, scale, out=x if x.flags.writeable else None)
-        centre = centre * scale
-    xc = x - centre
-    # unscaled in float64: the scales' products leave float32's range
-    wide = np.ones(x.shape[1]) if scale is None else scale.astype(np.float64)
-    gram = (xc.T @ xc).astype(np.float64) / np.outer(wide, wide)
-    del xc  # memory is bounded by a few shard-sized buffers per thread
+SHUFFLE_SEED = 0
+
+
+def shuffled_labels(labels: np.ndarray, usable: np.ndarray, seed: int = SHUFFLE_SEED) -> np.ndarray:
+    """``labels`` with the usable labelled rows' labels permuted among themselves (seeded): every
+    class keeps its number of usable images, and no class its images."""
+    out = labels.copy()
+    rows = np.flatnonzero(usable & (labels >= 0))
+    out[rows] = labels[np.random.default_rng(seed).permutation(rows)]
+    return out
+
+
+def _class_sums(x, lab, wide, n_classes):
     sums, counts = np.zeros((n_classes, x.shape[1])), np.zeros(n_classes, dtype=np.int64)
     if n_classes and (lab >= 0).any():
         order = np.argsort(lab, kind="stable")
@@ -186,11 +186,29 @@ def _shard_moments(layer, lo, hi, x, centre, scale, labels, n_classes):
         # float32 sums within a shard (at most 65536 rows), float64 across shards
         sums[present] = np.add.reduceat(x[order], starts, axis=0) / wide
         counts[present] = np.diff(np.append(starts, len(order)))
-    return gram, sums, counts
+    return sums, counts
+
+
+def _shard_moments(layer, lo, hi, x, centre, scale, labels, chance, n_classes):
+    keep = layer.usable[lo:hi]
+    lab, shuffled = labels[lo:hi], chance[lo:hi]
+    if not keep.all():
+        x, lab, shuffled = x[keep], lab[keep], shuffled[keep]
+    if scale is not None:  # see _scales; in place: a shard is 133 MB
+        x = np.multiply(x, scale, out=x if x.flags.writeable else None)
+        centre = centre * scale
+    xc = x - centre
+    # unscaled in float64: the scales' products leave float32's range
+    wide = np.ones(x.shape[1]) if scale is None else scale.astype(np.float64)
+    gram = (xc.T @ xc).astype(np.float64) / np.outer(wide, wide)
+    del xc  # memory is bounded by a few shard-sized buffers per thread
+    sums, counts = _class_sums(x, lab, wide, n_classes)
+    return gram, sums, counts, _class_sums(x, shuffled, wide, n_classes)[0]
 
 
 def second_moments(layer, table=None, progress=None) -> Moments:
-    """One pass over the shards of ``mean``: covariance and per-class sums.
+    """One pass over the shards of ``mean``: covariance and per-class sums (with the real labels, and
+    with them shuffled once: what class selectivity would be by chance).
 
     ``table`` (``channel_table(layer)``, made if not given) gives the exact means, which
     centre each shard before the float32 product and keep its round-off small, and each
@@ -202,16 +220,18 @@ def second_moments(layer, table=None, progress=None) -> Moments:
     mean = table["mean"]
     scale = _scales(table["max"], table["hist_edges"][:, 0], mean)  # the edge: min(0, each column's min)
     gram = np.zeros((layer.channels, layer.channels))
-    sums = np.zeros((n_classes, layer.channels))
+    sums, chance = np.zeros((n_classes, layer.channels)), np.zeros((n_classes, layer.channels))
     counts = np.zeros(n_classes, dtype=np.int64)
     centre = mean.astype(np.float32)
-    work = functools.partial(_shard_moments, layer, centre=centre, scale=scale, labels=labels, n_classes=n_classes)
+    work = functools.partial(_shard_moments, layer, centre=centre, scale=scale, labels=labels,
+                             chance=shuffled_labels(labels, layer.usable), n_classes=n_classes)
     for _, _, part in shard_map(layer, work, progress):
         gram += part[0]
         sums += part[1]
         counts += part[2]
+        chance += part[3]
     n = int(layer.usable.sum())
-    return Moments(n, mean, gram / max(n, 1), sums, counts)
+    return Moments(n, mean, gram / max(n, 1), sums, counts, chance)
 
 
 def correlations(moments: Moments) -> np.ndarray:
@@ -235,35 +255,6 @@ def neighbours(corr: np.ndarray, k: int = 5) -> np.ndarray:
     order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
     order[np.take_along_axis(masked, order, axis=1) == -np.inf] = -1
     return np.pad(order, ((0, 0), (0, k - order.shape[1])), constant_values=-1)
-
-
-def selectivity(moments: Moments, class_names, top: int = 5) -> dict | None:
-    """Class selectivity from per-class means; None when the images hold fewer than two classes
-    (no labels, or an incomplete store's first class), which it could only call all alike."""
-    counts = moments.class_counts
-    if (counts > 0).sum() < 2:
-        return None
-    present = np.flatnonzero(counts > 0)
-    means = moments.class_sums[present] / counts[present, None]  # (K', C)
-    best = np.argmax(means, axis=0)  # first class on ties
-    mu_max = means[best, np.arange(means.shape[1])]
-    total = moments.class_sums[present].sum(axis=0)
-    rest_n = counts[present].sum() - counts[present][best]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mu_rest = (total - moments.class_sums[present][best, np.arange(means.shape[1])]) / rest_n
-        index = np.where(mu_max + mu_rest != 0, (mu_max - mu_rest) / (mu_max + mu_rest), 0.0)
-    names = [class_names[c] if c < len(class_names) else str(c) for c in present]
-    top_classes = np.argsort(-means, axis=0, kind="stable")[:top].T  # (C, top)
-    # A class's channels by the same index with that class in place of the top one: by the raw class
-    # mean every class listed the layer's few loudest channels.
-    sums, n = moments.class_sums[present], counts[present]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        others = (total - sums) / np.maximum(n.sum() - n, 1)[:, None]  # (K', C) mean over the other classes
-        own = np.where(means + others != 0, (means - others) / (means + others), 0.0)
-    top_channels = np.argsort(-own, axis=1, kind="stable")[:, :top]  # (K', top)
-    return {"classes": present, "class_names": names, "class_means": means, "index": np.nan_to_num(index),
-            "mu_max": mu_max, "mu_rest": np.nan_to_num(mu_rest), "top_classes": present[top_classes],
-            "channels_per_class": top_channels, "class_index": own}
 
 
 def pca(cov: np.ndarray) -> dict:

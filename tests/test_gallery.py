@@ -222,6 +222,15 @@ def test_dataset_text_is_escaped_wherever_it_is_shown(site):
     assert any(re.search(r"top classes: [^<]*c&amp;d", text) for text in pages)  # the selectivity line
 
 
+def test_channel_pages_give_the_selectivity_index_and_its_chance_level(site, hostile_store):
+    out, _, _ = site
+    sel = pipeline.open_store(hostile_store[0])["mixed4a"].selectivity()
+    for c in (0, 7):
+        page = (out / "channels" / f"{c:04d}.html").read_text()
+        assert (f"selectivity index {sel['index'][c]:.3f} ({sel['shuffled'][c]:.3f} with the labels shuffled); "
+                "top classes: ") in page
+
+
 def test_each_thumbnail_and_crop_shows_its_own_row(site, hostile_store):
     from PIL import Image
 

@@ -91,12 +91,21 @@ def test_correlations_pca_and_selectivity(layer):
     assert_allclose(sel["index"], expected, rtol=1e-5, atol=1e-6)  # float32 sums within a shard
     assert sel["class_names"] == ["tench", "goldfish", "n99999999"]  # WordNet ids become names
     assert_array_equal(sel["top_classes"][:, 0], best)
+    # the chance level: the same index with the labels of the usable rows shuffled
+    shuffled = stats.shuffled_labels(labels, lay.usable)[keep]
+    means = np.stack([x[shuffled == k].mean(0) for k in range(3)])
+    top, pick = means.max(0), means.argmax(0)
+    rest = np.stack([x[shuffled != pick[c], c].mean() for c in range(C)])
+    with np.errstate(invalid="ignore"):
+        assert_allclose(sel["shuffled"], np.nan_to_num((top - rest) / (top + rest)), rtol=1e-5, atol=1e-6)
+    assert_allclose(sel["excess"], sel["index"] - sel["shuffled"]) and sel["most"] == np.argmax(sel["excess"])
     for k in range(3):  # a class's channels: the index with that class in place of the top one
         mine, others = class_means[k], x[lab != k].mean(0)
         with np.errstate(invalid="ignore"):
             own = np.nan_to_num((mine - others) / (mine + others))
         assert_allclose(sel["class_index"][k], own, rtol=1e-5, atol=1e-6)
-        assert_array_equal(sel["channels_per_class"][k], np.argsort(-sel["class_index"][k], kind="stable")[:5])
+        assert_array_equal(sel["channels_per_class"][k],
+                           np.argsort(-(sel["class_index"][k] - sel["shuffled"]), kind="stable")[:5])
 
 
 def test_stats_cli_writes_everything(layer, tmp_path):
@@ -304,8 +313,9 @@ def test_stats_files_hold_what_the_api_computes(layer, tmp_path):
     lines = write_stats(lay, tmp_path / "o", progress=False)
     sel, corr = lay.selectivity(), lay.correlations()
     names = dict(zip(sel["classes"].tolist(), sel["class_names"]))
-    most = int(np.argmax(sel["index"]))
-    assert (f"most class-selective channel: {most} (index {sel['index'][most]:.3f}, "
+    most = int(np.argmax(sel["index"] - sel["shuffled"]))
+    assert (f"most class-selective channel (its index less the index with the labels shuffled): {most} "
+            f"(index {sel['index'][most]:.3f}, shuffled {sel['shuffled'][most]:.3f}, "
             f"prefers {names[int(sel['top_classes'][most][0])]})") in lines
 
     def read(name):
@@ -314,6 +324,7 @@ def test_stats_files_hold_what_the_api_computes(layer, tmp_path):
 
     for c, row in enumerate(read("selectivity_channels.csv")):
         assert float(row["selectivity"]) == pytest.approx(sel["index"][c], abs=1e-5)
+        assert float(row["shuffled"]) == pytest.approx(sel["shuffled"][c], abs=1e-5)
         assert [row[f"class{i + 1}"] for i in range(3)] == [names[int(k)] for k in sel["top_classes"][c]]
     for i, row in enumerate(read("selectivity_classes.csv")):
         for j, ch in enumerate(sel["channels_per_class"][i]):
