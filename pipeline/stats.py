@@ -162,7 +162,7 @@ class Moments:
     cov: np.ndarray  # (C, C), population covariance
     class_sums: np.ndarray  # (K, C)
     class_counts: np.ndarray  # (K,)
-    chance_sums: np.ndarray | None = None  # (K, C): class_sums with the labels shuffled (same counts)
+    chance_sums: np.ndarray  # (K, C): class_sums with the labels shuffled (same counts)
 
 
 SHUFFLE_SEED = 0
