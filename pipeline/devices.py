@@ -4,7 +4,8 @@ Offers:
     check_options(precision, decoder, device)   InputError for values the CLI would not take
     torch_device(name) -> torch.device          "auto" | "cpu" | "cuda" | "cuda:N", checked against the machine
     rank_device(name, ranks) -> torch.device    under torchrun, ``cuda`` is the rank's own GPU
-    checked_device(name, decoder, compile, ranks) -> torch.device   also refuses --decoder gpu off CUDA
+    checked_device(name, decoder, compile, ranks) -> torch.device   also refuses --decoder gpu off CUDA,
+                                                --decoder fast|gpu without torchvision's JPEG decoder
                                                 and --compile without a compiler
 
 torch is imported inside the functions.
@@ -60,6 +61,20 @@ def checked_device(name: str, decoder: str, compile: bool, ranks):
     dev = rank_device(name, ranks)
     if decoder == "gpu" and dev.type != "cuda":
         raise InputError("--decoder gpu needs a CUDA device; use --decoder fast on the CPU")
+    if decoder != "pil":
+        _check_jpeg_decoder(decoder)
     if compile:
         check_compiler(cuda=dev.type == "cuda")
     return dev
+
+
+def _check_jpeg_decoder(decoder: str) -> None:
+    # torchvision 0.29 deprecated its image decoders for TorchCodec; once they are gone the
+    # decoding workers would fail at their first image, after the store was made.
+    import torchvision
+    import torchvision.io
+
+    missing = [name for name in ("decode_jpeg", "read_file", "ImageReadMode") if not hasattr(torchvision.io, name)]
+    if missing:
+        raise InputError(f"--decoder {decoder} needs torchvision.io.{missing[0]}, which torchvision "
+                         f"{torchvision.__version__} no longer has; use --decoder pil (the exact one)")

@@ -311,6 +311,18 @@ def test_compile_without_a_cpp_compiler_stops_before_the_store(image_folder, tmp
     assert not (tmp_path / "s.zarr").exists()
 
 
+def test_fast_decoders_without_torchvisions_jpeg_decoder_stop_before_the_store(image_folder, tmp_path, monkeypatch):
+    import torchvision.io
+
+    from pipeline.errors import InputError
+
+    monkeypatch.delattr(torchvision.io, "decode_jpeg")  # as a torchvision after the move to TorchCodec
+    with pytest.raises(InputError, match="--decoder fast needs torchvision.io.decode_jpeg, which torchvision .* "
+                                         "no longer has; use --decoder pil"):
+        extract(image_folder, tmp_path / "s.zarr", weights="random", decoder="fast", device="cpu", progress=False)
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_bad_options_are_one_sentence(image_folder, tmp_path):
     for args, fragment in ((["--precision", "fp8"], "--precision"), (["--decoder", "magic"], "--decoder"),
                            (["--decoder", "gpu", "--device", "cpu"], "needs a CUDA device"),
