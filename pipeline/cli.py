@@ -11,6 +11,7 @@ Phase-two commands never import torch; ``activations`` and ``layers`` do, lazily
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -266,6 +267,9 @@ def _click_class(name: str):
 
 
 def main() -> None:
+    # The commands write files: no window toolkit, unless the user's environment names a backend.
+    # (The library keeps whatever backend its caller has.)
+    os.environ.setdefault("MPLBACKEND", "Agg")
     sys.argv[1:] = [home_argument(arg) for arg in sys.argv[1:]]
     try:
         # Not standalone: click's own mistakes (a missing option, "abc" for a number) come

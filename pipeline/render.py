@@ -16,10 +16,8 @@ import numpy as np
 
 
 def _pyplot():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        matplotlib.use("Agg")  # files, not windows, unless a notebook already chose inline
+    # The caller's backend stays: a notebook's inline one, a script's window toolkit (matplotlib
+    # itself falls back to Agg where there is no display; the command line asks for Agg).
     import matplotlib.pyplot as plt
 
     return plt

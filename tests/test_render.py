@@ -46,3 +46,17 @@ def test_small_multiples_put_each_channel_in_its_cell_scaled_to_itself():
     colours = lines.get_colors()
     assert all(np.allclose(colours[c], colours[0]) for c in range(3))
     assert all(np.allclose(colours[c], to_rgba("#dd8452")) for c in range(3, channels))
+
+
+def test_the_library_keeps_its_callers_matplotlib_backend(tmp_path):
+    """A script's or notebook's backend is the user's: drawing a figure must not switch it to Agg."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('pdf'); import numpy as np; from pipeline import render; "
+            "f = render.histogram(np.ones(4), np.arange(5.0), {}, 'ch 0', ''); "
+            f"render.save(f, {str(tmp_path / 'h.png')!r}); print(matplotlib.get_backend())")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "pdf" and (tmp_path / "h.png").read_bytes().startswith(b"\x89PNG")
