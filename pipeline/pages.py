@@ -16,6 +16,7 @@ import re
 
 import numpy as np
 
+from .selectivity import share_text
 from .stats import branches
 
 CSS = """
@@ -149,10 +150,12 @@ class Site:
         classes = f"<p>No class selectivity: {esc(self.no_selectivity)}.</p>"
         if constant:
             classes = "<p>None: the channel is the same on every image.</p>"
+        elif self.chosen is not None and not self.chosen["share"][c] >= 0:
+            classes = "<p>No class selectivity: the channel has negative values, and it assumes activations &ge; 0.</p>"
         elif self.chosen is not None:
             names = dict(zip(self.chosen["classes"].tolist(), self.chosen["class_names"]))
-            classes = (f'<p>selectivity index {self.chosen["index"][c]:.3f} '
-                       f'({self.chosen["shuffled"][c]:.3f} with the labels shuffled); top classes: '
+            classes = (f'<p>top class share {share_text(self.chosen["share"][c])} '
+                       f'({share_text(self.chosen["shuffled"][c])} with the labels shuffled), selectivity index {self.chosen["index"][c]:.3f}; top classes: '
                        + ", ".join(esc(names[int(k)]) for k in self.chosen["top_classes"][c]) + "</p>")
         viz = ""
         if (self.out / "img" / viz_name(c)).exists():

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs, render, stats
+from .selectivity import share_text
 
 COLUMNS = ["mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtosis", "dead"]
 
@@ -131,15 +132,21 @@ def _write_selectivity(chosen: dict, channels: int, to) -> str:
     """The two selectivity tables; returns the line naming the most class-selective channel."""
     names = dict(zip(chosen["classes"].tolist(), chosen["class_names"]))
     _write_csv(to("selectivity_channels.csv"), [
-        {"channel": c, "selectivity": round(float(chosen["index"][c]), 5),
-         "shuffled": round(float(chosen["shuffled"][c]), 5),
+        {"channel": c, "selectivity": _cell(chosen["index"][c]), "share": _cell(chosen["share"][c]),
+         "shuffled": _cell(chosen["shuffled"][c]),
          **{f"class{i + 1}": names[int(k)] for i, k in enumerate(chosen["top_classes"][c])}}
         for c in range(channels)])
     _write_csv(to("selectivity_classes.csv"), [
         {"class": chosen["class_names"][i], **{f"channel{j + 1}": int(ch) for j, ch in enumerate(row)},
-         **{f"index{j + 1}": round(float(chosen["class_index"][i, ch]), 5) for j, ch in enumerate(row)}}
+         **{f"excess{j + 1}": _cell(chosen["class_excess"][i, ch]) for j, ch in enumerate(row)}}
         for i, row in enumerate(chosen["channels_per_class"])])
     most = chosen["most"]
-    return (f"most class-selective channel (its index less the index with the labels shuffled): {most} "
-            f"(index {chosen['index'][most]:.3f}, shuffled {chosen['shuffled'][most]:.3f}, "
-            f"prefers {names[int(chosen['top_classes'][most][0])]})")
+    if most is None:
+        return "no channel's top class holds more of its class means than with the labels shuffled"
+    return (f"most class-selective channel: {most} (its top class, {names[int(chosen['top_classes'][most][0])]}, "
+            f"holds {share_text(chosen['share'][most])} of the sum of its class means, "
+            f"{share_text(chosen['shuffled'][most])} with the labels shuffled; index {chosen['index'][most]:.3f})")
+
+
+def _cell(value) -> float | str:
+    return round(float(value), 5) if np.isfinite(value) else ""

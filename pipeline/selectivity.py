@@ -1,35 +1,51 @@
-"""Class selectivity of a layer's channels, with the level the labels give by chance (numpy only).
+"""Class selectivity of a layer's channels, against what the labels give by chance (numpy only).
 
 Offers:
     selectivity(moments, class_names, top=5) -> dict or None:
-        per channel: top classes, the index (mu_max - mu_rest) / (mu_max + mu_rest), the same
-        index with the labels shuffled ("shuffled") and the difference ("excess");
-        per class: the channels with the largest excess for that class; "most", the channel
-        with the largest excess
+        per channel: top classes; "index", (mu_max - mu_rest) / (mu_max + mu_rest); "share", the
+        top class's share of the sum of the channel's class means; "shuffled", the largest share
+        with the labels shuffled; "excess" = share - shuffled; "most", the channel with the
+        largest excess (None where no excess is above 0);
+        per class: "class_index", "class_share" and "channels_per_class", the channels whose share
+        for that class most exceeds their shuffled share ("class_excess")
+    share_text(value) -> str   a share as the stats line and gallery pages print it
 
-Why the shuffled labels: the index of a sparse channel is near 1 whatever its classes. One
-active on a single image of 50,000 has mu_rest = 0 and index 1.0; one active on ten images
-in ten classes, 0.99. Its index with the labels shuffled (once, seeded, every class keeping
-its number of images) is as high, so what a channel's classes add is the excess over it.
-One permutation is a sample of chance, not its distribution: for a heavy-tailed channel it
-moves by several hundredths from one shuffle to the next, so a small excess is no evidence.
+Why not the index alone: it is near 1 for any sparse channel (mu_rest near 0). One active on a
+single image of 50,000 has index 1.0; one that fires on exactly one class's 50 images, 1.0
+as well, and 0.95 with the labels shuffled. The share has the same flaw for the first (1.0),
+but with the labels shuffled (once, seeded, every class keeping its number of images) the
+first keeps 1.0 while the second falls to about 0.05: a share above the shuffled one means
+that the images a channel fires on share a class more than chance would put them together.
+Channels with negative values get NaN: both measures assume activations >= 0 (after a ReLU).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-def _index(sums: np.ndarray, counts: np.ndarray):
-    """(index, mu_max, mu_rest, class means) of each channel from its per-class sums (K', C)."""
-    means = sums / counts[:, None]
+
+def share_text(value: float) -> str:
+    """Three decimals, or three significant digits below 0.1: with 1,000 classes a channel alike on
+    all has 0.001, and its shuffled share differs in the fourth decimal."""
+    return f"{value:.3f}" if value >= 0.1 else f"{value:.3g}"
+
+
+def _shares(means: np.ndarray) -> np.ndarray:
+    """(K', C): each class's mean over the sum of the channel's class means (0 where that is 0)."""
+    total = means.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, means / np.where(total > 0, total, 1), 0.0)
+
+
+def _index(means: np.ndarray, counts: np.ndarray, sums: np.ndarray):
+    """(index, mu_max, mu_rest) of each channel, mu_rest the mean over the other classes' images."""
     best = np.argmax(means, axis=0)  # first class on ties
     cols = np.arange(means.shape[1])
     mu_max = means[best, cols]
-    rest_n = counts.sum() - counts[best]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu_rest = (sums.sum(axis=0) - sums[best, cols]) / rest_n
+        mu_rest = (sums.sum(axis=0) - sums[best, cols]) / (counts.sum() - counts[best])
         index = np.where(mu_max + mu_rest != 0, (mu_max - mu_rest) / (mu_max + mu_rest), 0.0)
-    return np.nan_to_num(index), mu_max, np.nan_to_num(mu_rest), means
+    return np.nan_to_num(index), mu_max, np.nan_to_num(mu_rest)
 
 
 def _class_index(sums: np.ndarray, counts: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -47,16 +63,25 @@ def selectivity(moments, class_names, top: int = 5) -> dict | None:
         return None
     present = np.flatnonzero(counts > 0)
     sums, n = moments.class_sums[present], counts[present]
-    index, mu_max, mu_rest, means = _index(sums, n)
-    shuffled = _index(moments.chance_sums[present], n)[0]
-    excess = index - shuffled
-    names = [class_names[c] if c < len(class_names) else str(c) for c in present]
-    top_classes = np.argsort(-means, axis=0, kind="stable")[:top].T  # (C, top)
+    means = sums / n[:, None]
+    index, mu_max, mu_rest = _index(means, n, sums)
     own = _class_index(sums, n, means)
-    # A class's channels by its own index less the channel's chance level: by the raw class mean
-    # every class listed the layer's few loudest channels, and by the index alone its sparsest.
-    top_channels = np.argsort(-(own - shuffled), axis=1, kind="stable")[:, :top]  # (K', top)
-    return {"classes": present, "class_names": names, "class_means": means, "index": index,
-            "mu_max": mu_max, "mu_rest": mu_rest, "top_classes": present[top_classes],
-            "channels_per_class": top_channels, "class_index": own,
-            "shuffled": shuffled, "excess": excess, "most": int(np.argmax(excess))}
+    class_share = _shares(means)
+    share = class_share.max(axis=0)
+    shuffled = _shares(moments.chance_sums[present] / n[:, None]).max(axis=0)
+    signed = moments.signed
+    for values in (index, own, class_share, share, shuffled):
+        values[..., signed] = np.nan
+    excess = share - shuffled
+    # A class's channels by its share less the channel's shuffled one: the largest share any class
+    # had by chance, so a channel that fired on one image of the class is not among them.
+    class_excess = class_share - shuffled
+    top_channels = np.argsort(-np.nan_to_num(class_excess, nan=-np.inf), axis=1, kind="stable")[:, :top]
+    ranked = np.nan_to_num(excess, nan=-np.inf)
+    return {"classes": present, "class_names": [class_names[c] if c < len(class_names) else str(c) for c in present],
+            "class_means": means, "index": index, "mu_max": mu_max, "mu_rest": mu_rest,
+            "top_classes": present[np.argsort(-means, axis=0, kind="stable")[:top].T],
+            "share": share, "shuffled": shuffled, "excess": excess,
+            "most": int(np.argmax(ranked)) if ranked.max() > 0 else None,
+            "class_index": own, "class_share": class_share, "class_excess": class_excess,
+            "channels_per_class": top_channels}

@@ -163,6 +163,7 @@ class Moments:
     class_sums: np.ndarray  # (K, C)
     class_counts: np.ndarray  # (K,)
     chance_sums: np.ndarray  # (K, C): class_sums with the labels shuffled (same counts)
+    signed: np.ndarray  # (C,) bool: some usable value is negative
 
 
 SHUFFLE_SEED = 0
@@ -231,7 +232,7 @@ def second_moments(layer, table=None, progress=None) -> Moments:
         counts += part[2]
         chance += part[3]
     n = int(layer.usable.sum())
-    return Moments(n, mean, gram / max(n, 1), sums, counts, chance)
+    return Moments(n, mean, gram / max(n, 1), sums, counts, chance, table["hist_edges"][:, 0] < 0)
 
 
 def correlations(moments: Moments) -> np.ndarray:

@@ -17,6 +17,7 @@ from conftest import make_folder, make_image, run_cli
 from pipeline.extract import extract
 from pipeline.errors import OutputError
 from pipeline.gallery import build_gallery
+from pipeline.selectivity import share_text
 
 HOSTILE = "<img src=x onerror=alert(1)>.jpg"
 
@@ -227,8 +228,8 @@ def test_channel_pages_give_the_selectivity_index_and_its_chance_level(site, hos
     sel = pipeline.open_store(hostile_store[0])["mixed4a"].selectivity()
     for c in (0, 7):
         page = (out / "channels" / f"{c:04d}.html").read_text()
-        assert (f"selectivity index {sel['index'][c]:.3f} ({sel['shuffled'][c]:.3f} with the labels shuffled); "
-                "top classes: ") in page
+        assert (f"top class share {share_text(sel['share'][c])} ({share_text(sel['shuffled'][c])} with the labels shuffled), "
+                f"selectivity index {sel['index'][c]:.3f}; top classes: ") in page
 
 
 def test_each_thumbnail_and_crop_shows_its_own_row(site, hostile_store):

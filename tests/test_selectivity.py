@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 
 import pipeline
 from conftest import run_cli
@@ -13,37 +13,70 @@ from pipeline.importing import import_matrix
 N, CLASSES = 1000, 10
 
 
-def _store(tmp_path):
-    """Channel 0 is active on one image (of class 3), channel 1 is larger on class 3's 100 images
-    than elsewhere, channel 2 is noise."""
+def _store(tmp_path, m=None):
+    """Channel 0 fires on one image (of class 3), channel 1 on class 3's 100 images and nowhere else,
+    channel 2 is noise, channel 3 is signed noise."""
     rng = np.random.default_rng(0)
     labels = np.arange(N) % CLASSES
-    m = np.zeros((N, 3), dtype=np.float32)
-    m[13, 0] = 0.5
-    m[:, 1] = 1 + (labels == 3) + 0.2 * rng.random(N)
-    m[:, 2] = rng.random(N)
+    if m is None:
+        m = np.zeros((N, 4), dtype=np.float32)
+        m[13, 0] = 0.5
+        m[labels == 3, 1] = 1 + rng.random(N // CLASSES)
+        m[:, 2] = rng.random(N)
+        m[:, 3] = rng.normal(size=N)
     import_matrix(tmp_path / "s.zarr", m, "feat", [f"{i}.jpg" for i in range(N)], labels,
                   [f"c{k}" for k in range(CLASSES)], shard_rows=256)
-    return pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    return pipeline.open_store(tmp_path / "s.zarr")["feat"], m, labels
 
 
 def test_a_channel_active_on_one_image_is_selective_only_by_chance(tmp_path):
-    sel = _store(tmp_path).selectivity()
-    assert sel["index"][0] == 1.0 and sel["index"][0] > sel["index"][1]  # the index alone prefers it
-    assert sel["shuffled"][0] == 1.0 and sel["excess"][0] == 0.0  # so does chance: one image is in some class
-    assert 0.3 < sel["index"][1] and sel["shuffled"][1] < 0.05 and sel["most"] == 1
+    layer, _, _ = _store(tmp_path)
+    sel = layer.selectivity()
+    assert sel["index"][0] == sel["index"][1] == 1.0  # the index cannot tell the two apart
+    assert sel["share"][0] == sel["shuffled"][0] == 1.0 and sel["excess"][0] == 0.0  # one image is in some class
+    assert sel["share"][1] == 1.0 and sel["shuffled"][1] < 0.3 and sel["most"] == 1  # 100 images are not in one
     assert abs(sel["excess"][2]) < 0.05
-    # class 3's channels: the one selective for it first, not the one that fired once there
-    assert sel["channels_per_class"][3][0] == 1 and sel["class_index"][3, 0] == 1.0 > sel["class_index"][3, 1]
+    assert np.isnan([sel[k][3] for k in ("index", "share", "shuffled", "excess")]).all()  # signed: undefined
+    assert sel["channels_per_class"][3].tolist()[:3] == [1, 0, 2] and sel["class_share"][3, 0] == 1.0
+    assert sel["class_excess"][3, 0] == 0.0 and sel["channels_per_class"][3][-1] == 3  # NaN ranks last
+
+
+def test_shares_equal_numpy_with_the_same_shuffle(tmp_path):
+    layer, m, labels = _store(tmp_path)
+    sel = layer.selectivity()
+
+    def shares(lab):
+        means = np.stack([m[lab == k, :3].astype(np.float64).mean(0) for k in range(CLASSES)])
+        return means / means.sum(0)
+
+    real, chance = shares(labels), shares(stats.shuffled_labels(labels, layer.usable))
+    assert_allclose(sel["class_share"][:, :3], real, rtol=1e-6)
+    assert_allclose(sel["share"][:3], real.max(0), rtol=1e-6)
+    assert_allclose(sel["shuffled"][:3], chance.max(0), rtol=1e-6)
+    assert_allclose(sel["class_excess"][:, :3], real - chance.max(0), rtol=1e-6, atol=1e-9)
 
 
 def test_stats_names_the_selective_channel_and_writes_the_chance_level(tmp_path):
     _store(tmp_path)
     proc = run_cli("stats", "--store", str(tmp_path / "s.zarr"), "--layer", "feat", "-o", str(tmp_path / "o"))
     assert proc.returncode == 0
-    assert "most class-selective channel (its index less the index with the labels shuffled): 1 " in proc.stdout
+    assert ("most class-selective channel: 1 (its top class, c3, holds 1.000 of the sum of its class means, "
+            in proc.stdout)
     rows = (tmp_path / "o" / "selectivity_channels.csv").read_text().splitlines()
-    assert rows[0].startswith("channel,selectivity,shuffled,class1") and rows[1].startswith("0,1.0,1.0,c3")
+    assert rows[0].startswith("channel,selectivity,share,shuffled,class1") and rows[1].startswith("0,1.0,1.0,1.0,c3")
+    assert rows[4].startswith("3,,,,")  # the signed channel has none
+    classes = (tmp_path / "o" / "selectivity_classes.csv").read_text().splitlines()
+    assert classes[0].startswith("class,channel1,channel2") and "excess1" in classes[0]
+    assert classes[4].startswith("c3,1,0,2,3,")
+
+
+def test_no_channel_beyond_chance_names_none(tmp_path):
+    m = np.zeros((N, 2), dtype=np.float32)
+    m[:, 1] = 0.5  # the same on every image
+    layer, _, _ = _store(tmp_path, m)
+    assert layer.selectivity()["most"] is None
+    proc = run_cli("stats", "--store", str(tmp_path / "s.zarr"), "--layer", "feat", "-o", str(tmp_path / "o"))
+    assert "no channel's top class holds more of its class means than with the labels shuffled" in proc.stdout
 
 
 def test_shuffled_labels_keep_each_class_size_and_touch_only_usable_labelled_rows():
@@ -58,3 +91,14 @@ def test_shuffled_labels_keep_each_class_size_and_touch_only_usable_labelled_row
     assert (out[moved] != labels[moved]).mean() > 0.5  # shuffled, not kept
     assert_array_equal(out, stats.shuffled_labels(labels, usable))  # seeded
     assert not np.array_equal(out, stats.shuffled_labels(labels, usable, seed=1))
+
+
+def test_gallery_pages_give_the_share_or_say_why_there_is_none(tmp_path):
+    _store(tmp_path)
+    proc = run_cli("gallery", "--store", tmp_path / "s.zarr", "--layer", "feat", "--no-crops", "-o", tmp_path / "g",
+                   "-k", "2", check=False)
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "g" / "channels" / "0001.html").read_text()
+    assert "top class share 1.000 (" in page and "with the labels shuffled), selectivity index 1.000; top classes: c3" in page
+    signed = (tmp_path / "g" / "channels" / "0003.html").read_text()
+    assert "No class selectivity: the channel has negative values, and it assumes activations &ge; 0." in signed

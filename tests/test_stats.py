@@ -13,6 +13,7 @@ import pipeline
 from conftest import run_cli
 from pipeline import stats
 from pipeline.importing import import_matrix
+from pipeline.selectivity import share_text
 
 N, C = 300, 10
 
@@ -88,24 +89,30 @@ def test_correlations_pca_and_selectivity(layer):
     top = class_means[best, np.arange(C)]
     with np.errstate(invalid="ignore"):
         expected = np.nan_to_num((top - rest) / (top + rest))
+    signed = x.min(0) < 0  # channel 6: both measures assume values >= 0
+    assert signed.tolist() == [c == 6 for c in range(C)]
+    expected[signed] = np.nan
     assert_allclose(sel["index"], expected, rtol=1e-5, atol=1e-6)  # float32 sums within a shard
     assert sel["class_names"] == ["tench", "goldfish", "n99999999"]  # WordNet ids become names
     assert_array_equal(sel["top_classes"][:, 0], best)
-    # the chance level: the same index with the labels of the usable rows shuffled
+    # the top class's share of the class means, and the largest share with the usable rows' labels shuffled
     shuffled = stats.shuffled_labels(labels, lay.usable)[keep]
-    means = np.stack([x[shuffled == k].mean(0) for k in range(3)])
-    top, pick = means.max(0), means.argmax(0)
-    rest = np.stack([x[shuffled != pick[c], c].mean() for c in range(C)])
+    chance = np.stack([x[shuffled == k].mean(0) for k in range(3)])
     with np.errstate(invalid="ignore"):
-        assert_allclose(sel["shuffled"], np.nan_to_num((top - rest) / (top + rest)), rtol=1e-5, atol=1e-6)
-    assert_allclose(sel["excess"], sel["index"] - sel["shuffled"]) and sel["most"] == np.argmax(sel["excess"])
+        share, chance = np.nan_to_num(class_means / class_means.sum(0)), np.nan_to_num(chance / chance.sum(0))
+    share[:, signed], chance[:, signed] = np.nan, np.nan
+    assert_allclose(sel["class_share"], share, rtol=1e-5, atol=1e-7)
+    assert_allclose(sel["shuffled"], chance.max(0), rtol=1e-5, atol=1e-7)
+    assert_allclose(sel["excess"], sel["share"] - sel["shuffled"]) and sel["most"] == np.nanargmax(sel["excess"])
     for k in range(3):  # a class's channels: the index with that class in place of the top one
         mine, others = class_means[k], x[lab != k].mean(0)
         with np.errstate(invalid="ignore"):
             own = np.nan_to_num((mine - others) / (mine + others))
+        own[signed] = np.nan
         assert_allclose(sel["class_index"][k], own, rtol=1e-5, atol=1e-6)
         assert_array_equal(sel["channels_per_class"][k],
-                           np.argsort(-(sel["class_index"][k] - sel["shuffled"]), kind="stable")[:5])
+                           np.argsort(-np.nan_to_num(sel["class_share"][k] - sel["shuffled"], nan=-np.inf),
+                                      kind="stable")[:5])
 
 
 def test_stats_cli_writes_everything(layer, tmp_path):
@@ -313,23 +320,27 @@ def test_stats_files_hold_what_the_api_computes(layer, tmp_path):
     lines = write_stats(lay, tmp_path / "o", progress=False)
     sel, corr = lay.selectivity(), lay.correlations()
     names = dict(zip(sel["classes"].tolist(), sel["class_names"]))
-    most = int(np.argmax(sel["index"] - sel["shuffled"]))
-    assert (f"most class-selective channel (its index less the index with the labels shuffled): {most} "
-            f"(index {sel['index'][most]:.3f}, shuffled {sel['shuffled'][most]:.3f}, "
-            f"prefers {names[int(sel['top_classes'][most][0])]})") in lines
+    most = int(np.nanargmax(sel["share"] - sel["shuffled"]))
+    assert (f"most class-selective channel: {most} (its top class, {names[int(sel['top_classes'][most][0])]}, "
+            f"holds {share_text(sel['share'][most])} of the sum of its class means, {share_text(sel['shuffled'][most])} "
+            f"with the labels shuffled; index {sel['index'][most]:.3f})") in lines
 
     def read(name):
         with open(tmp_path / "o" / name, newline="") as f:
             return list(csv.DictReader(f))
 
     for c, row in enumerate(read("selectivity_channels.csv")):
+        if c == 6:  # signed: no selectivity
+            assert row["selectivity"] == row["share"] == row["shuffled"] == ""
+            continue
         assert float(row["selectivity"]) == pytest.approx(sel["index"][c], abs=1e-5)
         assert float(row["shuffled"]) == pytest.approx(sel["shuffled"][c], abs=1e-5)
+        assert float(row["share"]) == pytest.approx(sel["share"][c], abs=1e-5)
         assert [row[f"class{i + 1}"] for i in range(3)] == [names[int(k)] for k in sel["top_classes"][c]]
     for i, row in enumerate(read("selectivity_classes.csv")):
         for j, ch in enumerate(sel["channels_per_class"][i]):
             assert int(row[f"channel{j + 1}"]) == ch
-            assert float(row[f"index{j + 1}"]) == pytest.approx(sel["class_index"][i, ch], abs=1e-5)
+            assert float(row[f"excess{j + 1}"]) == pytest.approx(sel["class_excess"][i, ch], abs=1e-5)
     near = stats.neighbours(corr, 5)
     for c, row in enumerate(read("neighbours.csv")):
         for i in range(5):
