@@ -85,9 +85,10 @@ class Analysis:
         return stats.correlations(self.moments())
 
     def selectivity(self, top: int = 5) -> dict | None:
-        """Per channel: top classes, (mu_max - mu_rest) / (mu_max + mu_rest) and the same with the
-        labels shuffled (``pipeline.selectivity``); None without two classes among the usable
-        images (``no_selectivity()`` says why)."""
+        """Per channel: top classes, the index (mu_max - mu_rest) / (mu_max + mu_rest), and the top
+        class's share of the class means with and without the labels shuffled; per class, its
+        channels (``pipeline.selectivity``). None without two classes among the usable images
+        (``no_selectivity()`` says why)."""
         from .selectivity import selectivity
 
         return selectivity(self.moments(), self.store.class_names, top=top)

@@ -129,7 +129,7 @@ def _summary(title: str, table: dict, pca: dict, groups: dict) -> list[str]:
 
 
 def _write_selectivity(chosen: dict, channels: int, to) -> str:
-    """The two selectivity tables; returns the line naming the most class-selective channel."""
+    """The two selectivity tables; returns the line naming the channel whose share is furthest above chance."""
     names = dict(zip(chosen["classes"].tolist(), chosen["class_names"]))
     _write_csv(to("selectivity_channels.csv"), [
         {"channel": c, "selectivity": _cell(chosen["index"][c]), "share": _cell(chosen["share"][c]),
@@ -142,8 +142,9 @@ def _write_selectivity(chosen: dict, channels: int, to) -> str:
         for i, row in enumerate(chosen["channels_per_class"])])
     most = chosen["most"]
     if most is None:
-        return "no channel's top class holds more of its class means than with the labels shuffled"
-    return (f"most class-selective channel: {most} (its top class, {names[int(chosen['top_classes'][most][0])]}, "
+        return "top class share: no channel's is above its value with the labels shuffled"
+    return (f"top class share furthest above chance: channel {most} (its top class, "
+            f"{names[int(chosen['top_classes'][most][0])]}, "
             f"holds {share_text(chosen['share'][most])} of the sum of its class means, "
             f"{share_text(chosen['shuffled'][most])} with the labels shuffled; index {chosen['index'][most]:.3f})")
 

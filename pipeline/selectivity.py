@@ -5,7 +5,7 @@ Offers:
         per channel: top classes; "index", (mu_max - mu_rest) / (mu_max + mu_rest); "share", the
         top class's share of the sum of the channel's class means; "shuffled", the largest share
         with the labels shuffled; "excess" = share - shuffled; "most", the channel with the
-        largest excess (None where no excess is above 0);
+        largest excess (None where none is above round-off);
         per class: "class_index", "class_share" and "channels_per_class", the channels whose share
         for that class most exceeds their shuffled share ("class_excess")
     share_text(value) -> str   a share as the stats line and gallery pages print it
@@ -22,6 +22,10 @@ Channels with negative values get NaN: both measures assume activations >= 0 (af
 from __future__ import annotations
 
 import numpy as np
+
+# Real and shuffled class sums are added in other orders: a constant channel's shares differ by
+# about 1e-10, which must not make it the channel named.
+ROUND_OFF = 1e-6
 
 
 def share_text(value: float) -> str:
@@ -82,6 +86,6 @@ def selectivity(moments, class_names, top: int = 5) -> dict | None:
             "class_means": means, "index": index, "mu_max": mu_max, "mu_rest": mu_rest,
             "top_classes": present[np.argsort(-means, axis=0, kind="stable")[:top].T],
             "share": share, "shuffled": shuffled, "excess": excess,
-            "most": int(np.argmax(ranked)) if ranked.max() > 0 else None,
+            "most": int(np.argmax(ranked)) if ranked.max() > ROUND_OFF else None,
             "class_index": own, "class_share": class_share, "class_excess": class_excess,
             "channels_per_class": top_channels}

@@ -321,7 +321,8 @@ def test_stats_files_hold_what_the_api_computes(layer, tmp_path):
     sel, corr = lay.selectivity(), lay.correlations()
     names = dict(zip(sel["classes"].tolist(), sel["class_names"]))
     most = int(np.nanargmax(sel["share"] - sel["shuffled"]))
-    assert (f"most class-selective channel: {most} (its top class, {names[int(sel['top_classes'][most][0])]}, "
+    assert (f"top class share furthest above chance: channel {most} (its top class, "
+            f"{names[int(sel['top_classes'][most][0])]}, "
             f"holds {share_text(sel['share'][most])} of the sum of its class means, {share_text(sel['shuffled'][most])} "
             f"with the labels shuffled; index {sel['index'][most]:.3f})") in lines
 
