@@ -150,7 +150,7 @@ class Site:
         classes = f"<p>No class selectivity: {esc(self.no_selectivity)}.</p>"
         if constant:
             classes = "<p>None: the channel is the same on every image.</p>"
-        elif self.chosen is not None and not self.chosen["share"][c] >= 0:
+        elif self.chosen is not None and np.isnan(self.chosen["share"][c]):  # a signed channel
             classes = "<p>No class selectivity: the channel has negative values, and it assumes activations &ge; 0.</p>"
         elif self.chosen is not None:
             names = dict(zip(self.chosen["classes"].tolist(), self.chosen["class_names"]))

@@ -41,22 +41,12 @@ def _shares(means: np.ndarray) -> np.ndarray:
         return np.where(total > 0, means / np.where(total > 0, total, 1), 0.0)
 
 
-def _index(means: np.ndarray, counts: np.ndarray, sums: np.ndarray):
-    """(index, mu_max, mu_rest) of each channel, mu_rest the mean over the other classes' images."""
-    best = np.argmax(means, axis=0)  # first class on ties
-    cols = np.arange(means.shape[1])
-    mu_max = means[best, cols]
+def _class_index(sums: np.ndarray, counts: np.ndarray, means: np.ndarray):
+    """(K', C) each: each class's mean against the mean over the other classes' images, and that mean.
+    A channel's index is its top class's entry."""
+    others = (sums.sum(axis=0) - sums) / np.maximum(counts.sum() - counts, 1)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu_rest = (sums.sum(axis=0) - sums[best, cols]) / (counts.sum() - counts[best])
-        index = np.where(mu_max + mu_rest != 0, (mu_max - mu_rest) / (mu_max + mu_rest), 0.0)
-    return np.nan_to_num(index), mu_max, np.nan_to_num(mu_rest)
-
-
-def _class_index(sums: np.ndarray, counts: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """(K', C): each class's mean against the mean over the other classes, as the index does."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        others = (sums.sum(axis=0) - sums) / np.maximum(counts.sum() - counts, 1)[:, None]
-        return np.where(means + others != 0, (means - others) / (means + others), 0.0)
+        return np.where(means + others != 0, (means - others) / (means + others), 0.0), others
 
 
 def selectivity(moments, class_names, top: int = 5) -> dict | None:
@@ -68,8 +58,9 @@ def selectivity(moments, class_names, top: int = 5) -> dict | None:
     present = np.flatnonzero(counts > 0)
     sums, n = moments.class_sums[present], counts[present]
     means = sums / n[:, None]
-    index, mu_max, mu_rest = _index(means, n, sums)
-    own = _class_index(sums, n, means)
+    own, others = _class_index(sums, n, means)
+    best, cols = np.argmax(means, axis=0), np.arange(means.shape[1])  # first class on ties
+    index, mu_max, mu_rest = own[best, cols], means[best, cols], others[best, cols]
     class_share = _shares(means)
     share = class_share.max(axis=0)
     shuffled = _shares(moments.chance_sums[present] / n[:, None]).max(axis=0)
