@@ -82,6 +82,25 @@ def test_thumbnails_are_reused(site, hostile_store):
     assert again.decoded <= 1  # only the vanished image is tried again
 
 
+def test_the_images_are_the_same_from_fresh_worker_processes(site, hostile_store, tmp_path, monkeypatch):
+    """Python 3.14 starts workers with forkserver on Linux (macOS: spawn); nothing may rely on a fork's memory."""
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pipeline.gallery
+
+    fresh = functools.partial(ProcessPoolExecutor, mp_context=multiprocessing.get_context("forkserver"))
+    monkeypatch.setattr(pipeline.gallery, "ProcessPoolExecutor", fresh)
+    out, first, _ = site
+    again = build_gallery(pipeline.open_store(hostile_store[0])["mixed4a"], tmp_path / "g", k=4, progress=False,
+                          workers=2)
+    assert (again.images, again.decoded, again.missing) == (first.images, first.decoded, first.missing)
+    names = sorted(p.name for p in (out / "img").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "g" / "img").iterdir())
+    assert all((out / "img" / n).read_bytes() == (tmp_path / "g" / "img" / n).read_bytes() for n in names)
+
+
 def _browser():
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.fail("Chromium and chromedriver are needed: apt-get install chromium chromium-driver")
