@@ -39,6 +39,8 @@ def parse_bands(spec) -> list[tuple[str, float | None]]:
     bands, previous = [], Fraction(0)
     for part in (p.strip() for p in text.split(",") if p.strip()):
         if part in ("zeros", "zero", "0"):
+            if any(fraction is None for _, fraction in bands):  # a second one would draw the same images again
+                raise QueryError(f"the zeros band is given twice in {text!r}")
             bands.append(("zeros", None))
             continue
         try:
@@ -64,7 +66,7 @@ def parse_bands(spec) -> list[tuple[str, float | None]]:
 
 def _band_pairs(bands) -> list:
     """``parse_bands``' own form, as the API may pass it: (label, fraction in (0, 1] or None) pairs,
-    the fractions rising (nested bands, as the text's must), the labels each once."""
+    the fractions rising (nested bands, as the text's must), the labels each once, one zeros band (None)."""
     ok = isinstance(bands, (list, tuple)) and bands and all(
         isinstance(b, (list, tuple)) and len(b) == 2 and isinstance(b[0], str)
         and (b[1] is None or (isinstance(b[1], (int, float, Fraction, np.floating)) and not isinstance(b[1], bool)
@@ -74,8 +76,10 @@ def _band_pairs(bands) -> list:
         raise QueryError(f"bands must be text such as {DEFAULT_BANDS!r}, a list of such bands, "
                          "or (label, fraction) pairs")
     fractions = [b[1] for b in bands if b[1] is not None]
-    if any(lo >= hi for lo, hi in zip(fractions, fractions[1:])) or len({b[0] for b in bands}) < len(bands):
-        raise QueryError("bands given as (label, fraction) pairs need rising fractions and a label each")
+    if any(lo >= hi for lo, hi in zip(fractions, fractions[1:])) or len({b[0] for b in bands}) < len(bands) \
+            or len(bands) - len(fractions) > 1:
+        raise QueryError("bands given as (label, fraction) pairs need rising fractions, a label each "
+                         "and at most one zeros band (None)")
     return list(bands)
 
 

@@ -127,16 +127,17 @@ class Layer(Analysis):
         usable = int(self.usable.sum()) - others
         if k is not None and len(rows) < k and len(rows) == usable:
             results.add_note(f"{len(rows)} image{'s' * (len(rows) != 1)}, not {k}: the store has no more to rank")
-        # Ties all through the answer are rare (but for the zeros of a bottom-k); only then is the
-        # whole column looked at.
-        if column is not None and len(rows) > 1 and np.ptp(values) == 0:
+        # Ties all through the answer are rare (but for the zeros of a bottom-k, and a single answer); only
+        # then is the whole column looked at (about 2 ms at 1.28M images).
+        if column is not None and len(rows) and np.ptp(values) == 0:
             tied = int(np.count_nonzero(column[self.usable] == values[0]))
             if tied == usable:
                 results.add_ties("constant", f"channel {channel} is {values[0]:g} on every image: no image "
                                  "stands out, so these are not exemplars")
             elif tied > len(rows) and bands is None:
-                results.add_ties("ties", f"{tied} images tie at {values[0]:g}: these are the first {len(rows)} "
-                                 "of them by row, not exemplars")
+                first = f"these are the first {len(rows)}" if len(rows) > 1 else "this is the first"
+                results.add_ties("ties", f"{tied} images tie at {values[0]:g}: {first} of them by row, "
+                                 f"not {'exemplars' if len(rows) > 1 else 'an exemplar'}")
         return results
 
     def check_k(self, k: int, name: str = "k") -> int:

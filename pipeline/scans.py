@@ -95,9 +95,16 @@ def _by_rows(block: np.ndarray, product) -> np.ndarray:
     return out
 
 
+def _dot(rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Each row @ ``vector``, computed the same way for every row: two copies of one image get the same
+    value, so their tie goes to the lower row (BLAS on a column-major block gave them different round-off;
+    einsum sums each row's products in channel order, as fast here: 42 against 40 ms a shard)."""
+    return np.einsum("ij,j->i", rows, vector)
+
+
 def _per_row(layer, product, progress, held=None) -> np.ndarray:
     """``product`` of every row of spatial means, one value a row, over the shards with a usable row."""
-    out = np.zeros(layer.store.n, dtype=np.float64)
+    out = np.full(layer.store.n, np.nan)  # NaN for the rows of shards with no usable row, which are not read
     for lo, hi, values in shard_map(layer, lambda lo, hi, block: _by_rows(block, product), progress, held):
         out[lo:hi] = values
     return out
@@ -114,7 +121,7 @@ def projection(layer, vector: np.ndarray, progress=None) -> np.ndarray:
             for c in progress(used, used.size) if progress else used:
                 out += arr[:, int(c)].astype(np.float64) * vector[c]
         return out
-    return _per_row(layer, lambda x: x @ vector, progress)
+    return _per_row(layer, lambda x: _dot(x, vector), progress)
 
 
 def cosine(layer, target: np.ndarray, progress=None, held=None) -> np.ndarray:
@@ -123,7 +130,7 @@ def cosine(layer, target: np.ndarray, progress=None, held=None) -> np.ndarray:
 
     def rows_cosine(x):
         norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-        return x @ unit / np.where(norms > 0, norms, 1.0)
+        return _dot(x, unit) / np.where(norms > 0, norms, 1.0)
 
     return _per_row(layer, rows_cosine, progress, held)
 

@@ -28,7 +28,7 @@ def test_bands_are_exact_fractions_with_readable_labels():
                      ("top 1-7%", Fraction(7, 100)), ("zeros", None)]
     for text, fragment in [("1/3%", "unknown band"), ("nan", "unknown band"), ("5%,5%", "must be above 5%"),
                            ("101%", "at most 100%"), ("", "no bands given"), ("1e9999999%", "at most 100%"),
-                           ("1e-9999999%", "must be above 0%")]:
+                           ("1e-9999999%", "must be above 0%"), ("50%,zeros,zero", "zeros band is given twice")]:
         with pytest.raises(QueryError, match=fragment):
             parse_bands(text)
 
@@ -90,3 +90,6 @@ def test_negative_channels_and_degenerate_band_pairs_are_refused():
     for pairs in ([("a", 0.1), ("b", 0.1)], [("a", 0)], [("a", 0.0), ("b", 0.5)]):
         with pytest.raises(QueryError):
             parse_bands(pairs)  # an equal or zero fraction makes a band that can hold no image
+    with pytest.raises(QueryError, match="at most one zeros band"):
+        parse_bands([("top 50%", 0.5), ("zeros", None), ("zeros again", None)])  # would draw the zeros twice
+    assert parse_bands([("top 50%", 0.5), ("zeros", None)]) == [("top 50%", 0.5), ("zeros", None)]

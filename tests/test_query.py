@@ -481,6 +481,10 @@ def test_ties_notes_count_only_usable_rows_and_only_rows_left_out(tmp_path):
     import_matrix(tmp_path / "t.zarr", m, "layer1", [f"{i}.jpg" for i in range(40)], shard_rows=16)
     both = pipeline.open_store(tmp_path / "t.zarr")["layer1"].topk(0, k=2)
     assert both.rows.tolist() == [0, 1] and (both.ties, both.notes) == ("", [])
+    one = pipeline.open_store(tmp_path / "t.zarr")["layer1"].topk(0, k=1)  # a single answer is noted too
+    assert one.notes == ["2 images tie at 40: this is the first of them by row, not an exemplar"]
+    assert pipeline.open_store(tmp_path / "t.zarr")["layer1"].topk(1, k=1).ties == "constant"
+    assert pipeline.open_store(tmp_path / "t.zarr")["layer1"].topk(0, k=1, bottom=True).notes == []
     group = zarr.open_group(str(tmp_path / "t.zarr"), mode="r+")
     group["layer1/done"][0] = False  # rows 0-15 unfinished, still 0 in channel 1
     refresh_completeness(group, "layer1")
