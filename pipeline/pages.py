@@ -23,7 +23,7 @@ CSS = """
 body{font-family:system-ui,sans-serif;margin:1.2em;color:#222;background:#fafafa}
 a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;margin-top:1.4em}
 .warn{background:#b00020;color:#fff;padding:.4em .8em;font-weight:bold;border-radius:4px}
-.note{color:#555;font-style:italic}
+.note{color:#555;font-style:italic} p,h1{overflow-wrap:anywhere}
 .row{display:flex;flex-wrap:wrap;gap:8px} .tile{width:132px;font-size:11px;overflow-wrap:break-word}
 .pair{display:flex;gap:4px;padding:3px;background:#fff;border:1px solid #e4e4e4}
 .tile img{display:block;width:128px;height:128px;border:1px solid #ccc}
@@ -31,7 +31,7 @@ a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;mar
 .missing{width:128px;height:128px;background:#ddd;display:flex;align-items:center;justify-content:center;
  text-align:center;font-size:10px;border:1px solid #ccc}
 .card{display:inline-block;margin:4px;padding:4px;background:#fff;border:1px solid #ddd;vertical-align:top}
-.card img{width:48px;height:48px;margin:1px} table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right}
+.card img,.card .gone{width:48px;height:48px;margin:1px} .card .gone{display:inline-block;background:#ddd} table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right}
 """
 
 
@@ -99,7 +99,9 @@ class Site:
         self.table, self.corr, self.near, self.chosen, self.crops = table, corr, near, chosen, crops
         self.warning = layer.note()
         self.no_selectivity = layer.no_selectivity() if chosen is None else ""
-        self.groups = branches(layer) or {"channels": (0, layer.channels)}
+        self.branches = branches(layer)
+        self.groups = self.branches or {"channels": (0, layer.channels)}
+        self.store_notes = len(layer.notes())  # the first notes of every answer: the banner shows them
 
     def _page(self, title: str, body: str, prefix: str) -> str:
         warn = f'<p class="warn">{esc(self.warning)}</p>' if self.warning else ""
@@ -129,7 +131,12 @@ class Site:
         return f'<div class="row {css}">{"".join(items)}</div>'
 
     def _branch(self, c: int) -> str:
-        return next((name for name, (lo, hi) in self.groups.items() if lo <= c < hi), "")
+        return next((name for name, (lo, hi) in self.branches.items() if lo <= c < hi), "")
+
+    def _notes(self, results, skip: str = "") -> str:
+        """The answer's own notes (ties, fewer images than asked, empty bands), as the API gives them."""
+        return "".join(f'<p class="note">{esc(note)}.</p>' for note in results.notes[self.store_notes:]
+                       if note != skip)
 
     def write_channel(self, c: int) -> None:
         layer, t = self.layer, self.table
@@ -146,7 +153,8 @@ class Site:
         if constant:  # a constant channel correlates with nothing
             neighbours = "none: the channel is constant over the dataset"
         elif not neighbours:
-            neighbours = "none: the layer has no other channel"
+            neighbours = ("none: the layer has no other channel" if layer.channels == 1 else
+                          "none: every other channel is constant over the dataset")
         classes = f"<p>No class selectivity: {esc(self.no_selectivity)}.</p>"
         if constant:
             classes = "<p>None: the channel is the same on every image.</p>"
@@ -160,15 +168,16 @@ class Site:
         viz = ""
         if (self.out / "img" / viz_name(c)).exists():
             viz = f'<h2>Feature visualisation</h2><img src="../img/{viz_name(c)}" alt="feature visualisation" width="192">'
+        same = top.ties_note if constant else ""  # said once, above the top images
         body = (f"<h1>{esc(layer.name)} channel {c} <small>{esc(self._branch(c))}</small></h1>{nav}{viz}"
                 f"<h2>Top {len(top)} by spatial mean</h2>"
                 + (f'<p class="note">The channel is {_number(t["max"][c])} on every image: these tie, '
                    "and are the first rows, not exemplars.</p>" if constant else "")
-                + f"{self._tiles(top, self.crops, peaks=peaks)}"
-                f"<h2>Quantile-band samples</h2>{self._tiles(samples, False, 'small')}"
-                f"<h2>Bottom {len(bottom)}</h2>"
-                + (f'<p class="note">{esc(bottom.ties_note)}.</p>' if bottom.ties == "ties" else "")
-                + f"{self._tiles(bottom, False, 'small')}"
+                + f"{self._notes(top, same)}{self._tiles(top, self.crops, peaks=peaks)}"
+                f"<h2>Quantile-band samples</h2>{self._notes(samples, samples.ties_note if constant else '')}"
+                f"{self._tiles(samples, False, 'small')}"
+                f"<h2>Bottom {len(bottom)}</h2>{self._notes(bottom, bottom.ties_note if constant else '')}"
+                f"{self._tiles(bottom, False, 'small')}"
                 f"<h2>Distribution of the spatial mean</h2>"
                 f"{histogram_svg(t['hist_counts'][c], t['hist_edges'][c], quantiles, constant=t['max'][c] if constant else None)}"
                 f"<table>{facts}</table><h2>Most correlated channels</h2><p>{neighbours}</p>"
@@ -183,11 +192,14 @@ class Site:
             cards = []
             for c in range(lo, hi):
                 top = self.per_channel[c][0]
-                thumbs = "".join(f'<img src="img/{thumb_name(r)}" alt="row {r}" loading="lazy">'
-                                 for r in top.rows[:5].tolist() if r not in self.missing)
+                thumbs = "".join(f'<span class="gone" title="missing image"></span>' if r in self.missing else
+                                 f'<img src="img/{thumb_name(r)}" alt="row {r}" loading="lazy">'
+                                 for r in top.rows[:5].tolist())
                 cards.append(f'<a class="card" href="channels/{page_name(c)}">{c}<br>{thumbs}</a>')
             sections.append(f"<h2>{esc(name)} ({lo}-{hi - 1})</h2>{''.join(cards)}")
-        body = (f"<h1>{esc(layer.name)}: {layer.channels} channels, {int(layer.usable.sum())} images</h1>"
+        gone = (f'<p class="note">{len(self.missing)} of the images shown could not be read: grey here, '
+                'and named on the channel pages.</p>' if self.missing else "")
+        body = (f"<h1>{esc(layer.name)}: {layer.channels} channels, {int(layer.usable.sum())} images</h1>{gone}"
                 + "".join(sections))
         (self.out / "index.html").write_text(self._page(f"{layer.name} gallery", body, ""), encoding="utf-8")
         (self.out / "style.css").write_text(CSS)

@@ -6,6 +6,7 @@ they are missing the browser tests fail with a message saying so.
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 
@@ -80,6 +81,35 @@ def test_thumbnails_are_reused(site, hostile_store):
     layer = pipeline.open_store(hostile_store[0])["mixed4a"]
     again = build_gallery(layer, out, k=4, progress=False, workers=2)
     assert again.decoded <= 1  # only the vanished image is tried again
+
+
+def test_pages_give_each_answers_own_notes(tmp_path):
+    """Ties in the top images, fewer images than asked and empty bands are said on the page as the API says them."""
+    from pipeline.importing import import_matrix
+
+    m = np.random.default_rng(0).random((12, 3)).astype(np.float32)
+    m[[1, 4, 6, 8, 10], 1] = 9.0  # channel 1: five images tie at the top
+    m[:, 2] = 0.0  # channel 2: constant
+    paths, labels = [f"d/{i}.jpg" for i in range(12)], np.arange(12) % 2
+    import_matrix(tmp_path / "s.zarr", m, "three", paths, labels=labels, classes=["a", "C" * 300])
+    import_matrix(tmp_path / "s.zarr", m[:, [0, 2]], "two", paths, labels=labels)
+    store = pipeline.open_store(tmp_path / "s.zarr")
+    build_gallery(store["three"], tmp_path / "g3", k=3, crops=False, progress=False)
+    tied = (tmp_path / "g3" / "channels" / "0001.html").read_text()
+    assert "<p class=\"note\">5 images tie at 9: these are the first 3 of them by row, not exemplars.</p>" in tied
+    flat = (tmp_path / "g3" / "channels" / "0002.html").read_text()
+    assert flat.count("on every image:") == 1  # said once, above the top images, not again under each section
+    build_gallery(store["three"], tmp_path / "g20", k=20, crops=False, progress=False)
+    page = (tmp_path / "g20" / "channels" / "0000.html").read_text()
+    assert "12 images, not 20: the store has no more to rank." in page
+    band_notes = store["three"].samples(0, per_band=4).notes
+    assert band_notes and all(f"{html.escape(note)}." in page for note in band_notes)
+    index = (tmp_path / "g3" / "index.html").read_text()
+    assert index.count('class="gone"') == 3 * 3 and "could not be read" in index  # no images: grey, and said
+    build_gallery(store["two"], tmp_path / "g2", k=3, crops=False, progress=False)
+    page = (tmp_path / "g2" / "channels" / "0000.html").read_text()
+    assert "none: every other channel is constant over the dataset" in page
+    assert "<small></small>" in page  # no branches: no made-up branch name
 
 
 def test_the_images_are_the_same_from_fresh_worker_processes(site, hostile_store, tmp_path, monkeypatch):
