@@ -192,7 +192,7 @@ class Site:
             cards = []
             for c in range(lo, hi):
                 top = self.per_channel[c][0]
-                thumbs = "".join(f'<span class="gone" title="missing image"></span>' if r in self.missing else
+                thumbs = "".join('<span class="gone" title="missing image"></span>' if r in self.missing else
                                  f'<img src="img/{thumb_name(r)}" alt="row {r}" loading="lazy">'
                                  for r in top.rows[:5].tolist())
                 cards.append(f'<a class="card" href="channels/{page_name(c)}">{c}<br>{thumbs}</a>')
