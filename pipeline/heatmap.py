@@ -66,7 +66,8 @@ def channel_maps(layer, rows, channel: int) -> np.ndarray:
     net = cut(model_for(store), [layer.name])
     with torch.inference_mode():
         maps = net(to_model_input(batch))[layer.name][:, channel]
-    maps = maps.float().numpy()
+    # (k, H, W) whatever the layer: the logits come out of their matmul as (k,), a 1x1 map each
+    maps = maps.float().numpy().reshape(len(rows), *layer.spatial_shape)
     for i, item in enumerate(items):
         if not item[2]:
             maps[i] = np.nan  # the file is gone or broken now: no map to show

@@ -37,6 +37,7 @@ class Tile:
     caption: str
     error: str = ""
     rank: int | None = None  # shown above the first row's tiles; a feature visualisation has none
+    note: str = ""  # no image and no missing file: what the grey square says instead
 
 
 def _field(layer):
@@ -192,7 +193,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
             if featureviz and results is top:
                 picture = cached(layer, channel)
                 ideal = Image.fromarray(picture).resize((TILE, TILE)) if picture is not None else None
-                drawn.insert(0, Tile(ideal, "feature viz", "" if ideal is not None else
+                drawn.insert(0, Tile(ideal, "feature viz", note="" if ideal is not None else
                                      f"not cached: exemplars featureviz --store {layer.store.path} "
                                      f"--layer {layer.name} -c {channel}"))
             rows.append((label, drawn))

@@ -54,7 +54,8 @@ def small_multiples(counts, title: str, warning: str = "", groups: dict | None =
     channels, bins = counts.shape
     cols = int(np.ceil(np.sqrt(channels * 1.6)))
     rows = int(np.ceil(channels / cols))
-    figure, ax = plt.subplots(figsize=(min(24, cols * 0.55 + 1), min(24, rows * 0.45 + 1.2)), dpi=100)
+    width = min(24, max(cols * 0.55 + 1, 6.0))  # a layer of a few channels still has room for its title
+    figure, ax = plt.subplots(figsize=(width, min(24, rows * 0.45 + 1.2)), dpi=100)
     logc = np.log1p(counts.astype(float))
     height = logc / np.maximum(logc.max(axis=1, keepdims=True), 1e-9)
     x = (np.arange(bins) + 0.5) / bins
@@ -80,7 +81,7 @@ def small_multiples(counts, title: str, warning: str = "", groups: dict | None =
                    for i, (name, (lo, hi)) in enumerate(groups.items())]
         ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles),
                   frameon=False, fontsize=8)
-    ax.set_title(title, fontsize=10, pad=18 if groups else 6)
+    ax.set_title("\n".join(_lines(title, width, 11.0)), fontsize=10, pad=18 if groups else 6)
     _warn(figure, warning)
     figure.tight_layout(rect=(0, 0.02 if warning else 0, 1, 1))
     return figure
@@ -90,6 +91,11 @@ def correlation(corr, order, title: str, warning: str = ""):
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(8, 7), dpi=110)
     image = ax.imshow(corr[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    # Ticks name the channels at their places in the clustering order (every one up to 40, else 20 spread out)
+    shown = np.arange(len(order)) if len(order) <= 40 else np.linspace(0, len(order) - 1, 20).round().astype(int)
+    names = [str(int(order[i])) for i in shown]
+    ax.set_xticks(shown, names, fontsize=7, rotation=90)
+    ax.set_yticks(shown, names, fontsize=7)
     ax.set_title(title)
     ax.set_xlabel("channels, in clustering order")
     ax.set_ylabel("channels, in clustering order")
@@ -129,7 +135,7 @@ def grid_figure(rows, title: str, warning: str = ""):
                 continue
             tile = tiles[c]
             if tile.image is None:
-                _placeholder(ax, tile.error)
+                _placeholder(ax, tile.error) if tile.error else _message(ax, tile.note)
             else:
                 ax.imshow(np.asarray(tile.image))
             rank = f"#{tile.rank}  " if r == 0 and tile.rank is not None else ""
@@ -151,6 +157,15 @@ def _placeholder(ax, error: str) -> None:
     lines = ["missing", *textwrap.wrap(os.path.basename(path) or error, 22)[:2], *textwrap.wrap(why, 22)[:3]]
     ax.imshow(np.full((8, 8, 3), 221, dtype=np.uint8))
     ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=6, transform=ax.transAxes, clip_on=True)
+
+
+def _message(ax, text: str) -> None:
+    """A grey square with ``text`` (a picture not made yet, and how to make it), wrapped, whole."""
+    import textwrap
+
+    ax.imshow(np.full((8, 8, 3), 221, dtype=np.uint8))
+    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 22)), ha="center", va="center", fontsize=6,
+            transform=ax.transAxes, clip_on=True)
 
 
 def save(figure, path, dpi: int | None = None) -> None:

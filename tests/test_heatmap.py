@@ -36,3 +36,18 @@ def test_an_image_gone_since_the_store_has_no_map(small_store, image_folder, tmp
     (data / top.paths[1]).unlink()
     maps = channel_maps(layer, top.rows, 4)
     assert np.isnan(maps[1]).all() and np.isfinite(maps[[0, 2]]).all()
+
+
+def test_the_logits_have_one_by_one_maps_and_draw(image_folder, tmp_path):
+    """The logits come out of a matmul as (k,): a heatmap row crashed unpacking their shape."""
+    from pipeline.extract import extract
+
+    store = tmp_path / "logits.zarr"
+    extract(image_folder, store, ["softmax2_pre_activation_matmul"], weights="random", batch_size=4,
+            shard_rows=8, progress=False)
+    layer = pipeline.open_store(store)["softmax2_pre_activation_matmul"]
+    top = layer.topk(3, k=2)
+    maps = channel_maps(layer, top.rows, 3)
+    assert maps.shape == (2, 1, 1)
+    np.testing.assert_allclose(maps[:, 0, 0], top.activations, rtol=1e-5, atol=1e-6)
+    assert layer.grid([3], k=2, heatmap=True).axes

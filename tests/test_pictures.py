@@ -281,3 +281,6 @@ def test_the_feature_visualisation_leads_only_the_top_row(small_store):
     layer = pipeline.open_store(small_store)["mixed4a"]
     axes = np.array(layer.grid([2], k=3, featureviz=True, bottom=True).axes).reshape(2, 4)
     assert axes[0][0].get_title() == "feature viz" and axes[1][0].get_title() != "feature viz"
+    said = " ".join(axes[0][0].texts[0].get_text().split())  # not cached: the whole command, wrapped
+    assert said.replace(" ", "") == f"notcached:exemplarsfeatureviz--store{small_store}--layermixed4a-c2".replace(" ", "")
+    assert "missing" not in said

@@ -14,6 +14,21 @@ def test_the_correlation_heatmap_is_in_clustering_order_on_a_fixed_scale():
     image = render.correlation(corr * 0.5, order, "t").axes[0].images[0]
     assert np.array_equal(image.get_array(), (corr * 0.5)[np.ix_(order, order)])
     assert image.get_clim() == (-1, 1)  # weak correlations stay pale, not stretched to full colour
+    ax = render.correlation(corr, order, "t").axes[0]
+    for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):  # channel numbers, not places in the order
+        assert [t.get_text() for t in ticks] == ["2", "0", "1"]
+    big = np.eye(100)
+    order = np.random.default_rng(0).permutation(100)
+    ax = render.correlation(big, order, "t").axes[0]
+    assert all(t.get_text() == str(order[int(round(pos))]) for t, pos in zip(ax.get_xticklabels(), ax.get_xticks()))
+
+
+def test_a_few_channels_histograms_keep_their_whole_title():
+    figure = render.small_multiples(np.ones((1, 5), dtype=np.int64), "probe (30 images): spatial mean per channel "
+                                    "(log counts)")
+    figure.canvas.draw()
+    box = figure.axes[0].title.get_window_extent(figure.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.width
 
 
 def test_a_histogram_draws_its_counts_and_a_line_at_each_quantile():
