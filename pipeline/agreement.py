@@ -6,7 +6,7 @@ Offers:
             both matrices agree on, averaged over channels
         max_relative_error: max over channels of max |other - exact| / max |exact|,
             the error measured against each channel's own scale, over the channels
-            whose scale is at least ``LIVE`` times the median channel's
+            whose scale is above 0 and at least ``LIVE`` times the median channel's
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def agreement(exact: np.ndarray, other: np.ndarray, k: int = 10) -> dict:
     scale = np.abs(exact[usable]).max(axis=0)
     error = np.abs(other[usable] - exact[usable]).max(axis=0)
     # A nearly silent channel has no scale to measure against: leave it out of the ratio.
-    live = scale >= LIVE * np.median(scale)
+    # Silent channels have none either: when they are over half the layer the median is 0 (0 / 0 gave NaN).
+    live = (scale > 0) & (scale >= LIVE * np.median(scale))
     relative = error[live] / scale[live]
     return {"topk_overlap": float(np.mean(overlaps)),
             "max_relative_error": float(relative.max()) if relative.size else 0.0}

@@ -25,3 +25,13 @@ def test_agreement_leaves_out_silent_channels_and_rows_invalid_in_either():
     other[:, 2] *= 3  # ranks kept; its relative error (2) is left out: its scale is under 1% of the median's
     other[5] = np.nan  # invalid in the approximate store only
     assert agreement(exact, other) == pytest.approx({"topk_overlap": (0.9 + 1 + 1) / 3, "max_relative_error": 1.5 / 19})
+
+
+def test_a_layer_mostly_silent_still_has_a_measure():
+    """Over half the channels silent (mixed4e_pool_reduce with random weights): the median scale is 0."""
+    exact = np.zeros((20, 3), np.float32)
+    exact[:, 0] = np.arange(20)
+    other = exact.copy()
+    assert agreement(exact, other)["max_relative_error"] == 0.0  # was NaN, which fails every bound
+    other[3, 0] += 0.19
+    assert agreement(exact, other)["max_relative_error"] == pytest.approx(0.01, rel=1e-5)
