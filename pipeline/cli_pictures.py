@@ -46,7 +46,7 @@ def grid(
     typer.echo(f"wrote {out}")
     from .pictures import missing_warning
 
-    warning = missing_warning(shown, target.store.root)
+    warning = missing_warning(shown, target.store.root, "" if root else "pass --root {folder}")
     if warning:
         typer.echo(f"warning: {warning}", err=True)
 
@@ -104,7 +104,7 @@ def gallery(
     summary = build_gallery(target, out, k=k, crops=crops)
     typer.echo(summary.line())
     if summary.missing:
-        typer.echo(f"warning: {summary.missing_line(target.store.root)}", err=True)
+        typer.echo(f"warning: {summary.missing_line(target.store.root, given=root is not None)}", err=True)
 
 
 @app.command()

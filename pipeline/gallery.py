@@ -49,10 +49,10 @@ class Summary:
         return (f"gallery of {self.channels} channels at {self.out}/index.html: {self.images} images "
                 f"({self.decoded} decoded this time{unread}) in {self.seconds:.1f} s")
 
-    def missing_line(self, root) -> str:
+    def missing_line(self, root, given: bool = False) -> str:
         from .pictures import missing_line
 
-        return missing_line(self.missing, self.images, self.example, root)
+        return missing_line(self.missing, self.images, self.example, root, "" if given else "pass --root {folder}")
 
 
 def _render_images(job):
@@ -133,13 +133,13 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
                   workers: int | None = None) -> Summary:
     from tqdm import tqdm
 
-    from .errors import OutputError, QueryError
+    from .errors import OutputError
 
     started = time.perf_counter()
     out = Path(out_dir).resolve()
-    if crops and "argmax" not in layer.available:
-        raise QueryError(f"layer {layer.name} has no argmax for crops (an imported store); use --no-crops")
-    crops = crops and not covers_input(layer)  # each unit sees the whole image: a crop would repeat it
+    # No crops where the store has no peak (an imported layer) or each unit sees the whole image (a crop would
+    # repeat it): the default builds a gallery of every store, as --no-crops did
+    crops = crops and "argmax" in layer.available and not covers_input(layer)
     layer.check_usable()  # before a folder is made
     outputs.folder(out)
     if not (out / MANIFEST).exists() and any((out / name).exists() for name in ("index.html", "style.css")):

@@ -140,9 +140,12 @@ def _ties(results) -> str:
 
 def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass --root {folder}") -> str:
     """What to say when ``missing`` of ``shown`` images could not be read: most of them
-    missing means the dataset moved, which ``fix`` (the CLI's ``--root``) mends."""
+    missing means the dataset moved, which ``fix`` (the CLI's ``--root``) mends; ``fix`` "" when the
+    folder was given already (``--root``): then the question is only whether it is the right one."""
     if missing * 2 <= shown:
         where = "they are shown as placeholders"
+    elif root and not fix:
+        where = f"are the images under {root}, the folder given?"
     elif root:
         where = f"are the images still under {root}? If they moved, {fix.format(folder='NEW_FOLDER')}"
     else:  # an imported store made without --root
@@ -150,7 +153,7 @@ def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass 
     return f"{missing} of {shown} images could not be read (e.g. {example}); {where}"
 
 
-def missing_warning(shown: list, root, fix: str = "pass --root {folder}") -> str:
+def missing_warning(shown: list, root, fix: str = "pass --root {folder}") -> str:  # fix: as missing_line's
     """The warning for ``grid``'s ``shown`` (path, error) pairs, an image in several rows counted once."""
     images = dict(shown)
     missing = [error for error in images.values() if error]

@@ -83,6 +83,15 @@ def test_thumbnails_are_reused(site, hostile_store):
     assert again.decoded <= 1  # only the vanished image is tried again
 
 
+def test_an_imported_store_has_a_gallery_without_asking_for_no_crops(tmp_path):
+    from pipeline.importing import import_matrix
+
+    import_matrix(tmp_path / "s.zarr", np.random.default_rng(0).random((6, 2)), "feat", [f"{i}.jpg" for i in range(6)])
+    proc = run_cli("gallery", "--store", tmp_path / "s.zarr", "--layer", "feat", "-o", tmp_path / "g", "-k", "2")
+    assert proc.returncode == 0 and (tmp_path / "g" / "channels" / "0001.html").exists()  # no argmax: no crops
+    assert not list((tmp_path / "g" / "img").glob("*_c*.jpg"))
+
+
 def test_pages_give_each_answers_own_notes(tmp_path):
     """Ties in the top images, fewer images than asked and empty bands are said on the page as the API says them."""
     from pipeline.importing import import_matrix
@@ -228,6 +237,8 @@ def test_a_moved_dataset_is_named_and_found_again_with_root(image_folder, tmp_pa
     grid = run_cli("grid", "--store", store, "--channels", "1", "-k", "2", "-o", tmp_path / "g.png",
                    "--root", tmp_path / "moved")
     assert grid.returncode == 0 and "could not be read" not in grid.stderr
+    wrong = run_cli("grid", "--store", store, "--channels", "1", "-k", "2", "-o", tmp_path / "g.png", "--root", tmp_path)
+    assert f"are the images under {tmp_path}, the folder given?" in wrong.stderr and "If they moved" not in wrong.stderr
     lost = run_cli("grid", "--store", store, "--channels", "1,2", "-k", "2", "-o", tmp_path / "g.png")
     counted = re.search(r"warning: (\d+) of (\d+) images could not be read", lost.stderr)
     assert counted and counted[1] == counted[2] and f"still under {data}?" in lost.stderr
