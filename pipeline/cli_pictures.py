@@ -46,7 +46,7 @@ def grid(
     typer.echo(f"wrote {out}")
     from .pictures import missing_warning
 
-    warning = missing_warning(shown, target.store.root, "" if root else "pass --root {folder}")
+    warning = missing_warning(shown, target.store.root, given=root is not None)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
 

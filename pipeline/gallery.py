@@ -52,7 +52,7 @@ class Summary:
     def missing_line(self, root, given: bool = False) -> str:
         from .pictures import missing_line
 
-        return missing_line(self.missing, self.images, self.example, root, "" if given else "pass --root {folder}")
+        return missing_line(self.missing, self.images, self.example, root, given=given)
 
 
 def _render_images(job):

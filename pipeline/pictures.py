@@ -9,8 +9,8 @@ Offers:
     heat_scale(*heats) -> float           the value a channel's heatmaps draw brightest
     tiles(layer, results, crop, heat, scale) -> list[Tile]   heat: (k, H, W) maps, or None
     grid(layer, channels, k, by, crop, heatmap, bottom, samples, ..., shown=None) -> matplotlib Figure
-    missing_line(missing, shown, example, root, fix) -> the warning for images that could not be read
-    missing_warning(shown, root, fix) -> that warning for ``grid``'s ``shown`` list ("" if none)
+    missing_line(missing, shown, example, root, fix, given) -> the warning for images that could not be read
+    missing_warning(shown, root, fix, given) -> that warning for ``grid``'s ``shown`` list ("" if none)
 
 Torch is imported only for ``heatmap=True`` (through ``pipeline.heatmap``).
 """
@@ -138,13 +138,14 @@ def _ties(results) -> str:
     return f"\n({results.ties})" if results.ties else ""
 
 
-def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass --root {folder}") -> str:
+def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass --root {folder}",
+                 given: bool = False) -> str:
     """What to say when ``missing`` of ``shown`` images could not be read: most of them
-    missing means the dataset moved, which ``fix`` (the CLI's ``--root``) mends; ``fix`` "" when the
-    folder was given already (``--root``): then the question is only whether it is the right one."""
+    missing means the dataset moved, which ``fix`` (the CLI's ``--root``) mends; where the user
+    ``given`` that folder already, the question is only whether it is the right one."""
     if missing * 2 <= shown:
         where = "they are shown as placeholders"
-    elif root and not fix:
+    elif root and given:
         where = f"are the images under {root}, the folder given?"
     elif root:
         where = f"are the images still under {root}? If they moved, {fix.format(folder='NEW_FOLDER')}"
@@ -153,11 +154,11 @@ def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass 
     return f"{missing} of {shown} images could not be read (e.g. {example}); {where}"
 
 
-def missing_warning(shown: list, root, fix: str = "pass --root {folder}") -> str:  # fix: as missing_line's
+def missing_warning(shown: list, root, fix: str = "pass --root {folder}", given: bool = False) -> str:
     """The warning for ``grid``'s ``shown`` (path, error) pairs, an image in several rows counted once."""
     images = dict(shown)
     missing = [error for error in images.values() if error]
-    return missing_line(len(missing), len(images), missing[0], root, fix) if missing else ""
+    return missing_line(len(missing), len(images), missing[0], root, fix, given) if missing else ""
 
 
 def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,

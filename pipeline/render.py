@@ -154,18 +154,19 @@ def _placeholder(ax, error: str) -> None:
     import textwrap
 
     path, _, why = error.rpartition(": ")
-    lines = ["missing", *textwrap.wrap(os.path.basename(path) or error, 22)[:2], *textwrap.wrap(why, 22)[:3]]
-    ax.imshow(np.full((8, 8, 3), 221, dtype=np.uint8))
-    ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=6, transform=ax.transAxes, clip_on=True)
+    _grey(ax, ["missing", *textwrap.wrap(os.path.basename(path) or error, 22)[:2], *textwrap.wrap(why, 22)[:3]])
 
 
 def _message(ax, text: str) -> None:
     """A grey square with ``text`` (a picture not made yet, and how to make it), wrapped, whole."""
     import textwrap
 
+    _grey(ax, textwrap.wrap(text, 22))
+
+
+def _grey(ax, lines: list[str]) -> None:
     ax.imshow(np.full((8, 8, 3), 221, dtype=np.uint8))
-    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 22)), ha="center", va="center", fontsize=6,
-            transform=ax.transAxes, clip_on=True)
+    ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=6, transform=ax.transAxes, clip_on=True)
 
 
 def save(figure, path, dpi: int | None = None) -> None:
