@@ -5,11 +5,14 @@ Offers:
     precision_note(precision, device_type, flags=None) -> str | None
     keep_freed_memory() -> bool                   glibc: freed blocks stay mapped for the next batch
 
-On a CPU, fp16 autocast is only fast with AMX-FP16 (Granite Rapids and later).
-Without it oneDNN converts each fp16 operand to fp32 and back: on this project's
-Sapphire Rapids machine the cut network ran at 0.71-0.75x its fp32 rate, while bf16
-(AMX-BF16) ran at 2.0x (README, Benchmarks). A user who asked for speed should
-hear that before a long run, not after it.
+On a CPU, a reduced precision is only fast with its matrix units: AMX-BF16 for
+bf16 (Sapphire Rapids and later), AMX-FP16 for fp16 (Granite Rapids and later).
+Without them oneDNN computes with vector instructions, slower than its fp32 kernels:
+on an AMX machine the cut network ran fp16 at 0.71-0.75x its fp32 rate and bf16 at
+2.0x; on a machine with AVX-512 BF16 and FP16 but no AMX, bf16 ran at about half
+the fp32 rate (README, Benchmarks). A user who asked for speed should hear that
+before a long run, not after it. Where the flags cannot be read (not Linux, or not
+x86) nothing is said: no advice is better than a guess.
 """
 
 from __future__ import annotations
@@ -30,16 +33,20 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+_MATRIX_UNITS = {"bf16": "amx_bf16", "fp16": "amx_fp16"}  # the flag in /proc/cpuinfo
+
+
 def precision_note(precision: str, device_type: str, flags=None) -> str | None:
     """Advice when the asked-for precision is slow on this device, else None."""
-    if device_type != "cpu" or precision != "fp16":
+    unit = _MATRIX_UNITS.get(precision)
+    if device_type != "cpu" or unit is None:
         return None
     flags = cpu_flags() if flags is None else flags
-    if "amx_fp16" in flags:
+    if not flags or unit in flags:
         return None
     faster = " --precision bf16 is the fast one here (AMX-BF16)." if "amx_bf16" in flags else ""
-    return ("note: this CPU has no fp16 matrix units (AMX-FP16), so --precision fp16 runs slower "
-            f"than fp32 on it.{faster}")
+    return (f"note: this CPU has no {precision} matrix units ({unit.replace('_', '-').upper()}), so "
+            f"--precision {precision} runs slower than fp32 on it.{faster}")
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h

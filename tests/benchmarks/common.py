@@ -94,5 +94,9 @@ def timed(cmd: list[str], env=None, timeout: float | None = None) -> tuple[float
 def machine() -> str:
     import torch
 
+    from pipeline.hardware import cpu_flags
+
+    # bf16's and fp16's rates depend on these matrix units more than on anything else here
+    units = ", ".join(f"{unit}: {'yes' if unit in cpu_flags() else 'no'}" for unit in ("amx_bf16", "amx_fp16"))
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {units}")
