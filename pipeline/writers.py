@@ -6,17 +6,23 @@ Offers:
                           by the next writer and never read as a store
 
 The lock is a POSIX record lock on ``.writer.lock`` inside the store folder; the mark is
-``.overwriting`` beside it (``pipeline.places``).
+``.overwriting`` beside it (``pipeline.places``). Where there are no POSIX locks (Windows),
+this module still imports, so that stores made elsewhere can be read and queried there;
+only writing one is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: a store is read there, not written
+    fcntl = None
 
 from .errors import StoreError, StoreLockedError
 from .places import LOCK_NAME, REBUILD_NAME, entries, filesystem, is_store, is_url, mark_rebuilding, ours
@@ -34,6 +40,9 @@ def writer_lock(path: str | Path):
         yield
         return
     path = Path(path)
+    if fcntl is None:
+        raise StoreError(f"cannot write store {path}: its writer's lock needs POSIX file locks, which this "
+                         "system lacks; run phase one on Linux or macOS (queries, figures and galleries work here)")
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} is a file; a store is a folder, choose another --store")
     key = os.path.realpath(path)

@@ -123,3 +123,32 @@ def test_a_store_on_a_read_only_file_system_says_so(small_store, monkeypatch):
     with pytest.raises(StoreError, match="cannot be written here .*a writer takes its lock"):
         with writer_lock(small_store):
             pass
+
+
+_NO_POSIX_LOCKS = """
+import sys
+sys.modules["fcntl"] = None  # as on Windows: importing it raises ImportError
+import pipeline
+from pipeline.errors import StoreError
+from pipeline import open_store
+from pipeline.writers import writer_lock
+
+results = open_store(sys.argv[1])["mixed4a"].topk(3, k=2)
+print("topk", len(results.rows))
+try:
+    with writer_lock(sys.argv[2]):
+        print("wrote")
+except StoreError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_system_without_posix_locks_reads_stores_and_refuses_to_write_them(small_store, tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _NO_POSIX_LOCKS, str(small_store), str(tmp_path / "new.zarr")],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "topk 2", out
+    assert out[1].startswith("refused: cannot write store") and "POSIX file locks" in out[1], out
+    assert not (tmp_path / "new.zarr").exists()  # refused before anything was made
