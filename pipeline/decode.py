@@ -27,6 +27,7 @@ import io
 import os
 from typing import NamedTuple
 
+from .hardware import usable_cores
 from .images import PREPROCESSING, ImageDataset, notebook_image
 
 DECODERS = ("pil", "fast", "gpu")
@@ -105,7 +106,7 @@ def make_dataset(root, paths, decoder: str, threads: int = 1):
 
 
 def rank_cores(world: int) -> int:
-    return max(1, (os.cpu_count() or 2) // world)
+    return max(1, usable_cores() // world)
 
 
 def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:

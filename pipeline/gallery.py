@@ -26,6 +26,7 @@ import numpy as np
 
 from . import outputs, pages
 from .pages import IMAGE_FILE, PAGE_FILE, crop_name, thumb_name, viz_name
+from .hardware import usable_cores
 from .images import display_image
 from .pictures import covers_input, crop_box, crop_field
 
@@ -159,7 +160,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
         if boxes or not (out / "img" / thumb_name(row)).exists():  # made once, reused by later builds
             jobs.append((layer.store.root, path, row, boxes, str(out / "img")))
     missing, paths = {}, dict(zip((job[2] for job in jobs), (job[1] for job in jobs)))
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(max_workers=workers or usable_cores()) as pool:
         results = pool.map(_render_images, jobs, chunksize=16)
         for row, error in tqdm(results, total=len(jobs), desc="images", unit="img", disable=not progress):
             if error:

@@ -2,6 +2,7 @@
 
 Offers:
     cpu_flags() -> frozenset[str]                 the CPU's feature flags (Linux; empty elsewhere)
+    usable_cores() -> int                         the cores this process may use (affinity, cgroup quota)
     precision_note(precision, device_type, flags=None) -> str | None
     keep_freed_memory() -> bool                   glibc: freed blocks stay mapped for the next batch
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
+import os
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,6 +34,39 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def usable_cores() -> int:
+    """The cores this process may run on, which lanes, threads and workers are sized to.
+
+    ``os.cpu_count()`` counts the machine's: a job given 4 cores of a 64-core node (SLURM,
+    taskset, ``docker --cpuset-cpus`` set the affinity; ``docker --cpus`` a cgroup quota)
+    would start 64 lanes on 4 cores. Python 3.13's ``os.process_cpu_count`` reads the
+    affinity only.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def cgroup_cpu_quota(cgroup_file="/proc/self/cgroup", root="/sys/fs/cgroup") -> int | None:
+    """Whole cores allowed by this process's cgroup v2 CPU quota (rounded up), None if unlimited or unknown."""
+    try:
+        with open(cgroup_file) as f:
+            group = next((line.rstrip("\n")[3:] for line in f if line.startswith("0::")), None)
+        if group is None:
+            return None
+        with open(os.path.join(root, group.lstrip("/"), "cpu.max")) as f:
+            limit, _, period = f.read().strip().partition(" ")
+        if limit == "max":
+            return None
+        return max(1, math.ceil(int(limit) / int(period or 100000)))
+    except (OSError, ValueError):
+        return None
 
 
 _MATRIX_UNITS = {"bf16": "amx_bf16", "fp16": "amx_fp16"}  # the flag in /proc/cpuinfo

@@ -151,7 +151,9 @@ def test_prefetched_stops_its_thread_when_the_consumer_stops():
     ("cuda", None, 1, ("cores-1", 1)),
 ])
 def test_decoding_defaults(device, workers, world, expected, monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    from pipeline import decode
+
+    monkeypatch.setattr(decode, "usable_cores", lambda: 6)
     names = {"cores": 6, "half": 3, "cores-1": 5}
     expected = tuple(names.get(e, e) for e in expected)
     assert decoding(SimpleNamespace(type=device), workers, world) == expected

@@ -61,3 +61,46 @@ def test_freed_memory_is_reused_without_page_faults():
         pytest.skip("not glibc: malloc's thresholds are left as they are")
     _, before = faults("default")
     assert after < 10 < before, (after, before)  # glibc maps each 48 MB block anew by default
+
+
+_ONE_CORE = """
+import os
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # as taskset or SLURM would
+from pipeline.decode import decoding, rank_cores
+from pipeline.hardware import usable_cores
+from pipeline.lanes import lanes_for
+
+class Cpu:
+    type = "cpu"
+
+print(os.cpu_count() > 1, usable_cores(), lanes_for("cpu", 0, False, rank_cores(1)), decoding(Cpu, None, 1))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity") or (__import__("os").cpu_count() or 1) < 2,
+                    reason="needs CPU affinity and two cores")
+def test_a_process_given_one_core_runs_one_lane_of_one_thread():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _ONE_CORE], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "1", "1", "(0,", "1)"], out  # not one lane per core of the machine
+
+
+@pytest.mark.parametrize("cpu_max, cores", [("max 100000", None), ("150000 100000", 2), ("50000 100000", 1),
+                                            ("400000 100000", 4), ("garbage", None)])
+def test_a_cgroup_quota_caps_the_cores(tmp_path, cpu_max, cores):
+    from pipeline.hardware import cgroup_cpu_quota
+
+    (tmp_path / "proc_cgroup").write_text("0::/job/step\n")
+    (tmp_path / "job" / "step").mkdir(parents=True)
+    (tmp_path / "job" / "step" / "cpu.max").write_text(cpu_max + "\n")
+    assert cgroup_cpu_quota(tmp_path / "proc_cgroup", tmp_path) == cores
+
+
+def test_no_cgroup_v2_means_no_quota(tmp_path):
+    from pipeline.hardware import cgroup_cpu_quota
+
+    (tmp_path / "proc_cgroup").write_text("12:cpu,cpuacct:/job\n")  # cgroup v1 only
+    assert cgroup_cpu_quota(tmp_path / "proc_cgroup", tmp_path) is None
+    assert cgroup_cpu_quota(tmp_path / "absent", tmp_path) is None
