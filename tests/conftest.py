@@ -19,6 +19,14 @@ SAMPLE = ROOT / "data" / "sample"
 EXEMPLARS = [sys.executable, "-m", "pipeline"]
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Tests look at the figures the API returns and leave them open; pyplot keeps each one."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 def make_image(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """Smooth random colour fields plus a few shapes: varied enough to rank."""
     small = rng.integers(0, 256, size=(max(2, height // 32), max(2, width // 32), 3), dtype=np.uint8)
