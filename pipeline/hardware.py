@@ -1,4 +1,4 @@
-"""What the CPU computes fast, for the one-line advice phase one gives before it starts.
+"""What this machine's CPU offers phase one: its fast precisions, its usable cores, malloc's reuse.
 
 Offers:
     cpu_flags() -> frozenset[str]                 the CPU's feature flags (Linux; empty elsewhere)
@@ -12,7 +12,8 @@ Without them oneDNN computes with vector instructions, slower than its fp32 kern
 on an AMX machine the cut network ran fp16 at 0.71-0.75x its fp32 rate and bf16 at
 2.0x; on a machine with AVX-512 BF16 and FP16 but no AMX, bf16 ran at about half
 the fp32 rate (README, Benchmarks). A user who asked for speed should hear that
-before a long run, not after it. Where the flags cannot be read (not Linux, or not
+before a long run, not after it (as "likely": other CPUs without AMX were not
+measured). Where the flags cannot be read (not Linux, or not
 x86) nothing is said: no advice is better than a guess.
 """
 
@@ -82,7 +83,7 @@ def precision_note(precision: str, device_type: str, flags=None) -> str | None:
         return None
     faster = " --precision bf16 is the fast one here (AMX-BF16)." if "amx_bf16" in flags else ""
     return (f"note: this CPU has no {precision} matrix units ({unit.replace('_', '-').upper()}), so "
-            f"--precision {precision} runs slower than fp32 on it.{faster}")
+            f"--precision {precision} is likely slower than fp32 on it.{faster}")
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
