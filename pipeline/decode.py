@@ -6,6 +6,7 @@ Offers:
     FastDataset                    torchvision's decode_jpeg + transforms.v2 (PIL where it cannot)
     rank_cores(world) -> int       this process's share of the machine's cores under ``world`` ranks
     decoding(device, workers, world) -> (worker processes, decoding threads): the defaults
+    check_shared_memory(workers, batch_size, free=None)   refuse workers that /dev/shm cannot hold
     make_loader(images, sampler, workers, threads, pin, decoder) -> a DataLoader of batches
     collate(items)                 batches; a ``gpu`` batch stays encoded, packed as ``Encoded``
     stack_channels_last(images)    a batch in the network's memory layout
@@ -27,6 +28,7 @@ import io
 import os
 from typing import NamedTuple
 
+from .errors import InputError
 from .hardware import usable_cores
 from .images import PREPROCESSING, ImageDataset, notebook_image
 
@@ -128,12 +130,42 @@ def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
     return workers, (cores if workers == 0 else 1)
 
 
+PREFETCH = 4  # batches in flight per decoding worker
+SHARED_MEMORY = "/dev/shm"
+
+
+def check_shared_memory(workers: int, batch_size: int, free: int | None = None) -> None:
+    """Refuse, before the run, decoding workers whose batches ``/dev/shm`` cannot hold.
+
+    Workers hand their batches over in shared memory, up to ``PREFETCH`` each. When an
+    allocation fails there, the worker's error stays in its queue's feeder thread and the
+    DataLoader waits for ever: a run in a container with Docker's default 64 MB hung at
+    0 images. A batch is 224 x 224 x 3 bytes an image (uint8; encoded JPEGs are smaller).
+    """
+    if workers == 0:
+        return
+    if free is None:
+        try:
+            stat = os.statvfs(SHARED_MEMORY)
+        except (OSError, AttributeError):  # no /dev/shm (macOS, Windows): torch shares memory another way
+            return
+        free = stat.f_bavail * stat.f_frsize
+    crop = PREPROCESSING["center_crop"]
+    need = workers * PREFETCH * batch_size * 3 * crop * crop
+    if need > free:
+        raise InputError(
+            f"{workers} decoding worker{'s' * (workers > 1)} with batches of {batch_size} need about "
+            f"{-(-need >> 20)} MB of shared memory and {SHARED_MEMORY} has {free >> 20} MB free (Docker's default "
+            "is 64 MB): give the container more (docker run --shm-size=8g, or --ipc=host), or pass fewer "
+            "--workers (0 decodes in threads) or a smaller --batch-size")
+
+
 def make_loader(images, sampler, workers: int, threads: int, pin: bool, decoder: str):
     from torch.utils.data import DataLoader
 
     return DataLoader(make_dataset(images.root, images.paths, decoder, threads), batch_sampler=sampler,
                       num_workers=workers, pin_memory=pin, collate_fn=collate,
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+                      persistent_workers=False, prefetch_factor=PREFETCH if workers else None)
 
 
 class Encoded(NamedTuple):

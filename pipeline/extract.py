@@ -20,7 +20,7 @@ import numpy as np
 from . import images as imgs
 from . import places
 from . import store as st
-from .decode import collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
+from .decode import check_shared_memory, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
 from .devices import check_options, checked_device
 from .errors import OutputError, PipelineError, first_line
 from .forward import forward_pass, reduce, to_host
@@ -201,10 +201,12 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     if failure is None:
         try:
             dev = checked_device(device, decoder, compile, ranks)
+            workers, threads = decoding(dev, workers, ranks.world)
+            batch_size = batch_size or (256 if dev.type == "cuda" else 8)
+            check_shared_memory(workers, batch_size)
         except PipelineError as exc:
             failure = exc
     ranks.stop_together(failure)
-    workers, threads = decoding(dev, workers, ranks.world)
     cores = rank_cores(ranks.world)
     lanes = lanes_for(dev.type, workers, compile, cores, lanes)
     for note in (images.note, precision_note(precision, dev.type)):
@@ -221,7 +223,6 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             print(f"rank {ranks.rank}/{ranks.world}: shards {mine}", file=sys.stderr, flush=True)
         # On the CPU 8 measured faster end to end than 32 (97.6 against 83.5 images/s, README);
         # the GPU's figures were measured at 256.
-        batch_size = batch_size or (256 if dev.type == "cuda" else 8)
         sampler = ShardBatches(mine, shard_rows, len(images), batch_size)
         forward = forward_pass(traced, dev, precision, compile, batch_size)
         started = time.perf_counter()

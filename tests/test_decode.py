@@ -184,3 +184,29 @@ def test_the_fast_decoder_is_pils_crop_within_a_few_levels(mixed_folder):
         difference = (got.int() - expected.int()).abs()
         assert got.shape == expected.shape and difference.max() <= 4 and difference.float().mean() < 0.1, name
     assert fast[2][2] is False and fast[2][3].startswith("OSError")  # the broken c.jpg stays invalid
+
+
+def test_workers_that_shared_memory_cannot_hold_are_refused_with_the_fixes():
+    from pipeline.decode import check_shared_memory
+    from pipeline.errors import InputError
+
+    batch = 256 * 3 * 224 * 224
+    with pytest.raises(InputError, match=r"15 decoding workers with batches of 256 need about 2205 MB of shared "
+                                         r"memory and /dev/shm has 64 MB free .*--shm-size.*--workers.*--batch-size"):
+        check_shared_memory(15, 256, free=64 << 20)  # CUDA's defaults in Docker's default container
+    check_shared_memory(15, 256, free=15 * 4 * batch)  # exactly enough
+    with pytest.raises(InputError):
+        check_shared_memory(15, 256, free=15 * 4 * batch - 1)
+    check_shared_memory(0, 4096, free=0)  # decoding threads share no memory between processes
+
+
+def test_this_machines_shared_memory_is_read(monkeypatch):
+    from types import SimpleNamespace
+
+    from pipeline import decode
+    from pipeline.errors import InputError
+
+    monkeypatch.setattr(decode.os, "statvfs", lambda path: SimpleNamespace(f_bavail=4, f_frsize=1 << 20))
+    with pytest.raises(InputError, match="has 4 MB free"):
+        decode.check_shared_memory(1, 8)  # 4 batches of 1.2 MB in flight
+    decode.check_shared_memory(1, 4)

@@ -476,3 +476,16 @@ def test_a_row_with_non_finite_activations_is_stored_invalid(tmp_path, monkeypat
     assert group["images/error"][0] == NON_FINITE
     assert np.isnan(group["conv2d0/mean"][0]).all() and (group["conv2d0/argmax"][0] == -1).all()
     assert summary.invalid == [("a/img_00.jpg", NON_FINITE)]
+
+
+def test_too_little_shared_memory_for_the_workers_stops_before_the_store(image_folder, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from pipeline import decode
+    from pipeline.errors import InputError
+
+    # a container's small /dev/shm: the workers' batches would fail there and the loader wait for ever
+    monkeypatch.setattr(decode.os, "statvfs", lambda path: SimpleNamespace(f_bavail=8, f_frsize=1 << 20))
+    with pytest.raises(InputError, match="shared memory"):
+        extract(image_folder, tmp_path / "s.zarr", weights="random", workers=2, batch_size=16, progress=False)
+    assert not (tmp_path / "s.zarr").exists()
