@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import DatasetError, InputError, PipelineError
+from .errors import DatasetError, InputError, PipelineError, first_line
 from .places import home_argument
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -271,6 +271,12 @@ def main() -> None:
     # (The library keeps whatever backend its caller has.)
     os.environ.setdefault("MPLBACKEND", "Agg")
     sys.argv[1:] = [home_argument(arg) for arg in sys.argv[1:]]
+    if sys.getfilesystemencoding().lower().replace("-", "") != "utf8":
+        # Stores keep paths as UTF-8 text: under another encoding non-ASCII names are stored garbled,
+        # and read back they name files that are not there.
+        typer.echo(f"error: exemplars needs UTF-8 file names and this locale's are "
+                   f"{sys.getfilesystemencoding()}; set PYTHONUTF8=1 (or LC_ALL=C.UTF-8) and run it again", err=True)
+        sys.exit(2)
     try:
         # Not standalone: click's own mistakes (a missing option, "abc" for a number) come
         # here and are said in one sentence too, instead of a framed usage box.
@@ -291,6 +297,15 @@ def main() -> None:
             typer.echo(f"error: {exc}", err=True)
         _quiet_exit()
         sys.exit(exc.exit_code)
+    except BrokenPipeError:  # `exemplars topk ... | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush cannot fail again
+        sys.exit(1)
+    except OSError as exc:  # the machine refused a read or write: a full disk, permissions, a file system
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or first_line(exc)}{where}; fix that and run the same command again",
+                   err=True)
+        _quiet_exit()
+        sys.exit(2)
     except (typer.Abort, KeyboardInterrupt) as exc:
         if isinstance(exc.__cause__, EOFError):  # click turns an EOFError into Abort, as if Ctrl-D
             typer.echo(f"error: a file ended before its data did ({exc.__cause__ or 'EOFError'})", err=True)

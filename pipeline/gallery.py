@@ -15,6 +15,7 @@ is escaped; every file written is named by numbers inside ``out_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -62,11 +63,22 @@ def _render_images(job):
     image, error = display_image(root, path)
     if image is None:
         return row, error
-    image.resize((THUMB, THUMB), resample=2).save(os.path.join(folder, thumb_name(row)), quality=85)
+    _save_jpeg(image.resize((THUMB, THUMB), resample=2), os.path.join(folder, thumb_name(row)))
     for channel, box in boxes:
-        crop_field(image, box).resize((CROP, CROP), resample=3).save(os.path.join(folder, crop_name(row, channel)),
-                                                                     quality=85)
+        _save_jpeg(crop_field(image, box).resize((CROP, CROP), resample=3), os.path.join(folder, crop_name(row, channel)))
     return row, ""
+
+
+def _save_jpeg(image, path: str) -> None:
+    """Written whole or not at all: later builds reuse every image file that exists."""
+    part = path + ".part"
+    try:
+        image.save(part, format="JPEG", quality=85)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
+    os.replace(part, path)
 
 
 def _identity(layer) -> dict:
@@ -119,8 +131,8 @@ def _remove_unused(folder: Path, needs: dict, kept: set[str]) -> None:
     made while the store was being written showed other images)."""
     used = kept | {thumb_name(row) for row in needs} | {crop_name(row, c) for row, boxes in needs.items() for c, _ in boxes}
     for old in folder.iterdir():
-        if IMAGE_FILE.fullmatch(old.name) and old.name not in used:
-            old.unlink()
+        if (IMAGE_FILE.fullmatch(old.name) and old.name not in used) or old.name.endswith(".part"):
+            old.unlink()  # .part: an image whose writer was stopped
 
 
 def _statistics(layer):
@@ -165,7 +177,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
         for row, error in tqdm(results, total=len(jobs), desc="images", unit="img", disable=not progress):
             if error:
                 missing[row] = error
-    (out / MANIFEST).write_text(json.dumps(identity))
+    (out / MANIFEST).write_text(json.dumps(identity), encoding="utf-8")
     _remove_unused(out / "img", needs, _write_featureviz(layer, out / "img"))
     table, corr, near, chosen = _statistics(layer)
     site = pages.Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)

@@ -202,4 +202,4 @@ class Site:
         body = (f"<h1>{esc(layer.name)}: {layer.channels} channels, {int(layer.usable.sum())} images</h1>{gone}"
                 + "".join(sections))
         (self.out / "index.html").write_text(self._page(f"{layer.name} gallery", body, ""), encoding="utf-8")
-        (self.out / "style.css").write_text(CSS)
+        (self.out / "style.css").write_text(CSS, encoding="utf-8")

@@ -12,6 +12,8 @@ A store made with random weights passes ``warning``, which every figure shows.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -171,5 +173,9 @@ def _grey(ax, lines: list[str]) -> None:
 
 def save(figure, path, dpi: int | None = None) -> None:
     """``figure`` to ``path`` at ``dpi`` (default: the figure's own)."""
-    figure.savefig(path, dpi=dpi or "figure")
+    try:
+        figure.savefig(path, dpi=dpi or "figure")
+    except OSError:  # a full disk: no truncated file left to look like a figure
+        Path(path).unlink(missing_ok=True)
+        raise
     _pyplot().close(figure)

@@ -51,7 +51,7 @@ def _digits(value, significant: int = 7) -> float:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -82,7 +82,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
               for by in ("mean", "max") if by in layer.available}
     rows = _channel_rows(tables)
     _write_csv(to("channels.csv"), rows)
-    to("channels.json").write_text(json.dumps(rows))
+    to("channels.json").write_text(json.dumps(rows), encoding="utf-8")
     groups = stats.branches(layer)
     for by, table in tables.items():
         render.save(render.small_multiples(table["hist_counts"],
@@ -95,7 +95,7 @@ def write_stats(layer, out_dir, channel: int | None = None, progress: bool = Tru
     _write_csv(to("neighbours.csv"), _neighbour_rows(corr))
     render.save(layer.correlation_figure(), to("correlation.png"))
     pca = _pca_summary(moments.cov, groups)
-    to("pca.json").write_text(json.dumps(pca, indent=1))
+    to("pca.json").write_text(json.dumps(pca, indent=1), encoding="utf-8")
     lines = _summary(title, tables["mean"], pca, groups)
     chosen = layer.selectivity()
     if chosen is None:

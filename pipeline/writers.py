@@ -67,6 +67,10 @@ def writer_lock(path: str | Path):
             # killed run's orphaned workers cannot hold the store for the seconds they take to exit.
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # NFS without its lock service, FUSE
+                raise StoreError(f"store {path} is on a file system that takes no POSIX locks ({exc.strerror}), "
+                                 "and its one writer needs one: write it on a local disk, or on NFS with its lock "
+                                 "service running") from None
             if exc.errno not in (errno.EACCES, errno.EAGAIN):
                 raise
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()

@@ -140,3 +140,37 @@ def test_a_bad_argument_is_refused_before_anything_is_written(small_store, tmp_p
     proc = run_cli(command, "--store", small_store, "-o", tmp_path / "out", *args, check=False)
     _assert_one_sentence(proc, fragment)
     assert not (tmp_path / "out").exists()  # no folder, no half a site or half a report
+
+
+def test_a_machines_refusal_is_one_sentence_naming_the_file(tmp_path, monkeypatch, capsys):
+    """A full disk, a file the user may not read: no traceback, the file named, exit 2."""
+    import errno
+    import os
+
+    import pipeline.cli as cli
+    import pipeline.query as query
+
+    def full(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/somewhere/out.png")
+
+    np.save(tmp_path / "m.npy", np.ones((2, 2), dtype=np.float32))
+    (tmp_path / "p.txt").write_text("a.jpg\nb.jpg\n")
+    run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f", "--paths", tmp_path / "p.txt")
+    monkeypatch.setattr(query.Store, "info", full)
+    monkeypatch.setattr("sys.argv", ["exemplars", "info", "--store", str(tmp_path / "s.zarr")])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: No space left on device: /somewhere/out.png; fix that"), err
+
+
+def test_a_locale_without_utf8_file_names_is_refused(monkeypatch, capsys):
+    import pipeline.cli as cli
+
+    monkeypatch.setattr("sys.getfilesystemencoding", lambda: "iso8859-1")
+    monkeypatch.setattr("sys.argv", ["exemplars", "layers"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "needs UTF-8 file names" in err and "PYTHONUTF8=1" in err, err

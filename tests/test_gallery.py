@@ -325,3 +325,23 @@ def test_a_histograms_quantile_lines_stand_at_their_values():
     assert re.findall(r'<line x1="([\d.]+)"', svg) == ["100.0", "350.0"]  # (value - lo) / span of the width
     heights = [float(h) for h in re.findall(r'<rect [^>]*height="([\d.]+)"', svg)]
     assert heights.index(max(heights)) == 2 and heights[2] == 150.0
+
+
+def test_an_image_cut_short_by_a_full_disk_is_not_left_for_the_next_build(tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image
+
+    from pipeline.gallery import _save_jpeg
+
+    def full_disk(self, path, *args, **kwargs):
+        open(path, "wb").write(b"\xff\xd8")  # a JPEG's first bytes
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    image = Image.new("RGB", (8, 8))
+    _save_jpeg(image, str(tmp_path / "1.jpg"))
+    assert Image.open(tmp_path / "1.jpg").size == (8, 8)
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OSError):
+        _save_jpeg(image, str(tmp_path / "2.jpg"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.jpg"]  # later builds reuse what exists

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from matplotlib.colors import to_rgba
 
 from pipeline import render
@@ -75,3 +76,21 @@ def test_the_library_keeps_its_callers_matplotlib_backend(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip() == "pdf" and (tmp_path / "h.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_figure_that_cannot_be_written_leaves_no_truncated_file(tmp_path, monkeypatch):
+    import errno
+
+    import matplotlib.figure
+
+    from pipeline.render import histogram, save
+
+    def full_disk(self, path, **kwargs):
+        open(path, "wb").write(b"\x89PNG")  # the first bytes made it
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    figure = histogram(np.ones(4), np.arange(5.0), {}, "t", None)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    with pytest.raises(OSError):
+        save(figure, tmp_path / "g.png")
+    assert not (tmp_path / "g.png").exists()

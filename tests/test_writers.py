@@ -152,3 +152,19 @@ def test_a_system_without_posix_locks_reads_stores_and_refuses_to_write_them(sma
     assert out[0] == "topk 2", out
     assert out[1].startswith("refused: cannot write store") and "POSIX file locks" in out[1], out
     assert not (tmp_path / "new.zarr").exists()  # refused before anything was made
+
+
+def test_a_file_system_without_locks_is_named(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from pipeline import writers
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(writers.fcntl, "lockf", no_locks)
+    with pytest.raises(StoreError, match="file system that takes no POSIX locks [(]No locks available[)]"):
+        with writer_lock(tmp_path / "s.zarr"):
+            pass
+    assert writers._HELD == set()  # nothing kept held
