@@ -48,6 +48,12 @@ def _pretrained():
 
     try:
         model = InceptionV1(pretrained=True, progress=True)
+    except PermissionError as exc:  # the network may be fine: torch hub's cache folder is not writable
+        raise WeightsError(
+            f"could not keep lucent's pretrained InceptionV1 weights in torch hub's cache ({exc.strerror}: "
+            f"{exc.filename or torch.hub.get_dir()}); set TORCH_HOME to a folder you can write, or pass "
+            "--weights /path/to/inception5h.pth"
+        ) from None
     except Exception as exc:  # urllib, OSError, HTTP and unpickling errors alike
         raise WeightsError(
             f"could not fetch lucent's pretrained InceptionV1 weights from {LUCENT_URL} "

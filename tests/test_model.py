@@ -153,3 +153,19 @@ def test_inception_branches_in_the_order_they_are_concatenated(random_model):
     assert inception_branches(random_model, "mixed3a") == {"1x1": [0, 64], "3x3": [64, 192], "5x5": [192, 224],
                                                            "pool": [224, 256]}
     assert inception_branches(random_model, "conv2d2") == {}
+
+
+def test_an_unwritable_weights_cache_is_named_not_blamed_on_the_network(monkeypatch):
+    import errno
+
+    import torch.hub
+
+    def read_only(*args, **kwargs):  # torch hub makes its checkpoints folder before it downloads
+        raise PermissionError(errno.EACCES, "Permission denied", "/nonexistent/.cache/torch/hub/checkpoints")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", read_only)
+    with pytest.raises(WeightsError) as err:
+        load_model("pretrained")
+    message = str(err.value)
+    assert "Permission denied: /nonexistent/.cache/torch/hub/checkpoints" in message and "TORCH_HOME" in message
+    assert "could not fetch" not in message
