@@ -6,7 +6,8 @@ Offers:
     FastDataset                    torchvision's decode_jpeg + transforms.v2 (PIL where it cannot)
     rank_cores(world) -> int       this process's share of the machine's cores under ``world`` ranks
     decoding(device, workers, world) -> (worker processes, decoding threads): the defaults
-    check_shared_memory(workers, batch_size, free=None)   refuse workers that /dev/shm cannot hold
+    check_shared_memory(workers, batch_size, free=None, ranks_here=1)   refuse workers /dev/shm cannot hold
+    local_ranks(world) -> int      the job's ranks on this host
     make_loader(images, sampler, workers, threads, pin, decoder) -> a DataLoader of batches
     collate(items)                 batches; a ``gpu`` batch stays encoded, packed as ``Encoded``
     stack_channels_last(images)    a batch in the network's memory layout
@@ -29,7 +30,7 @@ import os
 from typing import NamedTuple
 
 from .errors import InputError
-from .hardware import usable_cores
+from .hardware import pinned_apart, usable_cores
 from .images import PREPROCESSING, ImageDataset, notebook_image
 
 DECODERS = ("pil", "fast", "gpu")
@@ -107,8 +108,20 @@ def make_dataset(root, paths, decoder: str, threads: int = 1):
     return FastDataset(root, paths, keep_encoded=decoder == "gpu", threads=threads)
 
 
+def local_ranks(world: int) -> int:
+    """How many of the job's ranks run on this host (torchrun's LOCAL_WORLD_SIZE; all of them without it)."""
+    if world <= 1:
+        return 1
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    except ValueError:
+        return world
+
+
 def rank_cores(world: int) -> int:
-    return max(1, usable_cores() // world)
+    """This rank's share of the cores: the ranks on one host share them, unless each was pinned to
+    its own (``torchrun --numa-binding``), when its affinity already is its share."""
+    return max(1, usable_cores() // (1 if pinned_apart() else local_ranks(world)))
 
 
 def decoding(dev, workers: int | None, world: int) -> tuple[int, int]:
@@ -134,13 +147,16 @@ PREFETCH = 4  # batches in flight per decoding worker
 SHARED_MEMORY = "/dev/shm"
 
 
-def check_shared_memory(workers: int, batch_size: int, free: int | None = None) -> None:
+def check_shared_memory(workers: int, batch_size: int, free: int | None = None, ranks_here: int = 1) -> None:
     """Refuse, before the run, decoding workers whose batches ``/dev/shm`` cannot hold.
 
     Workers hand their batches over in shared memory, up to ``PREFETCH`` each. When an
     allocation fails there, the worker's error stays in its queue's feeder thread and the
     DataLoader waits for ever: a run in a container with Docker's default 64 MB hung at
     0 images. A batch is 224 x 224 x 3 bytes an image (uint8; encoded JPEGs are smaller).
+    Besides the prefetched batches the loader holds the one being computed and the one
+    before it (a 5 MB /dev/shm hung where 4 batches of 1.2 MB were counted, 6 MB did not);
+    ``ranks_here`` torchrun ranks on this host share /dev/shm.
     """
     if workers == 0:
         return
@@ -151,10 +167,12 @@ def check_shared_memory(workers: int, batch_size: int, free: int | None = None) 
             return
         free = stat.f_bavail * stat.f_frsize
     crop = PREPROCESSING["center_crop"]
-    need = workers * PREFETCH * batch_size * 3 * crop * crop
+    need = ranks_here * (workers * PREFETCH + 2) * batch_size * 3 * crop * crop
     if need > free:
+        here = f"{ranks_here} ranks, each with " if ranks_here > 1 else ""
         raise InputError(
-            f"{workers} decoding worker{'s' * (workers > 1)} with batches of {batch_size} need about "
+            f"{here}{workers} decoding worker{'s' * (workers > 1)} with batches of {batch_size} "
+            f"{'needs' if workers == 1 and not here else 'need'} about "
             f"{-(-need >> 20)} MB of shared memory and {SHARED_MEMORY} has {free >> 20} MB free (Docker's default "
             "is 64 MB): give the container more (docker run --shm-size=8g, or --ipc=host), or pass fewer "
             "--workers (0 decodes in threads) or a smaller --batch-size")

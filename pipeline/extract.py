@@ -20,7 +20,8 @@ import numpy as np
 from . import images as imgs
 from . import places
 from . import store as st
-from .decode import check_shared_memory, collate, decoding, finish_batch, make_dataset, make_loader, prefetched, rank_cores
+from .decode import (check_shared_memory, collate, decoding, finish_batch, local_ranks, make_dataset, make_loader,
+                     prefetched, rank_cores)
 from .devices import check_options, checked_device
 from .errors import OutputError, PipelineError, first_line
 from .forward import forward_pass, reduce, to_host
@@ -203,7 +204,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             dev = checked_device(device, decoder, compile, ranks)
             workers, threads = decoding(dev, workers, ranks.world)
             batch_size = batch_size or (256 if dev.type == "cuda" else 8)
-            check_shared_memory(workers, batch_size)
+            check_shared_memory(workers, batch_size, ranks_here=local_ranks(ranks.world))
         except PipelineError as exc:
             failure = exc
     ranks.stop_together(failure)

@@ -3,6 +3,7 @@
 Offers:
     cpu_flags() -> frozenset[str]                 the CPU's feature flags (Linux; empty elsewhere)
     usable_cores() -> int                         the cores this process may use (affinity, cgroup quota)
+    pinned_apart() -> bool                        given fewer cores than its parent (a rank pinned alone)
     precision_note(precision, device_type, flags=None) -> str | None
     keep_freed_memory() -> bool                   glibc: freed blocks stay mapped for the next batch
 
@@ -52,6 +53,15 @@ def usable_cores() -> int:
         cores = os.cpu_count() or 1
     quota = cgroup_cpu_quota()
     return max(1, min(cores, quota) if quota else cores)
+
+
+def pinned_apart() -> bool:
+    """Whether this process may use fewer cores than its parent: ``torchrun --numa-binding``
+    pins each rank to its own, where a job's affinity (SLURM, taskset) is its launcher's too."""
+    try:
+        return os.sched_getaffinity(0) < os.sched_getaffinity(os.getppid())
+    except (AttributeError, OSError):
+        return False
 
 
 def cgroup_cpu_quota(cgroup_file="/proc/self/cgroup", root="/sys/fs/cgroup") -> int | None:

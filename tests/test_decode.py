@@ -191,12 +191,15 @@ def test_workers_that_shared_memory_cannot_hold_are_refused_with_the_fixes():
     from pipeline.errors import InputError
 
     batch = 256 * 3 * 224 * 224
-    with pytest.raises(InputError, match=r"15 decoding workers with batches of 256 need about 2205 MB of shared "
+    with pytest.raises(InputError, match=r"15 decoding workers with batches of 256 need about 2279 MB of shared "
                                          r"memory and /dev/shm has 64 MB free .*--shm-size.*--workers.*--batch-size"):
         check_shared_memory(15, 256, free=64 << 20)  # CUDA's defaults in Docker's default container
-    check_shared_memory(15, 256, free=15 * 4 * batch)  # exactly enough
+    in_flight = 15 * 4 + 2  # prefetched, plus the batch being computed and the one before it
+    check_shared_memory(15, 256, free=in_flight * batch)  # exactly enough
     with pytest.raises(InputError):
-        check_shared_memory(15, 256, free=15 * 4 * batch - 1)
+        check_shared_memory(15, 256, free=in_flight * batch - 1)
+    with pytest.raises(InputError, match="^2 ranks, each with 15 decoding workers"):  # ranks on one host share it
+        check_shared_memory(15, 256, free=in_flight * batch, ranks_here=2)
     check_shared_memory(0, 4096, free=0)  # decoding threads share no memory between processes
 
 
@@ -208,5 +211,33 @@ def test_this_machines_shared_memory_is_read(monkeypatch):
 
     monkeypatch.setattr(decode.os, "statvfs", lambda path: SimpleNamespace(f_bavail=4, f_frsize=1 << 20))
     with pytest.raises(InputError, match="has 4 MB free"):
-        decode.check_shared_memory(1, 8)  # 4 batches of 1.2 MB in flight
+        decode.check_shared_memory(1, 8)  # 6 batches of 1.2 MB in flight
     decode.check_shared_memory(1, 4)
+
+
+@pytest.mark.parametrize("world, local, pinned, cores", [
+    (1, None, False, 64),   # no torchrun
+    (8, None, False, 8),    # every rank on this host, sharing its cores
+    (16, "8", False, 8),    # two hosts of 8 ranks: this host's 8 share them
+    (8, "8", True, 64),     # torchrun --numa-binding: this rank's affinity is its own share already
+])
+def test_a_ranks_cores(monkeypatch, world, local, pinned, cores):
+    from pipeline import decode
+
+    monkeypatch.setattr(decode, "usable_cores", lambda: 64)
+    monkeypatch.setattr(decode, "pinned_apart", lambda: pinned)
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert decode.rank_cores(world) == cores
+
+
+def test_a_process_pinned_to_fewer_cores_than_its_parent_is_apart(monkeypatch):
+    from pipeline import hardware
+
+    parent = os.getppid()
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(8)) if pid == parent else {0, 1})
+    assert hardware.pinned_apart()
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 1})  # a job's affinity, its launcher's too
+    assert not hardware.pinned_apart()
