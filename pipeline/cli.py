@@ -271,7 +271,7 @@ def main() -> None:
     # (The library keeps whatever backend its caller has.)
     os.environ.setdefault("MPLBACKEND", "Agg")
     sys.argv[1:] = [home_argument(arg) for arg in sys.argv[1:]]
-    if sys.getfilesystemencoding().lower().replace("-", "") != "utf8":
+    if sys.getfilesystemencoding().lower().replace("-", "") != "utf8" and "--help" not in sys.argv[2:]:
         # Stores keep paths as UTF-8 text: under another encoding non-ASCII names are stored garbled,
         # and read back they name files that are not there.
         typer.echo(f"error: exemplars needs UTF-8 file names and this locale's are "

@@ -65,17 +65,26 @@ def pinned_apart() -> bool:
 
 
 def cgroup_cpu_quota(cgroup_file="/proc/self/cgroup", root="/sys/fs/cgroup") -> int | None:
-    """Whole cores allowed by this process's cgroup v2 CPU quota (rounded up), None if unlimited or unknown."""
+    """Whole cores allowed by the cgroup v2 CPU quotas of this process's group and its ancestors
+    (the smallest, rounded up), None if unlimited or unknown."""
     try:
         with open(cgroup_file) as f:
             group = next((line.rstrip("\n")[3:] for line in f if line.startswith("0::")), None)
-        if group is None:
-            return None
-        with open(os.path.join(root, group.lstrip("/"), "cpu.max")) as f:
+    except OSError:
+        return None
+    if group is None:
+        return None
+    parts = [part for part in group.split("/") if part]
+    quotas = [quota for depth in range(len(parts) + 1)
+              if (quota := _quota(os.path.join(root, *parts[:depth], "cpu.max"))) is not None]
+    return min(quotas, default=None)
+
+
+def _quota(cpu_max: str) -> int | None:
+    try:
+        with open(cpu_max) as f:
             limit, _, period = f.read().strip().partition(" ")
-        if limit == "max":
-            return None
-        return max(1, math.ceil(int(limit) / int(period or 100000)))
+        return None if limit == "max" else max(1, math.ceil(int(limit) / int(period or 100000)))
     except (OSError, ValueError):
         return None
 

@@ -174,3 +174,12 @@ def test_a_locale_without_utf8_file_names_is_refused(monkeypatch, capsys):
         cli.main()
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and "needs UTF-8 file names" in err and "PYTHONUTF8=1" in err, err
+
+
+def test_help_is_shown_under_any_locale(monkeypatch, capsys):
+    import pipeline.cli as cli
+
+    monkeypatch.setattr("sys.getfilesystemencoding", lambda: "iso8859-1")
+    monkeypatch.setattr("sys.argv", ["exemplars", "topk", "--help"])
+    cli.main()
+    assert "--channel" in capsys.readouterr().out

@@ -98,6 +98,21 @@ def test_a_cgroup_quota_caps_the_cores(tmp_path, cpu_max, cores):
     assert cgroup_cpu_quota(tmp_path / "proc_cgroup", tmp_path) == cores
 
 
+def test_a_parents_quota_caps_a_child_without_one(tmp_path):
+    from pipeline.hardware import cgroup_cpu_quota
+
+    (tmp_path / "proc_cgroup").write_text("0::/job/step\n")
+    (tmp_path / "job" / "step").mkdir(parents=True)
+    (tmp_path / "job" / "cpu.max").write_text("100000 100000\n")  # the job: one core
+    (tmp_path / "job" / "step" / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path / "proc_cgroup", tmp_path) == 1
+    (tmp_path / "job" / "step" / "cpu.max").write_text("50000 100000\n")  # half a core below it: still 1
+    assert cgroup_cpu_quota(tmp_path / "proc_cgroup", tmp_path) == 1
+    (tmp_path / "job" / "cpu.max").write_text("800000 100000\n")
+    (tmp_path / "job" / "step" / "cpu.max").write_text("300000 100000\n")
+    assert cgroup_cpu_quota(tmp_path / "proc_cgroup", tmp_path) == 3  # the smallest on the way up
+
+
 def test_no_cgroup_v2_means_no_quota(tmp_path):
     from pipeline.hardware import cgroup_cpu_quota
 
