@@ -98,22 +98,29 @@ def test_the_command_alone_shows_its_help():
     assert proc.stdout.count("Usage:") == 1  # once, though click and rich both offer to print it
 
 
-def test_an_end_of_file_inside_a_command_is_no_interruption(tmp_path, monkeypatch, capsys):
-    """click turns an EOFError into the Abort of Ctrl-D; here it is said as what it is."""
+def _info_raising(error: BaseException, tmp_path, monkeypatch, capsys) -> tuple[int, str]:
+    """``exemplars info`` run in this process on a small imported store, its reading raising ``error``:
+    (exit code, stderr)."""
     import pipeline.cli as cli
     import pipeline.query as query
 
-    def truncated(self):
-        raise EOFError("truncated")
+    def failing(self):
+        raise error
 
     np.save(tmp_path / "m.npy", np.ones((2, 2), dtype=np.float32))
     (tmp_path / "p.txt").write_text("a.jpg\nb.jpg\n")
     run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f", "--paths", tmp_path / "p.txt")
-    monkeypatch.setattr(query.Store, "info", truncated)
+    monkeypatch.setattr(query.Store, "info", failing)
     monkeypatch.setattr("sys.argv", ["exemplars", "info", "--store", str(tmp_path / "s.zarr")])
     with pytest.raises(SystemExit) as stopped:
         cli.main()
-    assert stopped.value.code == 1 and "a file ended before its data did (truncated)" in capsys.readouterr().err
+    return stopped.value.code, capsys.readouterr().err
+
+
+def test_an_end_of_file_inside_a_command_is_no_interruption(tmp_path, monkeypatch, capsys):
+    """click turns an EOFError into the Abort of Ctrl-D; here it is said as what it is."""
+    code, err = _info_raising(EOFError("truncated"), tmp_path, monkeypatch, capsys)
+    assert code == 1 and "a file ended before its data did (truncated)" in err
 
 
 def test_a_home_folder_written_after_an_equals_sign_is_the_home_folder(small_store, tmp_path, monkeypatch):
@@ -147,21 +154,9 @@ def test_a_machines_refusal_is_one_sentence_naming_the_file(tmp_path, monkeypatc
     import errno
     import os
 
-    import pipeline.cli as cli
-    import pipeline.query as query
-
-    def full(self):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/somewhere/out.png")
-
-    np.save(tmp_path / "m.npy", np.ones((2, 2), dtype=np.float32))
-    (tmp_path / "p.txt").write_text("a.jpg\nb.jpg\n")
-    run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f", "--paths", tmp_path / "p.txt")
-    monkeypatch.setattr(query.Store, "info", full)
-    monkeypatch.setattr("sys.argv", ["exemplars", "info", "--store", str(tmp_path / "s.zarr")])
-    with pytest.raises(SystemExit) as stopped:
-        cli.main()
-    err = capsys.readouterr().err
-    assert stopped.value.code == 2 and err.count("\n") == 1, err
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/somewhere/out.png")
+    code, err = _info_raising(full, tmp_path, monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: No space left on device: /somewhere/out.png; fix that"), err
 
 
