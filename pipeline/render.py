@@ -136,8 +136,10 @@ def grid_figure(rows, title: str, warning: str = ""):
                 ax.axis("off")
                 continue
             tile = tiles[c]
-            if tile.image is None:
-                _placeholder(ax, tile.error) if tile.error else _message(ax, tile.note)
+            if tile.image is None and tile.error:
+                _placeholder(ax, tile.error)
+            elif tile.image is None:
+                _message(ax, tile.note)
             else:
                 ax.imshow(np.asarray(tile.image))
             rank = f"#{tile.rank}  " if r == 0 and tile.rank is not None else ""
