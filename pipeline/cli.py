@@ -91,9 +91,9 @@ def _emit(results, as_json: bool) -> None:
 def _reading_bar(iterable, total: int):
     """For the queries that read many columns or every shard: seconds at ImageNet-train size.
     Shown only once a read has taken half a second, so quick queries print nothing."""
-    from tqdm import tqdm
+    from .progress import bar
 
-    return tqdm(iterable, total=total, desc="reading the store", leave=False, delay=0.5)
+    return bar(iterable, total=total, desc="reading the store", leave=False, delay=0.5)
 
 
 def _lasting(store: str) -> None:
@@ -233,7 +233,7 @@ def import_(
     overwrite: bool = typer.Option(False, help="Remove the store first (every layer in it), then import."),
 ):
     """Make a store from a matrix computed elsewhere, so every query works on it."""
-    from tqdm import tqdm
+    from .progress import bar
 
     _lasting(store)
     from .importing import import_matrix, invalid_rows, read_array, read_lines
@@ -241,7 +241,7 @@ def import_(
     data = read_array(matrix, mmap=True)
     group = import_matrix(store, data, layer, read_lines(paths), labels and read_array(labels),
                           read_lines(classes) if classes else (), root, shard_rows, overwrite,
-                          progress=lambda it: tqdm(it, unit="shard", desc=f"import {layer}"),
+                          progress=lambda it: bar(it, unit="shard", desc=f"import {layer}"),
                           max_matrix=max_matrix and read_array(max_matrix, mmap=True))
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
     invalid = invalid_rows(group)

@@ -11,7 +11,6 @@ and from the shards (``shards.py``: batching and writing each shard exactly once
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .lanes import in_lanes, lanes_for, one_thread_each
 from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
+from .progress import bar as progress_bar, say
 from .shards import ShardBatches, ShardWriter, mark_non_finite, rows_in
 
 
@@ -183,8 +183,6 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     start-up time for speed (see the README's figures). Under torchrun each
     rank computes whole shards of its own; the leader alone writes metadata.
     """
-    from tqdm import tqdm
-
     from .distributed import Ranks
 
     failure = None  # under torchrun, every rank checks its arguments, then they agree (stop_together)
@@ -212,7 +210,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     lanes = lanes_for(dev.type, workers, compile, cores, lanes)
     for note in (images.note, precision_note(precision, dev.type)):
         if note and ranks.leader:
-            print(note, file=sys.stderr, flush=True)
+            say(note)
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
         group = ranks.writable_store(stack, store_path, lambda: _open_for_writing(
@@ -221,7 +219,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         pending = _pending(group, layers)
         mine = ranks.mine(pending)
         if ranks.world > 1:
-            print(f"rank {ranks.rank}/{ranks.world}: shards {mine}", file=sys.stderr, flush=True)
+            say(f"rank {ranks.rank}/{ranks.world}: shards {mine}")
         # On the CPU 8 measured faster end to end than 32 (97.6 against 83.5 images/s, README);
         # the GPU's figures were measured at 256.
         sampler = ShardBatches(mine, shard_rows, len(images), batch_size)
@@ -229,7 +227,7 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         started = time.perf_counter()
         # Under torchrun the leader's bar counts the leader's own shards, and says so.
         desc = ",".join(layers) + (f" (rank 0 of {ranks.world}: its shards)" if ranks.world > 1 else "")
-        bar = tqdm(total=sampler.rows_total(), unit="img", desc=desc, dynamic_ncols=True,
+        bar = progress_bar(total=sampler.rows_total(), unit="img", desc=desc, dynamic_ncols=True,
                    disable=not progress or not mine or not ranks.leader)
         if lanes > 1:
             results = _lanes(images, sampler, decoder, forward, layers, lanes)
@@ -272,11 +270,10 @@ def _said_where_it_stopped(group, layers, mine, ranks):
                           f"{exc.strerror or first_line(exc)}{where}; finished shards are kept, rerun the "
                           "same command once that is fixed") from None
     except Exception as exc:
-        print(f"{who}failed in shard {_current_shard(group, layers, mine)}: "
-              f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete",
-              file=sys.stderr, flush=True)
+        say(f"{who}failed in shard {_current_shard(group, layers, mine)}: "
+            f"{exc.__class__.__name__}: {exc}; finished shards are kept, rerun the same command to complete")
         raise
     except KeyboardInterrupt:
-        print(f"\ninterrupted in shard {_current_shard(group, layers, mine)}; finished shards are kept, "
-              "rerun the same command to complete", file=sys.stderr, flush=True)
+        say(f"\ninterrupted in shard {_current_shard(group, layers, mine)}; finished shards are kept, "
+            "rerun the same command to complete")
         raise

@@ -144,9 +144,8 @@ def _statistics(layer):
 
 def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: bool = True,
                   workers: int | None = None) -> Summary:
-    from tqdm import tqdm
-
     from .errors import OutputError
+    from .progress import bar
 
     started = time.perf_counter()
     out = Path(out_dir).resolve()
@@ -174,14 +173,14 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     missing, paths = {}, dict(zip((job[2] for job in jobs), (job[1] for job in jobs)))
     with ProcessPoolExecutor(max_workers=workers or usable_cores()) as pool:
         results = pool.map(_render_images, jobs, chunksize=16)
-        for row, error in tqdm(results, total=len(jobs), desc="images", unit="img", disable=not progress):
+        for row, error in bar(results, total=len(jobs), desc="images", unit="img", disable=not progress):
             if error:
                 missing[row] = error
     (out / MANIFEST).write_text(json.dumps(identity), encoding="utf-8")
     _remove_unused(out / "img", needs, _write_featureviz(layer, out / "img"))
     table, corr, near, chosen = _statistics(layer)
     site = pages.Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)
-    for c in tqdm(range(layer.channels), desc="pages", unit="page", disable=not progress):
+    for c in bar(range(layer.channels), desc="pages", unit="page", disable=not progress):
         site.write_channel(c)
     for old in (out / "channels").iterdir():  # an earlier build's pages of channels this layer lacks
         if (page := PAGE_FILE.fullmatch(old.name)) and int(page[1]) >= layer.channels:

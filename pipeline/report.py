@@ -24,9 +24,9 @@ COLUMNS = ["mean", "std", "max", "q50", "q90", "q99", "q99.9", "active", "kurtos
 
 
 def _bar(iterable, total, desc):
-    from tqdm import tqdm
+    from .progress import bar
 
-    return tqdm(iterable, total=total, desc=desc, unit="step", leave=False)
+    return bar(iterable, total=total, desc=desc, unit="step", leave=False)
 
 
 def _channel_rows(tables: dict) -> list[dict]:

@@ -5,11 +5,14 @@ Offers:
                ``ranks`` (the place in the list, or for samples in the channel); ``==`` by contents;
                ``to_list()`` -> list of dicts, ``to_dict()`` for ``--json``,
                ``__repr__`` a text table, ``_repr_html_`` an HTML table
+    columns(text) -> int          terminal columns of a text (CJK two a character)
+    pad(text, width, left) -> str  padded to that many columns
 """
 
 from __future__ import annotations
 
 import html
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,12 +130,13 @@ class Results:
 
     def __repr__(self) -> str:
         names, rows = self._columns()
-        widths = [max(len(n), *(len(r[i]) for r in rows)) if rows else len(n) for i, n in enumerate(names)]
-        fmt = "  ".join("{:%s%d}" % ("<" if n in ("path", "class", "band") else ">", w)
-                        for n, w in zip(names, widths))
-        lines = [self.title()] + self.notes  # a line each
-        lines += [fmt.format(*names)] + [fmt.format(*r) for r in rows]
-        return "\n".join(lines)
+        widths = [max(map(columns, [n, *(r[i] for r in rows)])) for i, n in enumerate(names)]
+        left = [n in ("path", "class", "band") for n in names]
+
+        def line(cells):
+            return "  ".join(pad(c, w, lft) for c, w, lft in zip(cells, widths, left)).rstrip()
+
+        return "\n".join([self.title(), *self.notes, line(names), *map(line, rows)])  # notes: a line each
 
     def _repr_html_(self) -> str:
         names, rows = self._columns()
@@ -140,3 +144,15 @@ class Results:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         note = "".join(f"<p><b>{html.escape(n)}</b></p>" for n in self.notes)
         return f"<p>{html.escape(self.title())}</p>{note}<table><tr>{head}</tr>{body}</table>"
+
+
+def columns(text: str) -> int:
+    """Terminal columns ``text`` takes: two for a wide character (CJK), none for a combining mark."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+               for ch in text)
+
+
+def pad(text: str, width: int, left: bool) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns, on the right (``left``-aligned) or the left."""
+    fill = " " * max(width - columns(text), 0)
+    return text + fill if left else fill + text

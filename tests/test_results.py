@@ -38,3 +38,15 @@ def test_items_carry_their_own_values_and_every_field_counts_in_equality():
     for changes in ({"paths": ["a.jpg", "c.jpg"]}, {"bands": ["top 1%", "top 1-10%"]}, {"peaks": [(0, 1), None]}):
         assert _results() != _results(**changes), changes
     assert _results(bands=["x", "y"]) != _results(bands=["x", "z"])
+
+
+def test_the_text_table_lines_up_wide_and_combining_characters():
+    """Columns are counted as a terminal shows them: a CJK character takes two, a combining accent none."""
+    from pipeline.results import columns
+
+    table = _results(paths=["狗/一.jpg", "e\u0301t\u0301e\u0301/x.jpg"], classes=["狗", "été"]).__repr__()
+    head, *rows = table.splitlines()[1:]
+    starts = [columns(line[:line.rindex(word)]) for line, word in zip(rows, ["狗", "été"])]
+    assert starts[0] == starts[1] == columns(head[:head.index("class")])
+    assert columns("狗") == 2 and columns("e\u0301") == 1 and columns("ab") == 2
+    assert all(line == line.rstrip() for line in table.splitlines())
