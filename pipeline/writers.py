@@ -57,8 +57,8 @@ def writer_lock(path: str | Path):
         fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES) and is_store(path):
-            raise StoreError(f"store {path} cannot be written here ({exc.strerror}); a writer takes its lock "
-                             "there, even to find the work done: queries read it as it is") from None
+            raise StoreError(f"store {path} cannot be written here ({exc.strerror}), and this run would write "
+                             "to it (its writer takes a lock there): queries read it as it is") from None
         raise StoreError(f"cannot make store {path}: {exc.strerror}") from None
     _HELD.add(key)
     try:

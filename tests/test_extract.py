@@ -149,6 +149,35 @@ def test_finished_store_is_a_no_op(image_folder, small_store):
     assert before == after
 
 
+def test_a_finished_store_one_may_only_read_is_a_no_op(image_folder, small_store, tmp_path, monkeypatch):
+    """A colleague's store, or one on a read-only mount: a rerun finds nothing to do without the writer's lock."""
+    import errno
+    import shutil
+
+    from pipeline.errors import StoreError
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(small_store, store)
+    os_open = os.open
+
+    def no_lock(path, *args, **kwargs):
+        if str(path).endswith(".writer.lock"):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return os_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_lock)
+    summary = extract(image_folder, store, ["mixed4a"], weights="random", workers=0, progress=False)
+    assert summary.computed == 0 and "nothing to do" in summary.line() and summary.usable == 24
+    # Anything short of finished for this run needs the lock, and says so: a layer to add, other settings.
+    for layers, seed in ((["mixed4a", "conv2d0"], 0), (["mixed4a"], 1)):
+        with pytest.raises(StoreError, match="cannot be written here"):
+            extract(image_folder, store, layers, weights="random", seed=seed, workers=0, progress=False)
+    group = zarr.open_group(str(store), mode="r+")
+    group["mixed4a"].attrs["complete"] = False  # killed before it was marked: the locked run marks it
+    with pytest.raises(StoreError, match="cannot be written here"):
+        extract(image_folder, store, ["mixed4a"], weights="random", workers=0, progress=False)
+
+
 def _arrays(path):
     group = zarr.open_group(str(path), mode="r")
     names = ["images/path", "images/label", "images/valid", "images/error",

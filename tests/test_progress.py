@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from pipeline import progress
-from tests.conftest import EXEMPLARS, ROOT, make_folder
+from conftest import EXEMPLARS, ROOT, make_folder
 
 
 class _Stream(io.StringIO):

@@ -120,7 +120,7 @@ def test_a_store_on_a_read_only_file_system_says_so(small_store, monkeypatch):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
     monkeypatch.setattr(os, "open", read_only)
-    with pytest.raises(StoreError, match="cannot be written here .*a writer takes its lock"):
+    with pytest.raises(StoreError, match="cannot be written here .*its writer takes a lock there"):
         with writer_lock(small_store):
             pass
 
