@@ -165,6 +165,9 @@ def check_shared_memory(workers: int, batch_size: int, free: int | None = None, 
             stat = os.statvfs(SHARED_MEMORY)
         except (OSError, AttributeError):  # no /dev/shm (macOS, Windows): torch shares memory another way
             return
+        if stat.f_flag & os.ST_RDONLY:  # the loader's queues fail there at once, named only as "Read-only file system"
+            raise InputError(f"{SHARED_MEMORY} is read-only, and decoding workers hand their batches over there: "
+                             "pass --workers 0 (the batch decodes in threads) or mount it writable")
         free = stat.f_bavail * stat.f_frsize
     crop = PREPROCESSING["center_crop"]
     need = ranks_here * (workers * PREFETCH + 2) * batch_size * 3 * crop * crop

@@ -209,10 +209,24 @@ def test_this_machines_shared_memory_is_read(monkeypatch):
     from pipeline import decode
     from pipeline.errors import InputError
 
-    monkeypatch.setattr(decode.os, "statvfs", lambda path: SimpleNamespace(f_bavail=4, f_frsize=1 << 20))
+    monkeypatch.setattr(decode.os, "statvfs", lambda path: SimpleNamespace(f_bavail=4, f_frsize=1 << 20, f_flag=0))
     with pytest.raises(InputError, match="has 4 MB free"):
         decode.check_shared_memory(1, 8)  # 6 batches of 1.2 MB in flight
     decode.check_shared_memory(1, 4)
+
+
+def test_a_read_only_shared_memory_is_named_before_the_run(monkeypatch):
+    """Its queues failed at once, and the run stopped saying only "Read-only file system"."""
+    from types import SimpleNamespace
+
+    from pipeline import decode
+    from pipeline.errors import InputError
+
+    roomy = SimpleNamespace(f_bavail=1 << 20, f_frsize=1 << 20, f_flag=decode.os.ST_RDONLY)
+    monkeypatch.setattr(decode.os, "statvfs", lambda path: roomy)
+    with pytest.raises(InputError, match="^/dev/shm is read-only.*--workers 0"):
+        decode.check_shared_memory(1, 4)
+    decode.check_shared_memory(0, 4)  # threads need none of it
 
 
 @pytest.mark.parametrize("world, local, pinned, cores", [

@@ -187,6 +187,29 @@ def test_gallery_cli_errors(small_store, tmp_path):
     assert proc.returncode == 2 and "unknown layer" in proc.stderr
 
 
+def test_images_are_drawn_here_where_worker_processes_cannot_start(small_store, tmp_path, monkeypatch, capsys):
+    """A read-only /dev/shm holds no locks for them: the gallery is drawn in this process, and says so."""
+    import errno
+
+    from pipeline import gallery
+
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    build_gallery(layer, tmp_path / "pool", k=2, progress=False, workers=2)
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(gallery, "ProcessPoolExecutor", refused)
+    build_gallery(layer, tmp_path / "one", k=2, progress=False, workers=1)  # one worker: no pool at all
+    assert capsys.readouterr().err == ""
+    build_gallery(layer, tmp_path / "here", k=2, progress=False, workers=2)
+    assert "drawn in this one process" in capsys.readouterr().err
+    for site in ("one", "here"):
+        made = sorted(p.relative_to(tmp_path / site) for p in (tmp_path / site).rglob("*.jpg"))
+        assert made == sorted(p.relative_to(tmp_path / "pool") for p in (tmp_path / "pool").rglob("*.jpg"))
+        assert all((tmp_path / site / p).read_bytes() == (tmp_path / "pool" / p).read_bytes() for p in made)
+
+
 def test_a_rebuild_removes_only_what_a_build_wrote(small_store, tmp_path):
     out = tmp_path / "site"
     (out / "img").mkdir(parents=True)
