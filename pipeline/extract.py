@@ -101,22 +101,25 @@ def _open_for_writing(store_path, images, weights_info, layers, shapes, model, t
 
 def _finished_already(store_path, images, weights_info, layers, shard_rows, precision, decoder):
     """The store, opened to read, where it holds every asked-for layer finished for these images and
-    settings; None otherwise (the locked path then resumes it, or words the mismatch).
+    settings; None where there is work left (the locked path resumes it).
 
     Checked before the writer's lock, so that a store one may only read (a colleague's, a read-only
-    mount) answers a rerun with "nothing to do" rather than a refusal to write.
+    mount) answers a rerun with "nothing to do" rather than a refusal to write. Other settings or
+    files are refused here as the locked path would (``StoreMismatchError``), not as a store that
+    cannot be written.
     """
     if not places.is_store(store_path):
         return None
     try:
         group = st.open_group(store_path, mode="r")
-        meta = _root_meta(images, weights_info, precision, decoder)
-        st.check_compatible(group, dict(meta, shard_rows=int(shard_rows or group.attrs["shard_rows"])))
-        finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
-                    and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
-                            and st.done_shards(group, layer).all() for layer in layers))
-    except PipelineError:
+    except PipelineError:  # half made, say: the locked path completes it
         return None
+    meta = dict(_root_meta(images, weights_info, precision, decoder),
+                shard_rows=int(shard_rows or group.attrs["shard_rows"]))
+    st.check_compatible(group, meta, image_arrays(images))
+    finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
+                and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
+                        and st.done_shards(group, layer).all() for layer in layers))
     return group if finished else None
 
 
@@ -227,16 +230,16 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         except PipelineError as exc:
             failure = exc
     ranks.stop_together(failure)
-    # Under torchrun the ranks go the locked way together: they would have to agree on this check too.
-    if ranks.world == 1 and not overwrite and (group := _finished_already(
-            store_path, images, weights_info, layers, shard_rows, precision, decoder)) is not None:
-        return Summary(str(store_path), layers, len(images), 0, 0.0, [], places.store_bytes(store_path),
-                       weights_info, True, int(np.count_nonzero(group["images"]["valid"][:])))
     cores = rank_cores(ranks.world)
     lanes = lanes_for(dev.type, workers, compile, cores, lanes)
     for note in (images.note, precision_note(precision, dev.type)):
         if note and ranks.leader:
             say(note)
+    # Under torchrun the ranks go the locked way together: they would have to agree on this check too.
+    if ranks.world == 1 and not overwrite and (group := _finished_already(
+            store_path, images, weights_info, layers, shard_rows, precision, decoder)) is not None:
+        return Summary(str(store_path), layers, len(images), 0, 0.0, [], places.store_bytes(store_path),
+                       weights_info, True, int(np.count_nonzero(group["images"]["valid"][:])))
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
         group = ranks.writable_store(stack, store_path, lambda: _open_for_writing(

@@ -143,20 +143,17 @@ def _statistics(layer):
     return layer.table("mean"), corr, neighbours(corr, 5), layer.selectivity(top=3)
 
 
-def _rendered(jobs, workers: int):
-    """``_render_images`` of every job, in ``workers`` processes; in this one for a single worker, or
-    where they cannot start (their locks live in /dev/shm: a read-only one refuses them)."""
-    if workers > 1:
-        try:
-            pool = ProcessPoolExecutor(max_workers=workers)
-        except OSError as exc:
-            say(f"note: images are drawn in this one process: worker processes could not start "
-                f"({exc.strerror or exc}; on Linux their locks live in /dev/shm)")
-        else:
-            with pool:
-                yield from pool.map(_render_images, jobs, chunksize=16)
-            return
-    yield from map(_render_images, jobs)
+def _pool(workers: int):
+    """``workers`` processes to draw the images, or None to draw them in this one: for a single worker,
+    or where they cannot start (their locks live in /dev/shm: a read-only one refuses them)."""
+    if workers <= 1:
+        return None
+    try:
+        return ProcessPoolExecutor(max_workers=workers)
+    except OSError as exc:  # said before the bar starts, not in the middle of its line
+        say(f"note: images are drawn in this one process: worker processes could not start "
+            f"({exc.strerror or exc}; on Linux their locks live in /dev/shm)")
+        return None
 
 
 def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: bool = True,
@@ -188,10 +185,12 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
         if boxes or not (out / "img" / thumb_name(row)).exists():  # made once, reused by later builds
             jobs.append((layer.store.root, path, row, boxes, str(out / "img")))
     missing, paths = {}, dict(zip((job[2] for job in jobs), (job[1] for job in jobs)))
-    for row, error in bar(_rendered(jobs, workers or usable_cores()), total=len(jobs), desc="images", unit="img",
-                          disable=not progress):
-        if error:
-            missing[row] = error
+    pool = _pool(workers or usable_cores())
+    with pool or contextlib.nullcontext():
+        results = pool.map(_render_images, jobs, chunksize=16) if pool else map(_render_images, jobs)
+        for row, error in bar(results, total=len(jobs), desc="images", unit="img", disable=not progress):
+            if error:
+                missing[row] = error
     (out / MANIFEST).write_text(json.dumps(identity), encoding="utf-8")
     _remove_unused(out / "img", needs, _write_featureviz(layer, out / "img"))
     table, corr, near, chosen = _statistics(layer)

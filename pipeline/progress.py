@@ -36,7 +36,7 @@ class _Stderr:
         _guarded(lambda: sys.stderr.write(text))
 
     def flush(self) -> None:
-        _guarded(sys.stderr.flush)
+        _guarded(lambda: sys.stderr.flush())  # looked up under the guard: stderr may be None
 
     # What tqdm asks of its file: the encoding picks Unicode or ASCII bars, the descriptor the width.
     @property
@@ -55,7 +55,7 @@ _closed = False  # stderr's reader has gone: nothing more is written to it
 
 def _guarded(write) -> None:
     global _closed
-    if _closed:
+    if _closed or sys.stderr is None:  # None: started with stderr closed (2>&-)
         return
     try:
         write()
@@ -81,8 +81,12 @@ def bar(iterable=None, **kwargs):
     from tqdm import tqdm
 
     terminal = _on_terminal()
-    if not terminal:
+    if terminal:
+        kwargs.setdefault("dynamic_ncols", True)  # tqdm measures only sys.stderr itself otherwise: a 10-cell bar
+    else:
         kwargs.setdefault("mininterval", LOG_INTERVAL)
+        # Fixed, not tqdm's adaptive count: that wakes its monitor thread, which redraws 10 s after a line.
+        kwargs.setdefault("miniters", 1)
         kwargs.pop("dynamic_ncols", None)  # no width to follow
     return tqdm(iterable, file=_Stderr(lines=not terminal), **kwargs)
 

@@ -147,9 +147,16 @@ class Results:
 
 
 def columns(text: str) -> int:
-    """Terminal columns ``text`` takes: two for a wide character (CJK), none for a combining mark."""
-    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
-               for ch in text)
+    """Terminal columns ``text`` takes, as wcwidth counts them: two for a wide character (CJK), none for
+    a mark drawn over another (accents, Thai and Devanagari vowel signs), a format character (zero-width
+    space) or a Hangul vowel or final consonant of a decomposed syllable (macOS writes file names so)."""
+    return sum(_char_columns(ch) for ch in text)
+
+
+def _char_columns(ch: str) -> int:
+    if unicodedata.category(ch) in ("Mn", "Me", "Cf") or "\u1160" <= ch <= "\u11ff":
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
 
 
 def pad(text: str, width: int, left: bool) -> str:

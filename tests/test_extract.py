@@ -154,7 +154,7 @@ def test_a_finished_store_one_may_only_read_is_a_no_op(image_folder, small_store
     import errno
     import shutil
 
-    from pipeline.errors import StoreError
+    from pipeline.errors import InputError, StoreError, StoreMismatchError
 
     store = tmp_path / "s.zarr"
     shutil.copytree(small_store, store)
@@ -168,10 +168,13 @@ def test_a_finished_store_one_may_only_read_is_a_no_op(image_folder, small_store
     monkeypatch.setattr(os, "open", no_lock)
     summary = extract(image_folder, store, ["mixed4a"], weights="random", workers=0, progress=False)
     assert summary.computed == 0 and "nothing to do" in summary.line() and summary.usable == 24
-    # Anything short of finished for this run needs the lock, and says so: a layer to add, other settings.
-    for layers, seed in ((["mixed4a", "conv2d0"], 0), (["mixed4a"], 1)):
-        with pytest.raises(StoreError, match="cannot be written here"):
-            extract(image_folder, store, layers, weights="random", seed=seed, workers=0, progress=False)
+    # A layer to add needs the lock, and says so; other settings are refused for what they are.
+    with pytest.raises(StoreError, match="cannot be written here"):
+        extract(image_folder, store, ["mixed4a", "conv2d0"], weights="random", workers=0, progress=False)
+    with pytest.raises(StoreMismatchError, match="made with model.weights.seed=0, this run has model.weights.seed=1"):
+        extract(image_folder, store, ["mixed4a"], weights="random", seed=1, workers=0, progress=False)
+    with pytest.raises(InputError, match="--lanes"):  # the options are checked as on any run
+        extract(image_folder, store, ["mixed4a"], weights="random", workers=1, lanes=2, progress=False)
     group = zarr.open_group(str(store), mode="r+")
     group["mixed4a"].attrs["complete"] = False  # killed before it was marked: the locked run marks it
     with pytest.raises(StoreError, match="cannot be written here"):

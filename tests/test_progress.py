@@ -78,6 +78,43 @@ def test_a_terminal_gets_a_redrawn_bar(monkeypatch):
     assert text.count("\r") >= 3 and "█" in text  # redrawn in place, Unicode blocks as stderr's encoding allows
 
 
+def test_a_terminal_bar_fits_the_terminal(monkeypatch):
+    """Without tqdm's own measuring (it measures only sys.stderr itself), bars were 60 columns whatever the width."""
+    import fcntl
+    import os
+    import struct
+    import termios
+
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 10, 41, 0, 0))  # a terminal 41 columns wide
+    err = _Stream(terminal=True)
+    err.fileno = lambda: follower  # where tqdm asks the width
+    monkeypatch.setattr("sys.stderr", err)
+    try:
+        for _ in progress.bar(range(3), desc="work", mininterval=0):
+            pass
+    finally:
+        os.close(leader)
+        os.close(follower)
+    frames = [frame for frame in err.getvalue().replace("\n", "\r").split("\r") if frame]
+    assert frames and max(map(len, frames)) <= 40
+
+
+def test_log_lines_come_by_the_interval_alone(monkeypatch):
+    """tqdm's adaptive update count wakes its monitor thread, which drew a stale line 10 s after each one."""
+    monkeypatch.setattr("sys.stderr", _Stream(terminal=False))
+    logged = progress.bar(range(3))
+    assert logged.miniters == 1 and not logged.dynamic_miniters and logged.mininterval == progress.LOG_INTERVAL
+    logged.close()
+
+
+def test_a_closed_stderr_is_no_failure(monkeypatch):
+    """Started with stderr closed (2>&-), Python has sys.stderr None."""
+    monkeypatch.setattr("sys.stderr", None)
+    assert list(progress.bar(range(5), desc="work", mininterval=0)) == list(range(5))
+    progress.say("a note")
+
+
 def test_a_cleared_bar_leaves_nothing_in_a_log(monkeypatch):
     err = _Stream(terminal=False)
     monkeypatch.setattr("sys.stderr", err)

@@ -49,4 +49,9 @@ def test_the_text_table_lines_up_wide_and_combining_characters():
     starts = [columns(line[:line.rindex(word)]) for line, word in zip(rows, ["狗", "été"])]
     assert starts[0] == starts[1] == columns(head[:head.index("class")])
     assert columns("狗") == 2 and columns("e\u0301") == 1 and columns("ab") == 2
+    # wcwidth's counts: decomposed Hangul (as macOS names files), Thai and Devanagari signs, a zero-width space
+    import unicodedata
+
+    assert columns(unicodedata.normalize("NFD", "한국어")) == columns("한국어") == 6
+    assert columns("ที่นี่") == 2 and columns("हिंदी") == 4 and columns("a\u200bb\ufeff") == 2
     assert all(line == line.rstrip() for line in table.splitlines())
