@@ -40,8 +40,9 @@ class Analysis:
     def stats(self, by: str = "mean") -> dict:
         """Per-channel columns (C,) each: mean, std, max, q50, q90, q99, q99.9, active, kurtosis, dead.
 
-        ``dead`` is "never above 0": dead units after a ReLU, but on a layer with negative
-        values (logits, an import) it says only that the channel stays at or below 0.
+        ``dead`` is "never above 0" on a layer without negative values (dead units after a
+        ReLU); on a layer with negative values (logits, an import) no channel is dead, as
+        staying at or below 0 is no sign of one (``max <= 0`` finds those channels).
 
         ``pandas.DataFrame(layer.stats())`` makes the table; histograms are ``histograms(by)``.
         """
@@ -59,8 +60,9 @@ class Analysis:
         channel = _channel(channel, self.channels)
         table = self.table(by)
         marks = {q: table[q][channel] for q in ("q50", "q90", "q99", "q99.9")}
+        constant = table["max"][channel] if not table["std"][channel] > 0 else None  # as the gallery's pages decide
         return histogram(table["hist_counts"][channel], table["hist_edges"][channel], marks,
-                         f"{self.name} channel {channel}: spatial {by}", self.note())
+                         f"{self.name} channel {channel}: spatial {by}", self.note(), constant)
 
     def correlation_figure(self):
         """The channel correlation matrix, ordered by hierarchical clustering, as a Figure."""

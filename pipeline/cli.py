@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import DatasetError, InputError, PipelineError, first_line
+from .errors import DatasetError, InputError, LayerError, PipelineError, first_line
 from .places import home_argument
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -74,7 +74,8 @@ def layers(weights: str = typer.Option("random", help="Weights to probe with (sh
         typer.echo(f"{name:40s} {c:6d}  {h}x{w}")
 
 
-LayerOpt = typer.Option("mixed4a", "--layer", "-l", help="Layer of the store.")
+DEFAULT_LAYER = "mixed4a"
+LayerOpt = typer.Option(DEFAULT_LAYER, "--layer", "-l", help="Layer of the store.")
 
 
 def _emit(results, as_json: bool) -> None:
@@ -108,7 +109,17 @@ def _layer(store: str, layer: str, root: Optional[Path] = None, cache_paths: boo
 
     if root is not None and not root.is_dir():
         raise InputError(f"--root {root} is not a folder")
-    return open_store(store, cache_paths=cache_paths, root=root)[layer]
+    return in_store(open_store(store, cache_paths=cache_paths, root=root), layer)
+
+
+def in_store(opened, layer: str):
+    """``opened[layer]``; a store without the default layer says that --layer picks another."""
+    try:
+        return opened[layer]
+    except LayerError as exc:
+        if layer != DEFAULT_LAYER:
+            raise
+        raise LayerError(f"{exc} (--layer picks one; {DEFAULT_LAYER} is the default)") from None
 
 
 RootOpt = typer.Option(None, "--root", help="Where the images are now, if they moved since phase one.")

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from .cli import LayerOpt, RootOpt, StoreOpt, _layer, app
+from .cli import LayerOpt, RootOpt, StoreOpt, _layer, app, in_store
 
 
 @app.command()
@@ -74,7 +74,7 @@ def featureviz(
         from .outputs import image_file
 
         image_file(out)  # before the optimisation, not after it
-    note = open_store(store)[layer].note()  # of the weights the picture is made with
+    note = in_store(open_store(store), layer).note()  # of the weights the picture is made with
     started = time.perf_counter()
     not_cached = []
     picture = optimise(store, layer, channel, size=size, steps=steps, seed=seed, redo=redo, not_cached=not_cached)

@@ -3,7 +3,7 @@
 Offers:
     Tile(image, caption, error)           one picture of a grid (image None: placeholder)
     crop_box(layer, y, x), crop_field(image, box)   a unit's receptive field, square, grey outside the image
-    covers_input(layer)                   whether a unit sees the whole input (1 x 1 maps): no crops
+    covers_input(layer)                   whether every unit sees the whole input (logits, mixed5b): no crops
     upsample(heat, size, field)           a channel's map placed on its units' receptive fields
     overlay(image, heat, scale, field)    a map coloured and blended over its image
     heat_scale(*heats) -> float           the value a channel's heatmaps draw brightest
@@ -58,8 +58,12 @@ def crop_box(layer, y: int, x: int) -> tuple[int, int, int, int]:
 
 
 def covers_input(layer) -> bool:
-    """Whether each unit's receptive field is at least the whole input, so a crop shows nothing more."""
-    return _field(layer).size >= int(layer.attrs.get("input_size", 224)) and layer.spatial_shape == [1, 1]
+    """Whether every unit's receptive field holds the whole input, so a crop shows nothing more: the
+    logits (1 x 1), and mixed5a and mixed5b, whose 7 x 7 units see 587 and 715 px (their crops
+    were the image shrunk into a grey square)."""
+    field, side = _field(layer), int(layer.attrs.get("input_size", 224))
+    last = max(layer.spatial_shape) - 1  # the unit whose field starts furthest in
+    return field.start + field.stride * last <= 0 and field.start + field.size >= side
 
 
 def crop_field(image: Image.Image, box) -> Image.Image:

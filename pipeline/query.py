@@ -169,7 +169,8 @@ class Layer(Analysis):
             rules = [f"{skipped['class']} over {per_class} a class (a larger --per-class allows more)"
                      if skipped.get("class") else "", f"{skipped['duplicate']} near-duplicates of an image shown"
                      if skipped.get("duplicate") else ""]
-            results.add_note(f"only {len(rows)} images pass the diversity rules; left out: {', '.join(filter(None, rules))}")
+            results.add_note(f"only {len(rows)} image{'s' * (len(rows) != 1)} pass{'es' * (len(rows) == 1)} the "
+                             f"diversity rules; left out: {', '.join(filter(None, rules))}")
         return results
 
     @cached_property

@@ -30,9 +30,18 @@ def _warn(figure, warning: str) -> None:
         figure.text(0.5, 0.005, warning, ha="center", va="bottom", color="#b00020", fontsize=10, weight="bold")
 
 
-def histogram(counts, edges, quantiles: dict, title: str, warning: str = ""):
+def histogram(counts, edges, quantiles: dict, title: str, warning: str = "", constant=None):
+    """Log counts with the quantiles' lines; ``constant``: the one value of a channel that has no
+    distribution, said in words (its single bar stood on a made-up axis under four equal lines)."""
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if constant is not None:
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"every image has the value {constant:.7g}: no distribution to draw",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        _warn(figure, warning)
+        return figure
     ax.stairs(np.maximum(counts, 0.8), edges, fill=True, color="#4c72b0", baseline=0.8)
     ax.set_yscale("log")
     ax.set_ylim(0.8, max(2, counts.max()) * 1.5)

@@ -4,7 +4,8 @@ Offers:
     QUANTILES, HIST_BINS
     channel_table(layer, by="mean", progress=None) -> dict of per-channel arrays:
         mean, std, max, q50, q90, q99, q99.9, active (fraction > 0), kurtosis
-        (excess, Fisher), dead (never > 0), hist_counts (C, bins), hist_edges (C, bins+1)
+        (excess, Fisher), dead (never > 0, on a layer without negative values),
+        hist_counts (C, bins), hist_edges (C, bins+1): from each column's min to its max
     second_moments(layer, table=None, progress=None) -> Moments: n, mean, cov (C, C), class sums and counts,
         and class sums with the labels shuffled (``pipeline.selectivity``'s chance level)
     cluster_order(corr) -> channel order by average-linkage clustering on 1 - r
@@ -59,11 +60,15 @@ def _scales(*tops: np.ndarray) -> np.ndarray | None:
 
 
 def _histograms(x: np.ndarray, smallest: np.ndarray, largest: np.ndarray):
-    """HIST_BINS equal bins from min(0, min) to max(0, max), per column, with one bincount
-    (``smallest`` and ``largest``: each column's min and max, known already)."""
+    """HIST_BINS equal bins from min to max, per column, with one bincount (``smallest`` and
+    ``largest``: each column's min and max, known already).
+
+    The column's own range: a ReLU channel with zeros starts at 0 anyway, and one stretched to 0
+    (as before 2026-11-28) squeezed a logit that stays within -0.00468 ... -0.00457 into one bin.
+    """
     n, cols = x.shape
-    lo = np.minimum(0.0, smallest).astype(np.float64)
-    hi = np.maximum(0.0, largest).astype(np.float64)
+    lo = np.asarray(smallest, dtype=np.float64)
+    hi = np.asarray(largest, dtype=np.float64)
     hi = np.where(hi > lo, hi, lo + 1.0)
     edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, HIST_BINS + 1)[None, :]
     span = hi - lo
@@ -154,7 +159,9 @@ def channel_table(layer, by: str = "mean", progress=None) -> dict:
         for lo, hi, table in progress(results, len(blocks)) if progress else results:
             for name, values in table.items():
                 out[name][lo:hi] = values
-    out["dead"] = out["max"] <= 0
+    # Never above 0 is a dead unit after a ReLU; where the layer has negative values (logits, an
+    # import) it is only a channel that stays at or below 0.
+    out["dead"] = (out["max"] <= 0) & ~(out["hist_edges"][:, 0] < 0).any()
     return out
 
 
@@ -223,7 +230,7 @@ def second_moments(layer, table=None, progress=None) -> Moments:
     n_classes = max(len(layer.store.classes), int(labels.max(initial=-1)) + 1)
     table = table if table is not None else channel_table(layer)
     mean = table["mean"]
-    scale = _scales(table["max"], table["hist_edges"][:, 0], mean)  # the edge: min(0, each column's min)
+    scale = _scales(table["max"], table["hist_edges"][:, 0], mean)  # the edge: each column's min
     gram = np.zeros((layer.channels, layer.channels))
     sums, chance = np.zeros((n_classes, layer.channels)), np.zeros((n_classes, layer.channels))
     counts, offset = np.zeros(n_classes, dtype=np.int64), np.zeros(layer.channels)

@@ -37,6 +37,18 @@ def test_unknown_layer(image_folder, tmp_path):
     _assert_one_sentence(proc, "unknown layer 'mixed9z'", "mixed4a")
 
 
+def test_a_store_without_the_default_layer_says_that_layer_picks_one(tmp_path):
+    from pipeline.importing import import_matrix
+
+    import_matrix(tmp_path / "s.zarr", np.ones((2, 3), np.float32), "conv2d0", ["a.jpg", "b.jpg"])
+    for command in (["topk", "--channel", "0"], ["stats", "-o", tmp_path / "o"], ["featureviz", "--channel", "0"]):
+        proc = run_cli(*command, "--store", tmp_path / "s.zarr", check=False)
+        _assert_one_sentence(proc, "unknown layer 'mixed4a'; known layers: conv2d0 (--layer picks one; mixed4a is the default)")
+    proc = run_cli("topk", "--channel", "0", "--store", tmp_path / "s.zarr", "--layer", "mixed5b", check=False)
+    _assert_one_sentence(proc, "unknown layer 'mixed5b'; known layers: conv2d0")
+    assert "default" not in proc.stderr
+
+
 def test_a_folder_where_no_image_decodes_ends_in_an_error(tmp_path):
     data = tmp_path / "bad"
     data.mkdir()

@@ -180,9 +180,17 @@ def test_a_unit_that_sees_the_whole_input_is_cropped_to_the_image(tmp_path):
     st.add_layer(group, "logits", 2, (1, 1), {"receptive_field": {"size": 907, "stride": 32, "start": -326},
                                               "input_size": 224})
     st.add_layer(group, "conv", 2, (14, 14), {"receptive_field": {"size": 171, "stride": 16, "start": -70}})
+    # InceptionV1's mixed5b and mixed4e_5x5 (their fields checked against the network's gradients)
+    st.add_layer(group, "late", 2, (7, 7), {"receptive_field": {"size": 715, "stride": 32, "start": -326}})
+    st.add_layer(group, "wide", 2, (14, 14), {"receptive_field": {"size": 427, "stride": 16, "start": -198}})
+    # The last unit's field starts one pixel in, or the first one's ends one pixel short: a crop shows more
+    st.add_layer(group, "in", 2, (7, 7), {"receptive_field": {"size": 715, "stride": 32, "start": -191}})
+    st.add_layer(group, "short", 2, (1, 1), {"receptive_field": {"size": 223, "stride": 32, "start": 0}})
     s = pipeline.open_store(tmp_path / "s.zarr")
     assert covers_input(s["logits"]) and crop_box(s["logits"], 0, 0) == (0, 0, 224, 224)
-    assert not covers_input(s["conv"])
+    assert covers_input(s["late"]) and crop_box(s["late"], 6, 3) == (0, 0, 224, 224)
+    assert not any(covers_input(s[name]) for name in ("conv", "wide", "in", "short"))
+    assert crop_box(s["in"], 6, 0) == (-191, 1, 524, 716)
 
 
 def test_missing_images_name_the_root_or_say_there_is_none():

@@ -208,6 +208,9 @@ def test_diverse_caps_classes_and_skips_duplicates(generated, tmp_path):
     usable = int(np.isfinite(m).all(axis=1).sum())
     assert f"only 4 images pass the diversity rules; left out: {usable - 4} over 1 a class" in got.note
     assert "diversity" not in layer.topk(0, k=4, diverse=True, per_class=1).note
+    import_matrix(tmp_path / "one.zarr", m[:20], "layer1", paths[:20], np.zeros(20, dtype=int), ["a"])
+    one = pipeline.open_store(tmp_path / "one.zarr")["layer1"].topk(0, k=3, diverse=True, per_class=1)
+    assert "only 1 image passes the diversity rules" in one.note  # one class
     # A near-duplicate (same vector, other class) of the top image never shows twice.
     dup = m.copy()
     top = int(_reference_top(m[:, 0], np.isfinite(m).all(axis=1), 1)[0])

@@ -51,15 +51,44 @@ def test_channel_table_equals_numpy(layer):
     assert_allclose(table["kurtosis"][live], scipy.stats.kurtosis(x[:, live], axis=0, fisher=True, bias=True),
                     rtol=1e-5, atol=1e-5)
     assert np.isnan(table["kurtosis"][4])
-    assert table["dead"].tolist() == [c == 4 for c in range(C)]
+    # Channel 6 goes below 0: no ReLU ends this layer, so channel 4's zeros are no dead unit
+    assert not table["dead"].any() and (table["max"] <= 0).tolist() == [c == 4 for c in range(C)]
     counts, edges = lay.histograms()
     assert (counts.sum(axis=1) == len(x)).all() and edges.shape == (C, counts.shape[1] + 1)
-    for c in (0, 9):
+    assert_allclose(edges[:, 0], x.min(0)) and assert_allclose(edges[[0, 9], -1], x.max(0)[[0, 9]])
+    for c in (0, 6, 9):
         assert_array_equal(counts[c], np.histogram(x[:, c], bins=edges[c])[0])
     import pandas
 
     frame = pandas.DataFrame(table)  # one row per channel
-    assert frame.shape == (C, 10) and frame.loc[4, "dead"]
+    assert frame.shape == (C, 10) and not frame.loc[4, "dead"]
+
+
+def test_dead_channels_are_those_of_a_layer_without_negative_values(tmp_path):
+    m = np.maximum(_matrix(), 0)  # after a ReLU
+    import_matrix(tmp_path / "r.zarr", m, "relu", [f"{i}.jpg" for i in range(N)], shard_rows=64)
+    table = pipeline.open_store(tmp_path / "r.zarr")["relu"].stats()
+    assert table["dead"].tolist() == [c == 4 for c in range(C)]
+
+
+def test_a_histogram_spans_its_channels_own_range(tmp_path):
+    """A logit within -0.00468 ... -0.00457 fell in one bin of a range stretched to 0; so did one within 3.1 ... 3.2."""
+    rng = np.random.default_rng(0)
+    m = np.stack([rng.uniform(-0.00468, -0.00457, N), rng.uniform(3.1, 3.2, N), rng.normal(size=N)], axis=1)
+    import_matrix(tmp_path / "l.zarr", m.astype(np.float32), "logits", [f"{i}.jpg" for i in range(N)], shard_rows=64)
+    counts, edges = pipeline.open_store(tmp_path / "l.zarr")["logits"].histograms()
+    x = m.astype(np.float32).astype(np.float64)
+    assert_allclose(edges[:, 0], x.min(0)) and assert_allclose(edges[:, -1], x.max(0))
+    assert ((counts > 0).sum(axis=1) >= 30).all()  # uniform values fill most of the 40 bins
+    for c in range(3):
+        assert_array_equal(counts[c], np.histogram(x[:, c], bins=edges[c])[0])
+
+
+def test_a_constant_channels_histogram_says_so(layer):
+    lay, _, _ = layer
+    figure = lay.histogram_figure(4)  # every image 0
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert texts == ["every image has the value 0: no distribution to draw"] and not figure.axes[0].get_lines()
 
 
 def test_figures_from_the_api(layer):
