@@ -34,7 +34,13 @@ class Analysis:
         self.check_usable()
         cache = self.__dict__.setdefault("_tables", {})
         if by not in cache:
-            cache[by] = stats.channel_table(self, by, progress=progress)
+            table = stats.channel_table(self, by, progress=progress)
+            if by == "max":
+                # Whether the layer has negative values is the means' to say too (each is at most its map's
+                # max, not at least): a max of exactly 0 on a layer with negative means was called dead.
+                signed = (self.table("mean", progress)["hist_edges"][:, 0] < 0).any()
+                table["dead"] = table["dead"] & ~signed
+            cache[by] = table
         return cache[by]
 
     def stats(self, by: str = "mean") -> dict:

@@ -16,6 +16,7 @@ import re
 
 import numpy as np
 
+from .render import distinct
 from .selectivity import share_text
 from .stats import branches
 
@@ -73,6 +74,7 @@ def histogram_svg(counts, edges, marks: dict, width=420, height=150, constant=No
     counts = np.log1p(np.asarray(counts, dtype=float))
     top = counts.max() or 1.0
     lo, hi = float(edges[0]), float(edges[-1])
+    ends = distinct([lo, hi])
     span = (hi - lo) or 1.0
     bar = width / len(counts)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}" role="img" '
@@ -88,8 +90,8 @@ def histogram_svg(counts, edges, marks: dict, width=420, height=150, constant=No
                      f'<text x="{at:.1f}" y="{24 + 11 * j}" font-size="10" text-anchor="{anchor}">{esc(name)}</text>')
     parts.append(f'<text x="{width / 2:.0f}" y="10" font-size="10" text-anchor="middle" fill="#555">'
                  "images per bin, log scale</text>"
-                 f'<text x="0" y="{height + 14}" font-size="10">{lo:.3g}</text>'
-                 f'<text x="{width}" y="{height + 14}" font-size="10" text-anchor="end">{hi:.3g}</text></svg>')
+                 f'<text x="0" y="{height + 14}" font-size="10">{ends[0]}</text>'
+                 f'<text x="{width}" y="{height + 14}" font-size="10" text-anchor="end">{ends[1]}</text></svg>')
     return "".join(parts)
 
 

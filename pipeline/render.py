@@ -6,6 +6,7 @@ Offers:
     correlation(corr, order, title, warning) -> Figure              clustered heatmap
     grid_figure(rows, title, warning) -> Figure                    exemplar tiles, rows of (label, tiles)
     save(figure, path)                                              PNG, then closes the figure
+    distinct(values) -> list[str]                                   numbers in as few digits as tell them apart
 
 A store made with random weights passes ``warning``, which every figure shows.
 """
@@ -23,6 +24,18 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def distinct(values, digits: int = 3) -> list[str]:
+    """``values`` with ``digits`` significant digits, or as many more (up to the 9 that tell float32s
+    apart) as tell the different ones apart: the quantiles of a channel within 1e4 ... 1e4 + 0.01 all
+    read "1e+04"."""
+    values = [float(v) for v in values]
+    for width in range(digits, 10):
+        texts = [f"{v:.{width}g}" for v in values]
+        if len(set(texts)) == len(set(values)):
+            break
+    return texts
 
 
 def _warn(figure, warning: str) -> None:
@@ -46,8 +59,8 @@ def histogram(counts, edges, quantiles: dict, title: str, warning: str = "", con
     ax.set_yscale("log")
     ax.set_ylim(0.8, max(2, counts.max()) * 1.5)
     colours = ["#555555", "#dd8452", "#c44e52", "#8172b3"]
-    for (name, value), colour in zip(quantiles.items(), colours):
-        ax.axvline(value, color=colour, linestyle="--", linewidth=1.2, label=f"{name} = {value:.3g}")
+    for (name, value), text, colour in zip(quantiles.items(), distinct(quantiles.values()), colours):
+        ax.axvline(value, color=colour, linestyle="--", linewidth=1.2, label=f"{name} = {text}")
     ax.set_xlabel("activation")
     ax.set_ylabel("images (log)")
     ax.set_title(title)

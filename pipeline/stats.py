@@ -69,17 +69,39 @@ def _histograms(x: np.ndarray, smallest: np.ndarray, largest: np.ndarray):
     n, cols = x.shape
     lo = np.asarray(smallest, dtype=np.float64)
     hi = np.asarray(largest, dtype=np.float64)
-    hi = np.where(hi > lo, hi, lo + 1.0)
+    hi = np.where(hi > lo, hi, lo + np.maximum(1.0, np.abs(lo)))  # a constant: lo + 1 is lo itself past 2**53
     edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, HIST_BINS + 1)[None, :]
     span = hi - lo
     if span.max(initial=0.0) > 1e38 or span.min(initial=1.0) < 1e-30:  # x - lo or 1 / span past float32's range
         x = x.astype(np.float64)
     scale = (HIST_BINS / (hi - lo)).astype(x.dtype)
-    index = ((x - lo.astype(x.dtype)) * scale).astype(np.int32)
+    position = (x - lo.astype(x.dtype)) * scale
+    index = position.astype(np.int32)
     np.clip(index, 0, HIST_BINS - 1, out=index)  # the max falls in the last bin, as np.histogram puts it
+    _on_edges(x, position, index, edges)
     index += (np.arange(cols) * HIST_BINS).astype(np.int32)
     counts = np.bincount(index.ravel(), minlength=cols * HIST_BINS).reshape(cols, HIST_BINS)
     return counts, edges
+
+
+def _on_edges(x, position, index, edges) -> None:
+    """Values within round-off of an inner bin edge get the bin ``np.histogram`` gives them against
+    the float64 ``edges`` (in place). The float32 position is off by about 1e-5 of a bin at most;
+    with edges at a column's own min and max, values on a coarse float32 grid (1e4 + 10 x) often sit
+    exactly on one, and 21 of 3,200 continuous columns had a count one bin over. Few values are so
+    near, so the exact comparison costs little. ``position`` is overwritten (no temporary of its size)."""
+    nearest = np.rint(position)
+    np.subtract(position, nearest, out=position)
+    np.abs(position, out=position)
+    near = position < 1e-4
+    near &= nearest > 0
+    near &= nearest < HIST_BINS
+    del nearest
+    rows, cols = np.nonzero(near)
+    if rows.size:
+        values = x[rows, cols].astype(np.float64)
+        exact = (values[:, None] >= edges[cols]).sum(axis=1) - 1  # edges[i] <= value < edges[i + 1]
+        index[rows, cols] = np.clip(exact, 0, HIST_BINS - 1)
 
 
 def _quantiles(x: np.ndarray) -> np.ndarray:

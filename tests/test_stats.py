@@ -84,6 +84,46 @@ def test_a_histogram_spans_its_channels_own_range(tmp_path):
         assert_array_equal(counts[c], np.histogram(x[:, c], bins=edges[c])[0])
 
 
+def test_histogram_counts_equal_numpys_on_values_at_the_edges(recwarn):
+    """With edges at a column's own min and max, values on a coarse float32 grid sit on inner edges."""
+    rng = np.random.default_rng(3)
+    columns = [np.float32([10000.1015625, 10006.025390625, 10009.974609375])]  # the middle one is edge 24
+    columns += [(1e4 + 10 * rng.uniform(size=500)).astype(np.float32) for _ in range(200)]
+    columns += [rng.normal(size=500).astype(np.float32) for _ in range(200)]
+    columns += [np.full(7, value, np.float32) for value in (1e20, -3e17, 1e16, 3.5)]  # constants past 2**53 too
+    for column in columns:
+        counts, edges = stats._histograms(column[:, None], column.min(keepdims=True), column.max(keepdims=True))
+        assert len(np.unique(edges[0])) == stats.HIST_BINS + 1
+        assert_array_equal(counts[0], np.histogram(column.astype(np.float64), bins=edges[0])[0])
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_max_of_exactly_zero_is_not_dead_where_the_means_go_below_zero(tmp_path):
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=(50, 3)).astype(np.float32)  # a layer with negative values
+    peak = np.abs(mean)
+    peak[:, 2] = 0.0  # never above 0 by its max
+    import_matrix(tmp_path / "s.zarr", mean, "feat", [f"{i}.jpg" for i in range(50)], max_matrix=peak)
+    lay = pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    assert not lay.stats("max")["dead"].any() and not lay.stats("mean")["dead"].any()
+
+
+def test_labels_of_a_narrow_channel_tell_its_values_apart(tmp_path):
+    from pipeline.pages import histogram_svg
+
+    x = (1e4 + 0.01 * np.random.default_rng(0).uniform(size=(100, 1))).astype(np.float32)
+    import_matrix(tmp_path / "n.zarr", x, "feat", [f"{i}.jpg" for i in range(100)])
+    lay = pipeline.open_store(tmp_path / "n.zarr")["feat"]
+    labels = [line.get_label() for line in lay.histogram_figure(0).axes[0].get_lines()]
+    values = {lay.stats()[q][0] for q in ("q50", "q90", "q99", "q99.9")}
+    assert len({label.split(" = ")[1] for label in labels}) == len(values) > 1, labels  # all "1e+04" before
+    counts, edges = lay.histograms()
+    import re
+
+    ends = re.findall(r'font-size="10"(?: text-anchor="end")?>([-+.e\d]+)</text>', histogram_svg(counts[0], edges[0], {}))
+    assert len(ends) == 2 and ends[0] != ends[1] and float(ends[0]) == pytest.approx(edges[0][0], rel=1e-8)
+
+
 def test_a_constant_channels_histogram_says_so(layer):
     lay, _, _ = layer
     figure = lay.histogram_figure(4)  # every image 0
