@@ -75,28 +75,37 @@ def _histograms(x: np.ndarray, smallest: np.ndarray, largest: np.ndarray):
     if span.max(initial=0.0) > 1e38 or span.min(initial=1.0) < 1e-30:  # x - lo or 1 / span past float32's range
         x = x.astype(np.float64)
     scale = (HIST_BINS / (hi - lo)).astype(x.dtype)
-    position = (x - lo.astype(x.dtype)) * scale
+    position = x - lo.astype(x.dtype)
+    position *= scale
     index = position.astype(np.int32)
+    near = _near_inner_edges(position, index)
+    del position  # a block's size, freed before the bincount
     np.clip(index, 0, HIST_BINS - 1, out=index)  # the max falls in the last bin, as np.histogram puts it
-    _on_edges(x, position, index, edges)
+    _place_exactly(x, near, index, edges)
     index += (np.arange(cols) * HIST_BINS).astype(np.int32)
     counts = np.bincount(index.ravel(), minlength=cols * HIST_BINS).reshape(cols, HIST_BINS)
     return counts, edges
 
 
-def _on_edges(x, position, index, edges) -> None:
-    """Values within round-off of an inner bin edge get the bin ``np.histogram`` gives them against
-    the float64 ``edges`` (in place). The float32 position is off by about 1e-5 of a bin at most;
-    with edges at a column's own min and max, values on a coarse float32 grid (1e4 + 10 x) often sit
-    exactly on one, and 21 of 3,200 continuous columns had a count one bin over. Few values are so
-    near, so the exact comparison costs little. ``position`` is overwritten (no temporary of its size)."""
-    nearest = np.rint(position)
-    np.subtract(position, nearest, out=position)
-    np.abs(position, out=position)
-    near = position < 1e-4
-    near &= nearest > 0
-    near &= nearest < HIST_BINS
-    del nearest
+def _near_inner_edges(position, index) -> np.ndarray:
+    """Where a value's position (in bins, float32) is within 1e-4 of an inner edge, whose side
+    float32 round-off may have got wrong (it is off by about 1e-5 of a bin at most). ``position``
+    is overwritten with its fraction past ``index``: no temporary of its size."""
+    np.subtract(position, index, out=position, casting="unsafe")
+    near = position > 1 - 1e-4  # below edge index + 1
+    near &= index < HIST_BINS - 1
+    low = position < 1e-4  # above edge index
+    low &= index > 0
+    low &= index < HIST_BINS
+    near |= low
+    return near
+
+
+def _place_exactly(x, near, index, edges) -> None:
+    """The values ``near`` an inner edge get the bin ``np.histogram`` gives them against the float64
+    ``edges`` (``index`` in place). With edges at a column's own min and max, values on a coarse
+    float32 grid (1e4 + 10 x) often sit exactly on one, and 21 of 3,200 continuous columns had a
+    count one bin over; few values are so near, so this costs little."""
     rows, cols = np.nonzero(near)
     if rows.size:
         values = x[rows, cols].astype(np.float64)
