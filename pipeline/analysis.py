@@ -34,13 +34,10 @@ class Analysis:
         self.check_usable()
         cache = self.__dict__.setdefault("_tables", {})
         if by not in cache:
-            table = stats.channel_table(self, by, progress=progress)
-            if by == "max":
-                # Whether the layer has negative values is the means' to say too (each is at most its map's
-                # max, not at least): a max of exactly 0 on a layer with negative means was called dead.
-                signed = (self.table("mean", progress)["hist_edges"][:, 0] < 0).any()
-                table["dead"] = table["dead"] & ~signed
-            cache[by] = table
+            # Whether the layer has negative values is the means' to say for the maxima too: a max
+            # of exactly 0 on a layer with negative means was called dead (so "max" needs "mean")
+            negative = by == "max" and stats.has_negative(self.table("mean", progress))
+            cache[by] = stats.channel_table(self, by, progress=progress, negative=negative)
         return cache[by]
 
     def stats(self, by: str = "mean") -> dict:
@@ -48,7 +45,8 @@ class Analysis:
 
         ``dead`` is "never above 0" on a layer without negative values (dead units after a
         ReLU); on a layer with negative values (logits, an import) no channel is dead, as
-        staying at or below 0 is no sign of one (``max <= 0`` finds those channels).
+        staying at or below 0 is no sign of one (``max <= 0`` finds those channels). The means
+        decide that for both, so ``stats("max")`` computes the means' table too.
 
         ``pandas.DataFrame(layer.stats())`` makes the table; histograms are ``histograms(by)``.
         """

@@ -4,6 +4,7 @@ Offers:
     app     the typer application (one command per function below, and grid, featureviz,
             gallery and stats from ``pipeline.cli_pictures``)
     main()  entry point: a PipelineError becomes one sentence on stderr and exit 2
+    DEFAULT_LAYER, in_store(store, layer)   the default --layer; a store's layer, naming --layer if absent
 
 Phase-two commands never import torch; ``activations`` and ``layers`` do, lazily.
 """

@@ -2,9 +2,8 @@
 
 Offers:
     extract(data_dir, store, ...) -> Summary
-    image_arrays(images) -> dict     what the store keeps of each image (``store.create_store``'s input)
 
-The loop is separate from the math (``forward.py``: the network and ``reduce``)
+How the store is made, resumed or found finished is ``pipeline.opening``. The loop is separate from the math (``forward.py``: the network and ``reduce``)
 and from the shards (``shards.py``: batching and writing each shard exactly once).
 """
 
@@ -24,10 +23,10 @@ from .decode import (check_shared_memory, collate, decoding, finish_batch, local
 from .devices import check_options, checked_device
 from .errors import OutputError, PipelineError, first_line
 from .forward import forward_pass, reduce, to_host
-from .geometry import as_dict, receptive_field
 from .hardware import precision_note
 from .lanes import in_lanes, lanes_for, one_thread_each
-from .model import MODEL_NAME, check_layers, cut, inception_branches, layer_shapes, load_model
+from .model import check_layers, cut, layer_shapes, load_model
+from .opening import finished_already, open_for_writing, pending_shards
 from .progress import bar as progress_bar, say
 from .shards import ShardBatches, ShardWriter, mark_non_finite, rows_in
 
@@ -58,74 +57,9 @@ class Summary:
                 f"{self.store_bytes / 1e6:.1f} MB at {self.store}{random}")
 
 
-def image_arrays(images) -> dict:
-    """What the store keeps of each image, as ``store.create_store`` takes it."""
-    return {"path": images.paths, "label": images.labels, "classes": images.classes,
-            "size": images.sizes, "mtime_ns": images.mtimes}
-
-
-def _root_meta(images, weights_info, precision="fp32", decoder="pil") -> dict:
-    return {
-        "dataset": {"root": images.root, "layout": images.layout, "n_images": len(images)},
-        "dataset_fingerprint": imgs.fingerprint(images),
-        "preprocessing": dict(imgs.PREPROCESSING, decoder=decoder),
-        "model": {"name": MODEL_NAME, "weights": weights_info, "precision": precision},
-    }
-
-
-def _pending(group, layers) -> list[int]:
-    done = np.ones(st.n_shards(group.attrs["n_images"], group.attrs["shard_rows"]), dtype=bool)
-    for layer in layers:
-        done &= st.done_shards(group, layer)
-    return [int(s) for s in np.flatnonzero(~done)]
-
-
-def _open_for_writing(store_path, images, weights_info, layers, shapes, model, traced, shard_rows,
-                      overwrite, precision, decoder):
-    """Create or reopen the store and its layers (the leader rank alone does this)."""
-    meta = _root_meta(images, weights_info, precision, decoder)
-    if shard_rows is None and not overwrite and places.is_store(store_path):
-        shard_rows = st.open_group(store_path).attrs.get("shard_rows")
-    shard_rows = int(shard_rows or st.DEFAULT_SHARD_ROWS)
-    group = st.create_store(store_path, meta, image_arrays(images), shard_rows, overwrite)
-    if group.attrs["dataset"].get("root") != images.root:
-        # The same files (the fingerprint says so) found elsewhere: pictures read them from here now.
-        group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=images.root)})
-    for layer in layers:
-        layer_meta = {"model": MODEL_NAME, "weights": weights_info, "input_size": imgs.PREPROCESSING["center_crop"],
-                      "branches": inception_branches(model, layer),
-                      "receptive_field": as_dict(receptive_field(traced, layer))}
-        st.add_layer(group, layer, shapes[layer][0], shapes[layer][1:], layer_meta)
-    return group
-
-
-def _finished_already(store_path, images, weights_info, layers, shard_rows, precision, decoder):
-    """The store, opened to read, where it holds every asked-for layer finished for these images and
-    settings; None where there is work left (the locked path resumes it).
-
-    Checked before the writer's lock, so that a store one may only read (a colleague's, a read-only
-    mount) answers a rerun with "nothing to do" rather than a refusal to write. Other settings or
-    files are refused here as the locked path would (``StoreMismatchError``), not as a store that
-    cannot be written.
-    """
-    if not places.is_store(store_path):
-        return None
-    try:
-        group = st.open_group(store_path, mode="r")
-    except PipelineError:  # half made, say: the locked path completes it
-        return None
-    meta = dict(_root_meta(images, weights_info, precision, decoder),
-                shard_rows=int(shard_rows or group.attrs["shard_rows"]))
-    st.check_compatible(group, meta, image_arrays(images))
-    finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
-                and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
-                        and st.done_shards(group, layer).all() for layer in layers))
-    return group if finished else None
-
-
 def _current_shard(group, layers, mine: list[int]):
     """The first of this rank's shards not yet marked done: the one it was computing."""
-    left = set(_pending(group, layers))
+    left = set(pending_shards(group, layers))
     return next((s for s in mine if s in left), None)
 
 
@@ -236,16 +170,16 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         if note and ranks.leader:
             say(note)
     # Under torchrun the ranks go the locked way together: they would have to agree on this check too.
-    if ranks.world == 1 and not overwrite and (group := _finished_already(
+    if ranks.world == 1 and not overwrite and (group := finished_already(
             store_path, images, weights_info, layers, shard_rows, precision, decoder)) is not None:
         return Summary(str(store_path), layers, len(images), 0, 0.0, [], places.store_bytes(store_path),
                        weights_info, True, int(np.count_nonzero(group["images"]["valid"][:])))
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
-        group = ranks.writable_store(stack, store_path, lambda: _open_for_writing(
+        group = ranks.writable_store(stack, store_path, lambda: open_for_writing(
             store_path, images, weights_info, layers, shapes, model, traced, shard_rows, overwrite, precision, decoder))
         shard_rows = group.attrs["shard_rows"]
-        pending = _pending(group, layers)
+        pending = pending_shards(group, layers)
         mine = ranks.mine(pending)
         if ranks.world > 1:
             say(f"rank {ranks.rank}/{ranks.world}: shards {mine}")
@@ -256,8 +190,8 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         started = time.perf_counter()
         # Under torchrun the leader's bar counts the leader's own shards, and says so.
         desc = ",".join(layers) + (f" (rank 0 of {ranks.world}: its shards)" if ranks.world > 1 else "")
-        bar = progress_bar(total=sampler.rows_total(), unit="img", desc=desc, dynamic_ncols=True,
-                   disable=not progress or not mine or not ranks.leader)
+        bar = progress_bar(total=sampler.rows_total(), unit="img", desc=desc,
+                           disable=not progress or not mine or not ranks.leader)
         if lanes > 1:
             results = _lanes(images, sampler, decoder, forward, layers, lanes)
         else:

@@ -8,8 +8,9 @@ The site: ``index.html`` (every channel, grouped by Inception branch, with its
 top exemplars), ``channels/NNNN.html`` (top-k with receptive-field crops,
 bottom-k, quantile-band samples, histogram, most correlated channels, top
 classes, the feature visualisation when cached), ``img/`` (thumbnails and
-crops). Every image is decoded once per build, in worker processes, and a
-later build of the same store reuses what it finds. All text from the dataset
+crops). Every image is decoded once per build, in worker processes (in this
+one where they cannot start: a read-only /dev/shm), and a later build of the
+same store reuses what it finds. All text from the dataset
 is escaped; every file written is named by numbers inside ``out_dir``.
 """
 

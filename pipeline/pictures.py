@@ -3,7 +3,7 @@
 Offers:
     Tile(image, caption, error)           one picture of a grid (image None: placeholder)
     crop_box(layer, y, x), crop_field(image, box)   a unit's receptive field, square, grey outside the image
-    covers_input(layer)                   whether every unit sees the whole input (logits, mixed5b): no crops
+    covers_input(layer)                   whether every unit sees the whole input (logits, mixed5a/5b): no crops
     upsample(heat, size, field)           a channel's map placed on its units' receptive fields
     overlay(image, heat, scale, field)    a map coloured and blended over its image
     heat_scale(*heats) -> float           the value a channel's heatmaps draw brightest
@@ -50,7 +50,7 @@ def _field(layer):
 def crop_box(layer, y: int, x: int) -> tuple[int, int, int, int]:
     """The receptive field of unit (y, x) in input pixels (left, top, right, bottom), square and
     not clipped: near the border part of it lies outside the 224 x 224 input (``crop_field``)."""
-    if covers_input(layer):  # a unit that sees the whole input (the logits): the image is its crop
+    if covers_input(layer):  # every unit sees the whole input (the logits, mixed5b): the image is its crop
         size = int(layer.attrs.get("input_size", 224))
         return 0, 0, size, size
     top, left, bottom, right = _field(layer).box(y, x)

@@ -1,7 +1,7 @@
 """matplotlib figures: a layer's statistics and exemplar grids.
 
 Offers:
-    histogram(counts, edges, quantiles, title, warning) -> Figure   one channel, log counts
+    histogram(counts, edges, quantiles, title, warning, constant=None) -> Figure   one channel, log counts
     small_multiples(counts, title, warning, groups) -> Figure   every channel of a layer (bins, not values, across)
     correlation(corr, order, title, warning) -> Figure              clustered heatmap
     grid_figure(rows, title, warning) -> Figure                    exemplar tiles, rows of (label, tiles)

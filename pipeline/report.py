@@ -115,7 +115,7 @@ def _neighbour_rows(corr) -> list[dict]:
 
 
 def _summary(title: str, table: dict, pca: dict, groups: dict) -> list[str]:
-    signed = bool((table["hist_edges"][:, 0] < 0).any())  # no ReLU at the end: "never > 0" is no death
+    signed = stats.has_negative(table)  # no ReLU at the end: "never > 0" is no death
     dead = int((table["max"] <= 0).sum())
     s = "s" * (dead != 1)
     lines = [f"{title}: {dead} channel{s} never > 0 on the spatial mean (the layer has negative values: "

@@ -2,7 +2,8 @@
 
 Offers:
     QUANTILES, HIST_BINS
-    channel_table(layer, by="mean", progress=None) -> dict of per-channel arrays:
+    has_negative(table) -> bool    whether the layer has negative values (no ReLU at its end)
+    channel_table(layer, by="mean", progress=None, negative=False) -> dict of per-channel arrays:
         mean, std, max, q50, q90, q99, q99.9, active (fraction > 0), kurtosis
         (excess, Fisher), dead (never > 0, on a layer without negative values),
         hist_counts (C, bins), hist_edges (C, bins+1): from each column's min to its max
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .histograms import HIST_BINS, histogram_counts
 from .scans import WORKERS, shard_map
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
-HIST_BINS = 40
 COLUMN_BLOCK = 16
 SAFE = 2.0 ** 20  # |values| up to this (and down to its inverse) keep float32 fourth powers in range
 # The layer the notebook studies; other mixed layers record theirs at extraction.
@@ -57,60 +58,6 @@ def _scales(*tops: np.ndarray) -> np.ndarray | None:
         return None
     _, exponent = np.frexp(np.where(top > 0, top, 1.0))
     return np.ldexp(1.0, np.clip(-exponent, -126, 126)).astype(np.float32)
-
-
-def _histograms(x: np.ndarray, smallest: np.ndarray, largest: np.ndarray):
-    """HIST_BINS equal bins from min to max, per column, with one bincount (``smallest`` and
-    ``largest``: each column's min and max, known already).
-
-    The column's own range: a ReLU channel with zeros starts at 0 anyway, and one stretched to 0
-    (as before 2026-11-28) squeezed a logit that stays within -0.00468 ... -0.00457 into one bin.
-    """
-    n, cols = x.shape
-    lo = np.asarray(smallest, dtype=np.float64)
-    hi = np.asarray(largest, dtype=np.float64)
-    hi = np.where(hi > lo, hi, lo + np.maximum(1.0, np.abs(lo)))  # a constant: lo + 1 is lo itself past 2**53
-    edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, HIST_BINS + 1)[None, :]
-    span = hi - lo
-    if span.max(initial=0.0) > 1e38 or span.min(initial=1.0) < 1e-30:  # x - lo or 1 / span past float32's range
-        x = x.astype(np.float64)
-    scale = (HIST_BINS / (hi - lo)).astype(x.dtype)
-    position = x - lo.astype(x.dtype)
-    position *= scale
-    index = position.astype(np.int32)
-    near = _near_inner_edges(position, index)
-    del position  # a block's size, freed before the bincount
-    np.clip(index, 0, HIST_BINS - 1, out=index)  # the max falls in the last bin, as np.histogram puts it
-    _place_exactly(x, near, index, edges)
-    index += (np.arange(cols) * HIST_BINS).astype(np.int32)
-    counts = np.bincount(index.ravel(), minlength=cols * HIST_BINS).reshape(cols, HIST_BINS)
-    return counts, edges
-
-
-def _near_inner_edges(position, index) -> np.ndarray:
-    """Where a value's position (in bins, float32) is within 1e-4 of an inner edge, whose side
-    float32 round-off may have got wrong (it is off by about 1e-5 of a bin at most). ``position``
-    is overwritten with its fraction past ``index``: no temporary of its size."""
-    np.subtract(position, index, out=position, casting="unsafe")
-    near = position > 1 - 1e-4  # below edge index + 1
-    near &= index < HIST_BINS - 1
-    low = position < 1e-4  # above edge index
-    low &= index > 0
-    low &= index < HIST_BINS
-    near |= low
-    return near
-
-
-def _place_exactly(x, near, index, edges) -> None:
-    """The values ``near`` an inner edge get the bin ``np.histogram`` gives them against the float64
-    ``edges`` (``index`` in place). With edges at a column's own min and max, values on a coarse
-    float32 grid (1e4 + 10 x) often sit exactly on one, and 21 of 3,200 continuous columns had a
-    count one bin over; few values are so near, so this costs little."""
-    rows, cols = np.nonzero(near)
-    if rows.size:
-        values = x[rows, cols].astype(np.float64)
-        exact = (values[:, None] >= edges[cols]).sum(axis=1) - 1  # edges[i] <= value < edges[i + 1]
-        index[rows, cols] = np.clip(exact, 0, HIST_BINS - 1)
 
 
 def _quantiles(x: np.ndarray) -> np.ndarray:
@@ -167,15 +114,22 @@ def _block_table(layer, lo, hi, arr) -> dict:
     m4 = np.maximum(r4 - 4 * d * r3 + 6 * d * d * r2 - 3 * d ** 4, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         kurtosis = np.where(m2 > 0, m4 / m2 ** 2 - 3.0, np.nan)
-    counts, edges = _histograms(x, smallest, largest)
+    counts, edges = histogram_counts(x, smallest, largest)
     return {"mean": mean, "std": np.sqrt(m2), "max": largest, "kurtosis": kurtosis,
             "active": (x > 0).mean(axis=0), "hist_counts": counts, "hist_edges": edges,
             **{f"q{q * 100:g}": v for q, v in zip(QUANTILES, _quantiles(x))}}
 
 
-def channel_table(layer, by: str = "mean", progress=None) -> dict:
+def has_negative(table: dict) -> bool:
+    """Whether a ``channel_table``'s values go below 0 anywhere: no ReLU ends the layer."""
+    return bool((table["hist_edges"][:, 0] < 0).any())
+
+
+def channel_table(layer, by: str = "mean", progress=None, negative: bool = False) -> dict:
     """Exact per-channel statistics of the spatial ``by`` over the usable images.
 
+    ``negative``: the layer has negative values by another table's account (the means, for
+    ``by="max"``: a mean is at most its map's max, so negative means need not make a negative max).
     Blocks of whole columns go to ``WORKERS`` threads.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -192,7 +146,7 @@ def channel_table(layer, by: str = "mean", progress=None) -> dict:
                 out[name][lo:hi] = values
     # Never above 0 is a dead unit after a ReLU; where the layer has negative values (logits, an
     # import) it is only a channel that stays at or below 0.
-    out["dead"] = (out["max"] <= 0) & ~(out["hist_edges"][:, 0] < 0).any()
+    out["dead"] = (out["max"] <= 0) & (not (negative or has_negative(out)))
     return out
 
 

@@ -56,7 +56,7 @@ def seconds(call):
 def run(n: int, workdir: Path) -> dict:
     from pipeline import images as imgs
     from pipeline import store as st
-    from pipeline.extract import _root_meta, image_arrays
+    from pipeline.opening import image_arrays, root_meta as _root_meta
 
     tree = make_tree(workdir / "tree", n)
     walk_and_stat(tree)  # the first pass warms the file system's caches for both

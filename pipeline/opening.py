@@ -1,0 +1,85 @@
+"""The store as phase one opens it: made, resumed, or found finished (no torch).
+
+Offers:
+    image_arrays(images) -> dict     what the store keeps of each image (``store.create_store``'s input)
+    root_meta(images, weights_info, precision, decoder) -> dict   the root attributes a run would write
+    pending_shards(group, layers) -> list[int]   the shards some asked-for layer has not finished
+    open_for_writing(store_path, images, ...) -> zarr.Group   made or reopened, with its layers (the writer)
+    finished_already(store_path, images, ...) -> zarr.Group | None   finished for this run: nothing to do
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import images as imgs
+from . import places
+from . import store as st
+from .errors import PipelineError
+from .geometry import as_dict, receptive_field
+from .model import MODEL_NAME, inception_branches
+
+
+def image_arrays(images) -> dict:
+    """What the store keeps of each image, as ``store.create_store`` takes it."""
+    return {"path": images.paths, "label": images.labels, "classes": images.classes,
+            "size": images.sizes, "mtime_ns": images.mtimes}
+
+
+def root_meta(images, weights_info, precision="fp32", decoder="pil") -> dict:
+    return {
+        "dataset": {"root": images.root, "layout": images.layout, "n_images": len(images)},
+        "dataset_fingerprint": imgs.fingerprint(images),
+        "preprocessing": dict(imgs.PREPROCESSING, decoder=decoder),
+        "model": {"name": MODEL_NAME, "weights": weights_info, "precision": precision},
+    }
+
+
+def pending_shards(group, layers) -> list[int]:
+    done = np.ones(st.n_shards(group.attrs["n_images"], group.attrs["shard_rows"]), dtype=bool)
+    for layer in layers:
+        done &= st.done_shards(group, layer)
+    return [int(s) for s in np.flatnonzero(~done)]
+
+
+def open_for_writing(store_path, images, weights_info, layers, shapes, model, traced, shard_rows,
+                      overwrite, precision, decoder):
+    """Create or reopen the store and its layers (the leader rank alone does this)."""
+    meta = root_meta(images, weights_info, precision, decoder)
+    if shard_rows is None and not overwrite and places.is_store(store_path):
+        shard_rows = st.open_group(store_path).attrs.get("shard_rows")
+    shard_rows = int(shard_rows or st.DEFAULT_SHARD_ROWS)
+    group = st.create_store(store_path, meta, image_arrays(images), shard_rows, overwrite)
+    if group.attrs["dataset"].get("root") != images.root:
+        # The same files (the fingerprint says so) found elsewhere: pictures read them from here now.
+        group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=images.root)})
+    for layer in layers:
+        layer_meta = {"model": MODEL_NAME, "weights": weights_info, "input_size": imgs.PREPROCESSING["center_crop"],
+                      "branches": inception_branches(model, layer),
+                      "receptive_field": as_dict(receptive_field(traced, layer))}
+        st.add_layer(group, layer, shapes[layer][0], shapes[layer][1:], layer_meta)
+    return group
+
+
+def finished_already(store_path, images, weights_info, layers, shard_rows, precision, decoder):
+    """The store, opened to read, where it holds every asked-for layer finished for these images and
+    settings; None where there is work left (the locked path resumes it).
+
+    Checked before the writer's lock, so that a store one may only read (a colleague's, a read-only
+    mount) answers a rerun with "nothing to do" rather than a refusal to write. Other settings or
+    files are refused here as the locked path would (``StoreMismatchError``), not as a store that
+    cannot be written.
+    """
+    if not places.is_store(store_path):
+        return None
+    try:
+        group = st.open_group(store_path, mode="r")
+    except PipelineError:  # half made, say: the locked path completes it
+        return None
+    meta = dict(root_meta(images, weights_info, precision, decoder),
+                shard_rows=int(shard_rows or group.attrs["shard_rows"]))
+    st.check_compatible(group, meta, image_arrays(images))
+    finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
+                and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
+                        and st.done_shards(group, layer).all() for layer in layers))
+    return group if finished else None
