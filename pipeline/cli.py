@@ -1,8 +1,8 @@
 """The ``exemplars`` command: parses arguments, calls the library, maps errors.
 
 Offers:
-    app     the typer application (one command per function below, and grid, featureviz,
-            gallery and stats from ``pipeline.cli_pictures``)
+    app     the typer application (one command per function below, grid, featureviz, gallery
+            and stats from ``pipeline.cli_pictures``, info and import from ``pipeline.cli_store``)
     main()  entry point: a PipelineError becomes one sentence on stderr and exit 2
     DEFAULT_LAYER, in_store(store, layer)   the default --layer; a store's layer, naming --layer if absent
 
@@ -185,81 +185,10 @@ def similar(
     _emit(_layer(store, layer).similar(image, k=k, progress=_reading_bar), as_json)
 
 
-@app.command()
-def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON only.")):
-    """What a store holds: layers, images, invalid rows, completeness, weights."""
-    import json
-
-    from . import open_store
-
-    facts = open_store(store).info()
-    if as_json:
-        typer.echo(json.dumps(facts, indent=2))
-        return
-    weights = facts["weights"]
-    typer.echo(f"store        {facts['store']} (format {facts['format_version']})")
-    typer.echo(f"images       {facts['images']} ({facts['classes']} classes), invalid: "
-               f"{'unknown until complete' if facts['invalid'] is None else facts['invalid']}")
-    for example in facts["invalid_examples"]:
-        typer.echo(f"  invalid    row {example['row']} {example['path']}: {example['error']}")
-    typer.echo(f"dataset      {_pairs(facts['dataset'])}")
-    typer.echo(f"weights      {_pairs(weights)}" + ("  <- RANDOM WEIGHTS" if weights.get("kind") == "random" else ""))
-    if facts["precision"] is not None:  # imported stores say nothing of how they were computed
-        typer.echo(f"precision    {facts['precision']}" + ("" if facts["precision"] == "fp32" else "  (approximate)"))
-    if facts["preprocessing"]:
-        typer.echo(f"preprocess   {_pairs(facts['preprocessing'])}")
-    width = max([12, *map(len, facts["layers"])])
-    for name, layer in facts["layers"].items():
-        if layer.get("being_created"):
-            typer.echo(f"layer {name:{width}s} being created (or its creation was interrupted)")
-            continue
-        grid = "no spatial maps" if layer.get("imported") else "x".join(map(str, layer["spatial_shape"]))
-        typer.echo(f"layer {name:{width}s} {layer['channels']} channels, {grid}, shards {layer['shards_done']}/{layer['shards']}, "
-                   f"{layer['images_covered']} images usable, stats {','.join(layer['stats'])}")
-
-
-def _pairs(facts) -> str:
-    """A metadata dict as ``key: value; key: value`` (a dict's repr is for programmers)."""
-    if not isinstance(facts, dict):
-        return str(facts)
-    return "; ".join(f"{key}: {'(' + _pairs(value) + ')' if isinstance(value, dict) else value}"
-                     for key, value in facts.items())
-
-
-# Their own module (cli.py was past 380 lines); imported here, so that `exemplars --help`
-# lists them between info and import.
+# Their own modules (cli.py was past 380 lines, then 330); imported here, so that `exemplars --help`
+# lists the picture commands after the queries, then info and import.
 importlib.import_module(".cli_pictures", __package__)
-
-
-@app.command("import")
-def import_(
-    matrix: Path = typer.Argument(..., help="An (N, C) .npy of spatial means."),
-    store: str = StoreOpt,
-    layer: str = typer.Option(..., "--layer", "-l", help="Name of the layer to make (or add to the store)."),
-    paths: Path = typer.Option(..., help="A text file: one image path per line, N lines."),
-    labels: Optional[Path] = typer.Option(None, help="An (N,) .npy of integer labels."),
-    max_matrix: Optional[Path] = typer.Option(None, "--max", help="An (N, C) .npy of spatial maxima."),
-    classes: Optional[Path] = typer.Option(None, help="A text file of class names, one per line."),
-    root: Optional[str] = typer.Option(None, help="Dataset root the paths are relative to."),
-    shard_rows: Optional[int] = typer.Option(None, min=1, help="Rows per shard (default 65536, or the store's)."),
-    overwrite: bool = typer.Option(False, help="Remove the store first (every layer in it), then import."),
-):
-    """Make a store from a matrix computed elsewhere, so every query works on it."""
-    from .progress import bar
-
-    _lasting(store)
-    from .importing import import_matrix, invalid_rows, read_array, read_lines
-
-    data = read_array(matrix, mmap=True)
-    group = import_matrix(store, data, layer, read_lines(paths), labels and read_array(labels),
-                          read_lines(classes) if classes else (), root, shard_rows, overwrite,
-                          progress=lambda it: bar(it, unit="shard", desc=f"import {layer}"),
-                          max_matrix=max_matrix and read_array(max_matrix, mmap=True))
-    typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
-    invalid = invalid_rows(group)
-    if invalid:
-        typer.echo(f"warning: {invalid} of {data.shape[0]} rows are invalid (a value not finite, or past float32's range): "
-                   "queries leave them out", err=True)
+importlib.import_module(".cli_store", __package__)
 
 
 def _quiet_exit() -> None:
