@@ -20,6 +20,7 @@ import numpy as np
 from .classes import human_names
 from .errors import QueryError, StoreError, unknown_layer
 from .places import location
+from .settings import stored_setting
 from .store import images_whole, open_group
 
 
@@ -180,5 +181,5 @@ class Store:
                 "invalid_examples": [{"row": int(r), "path": p, "error": str(e)} for r, p, e in zip(
                     invalid.tolist(), self.paths(invalid), self.group["images/error"].get_coordinate_selection(invalid))],
                 "classes": len(self.classes), "dataset": self.attrs.get("dataset"),
-                "weights": self.weights, "precision": self.attrs.get("model", {}).get("precision"),
-                "preprocessing": self.attrs.get("preprocessing"), "layers": layers}
+                "weights": self.weights, "precision": (stored_setting(self.attrs, "model") or {}).get("precision"),
+                "preprocessing": stored_setting(self.attrs, "preprocessing"), "layers": layers}

@@ -166,7 +166,8 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     out = Path(out_dir).resolve()
     # No crops where the store has no peak (an imported layer) or each unit sees the whole image (a crop would
     # repeat it): the default builds a gallery of every store, as --no-crops did
-    crops = crops and "argmax" in layer.available and not covers_input(layer)
+    # nor where no receptive field is recorded (stores made before 2026-11-26 14:00 have peaks but none)
+    crops = crops and "argmax" in layer.available and "receptive_field" in layer.attrs and not covers_input(layer)
     layer.check_usable()  # before a folder is made
     outputs.folder(out)
     if not (out / MANIFEST).exists() and any((out / name).exists() for name in ("index.html", "style.css")):

@@ -43,7 +43,8 @@ class Tile:
 def _field(layer):
     field = layer.attrs.get("receptive_field")
     if not field:
-        raise QueryError(f"layer {layer.name} records no receptive field (an imported store); draw it without --crop")
+        raise QueryError(f"layer {layer.name} records no receptive field (an imported store, or one made before "
+                         "2026-11-26 14:00), which crops and heatmaps need: draw it without --crop and --heatmap")
     return from_dict(field)
 
 

@@ -8,7 +8,7 @@ imports no torch. Offers:
     create_store(path, meta, images, shard_rows, overwrite) -> zarr.Group
     open_group(path, mode)        open and validate an existing store
     images_whole(group)           whether a store's image arrays were all made
-    check_compatible(group, meta) refuse a store made with other settings
+    check_compatible(group, meta) refuse a store made with other settings (``pipeline.settings``)
     add_layer(group, name, channels, spatial_shape, layer_meta, stats=STATS) -> the layer group
     layer_whole(sub)              whether a layer's arrays and attributes were all made
     write_shard(group, layers, shard, blocks, valid, errors)
@@ -33,8 +33,9 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .errors import StoreError, StoreMismatchError
+from .errors import StoreError
 from .places import FORMAT_NAME, entries, only_lock, filesystem, is_store, is_url, rebuilding, unreachable
+from .settings import check_compatible
 from .writers import remove_store
 
 FORMAT_VERSION = 1
@@ -42,7 +43,6 @@ DEFAULT_SHARD_ROWS = 65536
 LOOKUP_ROWS = 1024  # chunk of images/path
 STATS = ("mean", "max", "argmax")
 # Fields of the root metadata that must match for a run to continue a store.
-COMPARED = ("dataset_fingerprint", "preprocessing", "model", "shard_rows")
 
 # Variable-length strings are not yet in the zarr v3 core spec; zarr says so
 # on every write. The format documents the choice, so the warning is noise.
@@ -170,73 +170,12 @@ def open_group(path, mode: str = "r"):
     return group
 
 
-def _describe(value) -> str:
-    text = repr(value)
-    return text if len(text) < 120 else text[:117] + "..."
-
-
-def _identity(value):
-    """What identifies a setting: a weights file's sha256 counts, not where it lies."""
-    if isinstance(value, dict) and isinstance(value.get("weights"), dict):
-        weights = {k: v for k, v in value["weights"].items() if k != "path"}
-        return dict(value, weights=weights)
-    return value
-
-
-def check_compatible(group, meta: dict, images: dict | None = None) -> None:
-    """Refuse, naming the field, when ``meta`` differs from the store's (and, for the dataset,
-    the files that differ, when this run's ``images`` are given)."""
-    stored = group.attrs
-    where = store_name(group)
-    for field in COMPARED:
-        if field not in meta:
-            continue
-        old, new = _identity(stored.get(field)), _identity(meta[field])
-        if old == new:
-            continue
-        if field == "dataset_fingerprint" and images is not None and images_whole(group):
-            raise StoreMismatchError(f"the images changed since store {where} was made: "
-                                     f"{_dataset_difference(group['images'], images)}; a store holds one fixed "
-                                     "set of files: pass --overwrite to rebuild it (every layer) or choose another --store")
-        name, old, new = _first_difference(field, old, new)
-        raise StoreMismatchError(
-            f"store {where} was made with {name}={_describe(old)}, "
-            f"this run has {name}={_describe(new)}; "
-            "pass --overwrite to rebuild it or choose another --store"
-        )
-
-
-def _dataset_difference(stored, images: dict) -> str:
-    """Which files were added, removed or changed (size or modification time), a few named."""
-    def listed(paths, sizes, mtimes):
-        return {str(p): (int(s), int(m)) for p, s, m in zip(paths, np.asarray(sizes).tolist(), np.asarray(mtimes).tolist())}
-
-    old = listed(stored["path"][:], stored["size"][:], stored["mtime_ns"][:])
-    new = listed(images["path"], images["size"], images["mtime_ns"])
-    parts = []
-    for what, names in (("added", sorted(new.keys() - old.keys())), ("removed", sorted(old.keys() - new.keys())),
-                        ("changed in size or modification time (a copy that does not keep times changes them)",
-                         sorted(p for p in old.keys() & new.keys() if old[p] != new[p]))):
-        if names:
-            parts.append(f"{len(names)} {what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
-    return "; ".join(parts) or "the same files in another order"
-
-
 def dataset_fingerprint(paths, sizes, mtimes) -> str:
     """sha256 over "path\\0size\\0mtime_ns\\n" of every image, in store order."""
     digest = hashlib.sha256()
     for p, s, m in zip(paths, np.asarray(sizes).tolist(), np.asarray(mtimes).tolist()):
         digest.update(f"{p}\0{s}\0{m}\n".encode())
     return digest.hexdigest()
-
-
-def _first_difference(name: str, old, new):
-    """The dotted name and values of the first setting that differs inside nested dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            if old.get(key) != new.get(key):
-                return _first_difference(f"{name}.{key}", old.get(key), new.get(key))
-    return name, old, new
 
 
 def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict, stats=STATS):

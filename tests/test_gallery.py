@@ -210,6 +210,25 @@ def test_images_are_drawn_here_where_worker_processes_cannot_start(small_store, 
         assert all((tmp_path / site / p).read_bytes() == (tmp_path / "pool" / p).read_bytes() for p in made)
 
 
+def test_a_store_older_than_its_receptive_fields_has_a_gallery_without_crops(small_store, tmp_path):
+    """Stores made before 2026-11-26 14:00 have peaks but no receptive_field: the gallery stopped, naming --crop."""
+    import shutil
+
+    import zarr
+
+    from pipeline.errors import QueryError
+
+    old = tmp_path / "old.zarr"
+    shutil.copytree(small_store, old)
+    sub = zarr.open_group(str(old), mode="r+")["mixed4a"]
+    sub.attrs.put({k: v for k, v in sub.attrs.asdict().items() if k != "receptive_field"})
+    layer = pipeline.open_store(old)["mixed4a"]
+    build_gallery(layer, tmp_path / "site", k=2, progress=False, workers=1)
+    assert not list((tmp_path / "site" / "img").glob("*_c*.jpg")) and (tmp_path / "site" / "index.html").exists()
+    with pytest.raises(QueryError, match="before 2026-11-26 14:00.*without --crop and --heatmap"):
+        layer.grid([0], k=2, crop=True)
+
+
 def test_a_rebuild_removes_only_what_a_build_wrote(small_store, tmp_path):
     out = tmp_path / "site"
     (out / "img").mkdir(parents=True)

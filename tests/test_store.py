@@ -91,6 +91,39 @@ def test_a_mismatch_names_the_setting_inside_a_dict(small_store):
         check_compatible(group, {"preprocessing": preprocessing})
 
 
+def test_a_store_from_before_decoder_and_precision_were_recorded_resumes(small_store, image_folder, tmp_path):
+    """Stores written before 2026-11-26 14:19 hold neither setting: they were PIL and fp32, and were
+    refused ("made with preprocessing.decoder=None"), leaving --overwrite as the only way on."""
+    import shutil
+
+    import pipeline
+    from pipeline.extract import extract
+
+    old = tmp_path / "old.zarr"
+    shutil.copytree(small_store, old)
+    group = zarr.open_group(str(old), mode="r+")
+    attrs = group.attrs.asdict()
+    attrs["preprocessing"].pop("decoder")
+    attrs["model"].pop("precision")
+    group.attrs.put(attrs)
+    group = open_group(old)
+    check_compatible(group, {"preprocessing": open_group(small_store).attrs["preprocessing"],
+                             "model": open_group(small_store).attrs["model"]})
+    with pytest.raises(StoreMismatchError, match="preprocessing.decoder='pil', this run has preprocessing.decoder='fast'"):
+        check_compatible(group, {"preprocessing": dict(open_group(small_store).attrs["preprocessing"], decoder="fast")})
+    summary = extract(image_folder, old, ["mixed4a"], weights="random", workers=0, progress=False)
+    assert summary.computed == 0  # finished: nothing to do, rather than a refusal
+    facts = pipeline.open_store(old).info()
+    assert facts["precision"] == "fp32" and facts["preprocessing"]["decoder"] == "pil"
+
+
+def test_an_imported_store_says_nothing_of_a_precision():
+    from pipeline.settings import stored_setting
+
+    assert "precision" not in stored_setting({"model": {"name": "x", "weights": {"kind": "imported"}}}, "model")
+    assert stored_setting({"preprocessing": None}, "preprocessing") is None
+
+
 def test_an_object_store_client_failure_is_one_sentence(tmp_path, monkeypatch):
     class NoCredentialsError(Exception):  # botocore's, as s3fs raises it without credentials
         pass
