@@ -3,8 +3,9 @@
 Offers:
     extract(data_dir, store, ...) -> Summary
 
-How the store is made, resumed or found finished is ``pipeline.opening``. The loop is separate from the math (``forward.py``: the network and ``reduce``)
-and from the shards (``shards.py``: batching and writing each shard exactly once).
+How the store is made, resumed or found finished is ``pipeline.opening``. The loop
+is separate from the math (``forward.py``: the network and ``reduce``) and from the
+shards (``shards.py``: batching and writing each shard exactly once).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .forward import forward_pass, reduce, to_host
 from .hardware import precision_note
 from .lanes import in_lanes, lanes_for, one_thread_each
 from .model import check_layers, cut, layer_shapes, load_model
-from .opening import finished_already, open_for_writing, pending_shards
+from .opening import finished_already, open_for_writing, pending_shards, root_meta
 from .progress import bar as progress_bar, say
 from .shards import ShardBatches, ShardWriter, mark_non_finite, rows_in
 
@@ -169,15 +170,16 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
     for note in (images.note, precision_note(precision, dev.type)):
         if note and ranks.leader:
             say(note)
+    meta = root_meta(images, weights_info, precision, decoder) if ranks.leader else None  # the leader's to check
     # Under torchrun the ranks go the locked way together: they would have to agree on this check too.
     if ranks.world == 1 and not overwrite and (group := finished_already(
-            store_path, images, weights_info, layers, shard_rows, precision, decoder)) is not None:
+            store_path, meta, images, layers, shard_rows)) is not None:
         return Summary(str(store_path), layers, len(images), 0, 0.0, [], places.store_bytes(store_path),
                        weights_info, True, int(np.count_nonzero(group["images"]["valid"][:])))
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
         group = ranks.writable_store(stack, store_path, lambda: open_for_writing(
-            store_path, images, weights_info, layers, shapes, model, traced, shard_rows, overwrite, precision, decoder))
+            store_path, meta, images, layers, shapes, model, traced, shard_rows, overwrite))
         shard_rows = group.attrs["shard_rows"]
         pending = pending_shards(group, layers)
         mine = ranks.mine(pending)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import StoreMismatchError
 
+# Fields of the root metadata that must match for a run to continue a store.
 COMPARED = ("dataset_fingerprint", "preprocessing", "model", "shard_rows")
 
 
@@ -27,8 +28,8 @@ IMPLIED = {"preprocessing": {"decoder": "pil"}, "model": {"precision": "fp32"}}
 
 
 def stored_setting(attrs, field: str):
-    """The store's ``field`` (root attribute; or a run's, alike), with what older stores imply but did not record;
-    an imported store's model says nothing of how it was computed, and keeps saying nothing."""
+    """The store's ``field`` (root attribute; or a run's, alike), with what older stores imply but
+    did not record; an imported store's model says nothing of how it was computed, and keeps saying nothing."""
     value = attrs.get(field)
     imported = isinstance(value, dict) and (value.get("weights") or {}).get("kind") == "imported"
     if isinstance(value, dict) and field in IMPLIED and not imported:

@@ -42,7 +42,6 @@ FORMAT_VERSION = 1
 DEFAULT_SHARD_ROWS = 65536
 LOOKUP_ROWS = 1024  # chunk of images/path
 STATS = ("mean", "max", "argmax")
-# Fields of the root metadata that must match for a run to continue a store.
 
 # Variable-length strings are not yet in the zarr v3 core spec; zarr says so
 # on every write. The format documents the choice, so the warning is noise.
