@@ -21,6 +21,7 @@ import typer
 
 from .errors import DatasetError, InputError, LayerError, PipelineError, first_line
 from .places import home_argument
+from .progress import say
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Dataset exemplars for every channel: phase one stores, phase two answers.")
@@ -56,10 +57,10 @@ def activations(
     if not summary.leader:
         return
     for path, error in summary.invalid[:20]:
-        typer.echo(f"invalid: {path}: {error}", err=True)
+        say(f"invalid: {path}: {error}")
     if len(summary.invalid) > 20:
-        typer.echo(f"invalid: ... and {len(summary.invalid) - 20} more (see images/error in the store)", err=True)
-    typer.echo(summary.line())
+        say(f"invalid: ... and {len(summary.invalid) - 20} more (see images/error in the store)")
+    _closing(summary.line())
     if summary.images and not summary.usable:  # also on a rerun, which computes nothing
         raise DatasetError(f"none of the {summary.images} images of {data_dir} could be decoded, so the store "
                            "has nothing to rank; fix or replace them, then rerun with --overwrite")
@@ -189,6 +190,15 @@ def similar(
 # lists the picture commands after the queries, then info and import.
 importlib.import_module(".cli_pictures", __package__)
 importlib.import_module(".cli_store", __package__)
+
+
+def _closing(line: str) -> None:
+    """Phase one's last line, on stdout. The store is complete by now: a reader that has gone
+    (``exemplars activations ... 2>&1 | head -1``) costs the line, not the run's exit status."""
+    try:
+        typer.echo(line)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush cannot fail again
 
 
 def _quiet_exit() -> None:

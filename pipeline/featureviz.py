@@ -3,6 +3,7 @@
 Offers:
     cached(layer, channel) -> uint8 (S, S, 3) or None      torch-free
     featureviz(store_path, layer, channel, size, steps, seed, redo, not_cached=None) -> uint8 (S, S, 3)
+    command(layer, channel) -> str   the command that caches a channel's picture, with the store's settings
     marked(picture, warning, title="") -> PIL image   the picture, centred, with a title and the store's warning under it
 
 The picture is optimised once, with the store's own weights, and kept in
@@ -26,6 +27,18 @@ def cached(layer, channel: int):
     if "featureviz_done" not in group or not bool(group["featureviz_done"][channel]):
         return None
     return np.asarray(group["featureviz"][channel])
+
+
+def _flags(settings: dict) -> str:
+    return " ".join(f"--{name} {settings[name]}" for name in ("size", "steps", "seed") if name in settings)
+
+
+def command(layer, channel: int) -> str:
+    """``exemplars featureviz ...`` for ``channel``, with the settings the layer's pictures
+    were cached with: the defaults' command would be refused on such a store."""
+    settings = layer.attrs.get("featureviz")
+    flags = f" {_flags(settings)}" if settings else ""
+    return f"exemplars featureviz --store {layer.store.path} --layer {layer.name} -c {channel}{flags}"
 
 
 def _optimise(store, layer: str, channel: int, size: int, steps: int, seed: int) -> np.ndarray:
@@ -68,8 +81,8 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     settings = {"size": size, "steps": steps, "seed": seed, "method": "lucent.optvis.render.render_vis, param.image"}
     stored = target.attrs.get("featureviz")
     if stored and stored != settings and not redo:
-        raise QueryError(f"this store caches feature visualisations made with {stored}; ask for the same "
-                         "settings, or pass --redo to replace them")
+        raise QueryError(f"this store caches feature visualisations made with {_flags(stored)}; ask for the "
+                         "same settings, or pass --redo to replace every cached picture")
     picture = None if redo else cached(target, channel)
     if picture is not None:
         return picture

@@ -174,7 +174,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
     ``featureviz`` puts each channel's cached feature visualisation first in its row.
     ``shown``, a list, receives (path, "" or why it could not be read) for each image drawn.
     """
-    from .featureviz import cached
+    from .featureviz import cached, command
     from .render import grid_figure
 
     channels = parse_channels(channels, layer.channels)
@@ -203,8 +203,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
                 picture = cached(layer, channel)
                 ideal = Image.fromarray(picture).resize((TILE, TILE)) if picture is not None else None
                 drawn.insert(0, Tile(ideal, "feature viz", note="" if ideal is not None else
-                                     f"not cached: exemplars featureviz --store {layer.store.path} "
-                                     f"--layer {layer.name} -c {channel}"))
+                                     f"not cached: {command(layer, channel)}"))
             rows.append((label, drawn))
     what = "receptive-field crops around the peak" if crop else "whole images"
     top_n = min(k, int(layer.usable.sum()))  # a store of 200 images shows 200, whatever k asked

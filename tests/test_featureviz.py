@@ -203,3 +203,26 @@ def test_the_seed_seeds_the_optimisation(store_copy):
         assert (np.random.get_state()[1] == before).all()  # and the caller's draws go on undisturbed
     np.testing.assert_array_equal(pictures[0], pictures[1])
     assert not np.array_equal(pictures[0], pictures[2])
+
+
+def test_the_not_cached_hint_is_a_command_the_store_accepts(store_copy, monkeypatch):
+    import shlex
+
+    import pipeline.featureviz as fv
+
+    monkeypatch.setattr(fv, "_optimise", lambda store, layer, channel, size, *a: np.full((size, size, 3), 5, np.uint8))
+    featureviz(store_copy, "mixed4a", 1, size=16, steps=3, seed=2)
+    layer = pipeline.open_store(store_copy)["mixed4a"]
+    hint = fv.command(layer, 4)
+    assert hint.endswith("-c 4 --size 16 --steps 3 --seed 2")
+    assert featureviz(store_copy, "mixed4a", **_options(shlex.split(hint))).shape == (16, 16, 3)  # not refused
+    with pytest.raises(QueryError, match=r"made with --size 16 --steps 3 --seed 2; ask for the same settings"):
+        featureviz(store_copy, "mixed4a", 4, size=16, steps=4)
+    said = " ".join(layer.grid([7], k=2, featureviz=True).axes[0].texts[0].get_text().split())
+    assert said.replace(" ", "").endswith("-c7--size16--steps3--seed2")
+
+
+def _options(argv: list[str]) -> dict:
+    """The keyword arguments an ``exemplars featureviz`` command line stands for."""
+    names = {"-c": "channel", "--size": "size", "--steps": "steps", "--seed": "seed"}
+    return {names[flag]: int(value) for flag, value in zip(argv, argv[1:]) if flag in names}

@@ -58,6 +58,13 @@ def test_site_files(site):
     top = page.split("<h2>Top")[1].split("<h2>")[0]
     assert top.count('<div class="pair">') == 4  # each image and its crop wrap together
     assert "/<wbr>" in top  # paths break after a slash, not inside a name
+    alts = re.findall(r'<img src="../img/(\d+)(_c\d+)?\.jpg" alt="([^"]*)"', top)
+    assert len(alts) == 8  # a name a screen reader can say: the file's (its caption's), and what a crop is
+    for row, crop, alt in alts:
+        alt = html.unescape(alt)
+        name = alt.split(":")[0] if crop else alt.split(", ")[0]
+        assert f"/<wbr>{html.escape(name)}<br>" in top, alt
+        assert alt.endswith("the receptive field at the channel's peak") if crop else ", " in alt
 
 
 def test_a_constant_channel_says_its_top_images_are_no_exemplars(site, hostile_store):
@@ -70,6 +77,10 @@ def test_a_constant_channel_says_its_top_images_are_no_exemplars(site, hostile_s
     assert "no distribution to draw" in page and "<svg" not in page
     varied = (out / "channels" / f"{varying:04d}.html").read_text()
     assert "not exemplars" not in varied and "log scale" in varied
+    index = (out / "index.html").read_text()
+    card = {c: re.search(rf'href="channels/{c:04d}\.html"[^>]*>(.*?)</a>', index).group(1) for c in (constant, varying)}
+    assert "constant: 0 on every image" in card[constant] and "<img" not in card[constant]
+    assert card[varying].count("<img") + card[varying].count('class="gone"') == 4 and "constant" not in card[varying]
     layer = pipeline.open_store(hostile_store[0])["mixed4a"]
     tied = next(c for c in range(layer.channels) if table["std"][c] > 0
                 and any(" tie at " in n for n in layer.topk(c, k=2, bottom=True).notes))
@@ -114,7 +125,8 @@ def test_pages_give_each_answers_own_notes(tmp_path):
     band_notes = store["three"].samples(0, per_band=4).notes
     assert band_notes and all(f"{html.escape(note)}." in page for note in band_notes)
     index = (tmp_path / "g3" / "index.html").read_text()
-    assert index.count('class="gone"') == 3 * 3 and "could not be read" in index  # no images: grey, and said
+    assert index.count('class="gone"') == 2 * 3 and "could not be read" in index  # no images: grey, and said
+    assert index.count("constant: 0 on every image") == 1  # channel 2's card: no arbitrary first rows
     build_gallery(store["two"], tmp_path / "g2", k=3, crops=False, progress=False)
     page = (tmp_path / "g2" / "channels" / "0000.html").read_text()
     assert "none: every other channel is constant over the dataset" in page
@@ -178,6 +190,11 @@ def test_pages_load_in_a_real_browser(site):
         shown = driver.execute_script("return document.body.innerText")
         assert "missing image" in shown and gone in shown
         driver.save_screenshot(str(out / "screenshot.png"))
+        driver.set_window_size(390, 844)  # a phone: nothing may need sideways scrolling
+        for page in (out / "index.html", out / "channels" / "0001.html"):
+            driver.get(page.as_uri())
+            wide = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert wide[0] <= wide[1], f"{page.name} is {wide[0]} px wide in a {wide[1]} px window"
     finally:
         driver.quit()
 
@@ -305,16 +322,20 @@ def test_a_folder_with_someone_elses_site_is_refused(small_store, tmp_path):
 def test_every_link_leads_to_the_channel_it_names(site):
     out, _, _ = site
     index = (out / "index.html").read_text()
-    cards = re.findall(r'<a class="card" href="channels/(\d+)\.html">(\d+)<br>', index)
+    cards = re.findall(r'<a class="card" href="channels/(\d+)\.html" aria-label="channel (\d+)">\2<br>', index)
     assert len(cards) == 508 and all(int(href) == int(text) for href, text in cards)
-    for c in (0, 1, 507):
+    checked = 0
+    for c in (0, 1, 2, 3, 507):
         page = (out / "channels" / f"{c:04d}.html").read_text()
         nav = page.split("<p>", 1)[1].split("</p>", 1)[0]
         assert re.findall(r'href="(\d+)\.html">(?:← )?(\d+)', nav) == [
             (f"{n:04d}", str(n)) for n in (c - 1, c + 1) if 0 <= n < 508]
         near = page.split("<h2>Most correlated channels</h2><p>")[1].split("</p>")[0]
-        linked = re.findall(r'<a href="(\d+)\.html">(\d+)</a>', near)
-        assert all(int(href) == int(text) != c for href, text in linked)
+        linked = re.findall(r'<a href="(\d+)\.html">(\d+)</a> \(r = (-?[\d.]+)\)', near)
+        assert near.startswith("none: the channel is constant") or (near.startswith("Pearson r of") and linked), near
+        checked += bool(linked)
+        assert all(int(href) == int(text) != c for href, text, _ in linked)
+    assert checked >= 2
 
 
 def test_dataset_text_is_escaped_wherever_it_is_shown(site):

@@ -150,6 +150,6 @@ def test_phase_one_finishes_when_its_stderr_reader_exits(tmp_path):
     assert proc.stderr.read(1)  # the bar has started
     proc.stderr.close()
     proc.stdout.close()
-    proc.wait(timeout=300)
+    assert proc.wait(timeout=300) == 0  # a batch job reads the exit status: the run succeeded
     group = zarr.open_group(str(store), mode="r")
     assert group["mixed4a/done"][:].all() and group["mixed4a"].attrs["complete"] is True
