@@ -58,7 +58,7 @@ def featureviz(
     channel: int = typer.Option(..., "--channel", "-c", help="Channel to visualise."),
     size: int = typer.Option(128, min=16, help="Side of the optimised image in pixels."),
     steps: int = typer.Option(128, min=1, help="Optimisation steps."),
-    seed: int = typer.Option(0, min=0, help="Seed of the starting image."),
+    seed: int = typer.Option(0, min=0, help="Seed of the starting image and of lucent's jitter, scale and rotation."),
     redo: bool = typer.Option(False, help="Optimise again and replace the cached picture "
                               "(with other settings: every cached picture)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save it as a PNG."),

@@ -76,12 +76,13 @@ def _is_image(name: str) -> bool:
     return _visible(name) and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _walk(top: str) -> list[str]:
-    """Image files under ``top`` as POSIX paths relative to it, following links to folders, each
-    real folder once (a link back up the tree would otherwise repeat every image, or never end)."""
-    found, seen = [], set()
+def _walk(top: str, start: str | None = None) -> list[str]:
+    """Image files under ``start`` (default ``top``) as POSIX paths relative to ``top``, following
+    links to folders, each real folder once, and never ``top`` again (a link back up the tree
+    would otherwise repeat every image, or never end)."""
+    found, seen = [], {os.path.realpath(top)} if start else set()
     cut = len(top.rstrip(os.sep)) + 1  # os.walk's folders all start with ``top``: cut as text, not pathlib
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(start or top, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
@@ -115,9 +116,12 @@ def scan(root: str | os.PathLike) -> ImageList:
     subdirs = [e.name for e in entries if e.is_dir() and _visible(e.name)]
     layout = "imagefolder" if subdirs and not top_images else "flat"
     # pathlib's relative_to took two thirds of a 1.28M-file listing (README, "start-up")
-    rel = sorted(_walk(root))
-    if layout == "imagefolder":  # what lies beside the class folders (a dangling link) is no class
-        rel = [p for p in rel if "/" in p]
+    if layout == "imagefolder":
+        # Each class folder is walked on its own, as ImageFolder does: a link inside one class to
+        # another class's folder lists those images under both classes, and takes none from the other.
+        rel = sorted(p for name in subdirs for p in _walk(root, os.path.join(root, name)))
+    else:
+        rel = sorted(_walk(root))
     if not rel:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     _check_names(rel, root)
@@ -139,7 +143,7 @@ def scan(root: str | os.PathLike) -> ImageList:
         if not rel:
             raise DatasetError(f"no images under {root}: {len(special)} files named like images are not "
                                f"regular files (FIFOs, sockets or devices), e.g. {special[0]}")
-    notes = [_mixed_note(root, top_images, rel)]
+    notes = [_mixed_note(root, top_images, rel), _hidden_note(root, entries, layout)]
     if special:
         notes.append(f"warning: {len(special)} files named like images are not regular files (FIFOs, sockets "
                      f"or devices) and were left out: {', '.join(special[:3])}{', ...' if len(special) > 3 else ''}")
@@ -159,6 +163,20 @@ def _mixed_note(root: str, top_images, rel: list[str]) -> str:
     return (f"warning: {root} holds {len(top_images)} image(s) directly ({shown}) beside subfolders of "
             f"{nested} images, so it is read as a flat folder, without labels; to use the subfolders as "
             "classes, move those images into them or out of the folder")
+
+
+def _hidden_note(root: str, entries, layout: str) -> str:
+    """A warning where hidden class folders hold images (.ipynb_checkpoints, say): they are left
+    out, while ImageFolder makes them classes and numbers every later class one higher."""
+    if layout != "imagefolder":
+        return ""
+    hidden = [e.name for e in entries if e.is_dir() and not _visible(e.name)
+              and any(name.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(e.path) for name in files)]
+    if not hidden:
+        return ""
+    return (f"warning: hidden folder(s) {', '.join(hidden[:3])}{', ...' if len(hidden) > 3 else ''} in {root} "
+            "hold images and are left out; torchvision's ImageFolder would count them as classes, so its "
+            "class numbers (the notebook's labels) would differ from these")
 
 
 def _stat(path: str) -> tuple[int, int] | None:

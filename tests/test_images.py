@@ -136,13 +136,41 @@ def test_a_dangling_link_is_an_invalid_row_not_a_crash(tmp_path):
     assert not ok and "No such file" in error
 
 
-def test_a_link_back_up_the_tree_lists_each_image_once(tmp_path):
+def test_a_link_back_up_the_tree_repeats_nothing(tmp_path):
     _touch_image(tmp_path / "cat" / "a.jpg")
     _touch_image(tmp_path / "dog" / "b.jpg")
-    os.symlink("..", tmp_path / "cat" / "up")  # would repeat every image, level after level
-    os.symlink("../cat", tmp_path / "dog" / "cats")
+    os.symlink("..", tmp_path / "cat" / "up")  # would repeat every image, level after level (ImageFolder hangs)
+    os.symlink(".", tmp_path / "dog" / "here")
     images = scan(tmp_path)
-    assert images.paths == ["cat/a.jpg", "dog/b.jpg"] and images.classes == ["cat", "dog"]
+    assert images.paths == ["cat/a.jpg", "dog/b.jpg"] and images.labels.tolist() == [0, 1]
+
+
+def _imagefolder(root):
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(str(root))
+    return [(os.path.relpath(path, root).replace(os.sep, "/"), label) for path, label in folder.samples]
+
+
+def test_links_between_class_folders_list_what_imagefolder_lists(tmp_path):
+    """A link in one class to another class's folder, and a class folder that is a link to another:
+    the notebook's ImageFolder lists the images under each class that reaches them."""
+    for rel in ["a/a1.jpg", "c/c1.jpg", "d/d1.jpg"]:
+        _touch_image(tmp_path / rel)
+    os.symlink("../c", tmp_path / "a" / "sub")  # walked first: c must keep its own image and label
+    os.symlink("a", tmp_path / "b")
+    images = scan(tmp_path)
+    assert list(zip(images.paths, images.labels.tolist())) == sorted(_imagefolder(tmp_path))
+    assert images.classes == ["a", "b", "c", "d"] and ("c/c1.jpg", 2) in _imagefolder(tmp_path)
+
+
+def test_hidden_class_folders_with_images_are_left_out_and_said(tmp_path):
+    for rel in ["cat/1.jpg", "dog/2.jpg", ".ipynb_checkpoints/3.jpg"]:
+        _touch_image(tmp_path / rel)
+    (tmp_path / ".git").mkdir()
+    images = scan(tmp_path)
+    assert images.classes == ["cat", "dog"]
+    assert ".ipynb_checkpoints" in images.note and "class numbers" in images.note and ".git" not in images.note
 
 
 def test_a_dangling_link_beside_the_class_folders_is_no_class(tmp_path):
