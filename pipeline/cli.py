@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -21,7 +22,7 @@ import typer
 
 from .errors import DatasetError, InputError, LayerError, PipelineError, first_line
 from .places import home_argument
-from .progress import say
+from .progress import interrupted_said, say
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Dataset exemplars for every channel: phase one stores, phase two answers.")
@@ -201,6 +202,12 @@ def _closing(line: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush cannot fail again
 
 
+def _on_sigterm(signum, frame) -> None:
+    """A batch scheduler's stop (SIGTERM, before its SIGKILL) ends the run as Ctrl-C does: the lock
+    released, finished shards kept, and said, instead of a silent death."""
+    raise KeyboardInterrupt
+
+
 def _quiet_exit() -> None:
     """Leave out what Python reports at exit about work cut short: an object store's failed
     requests, or zarr's writes stopped by Ctrl-C, leave coroutines and tasks that it would
@@ -228,6 +235,8 @@ def main() -> None:
         typer.echo(f"error: exemplars needs UTF-8 file names and this locale's are "
                    f"{sys.getfilesystemencoding()}; set PYTHONUTF8=1 (or LC_ALL=C.UTF-8) and run it again", err=True)
         sys.exit(2)
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # under torchrun the launcher stops its ranks itself
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         # Not standalone: click's own mistakes (a missing option, "abc" for a number) come
         # here and are said in one sentence too, instead of a framed usage box.
@@ -265,5 +274,7 @@ def main() -> None:
         _quiet_exit()
         sys.exit(130)
     if isinstance(code, int) and code:  # typer turns Ctrl-C into exit 130 itself
+        if code == 130 and not interrupted_said():  # before phase one's first shard, or in any other command
+            typer.echo("interrupted", err=True)
         _quiet_exit()
         sys.exit(code)

@@ -4,6 +4,7 @@ Offers:
     LOG_INTERVAL                    seconds between a bar's lines where stderr is not a terminal
     bar(iterable=None, **kwargs)    a tqdm bar on stderr; in a file or a pipe, one plain line per update
     say(text)                       a line on stderr
+    interrupted_said() -> bool      whether a line has said where a run was interrupted
 Both keep going when stderr's reader has gone (``exemplars activations ... 2>&1 | head``):
 the output is cosmetic, the run is not, so a closed pipe ends the output, never the work.
 """
@@ -91,6 +92,15 @@ def bar(iterable=None, **kwargs):
     return tqdm(iterable, file=_Stderr(lines=not terminal), **kwargs)
 
 
+_interrupted = False  # a line has said where a run was interrupted: the command line's "interrupted" would repeat it
+
+
 def say(text: str) -> None:
     """``text`` and a newline on stderr, flushed."""
+    global _interrupted
+    _interrupted = _interrupted or text.lstrip().startswith("interrupted")
     _guarded(lambda: (sys.stderr.write(text + "\n"), sys.stderr.flush()))
+
+
+def interrupted_said() -> bool:
+    return _interrupted

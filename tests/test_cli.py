@@ -117,6 +117,8 @@ def _info_raising(error: BaseException, tmp_path, monkeypatch, capsys) -> tuple[
     import pipeline.query as query
 
     def failing(self):
+        if callable(error):
+            return error(self)
         raise error
 
     np.save(tmp_path / "m.npy", np.ones((2, 2), dtype=np.float32))
@@ -133,6 +135,33 @@ def test_an_end_of_file_inside_a_command_is_no_interruption(tmp_path, monkeypatc
     """click turns an EOFError into the Abort of Ctrl-D; here it is said as what it is."""
     code, err = _info_raising(EOFError("truncated"), tmp_path, monkeypatch, capsys)
     assert code == 1 and "a file ended before its data did (truncated)" in err
+
+
+def test_ctrl_c_anywhere_says_interrupted(tmp_path, monkeypatch, capsys):
+    """Before phase one's first shard (scanning, loading the model) or in any other command,
+    Ctrl-C ended with exit 130 and nothing on stderr."""
+    code, err = _info_raising(KeyboardInterrupt(), tmp_path, monkeypatch, capsys)
+    assert code == 130 and err.strip() == "interrupted"
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """A batch scheduler's SIGTERM killed the process silently, before its lock or a line was left."""
+    import os
+    import signal
+    import time
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    try:
+        def terminated(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises in this sleep
+            raise AssertionError("SIGTERM was not handled")
+
+        code, err = _info_raising(terminated, tmp_path, monkeypatch, capsys)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130 and err.strip() == "interrupted"
 
 
 def test_a_home_folder_written_after_an_equals_sign_is_the_home_folder(small_store, tmp_path, monkeypatch):
