@@ -23,6 +23,7 @@ import typer
 from .errors import DatasetError, InputError, LayerError, PipelineError, first_line
 from .places import home_argument
 from .progress import interrupted_said, say
+from .results import printable
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Dataset exemplars for every channel: phase one stores, phase two answers.")
@@ -58,7 +59,7 @@ def activations(
     if not summary.leader:
         return
     for path, error in summary.invalid[:20]:
-        say(f"invalid: {path}: {error}")
+        say(printable(f"invalid: {path}: {error}"))
     if len(summary.invalid) > 20:
         say(f"invalid: ... and {len(summary.invalid) - 20} more (see images/error in the store)")
     _closing(summary.line())
@@ -73,8 +74,11 @@ def layers(weights: str = typer.Option("random", help="Weights to probe with (sh
     from .model import layer_shapes, load_model
 
     model, _ = load_model(weights)
-    for name, (c, h, w) in layer_shapes(model).items():
-        typer.echo(f"{name:40s} {c:6d}  {h}x{w}")
+    shapes = layer_shapes(model)
+    typer.echo(f"{'layer':40s} {'channels':>8s}  spatial")
+    for name, (c, h, w) in shapes.items():
+        what = {"softmax2_pre_activation_matmul": "  (the logits)", "softmax2": "  (their softmax)"}.get(name, "")
+        typer.echo(f"{name:40s} {c:8d}  {h}x{w}{what}")
 
 
 DEFAULT_LAYER = "mixed4a"

@@ -53,8 +53,12 @@ def _pairs(facts) -> str:
     """A metadata dict as ``key: value; key: value`` (a dict's repr is for programmers)."""
     if not isinstance(facts, dict):
         return str(facts)
-    return "; ".join(f"{key}: {'(' + _pairs(value) + ')' if isinstance(value, dict) else value}"
+    return "; ".join(f"{key}: {'(' + _pairs(value) + ')' if isinstance(value, dict) else _value(value)}"
                      for key, value in facts.items())
+
+
+def _value(value) -> str:
+    return "not recorded" if value is None else str(value)  # an imported store's root: not "None"
 
 
 @app.command("import")

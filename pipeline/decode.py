@@ -58,6 +58,8 @@ class FastDataset(ImageDataset):
         if path.lower().endswith(JPEG):
             try:
                 data = read_file(path)
+                if _over_pil_limit(data):
+                    return super().__getitem__(i)  # PIL refuses it, in its own words, as in the notebook
                 if not self.keep_encoded:
                     return i, _resize_crop(decode_jpeg(data, mode=ImageReadMode.RGB)), True, ""
                 if nvjpeg_takes(data):
@@ -80,13 +82,30 @@ def nvjpeg_takes(data) -> bool:
     (FF D8) coded by Huffman, of 3 components of 8 bits. CMYK (4) needs a flag torchvision never sets;
     grey (1) goes to PIL too, which decodes it as the notebook does; ImageNet has a PNG and
     CMYK JPEGs named .JPEG. Only the headers are read, up to the frame's."""
+    frame = _frame(data)
+    return frame is not None and frame[0] in _SOF_TAKEN and frame[1] == 8 and frame[4] == 3
+
+
+def _over_pil_limit(data) -> bool:
+    """Whether PIL would refuse the JPEG as a decompression bomb (its error, above twice
+    ``MAX_IMAGE_PIXELS``): such an image is an invalid row in the notebook, so PIL must say so
+    here too; torchvision's decoder has no limit."""
+    from PIL import Image
+
+    frame = _frame(data)
+    limit = Image.MAX_IMAGE_PIXELS
+    return frame is not None and limit is not None and frame[2] * frame[3] > 2 * limit
+
+
+def _frame(data) -> tuple[int, int, int, int, int] | None:
+    """A JPEG's frame header: (marker, bits, height, width, components); None where there is none."""
     view = memoryview(data.numpy()) if hasattr(data, "numpy") else memoryview(data)
     if len(view) < 4 or view[0] != 0xFF or view[1] != 0xD8:
-        return False
+        return None
     pos = 2
     while pos + 4 <= len(view):
         if view[pos] != 0xFF:
-            return False
+            return None
         marker = view[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -94,12 +113,15 @@ def nvjpeg_takes(data) -> bool:
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
-        if marker in _SOF_TAKEN:  # 8-bit samples (nvJPEG takes no 12-bit ones), 3 components
-            return pos + 9 < len(view) and view[pos + 4] == 8 and view[pos + 9] == 3
-        if marker in _SOF_OTHER or marker == 0xDA:  # another coding, or a scan before any frame
-            return False
+        if marker in _SOF_TAKEN or marker in _SOF_OTHER:
+            if pos + 9 >= len(view):
+                return None
+            return (marker, view[pos + 4], view[pos + 5] << 8 | view[pos + 6], view[pos + 7] << 8 | view[pos + 8],
+                    view[pos + 9])
+        if marker == 0xDA:  # a scan before any frame
+            return None
         pos += 2 + (view[pos + 2] << 8 | view[pos + 3])
-    return False
+    return None
 
 
 def make_dataset(root, paths, decoder: str, threads: int = 1):

@@ -9,6 +9,7 @@ Offers:
     load_rgb(source) -> PIL.Image  the notebook's loader (ImageFolder's pil_loader); a path or a binary file
     notebook_transform()         Resize(256), CenterCrop(224), PILToTensor: uint8
     notebook_image(source, transform=None) -> (uint8 image, "" or the error: the image is then zeros)
+    error_text(exc) -> str       a decoding error as the store keeps it
     to_model_input(batch)        uint8 -> x * 255 - 117 after ToTensor's division, bit for bit
     ImageDataset                 a torch Dataset of uint8 crops, never raising on bad files;
                                  with ``threads`` > 1 a batch's files decode in parallel threads
@@ -24,6 +25,7 @@ is the sorted relative POSIX path, whatever order the file system lists.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -161,7 +163,7 @@ def _mixed_note(root: str, top_images, rel: list[str]) -> str:
         return ""
     shown = ", ".join(e.name for e in top_images[:3]) + (", ..." if len(top_images) > 3 else "")
     return (f"warning: {root} holds {len(top_images)} image(s) directly ({shown}) beside subfolders of "
-            f"{nested} images, so it is read as a flat folder, without labels; to use the subfolders as "
+            f"{nested} image{'s' * (nested != 1)}, so it is read as a flat folder, without labels; to use the subfolders as "
             "classes, move those images into them or out of the folder")
 
 
@@ -226,7 +228,16 @@ def notebook_image(source, transform=None):
         return (transform or notebook_transform())(load_rgb(source)), ""
     except Exception as exc:  # any decoder failure marks the row invalid
         size = PREPROCESSING["center_crop"]
-        return torch.zeros(3, size, size, dtype=torch.uint8), f"{exc.__class__.__name__}: {exc}".strip()
+        return torch.zeros(3, size, size, dtype=torch.uint8), error_text(exc)
+
+
+def error_text(exc: BaseException) -> str:
+    """A decoding error as the store keeps it: its class and message, without the repr of
+    PIL's open file (which spells out the whole absolute path again), and never empty."""
+    message = re.sub(r"<_io\.\w+ name=(['\"])(.*?)\1>", lambda m: repr(os.path.basename(m.group(2))), str(exc))
+    if not message and isinstance(exc, MemoryError):
+        message = "not enough memory to decode it"
+    return f"{exc.__class__.__name__}: {message}".strip()
 
 
 def to_model_input(batch_uint8):

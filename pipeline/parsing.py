@@ -53,7 +53,8 @@ def parse_bands(spec) -> list[tuple[str, float | None]]:
         except (ValueError, ZeroDivisionError):
             raise QueryError(f"unknown band {part!r}; use percentages such as 0.1%,1%,10% or 'zeros'") from None
         if not previous < fraction <= 1:
-            raise QueryError(f"band {part!r} must be above {float(previous * 100):g}% and at most 100%")
+            order = " (bands go from the top down, each wider than the one before)" if previous else ""
+            raise QueryError(f"band {part!r} must be above {float(previous * 100):g}% and at most 100%{order}")
         label = f"top {part if part.endswith('%') else part + '%'}"
         if previous:
             label = f"top {float(previous * 100):g}-{float(fraction * 100):g}%"

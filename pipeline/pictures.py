@@ -194,7 +194,9 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
             heats = [channel_maps(layer, results.rows, channel) for _, results in queries]
             # One colour scale for a channel's rows: the bottom row's faint maps stay faint.
             scale = heat_scale(*heats)
-            queries[0] = (f"{queries[0][0]}\nheat 0-{scale:.3g}", queries[0][1])
+            positive = any(h is not None and np.isfinite(h).any() and np.nanmax(h) > 0 for h in heats)
+            heat = f"heat 0-{scale:.3g}" if positive else "heat: 0 everywhere"  # not a made-up 0-1 scale
+            queries[0] = (f"{queries[0][0]}\n{heat}", queries[0][1])
         for (label, results), heat in zip(queries, heats):
             drawn = tiles(layer, results, crop=crop, heat=heat, scale=scale)
             if shown is not None:

@@ -167,7 +167,7 @@ class Layer(Analysis):
                                 by, rows, values[rows], channel=int(channel), k=k, column=values)
         if diverse and len(rows) < min(k, int(self.usable.sum())):
             rules = [f"{skipped['class']} over {per_class} a class (a larger --per-class allows more)"
-                     if skipped.get("class") else "", f"{skipped['duplicate']} near-duplicates of an image shown"
+                     if skipped.get("class") else "", f"{skipped['duplicate']} near-duplicate{'s' * (skipped['duplicate'] != 1)} of an image shown"
                      if skipped.get("duplicate") else ""]
             results.add_note(f"only {len(rows)} image{'s' * (len(rows) != 1)} pass{'es' * (len(rows) == 1)} the "
                              f"diversity rules; left out: {', '.join(filter(None, rules))}")

@@ -47,7 +47,7 @@ def histogram(counts, edges, quantiles: dict, title: str, warning: str = "", con
     """Log counts with the quantiles' lines; ``constant``: the one value of a channel that has no
     distribution, said in words (its single bar stood on a made-up axis under four equal lines)."""
     plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    figure, ax = plt.subplots(figsize=(8, 4), dpi=110)
     if constant is not None:
         ax.axis("off")
         ax.text(0.5, 0.5, f"every image has the value {constant:.7g}: no distribution to draw",
@@ -64,7 +64,7 @@ def histogram(counts, edges, quantiles: dict, title: str, warning: str = "", con
     ax.set_xlabel("activation")
     ax.set_ylabel("images (log)")
     ax.set_title(title)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside: lines cross the plot
     _warn(figure, warning)
     figure.tight_layout(rect=(0, 0.03 if warning else 0, 1, 1))
     return figure

@@ -5,6 +5,7 @@ Offers:
                ``ranks`` (the place in the list, or for samples in the channel); ``==`` by contents;
                ``to_list()`` -> list of dicts, ``to_dict()`` for ``--json``,
                ``__repr__`` a text table, ``_repr_html_`` an HTML table
+    printable(text) -> str       control characters (a newline in a file name) as escapes
     columns(text) -> int          terminal columns of a text (CJK two a character)
     pad(text, width, left) -> str  padded to that many columns
 """
@@ -117,7 +118,7 @@ class Results:
         rows = []
         for item in self.to_list():
             row = {"rank": str(item["rank"]), "activation": f"{item['activation']:.4f}",
-                   "path": item["path"], "class": item["class"]}
+                   "path": printable(item["path"]), "class": printable(item["class"])}
             if "peak" in item:
                 row["peak (y, x)"] = "no peak" if item["peak"] is None else f"({item['peak'][0]}, {item['peak'][1]})"
             if "band" in item:
@@ -126,7 +127,7 @@ class Results:
         return names, rows
 
     def title(self) -> str:
-        return f"{self.layer} {self.query}, by spatial {self.by}"
+        return printable(f"{self.layer} {self.query}, by spatial {self.by}")
 
     def __repr__(self) -> str:
         names, rows = self._columns()
@@ -144,6 +145,13 @@ class Results:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         note = "".join(f"<p><b>{html.escape(n)}</b></p>" for n in self.notes)
         return f"<p>{html.escape(self.title())}</p>{note}<table><tr>{head}</tr>{body}</table>"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\n``): a file name holding a newline
+    would otherwise split its row of a table in two."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
+                   for ch in text)
 
 
 def columns(text: str) -> int:

@@ -11,7 +11,8 @@ from conftest import run_cli
 def test_layers_lists_every_layer_with_channels():
     proc = run_cli("layers")
     lines = proc.stdout.splitlines()
-    assert len(lines) > 100
+    assert len(lines) > 100 and lines[0].split() == ["layer", "channels", "spatial"]
+    assert [line.split()[0] for line in lines if line.endswith("(the logits)")] == ["softmax2_pre_activation_matmul"]
     row = next(line.split() for line in lines if line.split()[0] == "mixed4a")
     assert row[1:] == ["508", "14x14"]
 

@@ -186,6 +186,24 @@ def test_the_fast_decoder_is_pils_crop_within_a_few_levels(mixed_folder):
     assert fast[2][2] is False and fast[2][3].startswith("OSError")  # the broken c.jpg stays invalid
 
 
+@pytest.mark.parametrize("decoder", ["fast", "gpu"])
+def test_an_image_over_pils_pixel_limit_is_invalid_with_every_decoder(mixed_folder, monkeypatch, decoder):
+    """decode_jpeg has no limit: a 196-megapixel JPEG was a valid row under ``fast`` and an invalid one
+    in the notebook (PIL's DecompressionBombError). Here the limit is lowered to below a.jpg's size."""
+    from PIL import Image
+
+    from pipeline.decode import _frame
+    from pipeline.images import ImageDataset
+
+    root, paths = mixed_folder
+    assert _frame((root / "a.jpg").read_bytes())[2:] == (375, 500, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 375 * 500 // 2 - 1)
+    _, _, ok, error = make_dataset(str(root), paths, decoder)[0]
+    assert not ok and error.startswith("DecompressionBombError") and (ok, error) == ImageDataset(str(root), paths)[0][2:]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 375 * 500 // 2)  # at the limit: decoded
+    assert make_dataset(str(root), paths, decoder)[0][2] is True
+
+
 def test_workers_that_shared_memory_cannot_hold_are_refused_with_the_fixes():
     from pipeline.decode import check_shared_memory
     from pipeline.errors import InputError

@@ -212,3 +212,12 @@ def test_the_displayed_image_is_the_crop_the_model_saw(tmp_path, size):
     notebook = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.PILToTensor()])
     expected = notebook(Image.open(tmp_path / "x.png").convert("RGB"))
     assert error == "" and torch.equal(transforms.PILToTensor()(mine), expected)
+
+
+def test_a_stored_error_names_no_file_object_and_is_never_empty(tmp_path):
+    from pipeline.images import error_text, notebook_image
+
+    (tmp_path / "x.jpg").write_text("not an image")
+    _, error = notebook_image(str(tmp_path / "x.jpg"))
+    assert error == "UnidentifiedImageError: cannot identify image file 'x.jpg'", error
+    assert error_text(MemoryError()) == "MemoryError: not enough memory to decode it"

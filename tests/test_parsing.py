@@ -28,7 +28,8 @@ def test_bands_are_exact_fractions_with_readable_labels():
                      ("top 1-7%", Fraction(7, 100)), ("zeros", None)]
     for text, fragment in [("1/3%", "unknown band"), ("nan", "unknown band"), ("5%,5%", "must be above 5%"),
                            ("101%", "at most 100%"), ("", "no bands given"), ("1e9999999%", "at most 100%"),
-                           ("1e-9999999%", "must be above 0%"), ("50%,zeros,zero", "zeros band is given twice")]:
+                           ("1e-9999999%", "must be above 0%"), ("50%,zeros,zero", "zeros band is given twice"),
+                           ("50%,10%", r"above 50% and at most 100% \(bands go from the top down")]:
         with pytest.raises(QueryError, match=fragment):
             parse_bands(text)
 

@@ -233,6 +233,14 @@ def test_a_channels_rows_share_one_heat_scale(small_store, monkeypatch):
     assert pictures.heat_scale(None, np.zeros((2, 2))) == 1.0  # nothing to scale by: no division by 0
 
 
+def test_a_channel_without_heat_says_so_rather_than_a_made_up_scale(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    table = layer.stats()
+    silent = int(np.flatnonzero((table["max"] == 0) & (table["std"] == 0))[0])
+    label = np.array(layer.grid([silent], k=2, heatmap=True).axes)[0].get_ylabel()
+    assert label.endswith("\nheat: 0 everywhere") and "0-1" not in label
+
+
 def test_each_crop_is_its_own_images_field_at_its_peak_y_then_x(small_store):
     layer = pipeline.open_store(small_store)["mixed4a"]
     results = layer.topk(5, k=3, by="max")

@@ -55,3 +55,11 @@ def test_the_text_table_lines_up_wide_and_combining_characters():
     assert columns(unicodedata.normalize("NFD", "한국어")) == columns("한국어") == 6
     assert columns("ที่นี่") == 2 and columns("हिंदी") == 4 and columns("a\u200bb\ufeff") == 2
     assert all(line == line.rstrip() for line in table.splitlines())
+
+
+def test_a_newline_in_a_name_keeps_its_row_on_one_line():
+    results = _results(paths=["a\nb.jpg", "c\td.jpg"], classes=["x\ry", "bee"], query="similar to a\nb.jpg")
+    lines = repr(results).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("l similar to a\\nb.jpg")
+    assert "a\\nb.jpg" in lines[2] and "x\\ry" in lines[2] and "c\\td.jpg" in lines[3]
+    assert results.to_list()[0]["path"] == "a\nb.jpg"  # the data itself (--json) keeps the name as it is
