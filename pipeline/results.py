@@ -109,15 +109,21 @@ class Results:
             head["query"] = self.query
         return dict(head, results=self.to_list())
 
+    @property
+    def measure(self) -> str:
+        """What ``activations`` hold, as the text table heads the column (JSON keeps "activation")."""
+        return next((name for start, name in (("direction", "projection"), ("similar", "cosine"))
+                     if self.query.startswith(start)), "activation")
+
     def _columns(self):
-        names = ["rank", "activation", "path", "class"]
+        names = ["rank", self.measure, "path", "class"]
         if self.peaks is not None:
             names.append("peak (y, x)")
         if self.bands is not None:
             names.insert(1, "band")
         rows = []
         for item in self.to_list():
-            row = {"rank": str(item["rank"]), "activation": f"{item['activation']:.4f}",
+            row = {"rank": str(item["rank"]), self.measure: f"{item['activation']:.4f}",
                    "path": printable(item["path"]), "class": printable(item["class"])}
             if "peak" in item:
                 row["peak (y, x)"] = "no peak" if item["peak"] is None else f"({item['peak'][0]}, {item['peak'][1]})"

@@ -63,3 +63,10 @@ def test_a_newline_in_a_name_keeps_its_row_on_one_line():
     assert len(lines) == 4 and lines[0].startswith("l similar to a\\nb.jpg")
     assert "a\\nb.jpg" in lines[2] and "x\\ry" in lines[2] and "c\\td.jpg" in lines[3]
     assert results.to_list()[0]["path"] == "a\nb.jpg"  # the data itself (--json) keeps the name as it is
+
+
+def test_the_table_heads_what_the_numbers_are():
+    heads = {query: repr(_results(query=query, channel=None)).splitlines()[1].split()[1]
+             for query in ("channel 1 (top 2)", "direction 1:0.5,2:0.5 (top 2)", "similar to a.jpg (row 3)")}
+    assert list(heads.values()) == ["activation", "projection", "cosine"]
+    assert all("activation" in item for item in _results(query="similar to a.jpg (row 3)"))  # JSON's key stays
