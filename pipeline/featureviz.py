@@ -139,6 +139,17 @@ def _cache(store_path, target, channel: int, picture, settings: dict, stored) ->
     return ""
 
 
+def _font():
+    """matplotlib's DejaVu Sans (PIL's default bitmap font ran "channel 97" together at this size)."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 11)
+    except OSError:
+        return ImageFont.load_default()
+
+
 def marked(picture: np.ndarray, warning: str, title: str = ""):
     """The picture as a PIL image, pixel for pixel, centred above ``title`` (e.g. "mixed4a channel 97")
     and ``warning`` (random weights) in red; the bare picture when there is neither."""
@@ -148,13 +159,13 @@ def marked(picture: np.ndarray, warning: str, title: str = ""):
     lines = [(text, colour) for text, colour in ((title, (0, 0, 0)), (warning.split(":")[0], (176, 0, 32))) if text]
     if not lines:
         return image
-    draw = ImageDraw.Draw(image)
-    boxes = [draw.textbbox((0, 0), text) for text, _ in lines]
+    draw, font = ImageDraw.Draw(image), _font()
+    boxes = [draw.textbbox((0, 0), text, font=font) for text, _ in lines]
     width = max(image.width, *(right + 6 for _, _, right, _ in boxes))
     out = Image.new("RGB", (width, image.height + sum(bottom + 4 for *_, bottom in boxes)), (255, 255, 255))
     out.paste(image, ((width - image.width) // 2, 0))
     y, canvas = image.height + 2, ImageDraw.Draw(out)
     for (text, colour), (_, _, right, bottom) in zip(lines, boxes):
-        canvas.text(((width - right) // 2, y), text, fill=colour)
+        canvas.text(((width - right) // 2, y), text, fill=colour, font=font)
         y += bottom + 4
     return out
