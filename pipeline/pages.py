@@ -33,7 +33,7 @@ a{color:#1f5fa8;text-decoration:none} h1{font-size:1.4em} h2{font-size:1.1em;mar
  text-align:center;font-size:10px;border:1px solid #ccc}
 .card{display:inline-block;margin:4px;padding:4px;background:#fff;border:1px solid #ddd;vertical-align:top}
 .card img,.card .gone{width:48px;height:48px;margin:1px} .card .gone{display:inline-block;background:#ddd}
-.card .flat{display:inline-block;width:250px;height:48px;margin:1px;color:#777;font-size:11px;line-height:48px;text-align:center}
+.card .flat{display:inline-block;height:48px;margin:1px;color:#777;font-size:11px;line-height:48px;text-align:center}
 table{border-collapse:collapse} td,th{padding:2px 8px;text-align:right} th{font-weight:normal;color:#444}
 svg{max-width:100%;height:auto}
 """
@@ -211,6 +211,7 @@ class Site:
 
     def write_index(self) -> None:
         layer = self.layer
+        shown = max(1, min(5, max(len(top) for top, *_ in self.per_channel.values())))  # thumbnails a card
         sections = []
         for name, (lo, hi) in self.groups.items():
             cards = []
@@ -221,13 +222,14 @@ class Site:
                                  f'<img src="img/{thumb_name(r)}" alt="" loading="lazy">'
                                  for r in top.rows[:5].tolist())
                 if not self.table["std"][c] > 0:  # every image ties: its first rows are no exemplars
-                    thumbs = f'<span class="flat">constant: {_number(self.table["max"][c])} on every image</span>'
+                    thumbs = (f'<span class="flat" style="width:{50 * shown}px">constant: '
+                              f'{_number(self.table["max"][c])} on every image</span>')
                 cards.append(f'<a class="card" href="channels/{page_name(c)}" aria-label="channel {c}">{c}<br>{thumbs}</a>')
             sections.append(f"<h2>{esc(name)} ({lo}-{hi - 1})</h2>{''.join(cards)}")
         gone = (f'<p class="note">{len(self.missing)} of the images shown could not be read: grey here, '
                 'and named on the channel pages.</p>' if self.missing else "")
         body = (f"<h1>{esc(layer.name)}: {layer.channels} channels, {int(layer.usable.sum())} images</h1>"
-                '<p class="note">Each card is a channel with its top 5 images by spatial mean; '
+                f'<p class="note">Each card is a channel with its top {shown} images by spatial mean; '
                 f"a channel with the same value on every image says so instead.</p>{gone}"
                 + "".join(sections))
         (self.out / "index.html").write_text(self._page(f"{layer.name} gallery", body, ""), encoding="utf-8")
