@@ -23,7 +23,6 @@ import typer
 from .errors import DatasetError, InputError, LayerError, PipelineError, first_line
 from .places import home_argument
 from .progress import interrupted_said, say
-from .results import printable
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Dataset exemplars for every channel: phase one stores, phase two answers.")
@@ -58,6 +57,8 @@ def activations(
                       precision=precision, compile=compile, decoder=decoder, lanes=lanes)
     if not summary.leader:
         return
+    from .results import printable
+
     for path, error in summary.invalid[:20]:
         say(printable(f"invalid: {path}: {error}"))
     if len(summary.invalid) > 20:
