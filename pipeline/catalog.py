@@ -2,7 +2,7 @@
 
 Offers:
     Store(path, cache_paths=True, root=None)   open read-only; ``store[layer]`` -> ``query.Layer``
-    Store.paths(rows), .labels(rows), .row_of(image), .check_rows(rows), .info(), .layers, .classes,
+    Store.paths(rows), .recorded(rows), .labels(rows), .row_of(image), .check_rows(rows), .info(), .layers, .classes,
     .root, .weights; ``layer in store``, ``for name in store``, ``len(store)``, keys/values/items/get
 
 Read-only and torch-free, like every query.
@@ -136,6 +136,31 @@ class Store:
         if self.cache_paths or "all_paths" in self.__dict__:
             return [str(p) for p in self.all_paths[rows]]
         return [str(p) for p in self.group["images/path"].get_coordinate_selection(rows)]
+
+    @cached_property
+    def all_stats(self) -> np.ndarray:
+        """Every row's (size, mtime_ns) as phase one found its file, read once per session."""
+        return np.stack([self.group["images/size"][:], self.group["images/mtime_ns"][:]], axis=1)
+
+    def recorded(self, rows) -> list:
+        """Each row's (size, mtime_ns) as phase one found its file, for ``images.changed``: None where
+        nothing was recorded (an imported store's zeros), the mtime None where the images are read
+        from another folder than the recorded root. A dataset moved with ``mv`` or ``cp -p`` keeps
+        its times, but one copied without them (``cp -r``, a sync without times) has every mtime
+        new: comparing them would blank every picture. A copy keeps every size, and a replaced file
+        almost never has its original's size to the byte, so there the size alone is compared."""
+        rows = self.check_rows(rows)
+        if rows.size == 0:
+            return []
+        if self.cache_paths or "all_stats" in self.__dict__:
+            stats = self.all_stats[rows]
+        else:
+            stats = np.stack([self.group[f"images/{name}"].get_coordinate_selection(rows)
+                              for name in ("size", "mtime_ns")], axis=1)
+        given = self.attrs.get("dataset", {}).get("root")
+        moved = self._root is not None and (not given or os.path.realpath(self._root) != os.path.realpath(given))
+        return [None if size == 0 and mtime == 0 else (size, None if moved else mtime)
+                for size, mtime in stats.tolist()]
 
     @cached_property
     def all_labels(self) -> np.ndarray:

@@ -46,9 +46,8 @@ def grid(
     typer.echo(f"wrote {out}")
     from .pictures import missing_warning
 
-    warning = missing_warning(shown, target.store.root, given=root is not None)
-    if warning:
-        typer.echo(f"warning: {warning}", err=True)
+    for line in missing_warning(shown, target.store.root, given=root is not None).splitlines():
+        typer.echo(f"warning: {line}", err=True)
 
 
 @app.command()
@@ -103,8 +102,8 @@ def gallery(
     target.check_k(k)
     summary = build_gallery(target, out, k=k, crops=crops)
     typer.echo(summary.line())
-    if summary.missing:
-        typer.echo(f"warning: {summary.missing_line(target.store.root, given=root is not None)}", err=True)
+    for line in summary.missing_line(target.store.root, given=root is not None).splitlines():
+        typer.echo(f"warning: {line}", err=True)
 
 
 @app.command()

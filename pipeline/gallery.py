@@ -10,7 +10,8 @@ bottom-k, quantile-band samples, histogram, most correlated channels, top
 classes, the feature visualisation when cached), ``img/`` (thumbnails and
 crops). Every image is decoded once per build, in worker processes (in this
 one where they cannot start: a read-only /dev/shm), and a later build of the
-same store reuses what it finds. All text from the dataset
+same store reuses what it finds whose source file has the size and modification
+time it was drawn from (the manifest keeps them). All text from the dataset
 is escaped; every file written is named by numbers inside ``out_dir``.
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 from . import outputs, pages
 from .pages import IMAGE_FILE, PAGE_FILE, crop_name, thumb_name, viz_name
 from .hardware import usable_cores
-from .images import display_image
+from .images import CHANGED, differs, display_image, file_stat
 from .pictures import covers_input, crop_box, crop_field
 from .progress import say
 
@@ -47,28 +48,37 @@ class Summary:
     seconds: float
     missing: int = 0  # images that could not be read this time (shown as placeholders)
     example: str = ""  # one of them, with why
+    changed: int = 0  # images changed since the store was made (placeholders too)
+    changed_example: str = ""  # one of their paths
 
     def line(self) -> str:
         unread = f", {self.missing} of them unreadable" if self.missing else ""
+        unread += f", {self.changed} changed since the store was made" if self.changed else ""
         return (f"gallery of {self.channels} channels at {self.out}/index.html: {self.images} images "
                 f"({self.decoded} decoded this time{unread}) in {self.seconds:.1f} s")
 
     def missing_line(self, root, given: bool = False) -> str:
-        from .pictures import missing_line
+        """The warnings, a line each: images that could not be read, images changed since ("" if none)."""
+        from .pictures import changed_line, missing_line
 
-        return missing_line(self.missing, self.images, self.example, root, given=given)
+        return "\n".join(filter(None, [
+            missing_line(self.missing, self.images, self.example, root, given=given) if self.missing else "",
+            changed_line(self.changed, self.images, self.changed_example) if self.changed else ""]))
 
 
 def _render_images(job):
-    """Decode one image once; write its thumbnail and every crop asked of it."""
-    root, path, row, boxes, folder = job
-    image, error = display_image(root, path)
+    """Decode one image once; write its thumbnail and every crop asked of it. Returns the row, the
+    error or "", and the (size, mtime_ns) the pictures were drawn from, taken before the decoding:
+    a file replaced meanwhile is drawn again by the next build."""
+    root, path, row, boxes, folder, recorded = job
+    source = file_stat(os.path.join(root, path)) if root else None
+    image, error = display_image(root, path, recorded)
     if image is None:
-        return row, error
+        return row, error, None
     _save_jpeg(image.resize((THUMB, THUMB), resample=2), os.path.join(folder, thumb_name(row)))
     for channel, box in boxes:
         _save_jpeg(crop_field(image, box).resize((CROP, CROP), resample=3), os.path.join(folder, crop_name(row, channel)))
-    return row, ""
+    return row, "", source
 
 
 def _save_jpeg(image, path: str) -> None:
@@ -91,11 +101,22 @@ def _identity(layer) -> dict:
             "pictures": PICTURES}
 
 
-def _reusable(out: Path, identity: dict) -> bool:
+def _drawn_from(out: Path, identity: dict) -> dict | None:
+    """The manifest's {row: [size, mtime_ns]} of the files its pictures were drawn from, None where
+    the last build was of another store, layer or drawing (nothing of it is reused). A manifest
+    written before the sources were kept gives {}: each picture is drawn once more."""
     try:
-        return json.loads((out / MANIFEST).read_text()) == identity
-    except (OSError, ValueError):
-        return False
+        found = json.loads((out / MANIFEST).read_text())
+        sources = found.pop("sources", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sources if found == identity and isinstance(sources, dict) else None
+
+
+def _forget(folder: Path, row: int, boxes) -> None:
+    """Remove the pictures of ``row``: they came from another file than the one there now."""
+    for name in (thumb_name(row), *(crop_name(row, c) for c, _ in boxes)):
+        (folder / name).unlink(missing_ok=True)
 
 
 def _queries(layer, k: int, crops: bool):
@@ -176,24 +197,38 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     for folder in (out / "img", out / "channels"):
         outputs.folder(folder)
     identity = _identity(layer)
-    if not _reusable(out, identity):
+    drawn = _drawn_from(out, identity)
+    if drawn is None:
+        drawn = {}
         for old in (out / "img").iterdir():
             if IMAGE_FILE.fullmatch(old.name):
                 old.unlink()
     per_channel, needs = _queries(layer, k, crops)
-    jobs = []
-    for row, path in zip(sorted(needs), layer.store.paths(sorted(needs))):
-        boxes = [(c, box) for c, box in needs[row] if not (out / "img" / crop_name(row, c)).exists()]
-        if boxes or not (out / "img" / thumb_name(row)).exists():  # made once, reused by later builds
-            jobs.append((layer.store.root, path, row, boxes, str(out / "img")))
+    jobs, sources, root, folder = [], {}, layer.store.root, out / "img"
+    rows = sorted(needs)
+    for row, path, recorded in zip(rows, layer.store.paths(rows), layer.store.recorded(rows)):
+        source = file_stat(os.path.join(root, path)) if root else None  # a stat an image: no hashing
+        # A file replaced, restored with `cp -p` or gone since its pictures were drawn: the dataset
+        # fingerprint sees none of that. Pictures drawn under another --root (sizes alone compared)
+        # are checked against the store again.
+        if source is not None and drawn.get(str(row)) == list(source) and not differs(source, recorded):
+            sources[str(row)] = list(source)
+        else:
+            _forget(folder, row, needs[row])
+        boxes = [(c, box) for c, box in needs[row] if not (folder / crop_name(row, c)).exists()]
+        if boxes or not (folder / thumb_name(row)).exists():  # made once, reused by later builds
+            jobs.append((root, path, row, boxes, str(folder), recorded))
     missing, paths = {}, dict(zip((job[2] for job in jobs), (job[1] for job in jobs)))
     pool = _pool(workers or usable_cores())
     with pool or contextlib.nullcontext():
         results = pool.map(_render_images, jobs, chunksize=16) if pool else map(_render_images, jobs)
-        for row, error in bar(results, total=len(jobs), desc="images", unit="img", disable=not progress):
+        for row, error, source in bar(results, total=len(jobs), desc="images", unit="img", disable=not progress):
             if error:
                 missing[row] = error
-    (out / MANIFEST).write_text(json.dumps(identity), encoding="utf-8")
+                sources.pop(str(row), None)
+            else:
+                sources[str(row)] = list(source) if source else None
+    (out / MANIFEST).write_text(json.dumps({**identity, "sources": sources}), encoding="utf-8")
     _remove_unused(out / "img", needs, _write_featureviz(layer, out / "img"))
     table, corr, near, chosen = _statistics(layer)
     site = pages.Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)
@@ -203,6 +238,8 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
         if (page := PAGE_FILE.fullmatch(old.name)) and int(page[1]) >= layer.channels:
             old.unlink()
     site.write_index()
-    example = next((f"{paths[row]}: {error}" for row, error in missing.items()), "")
+    changed = [row for row, error in missing.items() if error.startswith(CHANGED)]
+    unread = [row for row in missing if row not in set(changed)]
+    example = next((f"{paths[row]}: {missing[row]}" for row in unread), "")
     return Summary(str(out), layer.channels, len(needs), len(jobs), time.perf_counter() - started,
-                   len(missing), example)
+                   len(unread), example, len(changed), paths[changed[0]] if changed else "")

@@ -12,6 +12,8 @@ other phase-two paths never do.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .errors import WeightsError
@@ -53,7 +55,7 @@ def channel_maps(layer, rows, channel: int) -> np.ndarray:
     weights_spec(layer.store)  # refused before torch's import
     import torch
 
-    from .images import ImageDataset, to_model_input
+    from .images import ImageDataset, changed, to_model_input
     from .model import cut
 
     store = layer.store
@@ -68,7 +70,9 @@ def channel_maps(layer, rows, channel: int) -> np.ndarray:
         maps = net(to_model_input(batch))[layer.name][:, channel]
     # (k, H, W) whatever the layer: the logits come out of their matmul as (k,), a 1x1 map each
     maps = maps.float().numpy().reshape(len(rows), *layer.spatial_shape)
-    for i, item in enumerate(items):
-        if not item[2]:
-            maps[i] = np.nan  # the file is gone or broken now: no map to show
+    for i, (item, path, recorded) in enumerate(zip(items, data.paths, store.recorded(rows))):
+        # the file is gone or broken now, or replaced since phase one (its map would be another
+        # image's, and could set the channel's colour scale): no map to show
+        if not item[2] or changed(os.path.join(store.root, path), recorded):
+            maps[i] = np.nan
     return maps

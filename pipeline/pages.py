@@ -16,6 +16,7 @@ import re
 
 import numpy as np
 
+from .images import unshown
 from .render import distinct
 from .selectivity import share_text
 from .stats import branches
@@ -129,7 +130,8 @@ class Site:
 
     def _image(self, row: int, name: str, caption: str, alt: str) -> str:
         if row in self.missing:
-            return (f'<div class="tile"><div class="missing">missing image<br>{esc(self.missing[row])}</div>'
+            return (f'<div class="tile"><div class="missing">{unshown(self.missing[row])} image<br>'
+                    f'{esc(self.missing[row])}</div>'
                     f'{caption}</div>')
         return f'<div class="tile"><img src="../img/{name}" alt="{esc(alt)}" loading="lazy">{caption}</div>'
 
@@ -218,7 +220,7 @@ class Site:
             for c in range(lo, hi):
                 top = self.per_channel[c][0]
                 # Decorative: the link says which channel; its page names the images.
-                thumbs = "".join('<span class="gone" title="missing image"></span>' if r in self.missing else
+                thumbs = "".join(f'<span class="gone" title="{unshown(self.missing[r])} image"></span>' if r in self.missing else
                                  f'<img src="img/{thumb_name(r)}" alt="" loading="lazy">'
                                  for r in top.rows[:5].tolist())
                 if not self.table["std"][c] > 0:  # every image ties: its first rows are no exemplars
@@ -226,8 +228,8 @@ class Site:
                               f'{_number(self.table["max"][c])} on every image</span>')
                 cards.append(f'<a class="card" href="channels/{page_name(c)}" aria-label="channel {c}">{c}<br>{thumbs}</a>')
             sections.append(f"<h2>{esc(name)} ({lo}-{hi - 1})</h2>{''.join(cards)}")
-        gone = (f'<p class="note">{len(self.missing)} of the images shown could not be read: grey here, '
-                'and named on the channel pages.</p>' if self.missing else "")
+        gone = (f'<p class="note">{len(self.missing)} of the images shown could not be read or changed since the '
+                'store was made: grey here, and named on the channel pages.</p>' if self.missing else "")
         body = (f"<h1>{esc(layer.name)}: {layer.channels} channels, {int(layer.usable.sum())} images</h1>"
                 f'<p class="note">Each card is a channel with its top {shown} images by spatial mean; '
                 f"a channel with the same value on every image says so instead.</p>{gone}"

@@ -10,7 +10,9 @@ Offers:
     tiles(layer, results, crop, heat, scale) -> list[Tile]   heat: (k, H, W) maps, or None
     grid(layer, channels, k, by, crop, heatmap, bottom, samples, ..., shown=None) -> matplotlib Figure
     missing_line(missing, shown, example, root, fix, given) -> the warning for images that could not be read
-    missing_warning(shown, root, fix, given) -> that warning for ``grid``'s ``shown`` list ("" if none)
+    changed_line(changed, shown, example) -> the warning for images changed since the store was made
+    missing_warning(shown, root, fix, given) -> those warnings for ``grid``'s ``shown`` list, a line
+                                           each ("" if none)
 
 Torch is imported only for ``heatmap=True`` (through ``pipeline.heatmap``).
 """
@@ -24,7 +26,7 @@ from PIL import Image
 
 from .errors import QueryError
 from .geometry import from_dict
-from .images import display_image
+from .images import CHANGED, display_image
 from .parsing import parse_channels
 
 TILE = 224  # the network's input side: a whole image is drawn at its own resolution
@@ -123,9 +125,10 @@ def tiles(layer, results, crop: bool = False, heat: np.ndarray | None = None, sc
     peaks = layer.crop_peaks(results.rows, results.channel) if crop else None
     scale = scale or heat_scale(heat)
     field = _field(layer) if heat is not None else None
+    recorded = store.recorded(results.rows)  # a replaced file would stand beside another image's activation
     for i, item in enumerate(results.to_list()):
         caption = f"{item['activation']:.3g}" + (f"  {item['band']}" if "band" in item else "")
-        image, error = display_image(store.root, item["path"])
+        image, error = display_image(store.root, item["path"], recorded[i])
         if image is not None and heat is not None:
             image = overlay(image, heat[i], scale, field)
         if image is not None and crop and peaks[i] is None:
@@ -159,11 +162,22 @@ def missing_line(missing: int, shown: int, example: str, root, fix: str = "pass 
     return f"{missing} of {shown} images could not be read (e.g. {example}); {where}"
 
 
+def changed_line(changed: int, shown: int, example: str) -> str:
+    """What to say when ``changed`` of ``shown`` images are no longer the files phase one measured."""
+    return (f"{changed} of {shown} images changed since the store was made (size or modification time; e.g. "
+            f"{example}): they are shown as placeholders; to measure them again, rerun `exemplars activations` "
+            "with --overwrite (or another --store)")
+
+
 def missing_warning(shown: list, root, fix: str = "pass --root {folder}", given: bool = False) -> str:
-    """The warning for ``grid``'s ``shown`` (path, error) pairs, an image in several rows counted once."""
+    """The warnings for ``grid``'s ``shown`` (path, error) pairs, an image in several rows counted
+    once: one line for images that could not be read, one for those changed since."""
     images = dict(shown)
-    missing = [error for error in images.values() if error]
-    return missing_line(len(missing), len(images), missing[0], root, fix, given) if missing else ""
+    changed = [path for path, error in images.items() if error.startswith(f"{path}: {CHANGED}")]
+    missing = [error for path, error in images.items() if error and path not in set(changed)]
+    lines = [missing_line(len(missing), len(images), missing[0], root, fix, given) if missing else "",
+             changed_line(len(changed), len(images), changed[0]) if changed else ""]
+    return "\n".join(filter(None, lines))
 
 
 def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, heatmap: bool = False,

@@ -179,8 +179,11 @@ def _placeholder(ax, error: str) -> None:
     import os
     import textwrap
 
+    from .images import unshown
+
     path, _, why = error.rpartition(": ")
-    _grey(ax, ["missing", *textwrap.wrap(os.path.basename(path) or error, 22)[:2], *textwrap.wrap(why, 22)[:3]])
+    # "missing", "changed" or "unreadable": a file that is there but cannot be decoded is no missing one
+    _grey(ax, [unshown(why), *textwrap.wrap(os.path.basename(path) or error, 22)[:2], *textwrap.wrap(why, 22)[:3]])
 
 
 def _message(ax, text: str) -> None:

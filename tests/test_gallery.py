@@ -408,3 +408,36 @@ def test_an_image_cut_short_by_a_full_disk_is_not_left_for_the_next_build(tmp_pa
     with pytest.raises(OSError):
         _save_jpeg(image, str(tmp_path / "2.jpg"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.jpg"]  # later builds reuse what exists
+
+
+def test_a_replaced_file_is_a_placeholder_and_its_restored_original_drawn_again(tmp_path):
+    """The dataset fingerprint is the store's, not the files' of today: each thumbnail keeps the
+    size and time of the file it was drawn from, so a replaced or restored file is drawn again."""
+    from PIL import Image
+
+    data = make_folder(tmp_path / "data", classes=("cat", "dog"), per_class=3, seed=3)
+    store = tmp_path / "s.zarr"
+    extract(data, store, weights="random", workers=0, shard_rows=8, progress=False)
+    layer = pipeline.open_store(store)["mixed4a"]
+    row, path = int(layer.topk(0, k=1).rows[0]), layer.topk(0, k=1).paths[0]
+    thumb = tmp_path / "site" / "img" / f"{row}.jpg"
+    first = build_gallery(layer, tmp_path / "site", k=3, progress=False, workers=1)
+    drawn = thumb.read_bytes()
+    shutil.copy2(data / path, tmp_path / "original")
+    Image.new("RGB", (300, 260), (255, 0, 0)).save(data / path)  # replaced by a red square
+    second = build_gallery(layer, tmp_path / "site", k=3, progress=False, workers=1)
+    assert (second.changed, second.missing, second.changed_example) == (1, 0, path)
+    assert "1 changed since the store was made" in second.line()
+    assert second.missing_line(layer.store.root).startswith(f"1 of {second.images} images changed since the store")
+    assert not thumb.exists()  # neither the new picture nor the old one stands for the stored activation
+    page = (tmp_path / "site" / "channels" / "0000.html").read_text()
+    assert "changed image<br>changed since the store was made" in page
+    assert 'title="changed image"' in (tmp_path / "site" / "index.html").read_text()
+
+    shutil.copy2(tmp_path / "original", data / path)  # the original back, with its time (cp -p)
+    third = build_gallery(layer, tmp_path / "site", k=3, progress=False, workers=1)
+    assert (third.changed, third.decoded, third.missing_line(layer.store.root)) == (0, 1, "")
+    assert thumb.read_bytes() == drawn
+    again = build_gallery(layer, tmp_path / "site", k=3, progress=False, workers=1)
+    assert again.decoded == 0 and first.decoded == first.images  # unchanged files: reused
+

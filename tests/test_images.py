@@ -221,3 +221,27 @@ def test_a_stored_error_names_no_file_object_and_is_never_empty(tmp_path):
     _, error = notebook_image(str(tmp_path / "x.jpg"))
     assert error == "UnidentifiedImageError: cannot identify image file 'x.jpg'", error
     assert error_text(MemoryError()) == "MemoryError: not enough memory to decode it"
+
+
+def test_a_file_replaced_since_it_was_measured_is_told_by_its_size_or_time(tmp_path):
+    from pipeline.images import CHANGED, changed, display_image, unshown
+
+    path = tmp_path / "a.png"
+    _touch_image(path)
+    st = os.stat(path)
+    recorded = (st.st_size, st.st_mtime_ns)
+    assert changed(str(path), recorded) == "" and display_image(str(tmp_path), "a.png", recorded)[1] == ""
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: same bytes, another time
+    assert changed(str(path), recorded).startswith(CHANGED)
+    assert changed(str(path), (st.st_size, None)) == ""  # times not compared (another --root): the size is
+    assert changed(str(path), None) == ""  # nothing recorded (an imported store)
+    Image.new("RGB", (30, 30), (255, 0, 0)).save(path)  # replaced by a red square
+    image, error = display_image(str(tmp_path), "a.png", recorded)
+    assert image is None and error.startswith(CHANGED) and unshown(error) == "changed"
+    assert changed(str(path), (st.st_size, None)).startswith(CHANGED)  # another size, whatever the times
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert changed(str(tmp_path / "gone.png"), recorded) == ""  # a missing file is said by opening it
+    assert unshown(display_image(str(tmp_path), "gone.png", recorded)[1]) == "missing"
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    image, error = display_image(str(tmp_path), "bad.png")
+    assert image is None and unshown(error) == "unreadable"  # there, but cannot be decoded: no "missing"

@@ -286,7 +286,7 @@ def test_shown_pairs_each_path_with_its_own_error(small_store, monkeypatch):
     real = pictures.display_image
     gone = top.paths[0]
     monkeypatch.setattr(pictures, "display_image",
-                        lambda root, path: (None, "gone") if path == gone else real(root, path))
+                        lambda root, path, *recorded: (None, "gone") if path == gone else real(root, path))
     shown = []
     layer.grid([3], k=3, shown=shown)
     assert shown == [(gone, f"{gone}: gone"), (top.paths[1], ""), (top.paths[2], "")]
@@ -300,3 +300,71 @@ def test_the_feature_visualisation_leads_only_the_top_row(small_store):
     said = " ".join(axes[0][0].texts[0].get_text().split())  # not cached: the whole command, wrapped
     assert said.replace(" ", "") == f"notcached:exemplarsfeatureviz--store{small_store}--layermixed4a-c2".replace(" ", "")
     assert "missing" not in said
+
+
+@pytest.fixture
+def replaced(tmp_path):
+    """A store of 6 images whose channel 0's top image is then replaced by a red square (another size)."""
+    from conftest import make_folder
+    from pipeline.extract import extract
+
+    data = make_folder(tmp_path / "data", classes=("cat", "dog"), per_class=3, seed=3)
+    store = tmp_path / "s.zarr"
+    extract(data, store, weights="random", workers=0, shard_rows=8, progress=False)
+    top = pipeline.open_store(store)["mixed4a"].topk(0, k=3)
+    shutil.copy2(data / top.paths[0], tmp_path / "original")
+    Image.new("RGB", (300, 260), (255, 0, 0)).save(data / top.paths[0])
+    return store, data, top
+
+
+def test_a_file_replaced_after_phase_one_is_a_placeholder_not_the_new_picture(replaced, tmp_path):
+    from pipeline.heatmap import channel_maps
+
+    store, data, top = replaced
+    layer = pipeline.open_store(store)["mixed4a"]
+    for crop in (False, True):
+        drawn = tiles(layer, top, crop=crop)
+        assert drawn[0].image is None and "changed since the store was made" in drawn[0].error
+        assert drawn[1].image is not None and drawn[2].image is not None
+    maps = channel_maps(layer, top.rows, 0)  # its map would be the red square's, and could set the scale
+    assert np.isnan(maps[0]).all() and np.isfinite(maps[1:]).all()
+    with pytest.warns(UserWarning, match=r"1 of 3 images changed since the store was made \(size or modification "
+                      r"time; e\.g\. " + top.paths[0]):
+        figure = layer.grid([0], k=3, heatmap=True)
+    assert figure.axes[0].texts[0].get_text().startswith("changed\n")
+    said = run_cli("grid", "--store", store, "--channels", "0", "-k", "3", "--crop", "-o", tmp_path / "g.png").stderr
+    assert "warning: 1 of 3 images changed since the store was made" in said and "rerun `exemplars activations`" in said
+    assert "could not be read" not in said
+
+    shutil.copy2(tmp_path / "original", data / top.paths[0])  # the original back, with its time
+    assert all(t.image is not None for t in tiles(layer, top, crop=True))
+
+
+def test_under_another_root_sizes_alone_are_compared(replaced, tmp_path):
+    """A copy that does not keep times (cp -r) gives every file a new mtime; its sizes still tell a replaced file."""
+    store, data, top = replaced
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy, copy_function=shutil.copy)  # new times, same bytes
+    drawn = tiles(pipeline.open_store(store, root=copy)["mixed4a"], top)
+    assert drawn[0].image is None and "changed since the store was made" in drawn[0].error
+    assert drawn[1].image is not None and drawn[2].image is not None
+    shutil.copy(tmp_path / "original", copy / top.paths[0])
+    assert all(t.image is not None for t in tiles(pipeline.open_store(store, root=copy)["mixed4a"], top))
+    # where the images are read from the recorded root, a new time alone says the file changed
+    shutil.copy(tmp_path / "original", data / top.paths[0])
+    assert tiles(pipeline.open_store(store)["mixed4a"], top)[0].image is None
+
+
+def test_a_file_that_cannot_be_decoded_is_unreadable_not_missing(replaced, tmp_path):
+    import os
+
+    store, data, top = replaced
+    target, original = data / top.paths[1], os.stat(data / top.paths[1])
+    target.write_bytes(b"\0" * original.st_size)  # damaged, with the size and time the store recorded
+    os.utime(target, ns=(original.st_atime_ns, original.st_mtime_ns))
+    layer = pipeline.open_store(store)["mixed4a"]
+    with pytest.warns(UserWarning) as said:
+        axes = layer.grid([0], k=3).axes
+    assert [a.texts[0].get_text().split("\n")[0] for a in axes[:2]] == ["changed", "unreadable"]
+    lines = str(said[0].message).splitlines()
+    assert lines[0].startswith("1 of 3 images could not be read (e.g. " + top.paths[1]) and "changed" in lines[1]
