@@ -30,7 +30,8 @@ import numpy as np
 from . import outputs, pages
 from .pages import IMAGE_FILE, PAGE_FILE, crop_name, thumb_name, viz_name
 from .hardware import usable_cores
-from .images import CHANGED, differs, display_image, file_stat
+from .display import CHANGED, differs, display_image
+from .images import file_stat
 from .pictures import covers_input, crop_box, crop_field
 from .progress import say
 

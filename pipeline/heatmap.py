@@ -55,7 +55,8 @@ def channel_maps(layer, rows, channel: int) -> np.ndarray:
     weights_spec(layer.store)  # refused before torch's import
     import torch
 
-    from .images import ImageDataset, changed, to_model_input
+    from .display import changed
+    from .images import ImageDataset, to_model_input
     from .model import cut
 
     store = layer.store

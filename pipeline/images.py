@@ -13,14 +13,8 @@ Offers:
     to_model_input(batch)        uint8 -> x * 255 - 117 after ToTensor's division, bit for bit
     ImageDataset                 a torch Dataset of uint8 crops, never raising on bad files;
                                  with ``threads`` > 1 a batch's files decode in parallel threads
-    display_image(root, path, recorded=None) -> (PIL.Image | None, error)  the 224x224 image the model
-                                 saw, as the notebook displays it (torch-free); a placeholder's error where
-                                 the file is no longer the one measured
-    CHANGED                      how such an error begins
     file_stat(path) -> (size, mtime_ns) | None   None where there is no regular file to read
-    changed(path, recorded) -> "" or why the file at ``path`` is not the one the store measured
-    differs(now, recorded) -> the same for a stat taken already
-    unshown(error) -> "missing" | "changed" | "unreadable"   what a placeholder says first
+(The images as displayed, and whether a file is still the one measured: ``display``.)
 
 Layout: ``root`` is an ImageFolder tree when it holds class subfolders and no
 image directly (labels index the sorted class names), otherwise a flat folder
@@ -291,62 +285,3 @@ class ImageDataset:
     def __getitem__(self, i: int):
         image, error = notebook_image(os.path.join(self.root, self.paths[i]), self.transform)
         return i, image, not error, error
-
-
-CHANGED = "changed since the store was made"
-
-
-def changed(path: str, recorded) -> str:
-    """Why the file at ``path`` is not the one phase one measured, "" where nothing says so.
-
-    ``recorded`` is the store's (size, mtime_ns) of that row (``Store.recorded``), its mtime None
-    where it is not to be compared, or None where nothing was recorded (an imported store). A stat,
-    never a hash: drawing an image must stay as cheap as decoding it. A missing file is not
-    "changed": opening it says so.
-    """
-    return differs(file_stat(path) if recorded is not None else None, recorded)
-
-
-def differs(now, recorded) -> str:
-    """``changed`` for a file's ``now`` (``file_stat``), taken already."""
-    if now is None or recorded is None:
-        return ""
-    size, mtime = recorded
-    if now[0] != size:
-        return f"{CHANGED} (now {now[0]} bytes, was {size})"
-    if mtime is not None and now[1] != mtime:
-        return f"{CHANGED} (same size, another modification time)"
-    return ""
-
-
-def unshown(error: str) -> str:
-    """The word a placeholder starts with for ``display_image``'s error: a file that is there but
-    cannot be decoded is no "missing" one."""
-    if error.startswith(CHANGED):
-        return "changed"
-    if error in ("FileNotFoundError", "NotADirectoryError") or "no dataset root" in error:
-        return "missing"
-    return "unreadable"
-
-
-def display_image(root: str | None, path: str, recorded=None):
-    """The notebook's Resize(256) + CenterCrop(224) with PIL alone; (None, why) if unreadable, or
-    if the file is no longer the one measured (``recorded``: see ``changed``): the picture would
-    stand beside another image's activation."""
-    if root is None:
-        return None, "the store records no dataset root"
-    why = changed(os.path.join(root, path), recorded)
-    if why:
-        return None, why
-    try:
-        image = load_rgb(os.path.join(root, path))
-    except Exception as exc:  # a missing or broken file becomes a labelled placeholder
-        return None, f"{exc.__class__.__name__}"
-    size, crop = PREPROCESSING["resize"], PREPROCESSING["center_crop"]
-    w, h = image.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)  # torchvision's rounding
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
-    return image.crop((left, top, left + crop, top + crop)), ""

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from .images import unshown
+from .display import unshown
 from .render import distinct
 from .selectivity import share_text
 from .stats import branches

@@ -26,7 +26,7 @@ from PIL import Image
 
 from .errors import QueryError
 from .geometry import from_dict
-from .images import CHANGED, display_image
+from .display import CHANGED, display_image
 from .parsing import parse_channels
 
 TILE = 224  # the network's input side: a whole image is drawn at its own resolution

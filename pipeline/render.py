@@ -179,7 +179,7 @@ def _placeholder(ax, error: str) -> None:
     import os
     import textwrap
 
-    from .images import unshown
+    from .display import unshown
 
     path, _, why = error.rpartition(": ")
     # "missing", "changed" or "unreadable": a file that is there but cannot be decoded is no missing one

@@ -358,7 +358,7 @@ def test_channel_pages_give_the_selectivity_index_and_its_chance_level(site, hos
 def test_each_thumbnail_and_crop_shows_its_own_row(site, hostile_store):
     from PIL import Image
 
-    from pipeline.images import display_image
+    from pipeline.display import display_image
     from pipeline.pictures import crop_box, crop_field
 
     out, _, gone = site

@@ -11,7 +11,7 @@ from PIL import Image
 import pipeline
 from conftest import run_cli
 from pipeline.errors import QueryError
-from pipeline.images import display_image
+from pipeline.display import display_image
 from pipeline.pictures import OUTSIDE, crop_box, crop_field, tiles, upsample
 
 
