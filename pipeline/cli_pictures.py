@@ -9,11 +9,11 @@ Offers:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from .cli import LayerOpt, RootOpt, StoreOpt, _layer, app, in_store
+from .cli import DEFAULT_LAYER, LayerOpt, RootOpt, StoreOpt, _layer, app, in_store
 
 
 @app.command()
@@ -89,21 +89,31 @@ def featureviz(
 @app.command()
 def gallery(
     store: str = StoreOpt,
-    layer: str = LayerOpt,
+    layers: List[str] = typer.Option([DEFAULT_LAYER], "--layer", "-l",
+                                     help="Layer of the store; repeat for several (each in OUT/LAYER, with an index of them)."),
     out: Path = typer.Option(Path("site"), "--out", "-o", help="Folder of the static site."),
     k: int = typer.Option(10, "-k", help="Top images per channel."),
     crops: bool = typer.Option(True, help="Receptive-field crops around each top image's peak."),
     root: Optional[Path] = RootOpt,
 ):
     """A static, offline HTML site of every channel of a layer (open OUT/index.html)."""
-    from .gallery import build_gallery
+    from .gallery import build_gallery, layers_folder, layers_index
 
-    target = _layer(store, layer, root, cache_paths=True)  # every channel's queries: one read of the paths
-    target.check_k(k)
-    summary = build_gallery(target, out, k=k, crops=crops)
-    typer.echo(summary.line())
-    for line in summary.missing_line(target.store.root, given=root is not None).splitlines():
-        typer.echo(f"warning: {line}", err=True)
+    layers = list(dict.fromkeys(layers))  # a layer named twice is built once
+    targets = [_layer(store, name, root, cache_paths=True) for name in layers]  # all checked before any is built
+    for target in targets:
+        target.check_k(k)
+    if len(targets) > 1:
+        layers_folder(out)
+    built = {}
+    for target in targets:
+        summary = build_gallery(target, out if len(targets) == 1 else out / target.name, k=k, crops=crops)
+        built[target.name] = summary
+        typer.echo(summary.line())
+        for line in summary.missing_line(target.store.root, given=root is not None).splitlines():
+            typer.echo(f"warning: {line}", err=True)
+    if len(targets) > 1:
+        typer.echo(f"index of {len(targets)} layers' galleries at {layers_index(out, store, built, targets[0].note())}")
 
 
 @app.command()

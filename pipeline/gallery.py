@@ -2,6 +2,8 @@
 
 Offers:
     build_gallery(layer, out_dir, k=10, crops=True, progress=True, workers=None) -> Summary
+    layers_folder(out_dir) -> Path   a folder checked for several layers' galleries, before they are built
+    layers_index(out_dir, store_path, built, warning="") -> Path   an index.html linking them
     Summary                      its closing line, and the warning for unreadable images
 
 The site: ``index.html`` (every channel, grouped by Inception branch, with its
@@ -37,6 +39,7 @@ from .progress import say
 
 THUMB, CROP = 128, 128
 MANIFEST = ".exemplars-gallery.json"
+LAYERS = ".exemplars-galleries.json"  # marks an index of several layers' galleries, each in a subfolder
 PICTURES = 2  # how thumbnails and crops are drawn; a change redraws older builds' files (2: square crops)
 
 
@@ -112,6 +115,44 @@ def _drawn_from(out: Path, identity: dict) -> dict | None:
     except (OSError, ValueError, AttributeError):
         return None
     return sources if found == identity and isinstance(sources, dict) else None
+
+
+def _built_layer(out: Path) -> str | None:
+    """The layer whose gallery ``out`` holds, None where it holds none."""
+    try:
+        return json.loads((out / MANIFEST).read_text()).get("layer")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def layers_folder(out_dir) -> Path:
+    """``out_dir`` made ready for several layers' galleries, before any is built: refused where it
+    holds a page or a gallery that no build of several layers made."""
+    from .errors import OutputError
+
+    out = Path(out_dir).resolve()
+    outputs.folder(out)
+    if not (out / LAYERS).exists() and any((out / name).exists() for name in ("index.html", "style.css", MANIFEST)):
+        raise OutputError(f"{out} holds an index.html, style.css or gallery that no build of several layers "
+                          "made; give a new or empty folder with -o")
+    return out
+
+
+def layers_index(out_dir, store_path: str, built: dict, warning: str = "") -> Path:
+    """``out_dir/index.html``: a page linking the galleries of several layers, ``built`` {layer: Summary},
+    each in its own subfolder of ``layers_folder(out_dir)``."""
+    out = layers_folder(out_dir)
+    items = "".join(f'<li><a href="{pages.esc(name)}/index.html">{pages.esc(name)}</a>: {s.channels} channels, '
+                    f"{s.images} images shown</li>" for name, s in built.items())
+    warn = f'<p class="warn">{pages.esc(warning)}</p>' if warning else ""
+    (out / "style.css").write_text(pages.CSS, encoding="utf-8")
+    (out / "index.html").write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        'content="width=device-width, initial-scale=1"><title>galleries</title><link rel="stylesheet" '
+        f'href="style.css"></head><body>{warn}<h1>Galleries of {pages.esc(store_path)}</h1><ul>{items}</ul>'
+        "</body></html>", encoding="utf-8")
+    (out / LAYERS).write_text(json.dumps(sorted(built)), encoding="utf-8")
+    return out / "index.html"
 
 
 def _forget(folder: Path, row: int, boxes) -> None:
@@ -192,9 +233,16 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     crops = crops and "argmax" in layer.available and "receptive_field" in layer.attrs and not covers_input(layer)
     layer.check_usable()  # before a folder is made
     outputs.folder(out)
+    if (out / LAYERS).exists():
+        raise OutputError(f"{out} holds the galleries of several layers, a subfolder each; build this one into "
+                          f"{out / layer.name}, or all of them again with several --layer")
     if not (out / MANIFEST).exists() and any((out / name).exists() for name in ("index.html", "style.css")):
         raise OutputError(f"{out} holds an index.html or style.css that no gallery build made; "
                          "give a new or empty folder with -o")
+    other = _built_layer(out)
+    if other not in (None, layer.name):  # replacing it would lose another layer's site without a word
+        raise OutputError(f"{out} holds the gallery of layer {other}; give each layer its own folder with -o, "
+                          "or pass several --layer at once (a subfolder each, and an index of them)")
     for folder in (out / "img", out / "channels"):
         outputs.folder(folder)
     identity = _identity(layer)
