@@ -122,7 +122,7 @@ class Analysis:
         rows = self.store.check_rows(rows)
         if rows.size == 0:
             return []
-        flat = self.group["argmax"].get_orthogonal_selection((rows, [_channel(channel, self.channels)]))[:, 0]
+        flat = self.stored("argmax").get_orthogonal_selection((rows, [_channel(channel, self.channels)]))[:, 0]
         width = self.spatial_shape[1]
         return [(int(f) // width, int(f) % width) for f in flat]
 
@@ -133,7 +133,7 @@ class Analysis:
         if rows.size == 0 or "max" not in self.available or np.prod(self.spatial_shape) <= 1:
             return np.zeros(rows.size, dtype=bool)  # a 1 x 1 map's one cell is its peak
         channel = _channel(channel, self.channels)
-        peak, mean = (self.group[stat].get_orthogonal_selection((rows, [channel]))[:, 0] for stat in ("max", "mean"))
+        peak, mean = (self.stored(stat).get_orthogonal_selection((rows, [channel]))[:, 0] for stat in ("max", "mean"))
         return peak == mean
 
     def crop_peaks(self, rows, channel: int) -> list[tuple[int, int] | None]:

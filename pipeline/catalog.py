@@ -18,7 +18,8 @@ from functools import cached_property
 import numpy as np
 
 from .classes import human_names
-from .errors import QueryError, StoreError, unknown_layer
+from . import damage
+from .errors import DamagedStoreError, QueryError, StoreError, unknown_layer
 from .places import location
 from .settings import stored_setting
 from .store import images_whole, open_group
@@ -43,12 +44,23 @@ class Store:
 
     @cached_property
     def layers(self) -> list[str]:
-        with warnings.catch_warnings():  # zarr notices the writer's lock file when listing
-            warnings.filterwarnings("ignore", message=".*writer.lock is not recognized.*")
+        with warnings.catch_warnings():  # zarr notices the writer's lock file, and damaged layers, when listing
+            warnings.filterwarnings("ignore", message=".*is not recognized as a component.*")
             return sorted(name for name in self.group.group_keys() if name != "images")
+
+    @cached_property
+    def damaged_layers(self) -> list[str]:
+        """Layer folders whose ``zarr.json`` is lost: zarr no longer lists them (one listing of the root)."""
+        return [name for name in damage.stray_folders(self.group) if name != "images"]
+
+    def damaged_layer(self, layer: str) -> DamagedStoreError:
+        return DamagedStoreError(f"layer {layer} of {self.path} is damaged: its {layer}/zarr.json is missing; "
+                                 f"{damage.layer_fix({})}")
 
     def __getitem__(self, layer: str):
         """The layer's ``pipeline.query.Layer`` (which imports this module, hence imported here)."""
+        if layer not in self.layers and layer in self.damaged_layers:
+            raise self.damaged_layer(layer)
         if layer not in self.layers:
             raise unknown_layer(layer, self.layers, f"`exemplars info --store {self.path}`")
         # One Layer per name, so its masks and caches serve every later query.
@@ -83,9 +95,14 @@ class Store:
     def __repr__(self) -> str:
         return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
 
+    def _images(self, name: str):
+        """``images/name``, its reads of damaged data said in one sentence (written once, at creation)."""
+        return damage.Checked(self.group[f"images/{name}"], f"images/{name} of {self.path}",
+                              "rebuild the store (the same command with --overwrite) or restore it from a copy")
+
     @cached_property
     def valid(self) -> np.ndarray:
-        return np.asarray(self.group["images/valid"][:], dtype=bool)
+        return np.asarray(self._images("valid")[:], dtype=bool)
 
     @cached_property
     def classes(self) -> list[str]:
@@ -111,7 +128,7 @@ class Store:
 
     @cached_property
     def all_paths(self) -> np.ndarray:
-        return self.group["images/path"][:]
+        return self._images("path")[:]
 
     def _out_of_range(self, row: int) -> QueryError:
         return QueryError(f"row {row} is out of range; the store has rows 0-{self.n - 1}" if self.n
@@ -135,7 +152,7 @@ class Store:
             return []
         if self.cache_paths or "all_paths" in self.__dict__:
             return [str(p) for p in self.all_paths[rows]]
-        return [str(p) for p in self.group["images/path"].get_coordinate_selection(rows)]
+        return [str(p) for p in self._images("path").get_coordinate_selection(rows)]
 
     @cached_property
     def all_stats(self) -> np.ndarray:
@@ -165,7 +182,7 @@ class Store:
     @cached_property
     def all_labels(self) -> np.ndarray:
         """Every row's label, read once per session (4 bytes an image)."""
-        return np.asarray(self.group["images/label"][:])
+        return np.asarray(self._images("label")[:])
 
     def labels(self, rows) -> np.ndarray:
         return self.all_labels[self.check_rows(rows)]
@@ -188,23 +205,32 @@ class Store:
         return int(found[0])
 
     def info(self) -> dict:
-        layers = {}
+        layers = {name: {"damaged": str(self.damaged_layer(name))} for name in self.damaged_layers}
         for name in self.layers:
             try:
                 layer = self[name]
+            except DamagedStoreError as exc:
+                layers[name] = {"damaged": str(exc)}
+                continue
             except StoreError:  # a writer is making it right now, or was killed doing so
                 layers[name] = {"being_created": True}
+                continue
+            try:
+                layer.usable  # a done shard's file missing: said, and the rest still shown
+            except DamagedStoreError as exc:
+                layers[name] = {"damaged": str(exc)}
                 continue
             layers[name] = {"channels": layer.channels, "spatial_shape": layer.spatial_shape,
                             "imported": layer.attrs.get("model") == "imported",
                             "shards_done": int(layer.done.sum()), "shards": int(layer.done.size),
                             "images_covered": int(layer.usable.sum()), "stats": layer.available}
         complete = layers and all(v.get("shards_done", -1) == v.get("shards") for v in layers.values())
+        layers = dict(sorted(layers.items()))
         invalid = np.flatnonzero(~self.valid)[:5] if complete else np.zeros(0, dtype=np.int64)
         return {"store": self.path, "format_version": self.attrs.get("format_version"),
                 "images": self.n, "invalid": int(self.n - self.valid.sum()) if complete else None,
                 "invalid_examples": [{"row": int(r), "path": p, "error": str(e)} for r, p, e in zip(
-                    invalid.tolist(), self.paths(invalid), self.group["images/error"].get_coordinate_selection(invalid))],
+                    invalid.tolist(), self.paths(invalid), self._images("error").get_coordinate_selection(invalid))],
                 "classes": len(self.classes), "dataset": self.attrs.get("dataset"),
                 "weights": self.weights, "precision": (stored_setting(self.attrs, "model") or {}).get("precision"),
                 "preprocessing": stored_setting(self.attrs, "preprocessing"), "layers": layers}

@@ -47,6 +47,8 @@ def activations(
     precision: str = typer.Option("fp32", help="fp32 (exact) | bf16 | fp16: approximate; bf16 is the fast one on CPUs with AMX-BF16, fp16 on GPUs."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (slow start, fast run)."),
     decoder: str = typer.Option("pil", help="pil (the notebook's, exact) | fast (torchvision) | gpu (CUDA)."),
+    verify: bool = typer.Option(False, "--verify", help="Read every finished shard whole and recompute those that fail "
+                                "their checksums (every run recomputes shards whose files are missing or cut short)."),
 ):
     """Phase one: run the model once and store every channel's mean, max and argmax."""
     from .extract import extract
@@ -54,7 +56,7 @@ def activations(
     _lasting(store)
     summary = extract(data_dir, store, layer, weights=weights, seed=seed, batch_size=batch_size,
                       workers=workers, device=device, shard_rows=shard_rows, overwrite=overwrite,
-                      precision=precision, compile=compile, decoder=decoder, lanes=lanes)
+                      precision=precision, compile=compile, decoder=decoder, lanes=lanes, verify=verify)
     if not summary.leader:
         return
     from .results import printable

@@ -17,15 +17,20 @@ from .cli import StoreOpt, _lasting, app
 
 
 @app.command()
-def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON only.")):
+def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+         verify: bool = typer.Option(False, "--verify", help="Read every finished shard whole, checking its checksums "
+                                     "(the store's size read: seconds a GB).")):
     """What a store holds: layers, images, invalid rows, completeness, weights."""
     import json
 
     from . import open_store
 
-    facts = open_store(store).info()
+    opened = open_store(store)
+    facts = opened.info()
+    _verify(opened, facts, verify)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
+        _refuse_damaged(facts)
         return
     weights = facts["weights"]
     typer.echo(f"store        {facts['store']} (format {facts['format_version']})")
@@ -41,12 +46,43 @@ def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json", he
         typer.echo(f"preprocess   {_pairs(facts['preprocessing'])}")
     width = max([12, *map(len, facts["layers"])])
     for name, layer in facts["layers"].items():
+        if layer.get("damaged"):
+            typer.echo(f"layer {name:{width}s} DAMAGED (see below)")
+            continue
         if layer.get("being_created"):
             typer.echo(f"layer {name:{width}s} being created (or its creation was interrupted)")
             continue
         grid = "no spatial maps" if layer.get("imported") else "x".join(map(str, layer["spatial_shape"]))
         typer.echo(f"layer {name:{width}s} {layer['channels']} channels, {grid}, shards {layer['shards_done']}/{layer['shards']}, "
                    f"{layer['images_covered']} images usable, stats {','.join(layer['stats'])}")
+    _refuse_damaged(facts)
+
+
+def _verify(opened, facts, full: bool) -> None:
+    """Each done shard's files listed and their indexes checked (a few KB a shard); ``full``: every
+    shard read whole and checksummed. What fails marks its layer damaged."""
+    from .damage import damaged_shards, layer_fix
+
+    for name, layer in facts["layers"].items():
+        if layer.get("damaged") or layer.get("being_created"):
+            continue
+        found = damaged_shards(opened.group, name, full=full)
+        if full:
+            layer["verified"] = not found
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            layer["damaged"] = (f"store {opened.path} is damaged: {next(iter(found.values()))}{more}; "
+                                f"{layer_fix(opened[name].attrs)}")
+
+
+def _refuse_damaged(facts) -> None:
+    """After the facts, the first damage found, as the one sentence of an error (exit 2)."""
+    from .errors import DamagedStoreError
+
+    damaged = [layer["damaged"] for layer in facts["layers"].values() if layer.get("damaged")]
+    if damaged:
+        raise DamagedStoreError(damaged[0] + (f" ({len(damaged) - 1} more layer{'s' * (len(damaged) > 2)} damaged too)"
+                                              if len(damaged) > 1 else ""))
 
 
 def _pairs(facts) -> str:

@@ -6,6 +6,7 @@ Offers:
     LayerError          an unknown layer name (also a ``KeyError``)
     WeightsError        weights cannot be fetched or read
     StoreError          a path that is not a readable store
+    DamagedStoreError   a store whose data or metadata was damaged after it was written (a StoreError)
     StoreMismatchError  a store made with other settings than this run's
     StoreLockedError    another writer holds the store
     QueryError          a malformed query (channel, k, band, direction)
@@ -43,6 +44,10 @@ class WeightsError(PipelineError, OSError):
 
 class StoreError(PipelineError, FileNotFoundError):
     pass
+
+
+class DamagedStoreError(StoreError):
+    """Stored bytes that are missing or do not decode: the message names the array, the shard and the fix."""
 
 
 class StoreMismatchError(PipelineError, ValueError):

@@ -134,13 +134,14 @@ def _lanes(images, sampler, decoder, forward, layers, lanes: int):
 def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", seed=0,
             batch_size=None, workers=None, device="auto", shard_rows=None,
             overwrite=False, progress=True, precision="fp32", compile=False, decoder="pil",
-            lanes=None) -> Summary:
+            lanes=None, verify=False) -> Summary:
     """Run phase one; resumable, and a no-op on a finished store.
 
     The defaults reproduce the notebook (to float32 round-off); ``precision``
     (bf16, fp16), ``decoder`` (fast, gpu) and ``compile`` trade exactness or
     start-up time for speed (see the README's figures). Under torchrun each
-    rank computes whole shards of its own; the leader alone writes metadata.
+    rank computes whole shards of its own; the leader alone writes metadata. Done shards whose
+    files are missing or cut short are recomputed (``verify``: also those that fail to decode).
     """
     from .distributed import Ranks
 
@@ -172,14 +173,14 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
             say(note)
     meta = root_meta(images, weights_info, precision, decoder) if ranks.leader else None  # the leader's to check
     # Under torchrun the ranks go the locked way together: they would have to agree on this check too.
-    if ranks.world == 1 and not overwrite and (group := finished_already(
+    if ranks.world == 1 and not overwrite and not verify and (group := finished_already(
             store_path, meta, images, layers, shard_rows)) is not None:
         return Summary(str(store_path), layers, len(images), 0, 0.0, [], places.store_bytes(store_path),
                        weights_info, True, int(np.count_nonzero(group["images"]["valid"][:])))
     traced = cut(model, layers)
     with contextlib.ExitStack() as stack:
         group = ranks.writable_store(stack, store_path, lambda: open_for_writing(
-            store_path, meta, images, layers, shapes, model, traced, shard_rows, overwrite))
+            store_path, meta, images, layers, shapes, model, traced, shard_rows, overwrite, verify))
         shard_rows = group.attrs["shard_rows"]
         pending = pending_shards(group, layers)
         mine = ranks.mine(pending)

@@ -4,20 +4,25 @@ Offers:
     image_arrays(images) -> dict     what the store keeps of each image (``store.create_store``'s input)
     root_meta(images, weights_info, precision, decoder) -> dict   the root attributes a run would write
     pending_shards(group, layers) -> list[int]   the shards some asked-for layer has not finished
-    open_for_writing(store_path, meta, images, ...) -> zarr.Group   made or reopened, with its layers (the writer)
-    finished_already(store_path, meta, images, ...) -> zarr.Group | None   finished for this run: nothing to do
+    open_for_writing(store_path, meta, images, ...) -> zarr.Group   made or reopened, with its layers (the writer);
+        damaged layers remade, damaged shards unmarked (``repair``)
+    repair(group, layer, verify) -> bool        the writer's: a damaged layer removed (remade by ``add_layer``),
+        or its damaged done shards unmarked, so that the run recomputes them; said in one line
+    finished_already(store_path, meta, images, ...) -> zarr.Group | None   finished for this run, and whole
+        (``pipeline.damage``'s cheap checks): nothing to do
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import damage, places
 from . import images as imgs
-from . import places
 from . import store as st
 from .errors import PipelineError
 from .geometry import as_dict, receptive_field
 from .model import MODEL_NAME, inception_branches
+from .progress import say
 
 
 def image_arrays(images) -> dict:
@@ -42,7 +47,29 @@ def pending_shards(group, layers) -> list[int]:
     return [int(s) for s in np.flatnonzero(~done)]
 
 
-def open_for_writing(store_path, meta, images, layers, shapes, model, traced, shard_rows, overwrite):
+def repair(group, layer: str, verify: bool = False) -> None:
+    """Make a damaged layer recomputable: a lost ``zarr.json`` (the layer's or an array's) removes the
+    layer, which ``add_layer`` then makes afresh; damaged done shards (``verify``: every chunk decoded)
+    lose their done markers. Each said in one line; the run recomputes what it removed."""
+    where = st.store_name(group)
+    fault = damage.layer_fault(group, layer) if layer in group or layer in damage.stray_folders(group) else None
+    if fault:
+        say(f"layer {layer} of {where} is damaged ({fault}): removing it and computing it again")
+        damage.remove_layer(group, layer)
+        return
+    if layer not in group or not st.layer_whole(group[layer]):
+        return
+    found = damage.damaged_shards(group, layer, full=verify)
+    if found:
+        say(f"{where}: {len(found)} done shard{'s' * (len(found) > 1)} of {layer} damaged "
+            f"({'; '.join(found.values())}): computing {'them' if len(found) > 1 else 'it'} again")
+        for shard in found:
+            group[layer]["done"][shard] = False  # first: a run killed after it recomputes the shard
+            damage.remove_shard(group, layer, shard)
+        st.refresh_completeness(group, layer)
+
+
+def open_for_writing(store_path, meta, images, layers, shapes, model, traced, shard_rows, overwrite, verify=False):
     """Create or reopen the store and its layers (the leader rank alone does this); ``meta`` is
     ``root_meta``'s, made once a run (its fingerprint hashes every path: 0.7 s at 1.28M files)."""
     weights_info = meta["model"]["weights"]
@@ -54,6 +81,7 @@ def open_for_writing(store_path, meta, images, layers, shapes, model, traced, sh
         # The same files (the fingerprint says so) found elsewhere: pictures read them from here now.
         group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=images.root)})
     for layer in layers:
+        repair(group, layer, verify)
         layer_meta = {"model": MODEL_NAME, "weights": weights_info, "input_size": imgs.PREPROCESSING["center_crop"],
                       "branches": inception_branches(model, layer),
                       "receptive_field": as_dict(receptive_field(traced, layer))}
@@ -80,5 +108,7 @@ def finished_already(store_path, meta, images, layers, shard_rows):
                         image_arrays(images))
     finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
                 and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
-                        and st.done_shards(group, layer).all() for layer in layers))
+                        and st.done_shards(group, layer).all() for layer in layers)
+                # Files lost or cut short since: the locked path unmarks those shards and recomputes them.
+                and not any(damage.layer_fault(group, layer) or damage.damaged_shards(group, layer) for layer in layers))
     return group if finished else None

@@ -4,7 +4,8 @@ Offers:
     Store                        ``pipeline.catalog.Store``, here too: ``store[layer]`` -> Layer
     Layer.column(channel, by)    one channel for every image (reads ~4N bytes; read-only, every row)
     Layer.usable                 (N,) bool: valid rows of finished shards, the rows queries rank
-    Layer.array(by)              the zarr array (N, C) of the spatial mean or max
+    Layer.array(by)              the zarr array (N, C) of the spatial mean or max (reads of damaged data
+                                 raise ``DamagedStoreError``; ``Layer.stored(name)`` any of its arrays so)
     Layer.check_k(k, name)       a count a query may take (a whole number of at least 1)
     Layer.topk(channel, k, by, bottom, diverse, per_class) -> Results
     Layer.samples(channel, bands, per_band, seed, by) -> Results   ranks: each image's in the channel
@@ -25,9 +26,9 @@ from functools import cached_property
 
 import numpy as np
 
-from . import ranking, scans
+from . import damage, ranking, scans
 from .analysis import Analysis
-from .errors import QueryError, StoreError
+from .errors import DamagedStoreError, QueryError, StoreError
 from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number
 from .results import Results
 from .catalog import Store  # a Layer's store; ``pipeline.query.Store`` still names it
@@ -57,6 +58,9 @@ class Layer(Analysis):
         self.store, self.name = store, name
         self.group = store.group[name]
         self.attrs = dict(self.group.attrs)
+        fault = damage.layer_fault(store.group, name)  # an array's zarr.json lost: one listing of the layer
+        if fault:
+            raise DamagedStoreError(f"layer {name} of {store.path} is damaged: {fault}; {damage.layer_fix(self.attrs)}")
         if not layer_whole(self.group):
             raise StoreError(f"layer {name} of {store.path} is still being created (or its creation was "
                              "interrupted: rerun the command that makes it)")
@@ -69,13 +73,25 @@ class Layer(Analysis):
 
     @cached_property
     def done(self) -> np.ndarray:
-        return np.asarray(self.group["done"][:], dtype=bool)
+        return np.asarray(self.stored("done")[:], dtype=bool)
 
     @cached_property
     def usable(self) -> np.ndarray:
-        """Rows that are valid and in a finished shard of this layer."""
+        """Rows that are valid and in a finished shard of this layer; a finished shard whose file is
+        missing is refused here (zarr would read its rows as NaN, ranked as if they were data)."""
         finished = np.repeat(self.done, self.store.shard_rows)[: self.store.n]
+        missing = damage.missing_shards(self.store.group, self.name, self.done, self.store.valid)
+        if missing:
+            shard, why = next(iter(missing.items()))
+            more = f" (and {len(missing) - 1} more shard{'s' * (len(missing) > 2)})" if len(missing) > 1 else ""
+            raise DamagedStoreError(f"store {self.store.path} is damaged: {why}{more}, though marked done; "
+                                    f"{damage.layer_fix(self.attrs)}")
         return self.store.valid & finished
+
+    def stored(self, name: str):
+        """The layer's zarr array ``name``, its reads of damaged data said in one sentence."""
+        return damage.Checked(self.group[name], f"{self.name}/{name} of {self.store.path}",
+                              damage.layer_fix(self.attrs))
 
     def note(self) -> str:
         """What to know about any answer from this layer, in one line ("" if nothing)."""
@@ -99,7 +115,7 @@ class Layer(Analysis):
             raise QueryError(f"by must be mean or max, not {by!r}")
         if by not in self.available:
             raise QueryError(f"layer {self.name} has no spatial {by} in this store (it has {', '.join(self.available)})")
-        return self.group[by]
+        return self.stored(by)
 
     def column(self, channel: int, by: str = "mean") -> np.ndarray:
         """One channel for every image; the last one read is kept, since a channel's

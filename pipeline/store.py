@@ -191,7 +191,10 @@ def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict, 
     inner = (shards[0], 1)  # one column per inner chunk: a channel read is ~4N bytes
     for stat in stats:
         dtype, fill = ("int32", -1) if stat == "argmax" else ("float32", np.nan)
+        # zstd's content checksum on each inner chunk: zarr's shard index has a crc32c, its chunks
+        # none, so flipped bytes read as other numbers; with it they fail to decode (``pipeline.damage``).
         sub.create_array(stat, shape=shape, dtype=dtype, chunks=inner, shards=shards,
+                         compressors=zarr.codecs.ZstdCodec(level=0, checksum=True),
                          fill_value=fill, dimension_names=("image", "channel"))
     # One chunk per marker, so marking a shard done never rewrites another's.
     sub.create_array("done", shape=(n_shards(n, rows),), dtype=bool, chunks=(1,),

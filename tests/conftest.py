@@ -92,3 +92,31 @@ def small_store(tmp_path_factory, image_folder) -> Path:
     extract(image_folder, path, ["mixed4a"], weights="random", batch_size=4, workers=0,
             shard_rows=8, progress=False)
     return path
+
+
+DAMAGES = ("truncated", "deleted", "flipped", "layer_json", "array_json")
+
+
+def damage_store(store: Path, how: str, layer: str = "mixed4a", shard: int = 1) -> None:
+    """Damage a written store as a disk, a copy cut short or a hand would: ``how`` one of ``DAMAGES``."""
+    shard_file = Path(store) / layer / "mean" / "c" / str(shard) / "0"
+    if how == "truncated":
+        os.truncate(shard_file, shard_file.stat().st_size // 2)
+    elif how == "deleted":
+        shard_file.unlink()
+    elif how == "flipped":  # a byte in the middle of every inner chunk: the shard's index stays whole
+        import zarr
+
+        arr = zarr.open_group(str(store), mode="r")[f"{layer}/mean"]
+        entries = int(np.prod([-(-s // c) for s, c in zip(arr.shards, arr.chunks)]))
+        raw = bytearray(shard_file.read_bytes())
+        index = np.frombuffer(bytes(raw[-(entries * 16 + 4):-4]), dtype="<u8").reshape(-1, 2)
+        for offset, length in index[index[:, 0] != 2 ** 64 - 1].tolist():
+            raw[offset + length // 2] ^= 0x5A
+        shard_file.write_bytes(bytes(raw))
+    elif how == "layer_json":
+        (Path(store) / layer / "zarr.json").unlink()
+    elif how == "array_json":
+        (Path(store) / layer / "mean" / "zarr.json").unlink()
+    else:
+        raise ValueError(how)

@@ -220,3 +220,34 @@ def test_help_is_shown_under_any_locale(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["exemplars", "topk", "--help"])
     cli.main()
     assert "--channel" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["truncated", "deleted", "layer_json", "array_json"])
+def test_every_reader_says_a_damaged_store_in_one_sentence(small_store, tmp_path, how):
+    import shutil
+
+    from conftest import damage_store
+
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(small_store, store)
+    damage_store(store, how)
+    for args in (["topk", "--channel", "3"], ["topk", "--channel", "3", "--by", "max"], ["stats"], ["info"],
+                 ["samples", "--channel", "3"]):
+        proc = run_cli(*args, "--store", store, check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert "damaged" in lines[0] and "rerun `exemplars activations` with the same settings" in lines[0]
+
+
+def test_info_verify_finds_flipped_bytes_that_a_plain_info_cannot(small_store, tmp_path):
+    import shutil
+
+    from conftest import damage_store
+
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(small_store, store)
+    damage_store(store, "flipped")
+    assert run_cli("info", "--store", store).returncode == 0
+    proc = run_cli("info", "--store", store, "--verify", check=False)
+    assert proc.returncode == 2 and "mixed4a/mean shard 1" in proc.stderr and "checksum" in proc.stderr

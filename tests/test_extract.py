@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -521,3 +522,23 @@ def test_too_little_shared_memory_for_the_workers_stops_before_the_store(image_f
     with pytest.raises(InputError, match="shared memory"):
         extract(image_folder, tmp_path / "s.zarr", weights="random", workers=2, batch_size=16, progress=False)
     assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("how, verify", [("truncated", False), ("deleted", False), ("flipped", True),
+                                         ("layer_json", False), ("array_json", False)])
+def test_a_rerun_repairs_a_damaged_store_to_equal_a_fresh_one(image_folder, small_store, tmp_path, capsys, how, verify):
+    from conftest import damage_store
+
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(small_store, store)
+    damage_store(store, how)
+    summary = extract(image_folder, store, ["mixed4a"], weights="random", batch_size=4, workers=0,
+                      progress=False, verify=verify)
+    said = capsys.readouterr().err
+    assert ("removing it and computing it again" if how.endswith("json") else "1 done shard of mixed4a damaged") in said
+    assert summary.computed == (24 if how.endswith("json") else 8)
+    expected, got = _arrays(small_store), _arrays(store)
+    for name in expected:
+        assert_array_equal(got[name], expected[name], err_msg=name)
+    again = extract(image_folder, store, ["mixed4a"], weights="random", workers=0, progress=False, verify=True)
+    assert again.computed == 0

@@ -1,0 +1,225 @@
+"""Damage to a written store: found, said in one sentence, and repaired by phase one (no torch).
+
+A store can be damaged after it was written (a disk error, a copy cut short, a file deleted by
+hand); zarr then fails deep in a codec with a traceback, or, for a missing shard file, reads the
+fill value (NaN) as if it were data. Offers:
+
+    DECODE_ERRORS                       what zarr and its codecs raise on undecodable bytes
+    Checked(arr, where)                 a zarr array whose failing reads raise ``DamagedStoreError``,
+                                        naming the shard (phase two reads through it)
+    stray_folders(group, prefix="")     folders zarr does not take as nodes: their ``zarr.json`` is lost
+    layer_fault(group, layer) -> str | None   a layer's own or one of its arrays' ``zarr.json`` lost
+    damaged_shards(group, layer, full=False) -> {shard: reason}   done shards whose files are missing,
+                                        truncated (the shard index: size and crc32c) or, ``full``,
+                                        undecodable (every inner chunk read and checksummed)
+    missing_shards(group, layer, done, valid) -> {shard: reason}   the listing check alone
+    layer_fix(layer_attrs) -> str       what a user does about a damaged layer
+    remove_layer(group, layer)          delete a layer's folder, node or not (the writer, remaking it)
+    remove_shard(group, layer, shard)   delete a shard's files (zarr reads a shard it writes into, and a
+                                        damaged one fails that read)
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .errors import DamagedStoreError, first_line
+
+# A codec's complaint about its input: zstd's RuntimeError, zarr's crc32c ValueError, a reshape
+# of too few bytes (ValueError), an index past the buffer (IndexError), a short read (EOFError).
+DECODE_ERRORS = (ValueError, RuntimeError, TypeError, IndexError, EOFError)
+SHARDED = ("mean", "max", "argmax")  # the layer arrays sharded by rows (``done`` is not)
+MAX_UINT_64 = 2 ** 64 - 1  # an empty inner chunk in a shard index
+
+
+def _sync(coroutine):
+    from zarr.core.sync import sync
+
+    return sync(coroutine)
+
+
+async def _collect(iterator) -> list[str]:
+    return [key async for key in iterator]
+
+
+def _listing(store, prefix: str, recursive: bool = True) -> list[str]:
+    """Keys under ``prefix`` (``recursive``), or the names of its children, through zarr's store
+    API: a folder's listing, or one listing request on an object store."""
+    return _sync(_collect(store.list_prefix(prefix) if recursive else store.list_dir(prefix)))
+
+
+def stray_folders(group, prefix: str = "") -> list[str]:
+    """Children of ``prefix`` that hold files but are no zarr node: their ``zarr.json`` was lost
+    (a writer makes a node's ``zarr.json`` before anything in it, so no run leaves one so)."""
+    with warnings.catch_warnings():  # zarr warns about each such folder when it lists the group
+        warnings.simplefilter("ignore")
+        node = group[prefix] if prefix else group
+        members = set(node.array_keys()) | set(node.group_keys())
+    base = f"{prefix}/" if prefix else ""
+    names = _listing(group.store, base, recursive=False)
+    candidates = [n for n in names if n not in members and n != "zarr.json" and not n.startswith(".")
+                  and not n.endswith(".partial")]
+    return sorted(n for n in candidates if _listing(group.store, f"{base}{n}/"))
+
+
+def layer_fault(group, layer: str) -> str | None:
+    """Why ``layer`` cannot be read as a whole layer, or None: its ``zarr.json``, or an array's, lost."""
+    if layer in stray_folders(group):
+        return f"its {layer}/zarr.json is missing"
+    stray = stray_folders(group, layer)
+    if stray:
+        return f"its {', '.join(f'{layer}/{name}/zarr.json' for name in stray)} {'is' if len(stray) == 1 else 'are'} missing"
+    return None
+
+
+def layer_fix(attrs: dict) -> str:
+    """What to do about a damaged layer, in the words of the command that made it."""
+    if attrs.get("model") == "imported":
+        return "import the layer again (`exemplars import ... --overwrite` remakes the store) or restore the store from a copy"
+    return ("rerun `exemplars activations` with the same settings and --verify to recompute it, "
+            "or restore the store from a copy")
+
+
+def remove_layer(group, layer: str) -> None:
+    """Delete everything under ``layer/`` through the store (zarr's ``del`` needs the lost node)."""
+    _sync(group.store.delete_dir(layer))
+
+
+def remove_shard(group, layer: str, shard: int) -> None:
+    """Delete ``shard``'s file of each of ``layer``'s sharded arrays (missing ones are no error)."""
+    sub = group[layer]
+    for stat in (s for s in SHARDED if s in sub):
+        _sync(group.store.delete(_shard_key(sub[stat], shard)))
+
+
+def _shard_key(arr, shard: int) -> str:
+    coords = (shard,) + (0,) * (arr.ndim - 1)
+    return f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}"
+
+
+def _with_valid_row(done, valid, shard_rows: int) -> list[int]:
+    """Done shards with a valid row: their files must exist (zarr writes no file for a shard all of
+    fill values, which only a shard of invalid rows is: NaN means and maxima, -1 argmax)."""
+    return [int(j) for j in np.flatnonzero(done) if valid[j * shard_rows:(j + 1) * shard_rows].any()]
+
+
+def missing_shards(group, layer: str, done, valid) -> dict[int, str]:
+    """Done shards with a valid row whose file of some array is missing: one listing an array."""
+    sub, rows = group[layer], group.attrs["shard_rows"]
+    expected, found = _with_valid_row(done, valid, rows), {}
+    for stat in (s for s in SHARDED if s in sub):
+        arr = sub[stat]
+        keys = set(_listing(group.store, f"{arr.path}/c/"))
+        for shard in expected:
+            if _shard_key(arr, shard) not in keys:
+                found.setdefault(shard, f"{layer}/{stat} shard {shard} is missing its file")
+    return found
+
+
+def _index_fault(arr, key: str) -> str | None:
+    """What is wrong with a shard file's index (size, crc32c, chunks past the end), or None."""
+    import google_crc32c
+    from zarr.abc.store import SuffixByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+
+    if arr.shards is None:
+        return None
+    entries = int(np.prod([-(-s // c) for s, c in zip(arr.shards, arr.chunks)]))
+    index_bytes = entries * 16 + 4
+    size = _sync(arr.store.getsize(key))
+    if size < index_bytes:
+        return f"{size} bytes, shorter than its index"
+    raw = _sync(arr.store.get(key, prototype=default_buffer_prototype(), byte_range=SuffixByteRequest(index_bytes)))
+    raw = raw.to_bytes()
+    if np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:]:
+        return "its index fails its checksum (truncated or overwritten)"
+    index = np.frombuffer(raw[:-4], dtype="<u8").reshape(-1, 2)
+    index = index[index[:, 0] != MAX_UINT_64]
+    if len(index) and int((index[:, 0] + index[:, 1]).max()) > size - index_bytes:
+        return "its index names bytes past the end of the file (truncated)"
+    return None
+
+
+def damaged_shards(group, layer: str, full: bool = False) -> dict[int, str]:
+    """Done shards of ``layer`` whose data is missing or damaged, with the reason: the listing
+    check, each file's index (size and crc32c: a few KB read a shard), and, ``full``, every
+    inner chunk decoded (with checksums, a store's whole size read)."""
+    sub, rows, n = group[layer], group.attrs["shard_rows"], group.attrs["n_images"]
+    done = np.asarray(sub["done"][:], dtype=bool)
+    valid = np.asarray(group["images/valid"][:], dtype=bool)
+    found = missing_shards(group, layer, done, valid)
+    for stat in (s for s in SHARDED if s in sub):
+        arr = sub[stat]
+        keys = set(_listing(group.store, f"{arr.path}/c/"))
+        for shard in map(int, np.flatnonzero(done)):
+            if shard in found or _shard_key(arr, shard) not in keys:
+                continue
+            fault = _index_fault(arr, _shard_key(arr, shard))
+            if fault is None and full:
+                try:
+                    np.asarray(arr[shard * rows:min(n, (shard + 1) * rows)])
+                except DECODE_ERRORS as exc:
+                    fault = first_line(exc)
+            if fault:
+                found[shard] = f"{layer}/{stat} shard {shard}: {fault}"
+    return dict(sorted(found.items()))
+
+
+def _rows_of(selection, n: int) -> np.ndarray:
+    """The row numbers a selection's first axis touches."""
+    first = selection[0] if isinstance(selection, tuple) else selection
+    if first is Ellipsis:
+        return np.arange(n)
+    if isinstance(first, slice):
+        return np.arange(*first.indices(n))
+    return np.atleast_1d(np.asarray(first)).astype(np.int64) % max(n, 1)
+
+
+class Checked:
+    """A zarr array whose reads, where a codec fails, raise ``DamagedStoreError`` naming the
+    damaged shard (found by reading the touched shards one at a time); a failure no single shard
+    reproduces is no damage, and keeps its own traceback. Everything else is the array's."""
+
+    def __init__(self, arr, where: str, fix: str):
+        self._arr, self._where, self._fix = arr, where, fix
+
+    def __getattr__(self, name):
+        return getattr(self._arr, name)
+
+    def with_config(self, config):
+        return Checked(self._arr.with_config(config), self._where, self._fix)
+
+    def __getitem__(self, selection):
+        return self._read(lambda arr, s: arr[s], selection)
+
+    def get_orthogonal_selection(self, selection):
+        return self._read(lambda arr, s: arr.get_orthogonal_selection(s), selection)
+
+    def get_coordinate_selection(self, selection):
+        return self._read(lambda arr, s: arr.get_coordinate_selection(s), selection)
+
+    def _read(self, how, selection):
+        try:
+            return how(self._arr, selection)
+        except DECODE_ERRORS as exc:
+            located = self._locate(selection)
+            if located is None:
+                raise
+            raise located from exc
+
+    def _locate(self, selection) -> DamagedStoreError | None:
+        arr = self._arr
+        height = (arr.shards or arr.chunks)[0]
+        word = "shard" if arr.shards else "chunk"
+        columns = selection[1] if isinstance(selection, tuple) and len(selection) > 1 else slice(None)
+        columns = [columns] if isinstance(columns, (int, np.integer)) else columns
+        for block in np.unique(_rows_of(selection, arr.shape[0]) // height).tolist():
+            lo, hi = block * height, min(arr.shape[0], (block + 1) * height)
+            try:
+                np.asarray(arr.get_orthogonal_selection((slice(lo, hi), columns) if arr.ndim > 1 else slice(lo, hi)))
+            except DECODE_ERRORS as exc:
+                return DamagedStoreError(f"{self._where} is damaged in {word} {block} (rows {lo}-{hi - 1}: "
+                                         f"{first_line(exc)}); {self._fix}")
+        return None

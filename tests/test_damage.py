@@ -1,0 +1,94 @@
+"""A store damaged after it was written: found, refused in one sentence naming the shard, never read as data."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+import pipeline
+from conftest import damage_store
+from pipeline.damage import damaged_shards, layer_fault
+from pipeline.errors import DamagedStoreError
+from pipeline.importing import import_matrix
+
+N, C, ROWS = 12, 6, 4
+
+
+def _imported(tmp_path, nan_shard: int | None = None):
+    """An imported store of 3 shards of 4 rows; ``nan_shard``: a shard of invalid (all-NaN) rows."""
+    matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+    if nan_shard is not None:
+        matrix[nan_shard * ROWS:(nan_shard + 1) * ROWS] = np.nan
+    store = tmp_path / "s.zarr"
+    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
+    return store, matrix
+
+
+def test_new_layers_checksum_every_inner_chunk(tmp_path):
+    store, _ = _imported(tmp_path)
+    codecs = zarr.open_group(str(store), mode="r")["mixed4a/mean"].metadata.to_dict()["codecs"]
+    inner = codecs[0]["configuration"]["codecs"]
+    assert {"name": "zstd", "configuration": {"level": 0, "checksum": True}} in inner
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped"])
+def test_a_damaged_shard_is_one_error_naming_it(tmp_path, how):
+    store, matrix = _imported(tmp_path)
+    damage_store(store, how)
+    layer = pipeline.open_store(store)["mixed4a"]
+    with pytest.raises(DamagedStoreError, match=r"mixed4a/mean of .* is damaged in shard 1 \(rows 4-7: .*\); "
+                                                r"import the layer again"):
+        layer.topk(2)
+    with pytest.raises(DamagedStoreError, match="shard 1"):
+        layer.projection({0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0})  # every column, a shard at a time
+    assert list(damaged_shards(layer.store.group, "mixed4a", full=True)) == [1]
+
+
+def test_the_cheap_check_finds_a_cut_short_shard_and_the_full_one_flipped_bytes(tmp_path):
+    store, _ = _imported(tmp_path)
+    group = zarr.open_group(str(store), mode="r")
+    assert damaged_shards(group, "mixed4a", full=True) == {}
+    damage_store(store, "flipped", shard=2)
+    assert damaged_shards(group, "mixed4a") == {}  # its index is whole: only decoding finds it
+    assert "checksum" in damaged_shards(group, "mixed4a", full=True)[2]
+    damage_store(store, "truncated", shard=0)
+    assert "truncated" in damaged_shards(group, "mixed4a")[0]
+
+
+def test_a_done_shard_without_its_file_is_refused_not_read_as_nan(tmp_path):
+    store, _ = _imported(tmp_path)
+    damage_store(store, "deleted")
+    layer = pipeline.open_store(store)["mixed4a"]
+    with pytest.raises(DamagedStoreError, match="mixed4a/mean shard 1 is missing its file, though marked done"):
+        layer.topk(0, k=20)
+    assert "missing its file" in pipeline.open_store(store).info()["layers"]["mixed4a"]["damaged"]
+
+
+def test_a_shard_of_invalid_rows_has_no_file_and_is_no_damage(tmp_path):
+    store, matrix = _imported(tmp_path, nan_shard=1)
+    assert not (store / "mixed4a" / "mean" / "c" / "1" / "0").exists()  # all fill values: zarr writes none
+    top = pipeline.open_store(store)["mixed4a"].topk(0, k=N)
+    assert len(top.rows) == N - ROWS
+    assert damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a", full=True) == {}
+
+
+@pytest.mark.parametrize("how, said", [("layer_json", "its mixed4a/zarr.json is missing"),
+                                       ("array_json", "its mixed4a/mean/zarr.json is missing")])
+def test_a_lost_zarr_json_is_one_error(tmp_path, how, said):
+    store, _ = _imported(tmp_path)
+    damage_store(store, how)
+    opened = pipeline.open_store(store)
+    with pytest.raises(DamagedStoreError, match=f"layer mixed4a of .* is damaged: {said}"):
+        opened["mixed4a"]
+    assert said in opened.info()["layers"]["mixed4a"]["damaged"]
+    assert said.removeprefix("its ") in layer_fault(zarr.open_group(str(store), mode="r"), "mixed4a")
+
+
+def test_damaged_image_arrays_are_one_error(tmp_path):
+    store, _ = _imported(tmp_path)
+    shutil.copy(store / "zarr.json", store / "images" / "label" / "c" / "0")  # not zstd at all
+    with pytest.raises(DamagedStoreError, match=r"images/label of .* is damaged in chunk 0 .*--overwrite"):
+        pipeline.open_store(store)["mixed4a"].topk(0)
