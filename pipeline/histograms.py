@@ -20,7 +20,7 @@ def histogram_counts(x: np.ndarray, smallest: np.ndarray, largest: np.ndarray):
 
     Returns (counts (C, HIST_BINS) int64, edges (C, HIST_BINS + 1) float64). The column's own
     range: a ReLU channel with zeros starts at 0 anyway, and one stretched to 0 (as before
-    2026-11-28) squeezed a logit that stays within -0.00468 ... -0.00457 into one bin.
+    2026-11-27) squeezed a logit that stays within -0.00468 ... -0.00457 into one bin.
     """
     n, cols = x.shape
     lo = np.asarray(smallest, dtype=np.float64)

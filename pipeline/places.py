@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 from .errors import StoreError, first_line
@@ -25,6 +26,9 @@ from .errors import StoreError, first_line
 FORMAT_NAME = "exemplars-activations"
 LOCK_NAME = ".writer.lock"
 REBUILD_NAME = ".overwriting"  # beside the lock; present while --overwrite removes a store
+# zarr writes each file as NAME.<uuid>.partial and then renames it: a writer killed in between
+# leaves one (after its lock file, the first thing a new store holds).
+PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
 
 
 def location(path) -> str:
@@ -142,14 +146,14 @@ def mark_rebuilding(path, on: bool) -> None:
 
 
 def entries(path) -> list[str]:
-    """What the store's folder holds, the lock file aside."""
+    """What the store's folder holds, the lock file and zarr's half-written files aside."""
     if is_url(path):
         fs, root = filesystem(path)
         with _asking(path):
             names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)] if fs.exists(root) else []
     else:
         names = [p.name for p in Path(path).iterdir()] if Path(path).is_dir() else []
-    return [n for n in names if n != LOCK_NAME]
+    return [n for n in names if n != LOCK_NAME and not PARTIAL.fullmatch(n)]
 
 
 def store_bytes(path) -> int:

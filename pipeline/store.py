@@ -48,6 +48,8 @@ STATS = ("mean", "max", "argmax")
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
 # The writer lock lives inside the store folder; zarr notices it when listing.
 warnings.filterwarnings("ignore", message=".*writer.lock is not recognized.*")
+# So is a file zarr was writing when its writer was killed (NAME.<uuid>.partial; places.PARTIAL).
+warnings.filterwarnings("ignore", message=r".*[0-9a-f]{32}\.partial is not recognized.*")
 
 
 def shard_bounds(shard: int, shard_rows: int, n: int) -> tuple[int, int]:

@@ -25,7 +25,7 @@ except ImportError:  # Windows: a store is read there, not written
     fcntl = None
 
 from .errors import StoreError, StoreLockedError
-from .places import LOCK_NAME, REBUILD_NAME, entries, filesystem, is_store, is_url, mark_rebuilding, ours
+from .places import LOCK_NAME, PARTIAL, REBUILD_NAME, entries, filesystem, is_store, is_url, mark_rebuilding, ours
 
 _HELD: set[str] = set()  # stores whose writer lock this process holds
 
@@ -81,6 +81,10 @@ def writer_lock(path: str | Path):
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        for name in os.listdir(path):  # a killed writer's half-written files: no writer finishes them now
+            if PARTIAL.fullmatch(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(path / name)
         yield
     finally:
         os.close(fd)

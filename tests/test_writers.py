@@ -168,3 +168,23 @@ def test_a_file_system_without_locks_is_named(tmp_path, monkeypatch):
         with writer_lock(tmp_path / "s.zarr"):
             pass
     assert writers._HELD == set()  # nothing kept held
+
+
+def test_a_writer_killed_in_its_first_write_leaves_a_store_the_same_command_makes(image_folder, tmp_path):
+    """Killed between zarr's write of the first zarr.json and its rename: the lock and a .partial file
+    made the folder "not an exemplars store", refused by the same command and by --overwrite."""
+    import warnings
+
+    from pipeline.extract import extract
+
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / ".writer.lock").write_text("4242\n")
+    stray = store / f"zarr.{'5f' * 16}.partial"
+    stray.write_text('{"zarr_format": 3, "node_ty')
+    extract(image_folder, store, weights="random", workers=0, shard_rows=8, progress=False)
+    assert not stray.exists()  # the new writer cleared it
+    stray.write_text("")  # another, left by a later writer: reading the store says nothing of it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pipeline.open_store(store)["mixed4a"].topk(3, k=2).rows.size == 2
