@@ -51,8 +51,10 @@ def _listing(store, prefix: str, recursive: bool = True) -> list[str]:
 
 
 def stray_folders(group, prefix: str = "") -> list[str]:
-    """Children of ``prefix`` that hold files but are no zarr node: their ``zarr.json`` was lost
-    (a writer makes a node's ``zarr.json`` before anything in it, so no run leaves one so)."""
+    """Children of ``prefix`` that are no zarr node but hold a node's contents (an array's chunks
+    under ``c/``, or nodes of their own): their ``zarr.json`` was lost (a writer makes a node's
+    ``zarr.json`` before anything in it). Anything else is not ours to call damaged: a NAS's
+    ``@eaDir``, a user's folder, a node whose ``zarr.json`` a killed writer left half-written."""
     with warnings.catch_warnings():  # zarr warns about each such folder when it lists the group
         warnings.simplefilter("ignore")
         node = group[prefix] if prefix else group
@@ -61,7 +63,11 @@ def stray_folders(group, prefix: str = "") -> list[str]:
     names = _listing(group.store, base, recursive=False)
     candidates = [n for n in names if n not in members and n != "zarr.json" and not n.startswith(".")
                   and not n.endswith(".partial")]
-    return sorted(n for n in candidates if _listing(group.store, f"{base}{n}/"))
+    return sorted(n for n in candidates if _node_contents(_listing(group.store, f"{base}{n}/"), f"{base}{n}/"))
+
+
+def _node_contents(keys: list[str], prefix: str) -> bool:
+    return any(k.startswith(f"{prefix}c/") or k.endswith("/zarr.json") for k in keys)
 
 
 def layer_fault(group, layer: str) -> str | None:
@@ -204,6 +210,8 @@ class Checked:
         try:
             return how(self._arr, selection)
         except DECODE_ERRORS as exc:
+            if isinstance(exc, IndexError) and type(exc).__module__.startswith("zarr"):
+                raise  # a selection out of bounds: the caller's mistake, whatever the data
             located = self._locate(selection)
             if located is None:
                 raise

@@ -27,8 +27,9 @@ FORMAT_NAME = "exemplars-activations"
 LOCK_NAME = ".writer.lock"
 REBUILD_NAME = ".overwriting"  # beside the lock; present while --overwrite removes a store
 # zarr writes each file as NAME.<uuid>.partial and then renames it: a writer killed in between
-# leaves one (after its lock file, the first thing a new store holds).
-PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
+# leaves one. Only the store's own zarr.json's (the first file a new store gets, after its lock
+# file) is taken for such debris: a user's file of another name is never ignored or removed.
+PARTIAL = re.compile(r"zarr\.[0-9a-f]{32}\.partial")
 
 
 def location(path) -> str:

@@ -92,3 +92,13 @@ def test_damaged_image_arrays_are_one_error(tmp_path):
     shutil.copy(store / "zarr.json", store / "images" / "label" / "c" / "0")  # not zstd at all
     with pytest.raises(DamagedStoreError, match=r"images/label of .* is damaged in chunk 0 .*--overwrite"):
         pipeline.open_store(store)["mixed4a"].topk(0)
+
+
+def test_a_selection_out_of_bounds_is_the_callers_mistake_not_damage(tmp_path):
+    from zarr.errors import BoundsCheckError
+
+    store, _ = _imported(tmp_path)
+    mean = pipeline.open_store(store)["mixed4a"].array("mean")
+    for columns in (99, [1, 99]):
+        with pytest.raises(BoundsCheckError):
+            mean[:, columns]

@@ -542,3 +542,19 @@ def test_a_rerun_repairs_a_damaged_store_to_equal_a_fresh_one(image_folder, smal
         assert_array_equal(got[name], expected[name], err_msg=name)
     again = extract(image_folder, store, ["mixed4a"], weights="random", workers=0, progress=False, verify=True)
     assert again.computed == 0
+
+
+def test_folders_that_are_no_zarr_nodes_are_no_damage(image_folder, small_store, tmp_path):
+    """A NAS's @eaDir in the store or in a layer, or a layer whose zarr.json a killed writer left
+    half-written: a rerun called the finished layer damaged and computed it again from scratch."""
+    store = tmp_path / "s.zarr"
+    shutil.copytree(small_store, store)
+    for folder in (store / "@eaDir", store / "mixed4a" / "@eaDir", store / "mixed3a"):
+        folder.mkdir()
+    (store / "@eaDir" / "F").write_text("x")
+    (store / "mixed4a" / "@eaDir" / "F").write_text("x")
+    (store / "mixed3a" / f"zarr.{'0f' * 16}.partial").write_text("{")
+    opened = pipeline.open_store(store)
+    assert opened.info()["layers"].keys() == {"mixed4a"} and opened["mixed4a"].topk(3, k=2).rows.size == 2
+    again = extract(image_folder, store, ["mixed4a"], weights="random", workers=0, progress=False)
+    assert again.computed == 0 and (store / "mixed4a" / "@eaDir" / "F").exists()

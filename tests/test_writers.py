@@ -188,3 +188,15 @@ def test_a_writer_killed_in_its_first_write_leaves_a_store_the_same_command_make
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert pipeline.open_store(store)["mixed4a"].topk(3, k=2).rows.size == 2
+
+
+def test_only_zarrs_own_debris_is_ignored_or_removed(image_folder, tmp_path):
+    from pipeline.extract import extract
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    precious = folder / f"thesis.{'0f' * 16}.partial"
+    precious.write_text("years of work")
+    with pytest.raises(StoreError, match="not an exemplars store"):
+        extract(image_folder, folder, weights="random", workers=0, progress=False)
+    assert precious.read_text() == "years of work"
