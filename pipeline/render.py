@@ -64,7 +64,8 @@ def histogram(counts, edges, quantiles: dict, title: str, warning: str = "", con
     ax.set_xlabel("activation")
     ax.set_ylabel("images (log)")
     ax.set_title(title)
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside: lines cross the plot
+    if quantiles:  # beside the plot: the lines cross it
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     _warn(figure, warning)
     figure.tight_layout(rect=(0, 0.03 if warning else 0, 1, 1))
     return figure
