@@ -175,7 +175,8 @@ class Store:
             stats = np.stack([self.group[f"images/{name}"].get_coordinate_selection(rows)
                               for name in ("size", "mtime_ns")], axis=1)
         given = self.attrs.get("dataset", {}).get("root")
-        moved = self._root is not None and (not given or os.path.realpath(self._root) != os.path.realpath(given))
+        # Compared as written, not resolved: a recorded root that is a link may now lead to a copy.
+        moved = self._root is not None and (not given or os.path.abspath(self._root) != os.path.abspath(given))
         return [None if size == 0 and mtime == 0 else (size, None if moved else mtime)
                 for size, mtime in stats.tolist()]
 

@@ -104,7 +104,7 @@ def gallery(
     for target in targets:
         target.check_k(k)
     if len(targets) > 1:
-        layers_folder(out)
+        layers_folder(out, layers)
     built = {}
     for target in targets:
         summary = build_gallery(target, out if len(targets) == 1 else out / target.name, k=k, crops=crops)

@@ -2,7 +2,7 @@
 
 Offers:
     build_gallery(layer, out_dir, k=10, crops=True, progress=True, workers=None) -> Summary
-    layers_folder(out_dir) -> Path   a folder checked for several layers' galleries, before they are built
+    layers_folder(out_dir, names) -> Path   a folder checked for several layers' galleries, before they are built
     layers_index(out_dir, store_path, built, warning="") -> Path   an index.html linking them
     Summary                      its closing line, and the warning for unreadable images
 
@@ -125,11 +125,16 @@ def _built_layer(out: Path) -> str | None:
         return None
 
 
-def layers_folder(out_dir) -> Path:
-    """``out_dir`` made ready for several layers' galleries, before any is built: refused where it
-    holds a page or a gallery that no build of several layers made."""
+def layers_folder(out_dir, names=()) -> Path:
+    """``out_dir`` made ready for several layers' galleries (``names``), before any is built: refused
+    where it holds a page or a gallery that no build of several layers made, or where a layer's
+    subfolder would take the name of the index's own files."""
     from .errors import OutputError
 
+    taken = [name for name in names if name in ("index.html", "style.css", MANIFEST, LAYERS)]
+    if taken:
+        raise OutputError(f"layer {taken[0]} would have its gallery in a folder named as the index's own "
+                          "file; build it alone with -o")
     out = Path(out_dir).resolve()
     outputs.folder(out)
     if not (out / LAYERS).exists() and any((out / name).exists() for name in ("index.html", "style.css", MANIFEST)):
@@ -271,7 +276,8 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     pool = _pool(workers or usable_cores())
     with pool or contextlib.nullcontext():
         results = pool.map(_render_images, jobs, chunksize=16) if pool else map(_render_images, jobs)
-        for row, error, source in bar(results, total=len(jobs), desc="images", unit="img", disable=not progress):
+        for row, error, source in bar(results, total=len(jobs), desc="images", unit="img",
+                                      disable=not progress or not jobs):  # a rebuild that redraws nothing: no bar
             if error:
                 missing[row] = error
                 sources.pop(str(row), None)

@@ -80,17 +80,21 @@ def _is_image(name: str) -> bool:
 
 def _walk(top: str, start: str | None = None) -> list[str]:
     """Image files under ``start`` (default ``top``) as POSIX paths relative to ``top``, following
-    links to folders, each real folder once, and never ``top`` again (a link back up the tree
-    would otherwise repeat every image, or never end)."""
-    found, seen = [], {os.path.realpath(top)} if start else set()
+    links to folders as ImageFolder does (two links to one folder list it twice), but never into a
+    folder already on the way down, nor ``top``: a link back up the tree would repeat every image
+    level after level (ImageFolder's walk ends only at the system's limit on links, or never)."""
+    found, chains = [], {}  # a folder's path -> the real folders on the way down to it, itself included
+    above = frozenset({os.path.realpath(top)} if start else ())
     cut = len(top.rstrip(os.sep)) + 1  # os.walk's folders all start with ``top``: cut as text, not pathlib
     for dirpath, dirnames, filenames in os.walk(start or top, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if _visible(d))  # the first path to a folder wins, always the same
+        chain = chains.pop(dirpath, above) | {os.path.realpath(dirpath)}
+        keep = []
+        for name in sorted(d for d in dirnames if _visible(d)):
+            path = os.path.join(dirpath, name)
+            if os.path.realpath(path) not in chain:
+                keep.append(name)
+                chains[path] = chain
+        dirnames[:] = keep
         folder = dirpath[cut:].replace(os.sep, "/")
         prefix = folder + "/" if folder else ""
         found.extend(prefix + f for f in filenames if _is_image(f))

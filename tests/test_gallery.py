@@ -464,3 +464,15 @@ def test_several_layers_get_a_folder_each_and_an_index_and_none_replaces_another
     refused = run_cli("gallery", "--store", store, "-l", "one", "-l", "two", "-o", tmp_path / "single", check=False)
     assert refused.returncode == 2 and "no build of several layers made" in refused.stderr
     assert not (tmp_path / "single" / "one").exists()  # refused before anything was built
+
+
+def test_a_layer_named_as_the_index_file_is_refused_before_anything_is_built(tmp_path):
+    from pipeline.importing import import_matrix
+
+    paths = [f"d/{i}.jpg" for i in range(4)]
+    for name in ("index.html", "img"):
+        import_matrix(tmp_path / "s.zarr", np.random.default_rng(0).random((4, 2)), name, paths)
+    refused = run_cli("gallery", "--store", tmp_path / "s.zarr", "-l", "index.html", "-l", "img", "-o",
+                      tmp_path / "site", check=False)
+    assert refused.returncode == 2 and "named as the index's own file" in refused.stderr
+    assert not (tmp_path / "site").exists()

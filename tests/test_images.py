@@ -206,3 +206,14 @@ def test_a_stored_error_names_no_file_object_and_is_never_empty(tmp_path):
     _, error = notebook_image(str(tmp_path / "x.jpg"))
     assert error == "UnidentifiedImageError: cannot identify image file 'x.jpg'", error
     assert error_text(MemoryError()) == "MemoryError: not enough memory to decode it"
+
+
+def test_two_ways_to_one_folder_inside_a_class_list_it_twice_as_imagefolder_does(tmp_path):
+    for rel in ["a/a1.jpg", "a/sub/s.jpg", "b/b1.jpg"]:
+        _touch_image(tmp_path / rel)
+    os.symlink("../b", tmp_path / "a" / "l1")
+    os.symlink("../b", tmp_path / "a" / "l2")
+    os.symlink("sub", tmp_path / "a" / "zsub")
+    images = scan(tmp_path)
+    assert list(zip(images.paths, images.labels.tolist())) == sorted(_imagefolder(tmp_path))
+    assert {"a/l2/b1.jpg", "a/zsub/s.jpg"} <= set(images.paths)

@@ -355,6 +355,25 @@ def test_under_another_root_sizes_alone_are_compared(replaced, tmp_path):
     assert tiles(pipeline.open_store(store)["mixed4a"], top)[0].image is None
 
 
+def test_a_recorded_root_that_is_a_link_to_a_copy_now_is_cleared_by_naming_the_copy(tmp_path):
+    """The store was made through a link; the link now leads to a copy made without times. Given
+    as --root, the copy is another root (sizes alone), though it resolves to where the link leads."""
+    import os
+
+    from conftest import make_folder
+    from pipeline.extract import extract
+
+    real = make_folder(tmp_path / "real", classes=("cat", "dog"), per_class=2, seed=5)
+    os.symlink(real, tmp_path / "ds")
+    store = tmp_path / "s.zarr"
+    extract(tmp_path / "ds", store, weights="random", workers=0, progress=False)
+    top = pipeline.open_store(store)["mixed4a"].topk(0, k=3)
+    shutil.copytree(real, tmp_path / "copy", copy_function=shutil.copy)  # new times, same bytes
+    os.unlink(tmp_path / "ds")
+    os.symlink(tmp_path / "copy", tmp_path / "ds")
+    assert all(t.image is not None for t in tiles(pipeline.open_store(store, root=tmp_path / "copy")["mixed4a"], top))
+
+
 def test_a_file_that_cannot_be_decoded_is_unreadable_not_missing(replaced, tmp_path):
     import os
 
