@@ -180,11 +180,15 @@ def _placeholder(ax, error: str) -> None:
     import os
     import textwrap
 
-    from .display import unshown
+    from .display import CHANGED, unshown
 
     path, _, why = error.rpartition(": ")
     # "missing", "changed" or "unreadable": a file that is there but cannot be decoded is no missing one
-    _grey(ax, [unshown(why), *textwrap.wrap(os.path.basename(path) or error, 22)[:2], *textwrap.wrap(why, 22)[:3]])
+    head = unshown(why)
+    if head == "changed":  # said once: "changed since the store was made", then how
+        head, why = CHANGED, why.removeprefix(CHANGED).strip(" ()")
+    _grey(ax, [*textwrap.wrap(head, 22), *textwrap.wrap(os.path.basename(path) or error, 22)[:2],
+               *textwrap.wrap(why, 22)[:3]])
 
 
 def _message(ax, text: str) -> None:

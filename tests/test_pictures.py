@@ -331,7 +331,8 @@ def test_a_file_replaced_after_phase_one_is_a_placeholder_not_the_new_picture(re
     with pytest.warns(UserWarning, match=r"1 of 3 images changed since the store was made \(size or modification "
                       r"time; e\.g\. " + top.paths[0]):
         figure = layer.grid([0], k=3, heatmap=True)
-    assert figure.axes[0].texts[0].get_text().startswith("changed\n")
+    assert figure.axes[0].texts[0].get_text().startswith("changed since the\nstore was made\n")
+    assert figure.axes[0].texts[0].get_text().count("changed") == 1
     said = run_cli("grid", "--store", store, "--channels", "0", "-k", "3", "--crop", "-o", tmp_path / "g.png").stderr
     assert "warning: 1 of 3 images changed since the store was made" in said and "rerun `exemplars activations`" in said
     assert "could not be read" not in said
@@ -384,6 +385,6 @@ def test_a_file_that_cannot_be_decoded_is_unreadable_not_missing(replaced, tmp_p
     layer = pipeline.open_store(store)["mixed4a"]
     with pytest.warns(UserWarning) as said:
         axes = layer.grid([0], k=3).axes
-    assert [a.texts[0].get_text().split("\n")[0] for a in axes[:2]] == ["changed", "unreadable"]
+    assert [a.texts[0].get_text().split("\n")[0] for a in axes[:2]] == ["changed since the", "unreadable"]
     lines = str(said[0].message).splitlines()
     assert lines[0].startswith("1 of 3 images could not be read (e.g. " + top.paths[1]) and "changed" in lines[1]
