@@ -157,7 +157,7 @@ class Store:
     @cached_property
     def all_stats(self) -> np.ndarray:
         """Every row's (size, mtime_ns) as phase one found its file, read once per session."""
-        return np.stack([self.group["images/size"][:], self.group["images/mtime_ns"][:]], axis=1)
+        return np.stack([self._images("size")[:], self._images("mtime_ns")[:]], axis=1)
 
     def recorded(self, rows) -> list:
         """Each row's (size, mtime_ns) as phase one found its file, for ``images.changed``: None where
@@ -172,8 +172,8 @@ class Store:
         if self.cache_paths or "all_stats" in self.__dict__:
             stats = self.all_stats[rows]
         else:
-            stats = np.stack([self.group[f"images/{name}"].get_coordinate_selection(rows)
-                              for name in ("size", "mtime_ns")], axis=1)
+            stats = np.stack([self._images(name).get_coordinate_selection(rows) for name in ("size", "mtime_ns")],
+                             axis=1)
         given = self.attrs.get("dataset", {}).get("root")
         # Compared as written, not resolved: a recorded root that is a link may now lead to a copy.
         moved = self._root is not None and (not given or os.path.abspath(self._root) != os.path.abspath(given))

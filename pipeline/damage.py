@@ -111,13 +111,19 @@ def _with_valid_row(done, valid, shard_rows: int) -> list[int]:
     return [int(j) for j in np.flatnonzero(done) if valid[j * shard_rows:(j + 1) * shard_rows].any()]
 
 
-def missing_shards(group, layer: str, done, valid) -> dict[int, str]:
-    """Done shards with a valid row whose file of some array is missing: one listing an array."""
+def _shard_files(group, layer: str) -> dict[str, set[str]]:
+    """The keys of each sharded array's files: one listing an array."""
+    sub = group[layer]
+    return {stat: set(_listing(group.store, f"{sub[stat].path}/c/")) for stat in SHARDED if stat in sub}
+
+
+def missing_shards(group, layer: str, done, valid, files: dict | None = None) -> dict[int, str]:
+    """Done shards with a valid row whose file of some array is missing (``files``: ``_shard_files``'
+    listing, made here where not given)."""
     sub, rows = group[layer], group.attrs["shard_rows"]
     expected, found = _with_valid_row(done, valid, rows), {}
-    for stat in (s for s in SHARDED if s in sub):
+    for stat, keys in (files if files is not None else _shard_files(group, layer)).items():
         arr = sub[stat]
-        keys = set(_listing(group.store, f"{arr.path}/c/"))
         for shard in expected:
             if _shard_key(arr, shard) not in keys:
                 found.setdefault(shard, f"{layer}/{stat} shard {shard} is missing its file")
@@ -155,10 +161,10 @@ def damaged_shards(group, layer: str, full: bool = False) -> dict[int, str]:
     sub, rows, n = group[layer], group.attrs["shard_rows"], group.attrs["n_images"]
     done = np.asarray(sub["done"][:], dtype=bool)
     valid = np.asarray(group["images/valid"][:], dtype=bool)
-    found = missing_shards(group, layer, done, valid)
-    for stat in (s for s in SHARDED if s in sub):
+    files = _shard_files(group, layer)  # listed once, for both checks
+    found = missing_shards(group, layer, done, valid, files)
+    for stat, keys in files.items():
         arr = sub[stat]
-        keys = set(_listing(group.store, f"{arr.path}/c/"))
         for shard in map(int, np.flatnonzero(done)):
             if shard in found or _shard_key(arr, shard) not in keys:
                 continue
