@@ -13,6 +13,8 @@ fill value (NaN) as if it were data. Offers:
                                         truncated (the shard index: size and crc32c) or, ``full``,
                                         undecodable (every inner chunk read and checksummed)
     missing_shards(group, layer, done, valid) -> {shard: reason}   the listing check alone
+    lost_image_chunks(group, layer, done, valid, files) -> {shard: reason}   lost images/valid or error chunks
+    shard_files(group, layer) -> {array: set of keys}   one listing of each sharded array's files
     layer_fix(layer_attrs) -> str       what a user does about a damaged layer
     remove_layer(group, layer)          delete a layer's folder, node or not (the writer, remaking it)
     remove_shard(group, layer, shard)   delete a shard's files (zarr reads a shard it writes into, and a
@@ -111,22 +113,45 @@ def _with_valid_row(done, valid, shard_rows: int) -> list[int]:
     return [int(j) for j in np.flatnonzero(done) if valid[j * shard_rows:(j + 1) * shard_rows].any()]
 
 
-def _shard_files(group, layer: str) -> dict[str, set[str]]:
+def shard_files(group, layer: str) -> dict[str, set[str]]:
     """The keys of each sharded array's files: one listing an array."""
     sub = group[layer]
     return {stat: set(_listing(group.store, f"{sub[stat].path}/c/")) for stat in SHARDED if stat in sub}
 
 
 def missing_shards(group, layer: str, done, valid, files: dict | None = None) -> dict[int, str]:
-    """Done shards with a valid row whose file of some array is missing (``files``: ``_shard_files``'
-    listing, made here where not given)."""
+    """Done shards with a valid row whose file of some array is missing (``files``: ``shard_files``'
+    listing, made here where not given), and done shards whose ``images/`` chunk is lost
+    (``lost_image_chunks``)."""
     sub, rows = group[layer], group.attrs["shard_rows"]
-    expected, found = _with_valid_row(done, valid, rows), {}
-    for stat, keys in (files if files is not None else _shard_files(group, layer)).items():
+    files = files if files is not None else shard_files(group, layer)
+    expected, found = _with_valid_row(done, valid, rows), lost_image_chunks(group, layer, done, valid, files)
+    for stat, keys in files.items():
         arr = sub[stat]
         for shard in expected:
             if _shard_key(arr, shard) not in keys:
                 found.setdefault(shard, f"{layer}/{stat} shard {shard} is missing its file")
+    return dict(sorted(found.items()))
+
+
+def lost_image_chunks(group, layer: str, done, valid, files: dict) -> dict[int, str]:
+    """Done shards whose ``images/valid`` chunk is lost, or whose ``images/error`` chunk is lost
+    though a row there is invalid. zarr writes no chunk of fill values alone, so a done shard has a
+    ``valid`` chunk where a row is valid (as its file of means shows), an ``error`` chunk where one is
+    invalid (every invalid row has its reason), one of the two always; a lost ``valid`` chunk would
+    read every row as invalid, silently. ``files``: ``shard_files``' listing."""
+    images, rows, found = group["images"], group.attrs["shard_rows"], {}
+    listed = {name: set(_listing(group.store, f"{images[name].path}/c/")) for name in ("valid", "error")}
+    for shard in map(int, np.flatnonzero(done)):
+        has_means = "mean" in files and _shard_key(group[layer]["mean"], shard) in files["mean"]
+        valid_lost = _shard_key(images["valid"], shard) not in listed["valid"]
+        error_lost = _shard_key(images["error"], shard) not in listed["error"]
+        if valid_lost and has_means:
+            found[shard] = f"images/valid chunk {shard} is missing its file"
+        elif valid_lost and error_lost:
+            found[shard] = f"images/valid or images/error chunk {shard} is missing its file (a done shard has one)"
+        elif error_lost and not valid[shard * rows:(shard + 1) * rows].all():
+            found[shard] = f"images/error chunk {shard} is missing its file"
     return found
 
 
@@ -161,7 +186,7 @@ def damaged_shards(group, layer: str, full: bool = False) -> dict[int, str]:
     sub, rows, n = group[layer], group.attrs["shard_rows"], group.attrs["n_images"]
     done = np.asarray(sub["done"][:], dtype=bool)
     valid = np.asarray(group["images/valid"][:], dtype=bool)
-    files = _shard_files(group, layer)  # listed once, for both checks
+    files = shard_files(group, layer)  # listed once, for both checks
     found = missing_shards(group, layer, done, valid, files)
     for stat, keys in files.items():
         arr = sub[stat]

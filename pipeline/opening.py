@@ -19,7 +19,7 @@ import numpy as np
 from . import damage, places
 from . import images as imgs
 from . import store as st
-from .errors import PipelineError
+from .errors import DamagedStoreError, PipelineError
 from .geometry import as_dict, receptive_field
 from .model import MODEL_NAME, inception_branches
 from .progress import say
@@ -69,6 +69,23 @@ def repair(group, layer: str, verify: bool = False) -> None:
         st.refresh_completeness(group, layer)
 
 
+def _image_chunks_repairable(group, layers) -> None:
+    """Refuse a run that would recompute a shard whose ``images/valid`` or ``error`` chunk is lost
+    while a layer it does not name keeps that shard done: the shard's validity is AND-ed with that
+    layer's, which reads as lost (every row invalid), so the repair would write it wrong."""
+    if not st.images_whole(group):
+        return
+    valid = np.asarray(group["images/valid"][:], dtype=bool)
+    for name in (n for n in group.group_keys() if n != "images" and st.layer_whole(group[n])):
+        done = st.done_shards(group, name)
+        for shard, why in damage.lost_image_chunks(group, name, done, valid, damage.shard_files(group, name)).items():
+            others = st.finished_elsewhere(group, layers, shard)
+            if others:
+                flags = " ".join(f"--layer {n}" for n in sorted(set(others) | set(layers)))
+                raise DamagedStoreError(f"store {st.store_name(group)} is damaged: {why}; rerun with every layer "
+                                        f"done there ({flags}) to recompute it, or restore the store from a copy")
+
+
 def open_for_writing(store_path, meta, images, layers, shapes, model, traced, shard_rows, overwrite, verify=False):
     """Create or reopen the store and its layers (the leader rank alone does this); ``meta`` is
     ``root_meta``'s, made once a run (its fingerprint hashes every path: 0.7 s at 1.28M files)."""
@@ -80,6 +97,7 @@ def open_for_writing(store_path, meta, images, layers, shapes, model, traced, sh
     if group.attrs["dataset"].get("root") != images.root:
         # The same files (the fingerprint says so) found elsewhere: pictures read them from here now.
         group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=images.root)})
+    _image_chunks_repairable(group, layers)
     for layer in layers:
         repair(group, layer, verify)
         layer_meta = {"model": MODEL_NAME, "weights": weights_info, "input_size": imgs.PREPROCESSING["center_crop"],

@@ -102,3 +102,37 @@ def test_a_selection_out_of_bounds_is_the_callers_mistake_not_damage(tmp_path):
     for columns in (99, [1, 99]):
         with pytest.raises(BoundsCheckError):
             mean[:, columns]
+
+
+def test_a_lost_valid_chunk_is_refused_not_read_as_invalid_rows(tmp_path):
+    """zarr reads a lost ``images/valid`` chunk as its fill value, False: the shard's images vanished
+    from every answer, with no word said."""
+    store, _ = _imported(tmp_path)
+    (store / "images" / "valid" / "c" / "1").unlink()
+    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 is missing its file, though marked done"):
+        pipeline.open_store(store)["mixed4a"].topk(0)
+    assert "images/valid chunk 1" in damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")[1]
+
+
+def test_a_lost_error_chunk_of_invalid_rows_is_refused(tmp_path):
+    store, _ = _imported(tmp_path, nan_shard=1)  # shard 1: invalid rows alone, so an error chunk and no valid one
+    (store / "images" / "error" / "c" / "1").unlink()
+    with pytest.raises(DamagedStoreError, match=r"images/valid or images/error chunk 1 is missing its file \(a done"):
+        pipeline.open_store(store)["mixed4a"].topk(0)
+    matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+    matrix[5] = np.nan  # shard 1: valid and invalid rows, a chunk of each
+    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS, overwrite=True)
+    (store / "images" / "error" / "c" / "1").unlink()
+    with pytest.raises(DamagedStoreError, match="images/error chunk 1 is missing its file"):
+        pipeline.open_store(store)["mixed4a"].topk(0)
+
+
+@pytest.mark.parametrize("invalid_rows", [[], [5], [4, 5, 6, 7], [0, 5, 11]])
+def test_chunks_zarr_leaves_unwritten_are_no_damage(tmp_path, invalid_rows):
+    """No ``error`` chunk where every row is valid, no ``valid`` chunk where none is: both are fill values."""
+    matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+    matrix[invalid_rows] = np.nan
+    store = tmp_path / "s.zarr"
+    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
+    assert damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a", full=True) == {}
+    assert len(pipeline.open_store(store)["mixed4a"].topk(0, k=N).rows) == N - len(invalid_rows)

@@ -18,6 +18,7 @@ from PIL import Image
 
 import pipeline
 from conftest import EXEMPLARS, ROOT, make_folder, make_image, run_cli
+from pipeline.errors import DamagedStoreError
 from pipeline.extract import extract
 
 NUM_CHANNELS, TOP_K = 10, 10
@@ -542,6 +543,34 @@ def test_a_rerun_repairs_a_damaged_store_to_equal_a_fresh_one(image_folder, smal
         assert_array_equal(got[name], expected[name], err_msg=name)
     again = extract(image_folder, store, ["mixed4a"], weights="random", workers=0, progress=False, verify=True)
     assert again.computed == 0
+
+
+def test_a_rerun_rewrites_a_lost_valid_chunk(image_folder, small_store, tmp_path, capsys):
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(small_store, store)
+    (store / "images" / "valid" / "c" / "1").unlink()
+    summary = extract(image_folder, store, ["mixed4a"], weights="random", batch_size=4, workers=0, progress=False)
+    assert "images/valid chunk 1 is missing its file" in capsys.readouterr().err and summary.computed == 8
+    expected, got = _arrays(small_store), _arrays(store)
+    for name in expected:
+        assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_a_lost_valid_chunk_is_recomputed_only_with_every_layer_done_there(image_folder, tmp_path):
+    """Validity is AND-ed with that of the layers done in the shard, which a lost chunk reads as
+    False: recomputing one layer alone would have written every row of the shard invalid."""
+    fresh, store = tmp_path / "fresh.zarr", tmp_path / "damaged.zarr"
+    kwargs = dict(weights="random", batch_size=4, workers=0, shard_rows=8, progress=False)
+    extract(image_folder, fresh, ["mixed3a", "mixed4a"], **kwargs)
+    shutil.copytree(fresh, store)
+    (store / "images" / "valid" / "c" / "1").unlink()
+    with pytest.raises(DamagedStoreError, match=r"images/valid chunk 1 is missing its file; rerun with every layer "
+                                                r"done there \(--layer mixed3a --layer mixed4a\)"):
+        extract(image_folder, store, ["mixed4a"], **kwargs)
+    assert extract(image_folder, store, ["mixed3a", "mixed4a"], **kwargs).computed == 8
+    group, expected = zarr.open_group(str(store), mode="r"), zarr.open_group(str(fresh), mode="r")
+    for name in ("images/valid", "images/error", "mixed3a/mean", "mixed4a/mean", "mixed3a/done", "mixed4a/done"):
+        assert_array_equal(group[name][:], expected[name][:], err_msg=name)
 
 
 def test_folders_that_are_no_zarr_nodes_are_no_damage(image_folder, small_store, tmp_path):
