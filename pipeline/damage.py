@@ -5,10 +5,11 @@ hand); zarr then fails deep in a codec with a traceback, or, for a missing shard
 fill value (NaN) as if it were data. Offers:
 
     DECODE_ERRORS                       what zarr and its codecs raise on undecodable bytes
-    Checked(arr, where)                 a zarr array whose failing reads raise ``DamagedStoreError``,
+    Checked(arr, where, fix, unit)      a zarr array whose failing reads raise ``DamagedStoreError``,
                                         naming the shard (phase two reads through it)
     stray_folders(group, prefix="")     folders zarr does not take as nodes: their ``zarr.json`` is lost
     layer_fault(group, layer) -> str | None   a layer's own or one of its arrays' ``zarr.json`` lost
+    done_markers(group, layer) -> (done, {shard: reason})   done markers, those that do not decode as False
     damaged_shards(group, layer, full=False) -> {shard: reason}   done shards whose files are missing,
                                         truncated (the shard index: size and crc32c) or, ``full``,
                                         undecodable (every inner chunk read and checksummed)
@@ -179,15 +180,33 @@ def _index_fault(arr, key: str) -> str | None:
     return None
 
 
+def done_markers(group, layer: str) -> tuple[np.ndarray, dict[int, str]]:
+    """``layer``'s done markers, those that do not decode read as not done, and why (one chunk a
+    marker: a damaged one says nothing of the others)."""
+    arr = group[layer]["done"]
+    try:
+        return np.asarray(arr[:], dtype=bool), {}
+    except DECODE_ERRORS:
+        pass
+    done, bad, step = np.zeros(arr.shape, dtype=bool), {}, arr.chunks[0]
+    for lo in range(0, arr.shape[0], step):
+        try:
+            done[lo:lo + step] = arr[lo:lo + step]
+        except DECODE_ERRORS as exc:
+            bad.update({shard: f"{layer}/done chunk {lo // step} does not decode: {first_line(exc)}"
+                        for shard in range(lo, min(arr.shape[0], lo + step))})
+    return done, bad
+
+
 def damaged_shards(group, layer: str, full: bool = False) -> dict[int, str]:
-    """Done shards of ``layer`` whose data is missing or damaged, with the reason: the listing
-    check, each file's index (size and crc32c: a few KB read a shard), and, ``full``, every
-    inner chunk decoded (with checksums, a store's whole size read)."""
+    """Shards of ``layer`` done whose data is missing or damaged, or whose done marker does not
+    decode, with the reason: the listing check, each file's index (size and crc32c: a few KB
+    read a shard), and, ``full``, every inner chunk decoded (with checksums, a store's whole size read)."""
     sub, rows, n = group[layer], group.attrs["shard_rows"], group.attrs["n_images"]
-    done = np.asarray(sub["done"][:], dtype=bool)
+    done, bad_markers = done_markers(group, layer)
     valid = np.asarray(group["images/valid"][:], dtype=bool)
     files = shard_files(group, layer)  # listed once, for both checks
-    found = missing_shards(group, layer, done, valid, files)
+    found = {**missing_shards(group, layer, done, valid, files), **bad_markers}
     for stat, keys in files.items():
         arr = sub[stat]
         for shard in map(int, np.flatnonzero(done)):
@@ -219,14 +238,14 @@ class Checked:
     damaged shard (found by reading the touched shards one at a time); a failure no single shard
     reproduces is no damage, and keeps its own traceback. Everything else is the array's."""
 
-    def __init__(self, arr, where: str, fix: str):
-        self._arr, self._where, self._fix = arr, where, fix
+    def __init__(self, arr, where: str, fix: str, unit: str = "row"):
+        self._arr, self._where, self._fix, self._unit = arr, where, fix, unit  # ``unit``: what an index counts
 
     def __getattr__(self, name):
         return getattr(self._arr, name)
 
     def with_config(self, config):
-        return Checked(self._arr.with_config(config), self._where, self._fix)
+        return Checked(self._arr.with_config(config), self._where, self._fix, self._unit)
 
     def __getitem__(self, selection):
         return self._read(lambda arr, s: arr[s], selection)
@@ -259,6 +278,7 @@ class Checked:
             try:
                 np.asarray(arr.get_orthogonal_selection((slice(lo, hi), columns) if arr.ndim > 1 else slice(lo, hi)))
             except DECODE_ERRORS as exc:
-                return DamagedStoreError(f"{self._where} is damaged in {word} {block} (rows {lo}-{hi - 1}: "
+                span = f"{self._unit}s {lo}-{hi - 1}" if hi - 1 > lo else f"{self._unit} {lo}"
+                return DamagedStoreError(f"{self._where} is damaged in {word} {block} ({span}: "
                                          f"{first_line(exc)}); {self._fix}")
         return None

@@ -1,7 +1,7 @@
 """Feature visualisation (lucent's activation maximisation), cached in the store.
 
 Offers:
-    cached(layer, channel) -> uint8 (S, S, 3) or None      torch-free
+    cached(layer, channel) -> uint8 (S, S, 3) or None      torch-free; damaged bytes: None, said
     featureviz(store_path, layer, channel, size, steps, seed, redo, not_cached=None) -> uint8 (S, S, 3)
     command(layer, channel) -> str   the command that caches a channel's picture, with the store's settings
     marked(picture, warning, title="") -> PIL image   the picture, centred, with a title and the store's warning under it
@@ -18,15 +18,28 @@ import warnings
 
 import numpy as np
 
-from .errors import QueryError, StoreError, StoreLockedError
+from .damage import DECODE_ERRORS
+from .errors import QueryError, StoreError, StoreLockedError, first_line
+from .progress import say
 from .writers import writer_lock
 
 
 def cached(layer, channel: int):
+    """The channel's cached picture, or None: not cached, or cached bytes that no longer decode
+    (said in one line; ``featureviz`` then optimises it again and writes it over them)."""
     group = layer.group
-    if "featureviz_done" not in group or not bool(group["featureviz_done"][channel]):
+    if "featureviz_done" not in group:
         return None
-    return np.asarray(group["featureviz"][channel])
+    try:
+        if not bool(group["featureviz_done"][channel]):
+            return None
+        return np.asarray(group["featureviz"][channel])
+    except DECODE_ERRORS as exc:
+        if isinstance(exc, IndexError) and type(exc).__module__.startswith("zarr"):
+            raise  # a channel out of bounds: the caller's mistake
+        say(f"warning: the cached feature visualisation of {layer.name} channel {channel} in {layer.store.path} "
+            f"is damaged ({first_line(exc)}); `{command(layer, channel)} --redo` makes it again")
+        return None
 
 
 def _flags(settings: dict) -> str:

@@ -77,7 +77,7 @@ def _image_chunks_repairable(group, layers) -> None:
         return
     valid = np.asarray(group["images/valid"][:], dtype=bool)
     for name in (n for n in group.group_keys() if n != "images" and st.layer_whole(group[n])):
-        done = st.done_shards(group, name)
+        done, _ = damage.done_markers(group, name)
         for shard, why in damage.lost_image_chunks(group, name, done, valid, damage.shard_files(group, name)).items():
             others = st.finished_elsewhere(group, layers, shard)
             if others:
@@ -126,7 +126,7 @@ def finished_already(store_path, meta, images, layers, shard_rows):
                         image_arrays(images))
     finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
                 and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
-                        and st.done_shards(group, layer).all() for layer in layers)
+                        and damage.done_markers(group, layer)[0].all() for layer in layers)
                 # Files lost or cut short since: the locked path unmarks those shards and recomputes them.
                 and not any(damage.layer_fault(group, layer) or damage.damaged_shards(group, layer) for layer in layers))
     return group if finished else None

@@ -91,7 +91,7 @@ class Layer(Analysis):
     def stored(self, name: str):
         """The layer's zarr array ``name``, its reads of damaged data said in one sentence."""
         return damage.Checked(self.group[name], f"{self.name}/{name} of {self.store.path}",
-                              damage.layer_fix(self.attrs))
+                              damage.layer_fix(self.attrs), unit="shard" if name == "done" else "row")
 
     def note(self) -> str:
         """What to know about any answer from this layer, in one line ("" if nothing)."""

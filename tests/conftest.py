@@ -94,7 +94,7 @@ def small_store(tmp_path_factory, image_folder) -> Path:
     return path
 
 
-DAMAGES = ("truncated", "deleted", "flipped", "layer_json", "array_json")
+DAMAGES = ("truncated", "deleted", "flipped", "layer_json", "array_json", "done")
 
 
 def damage_store(store: Path, how: str, layer: str = "mixed4a", shard: int = 1) -> None:
@@ -118,5 +118,7 @@ def damage_store(store: Path, how: str, layer: str = "mixed4a", shard: int = 1) 
         (Path(store) / layer / "zarr.json").unlink()
     elif how == "array_json":
         (Path(store) / layer / "mean" / "zarr.json").unlink()
+    elif how == "done":  # the shard's done marker: bytes that are no zstd frame
+        (Path(store) / layer / "done" / "c" / str(shard)).write_bytes(b"not zstd")
     else:
         raise ValueError(how)

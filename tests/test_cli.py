@@ -222,7 +222,7 @@ def test_help_is_shown_under_any_locale(monkeypatch, capsys):
     assert "--channel" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("how", ["truncated", "deleted", "layer_json", "array_json"])
+@pytest.mark.parametrize("how", ["truncated", "deleted", "layer_json", "array_json", "done"])
 def test_every_reader_says_a_damaged_store_in_one_sentence(small_store, tmp_path, how):
     import shutil
 

@@ -87,6 +87,15 @@ def test_a_lost_zarr_json_is_one_error(tmp_path, how, said):
     assert said.removeprefix("its ") in layer_fault(zarr.open_group(str(store), mode="r"), "mixed4a")
 
 
+def test_a_done_marker_that_does_not_decode_names_its_shard(tmp_path):
+    store, _ = _imported(tmp_path)
+    damage_store(store, "done")
+    with pytest.raises(DamagedStoreError, match=r"mixed4a/done of .* is damaged in chunk 1 \(shard 1: "):
+        pipeline.open_store(store)["mixed4a"].topk(0)
+    found = damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")
+    assert list(found) == [1] and "mixed4a/done chunk 1 does not decode" in found[1]
+
+
 def test_damaged_image_arrays_are_one_error(tmp_path):
     store, _ = _imported(tmp_path)
     shutil.copy(store / "zarr.json", store / "images" / "label" / "c" / "0")  # not zstd at all

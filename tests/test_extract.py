@@ -526,7 +526,7 @@ def test_too_little_shared_memory_for_the_workers_stops_before_the_store(image_f
 
 
 @pytest.mark.parametrize("how, verify", [("truncated", False), ("deleted", False), ("flipped", True),
-                                         ("layer_json", False), ("array_json", False)])
+                                         ("layer_json", False), ("array_json", False), ("done", False)])
 def test_a_rerun_repairs_a_damaged_store_to_equal_a_fresh_one(image_folder, small_store, tmp_path, capsys, how, verify):
     from conftest import damage_store
 

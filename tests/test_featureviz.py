@@ -226,3 +226,18 @@ def _options(argv: list[str]) -> dict:
     """The keyword arguments an ``exemplars featureviz`` command line stands for."""
     names = {"-c": "channel", "--size": "size", "--steps": "steps", "--seed": "seed"}
     return {names[flag]: int(value) for flag, value in zip(argv, argv[1:]) if flag in names}
+
+
+@pytest.mark.parametrize("damaged", ["featureviz/c/3/0/0/0", "featureviz_done/c/3"])
+def test_a_damaged_cached_picture_is_said_and_made_again(store_copy, monkeypatch, capsys, damaged):
+    import pipeline.featureviz as fv
+
+    monkeypatch.setattr(fv, "_optimise", lambda *a: np.full((32, 32, 3), 9, dtype=np.uint8))
+    featureviz(store_copy, "mixed4a", 3, size=32, steps=2)
+    (store_copy / "mixed4a" / damaged).write_bytes(b"not zstd")
+    assert cached(pipeline.open_store(store_copy)["mixed4a"], 3) is None
+    said = capsys.readouterr().err
+    assert "feature visualisation of mixed4a channel 3" in said and "is damaged" in said and "--redo" in said
+    monkeypatch.setattr(fv, "_optimise", lambda *a: np.full((32, 32, 3), 4, dtype=np.uint8))
+    assert (featureviz(store_copy, "mixed4a", 3, size=32, steps=2) == 4).all()  # no --redo needed
+    assert (cached(pipeline.open_store(store_copy)["mixed4a"], 3) == 4).all()
