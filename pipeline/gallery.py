@@ -105,16 +105,19 @@ def _identity(layer) -> dict:
             "pictures": PICTURES}
 
 
-def _drawn_from(out: Path, identity: dict) -> dict | None:
-    """The manifest's {row: [size, mtime_ns]} of the files its pictures were drawn from, None where
-    the last build was of another store, layer or drawing (nothing of it is reused). A manifest
-    written before the sources were kept gives {}: each picture is drawn once more."""
+def _drawn_from(out: Path, identity: dict) -> tuple[dict, dict] | None:
+    """The manifest's {row: [size, mtime_ns]} of the files its pictures were drawn from, and its
+    {crop file: [left, top, right, bottom]} of the box each crop shows, None where the last build was
+    of another store, layer or drawing (nothing of it is reused). A manifest written before the
+    sources (or the boxes) were kept gives {}: each picture (each crop) is drawn once more. The box
+    is kept because a store made again over the same files and weights (another --decoder, device or
+    --compile, none of them in the identity) can move a near-tied peak."""
     try:
         found = json.loads((out / MANIFEST).read_text())
-        sources = found.pop("sources", {})
+        sources, crops = found.pop("sources", {}), found.pop("crops", {})
     except (OSError, ValueError, AttributeError):
         return None
-    return sources if found == identity and isinstance(sources, dict) else None
+    return (sources, crops) if found == identity and isinstance(sources, dict) and isinstance(crops, dict) else None
 
 
 def _built_layer(out: Path) -> str | None:
@@ -252,6 +255,7 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
         outputs.folder(folder)
     identity = _identity(layer)
     drawn = _drawn_from(out, identity)
+    drawn, boxes_drawn = drawn if drawn is not None else (None, {})
     if drawn is None:
         drawn = {}
         for old in (out / "img").iterdir():
@@ -269,7 +273,9 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
             sources[str(row)] = list(source)
         else:
             _forget(folder, row, needs[row])
-        boxes = [(c, box) for c, box in needs[row] if not (folder / crop_name(row, c)).exists()]
+        # A crop is reused only where it shows this store's box (its peak may have moved since)
+        boxes = [(c, box) for c, box in needs[row] if not (folder / crop_name(row, c)).exists()
+                 or boxes_drawn.get(crop_name(row, c)) != list(box)]
         if boxes or not (folder / thumb_name(row)).exists():  # made once, reused by later builds
             jobs.append((root, path, row, boxes, str(folder), recorded))
     missing, paths = {}, dict(zip((job[2] for job in jobs), (job[1] for job in jobs)))
@@ -283,7 +289,9 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
                 sources.pop(str(row), None)
             else:
                 sources[str(row)] = list(source) if source else None
-    (out / MANIFEST).write_text(json.dumps({**identity, "sources": sources}), encoding="utf-8")
+    crops_drawn = {crop_name(row, c): list(box) for row, boxes in needs.items() if row not in missing
+                   for c, box in boxes}
+    (out / MANIFEST).write_text(json.dumps({**identity, "sources": sources, "crops": crops_drawn}), encoding="utf-8")
     _remove_unused(out / "img", needs, _write_featureviz(layer, out / "img"))
     table, corr, near, chosen = _statistics(layer)
     site = pages.Site(layer, out, per_channel, missing, table, corr, near, chosen, crops)

@@ -208,8 +208,17 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
             heats = [channel_maps(layer, results.rows, channel) for _, results in queries]
             # One colour scale for a channel's rows: the bottom row's faint maps stay faint.
             scale = heat_scale(*heats)
-            positive = any(h is not None and np.isfinite(h).any() and np.nanmax(h) > 0 for h in heats)
-            heat = f"heat 0-{scale:.3g}" if positive else "heat: 0 everywhere"  # not a made-up 0-1 scale
+            finite = [h[np.isfinite(h)] for h in heats if h is not None]
+            finite = np.concatenate(finite) if finite else np.zeros(0)
+            # not a made-up 0-1 scale; and a map below 0 everywhere (before a ReLU) is no map of zeros
+            if finite.size and finite.max() > 0:
+                heat = f"heat 0-{scale:.3g}"
+            elif not finite.size:
+                heat = "heat: no map (no image read)"
+            elif finite.min() == 0:
+                heat = "heat: 0 everywhere"
+            else:
+                heat = f"heat: none above 0 (max {finite.max():.3g})"
             queries[0] = (f"{queries[0][0]}\n{heat}", queries[0][1])
         for (label, results), heat in zip(queries, heats):
             drawn = tiles(layer, results, crop=crop, heat=heat, scale=scale)

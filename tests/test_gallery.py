@@ -476,3 +476,37 @@ def test_a_layer_named_as_the_index_file_is_refused_before_anything_is_built(tmp
                       tmp_path / "site", check=False)
     assert refused.returncode == 2 and "named as the index's own file" in refused.stderr
     assert not (tmp_path / "site").exists()
+
+
+def test_a_crop_is_drawn_again_where_the_remade_store_moved_its_peak(tmp_path):
+    """A store made again over the same files with the same weights and precision (another --decoder,
+    device or --compile: none of them in the gallery's identity) can move a near-tied peak: the
+    rebuild reused the crop drawn around the old peak, beside the new one's activation."""
+    from PIL import Image
+
+    from pipeline import store as st
+    from pipeline.display import display_image
+    from pipeline.pictures import crop_box, crop_field
+
+    data = make_folder(tmp_path / "data", classes=("cat", "dog"), per_class=2, seed=5)
+    path = tmp_path / "s.zarr"
+    extract(data, path, ["mixed4a"], weights="random", workers=0, shard_rows=8, progress=False)
+    layer = pipeline.open_store(path)["mixed4a"]
+    out = tmp_path / "site"
+    build_gallery(layer, out, k=2, progress=False, workers=1)
+    c = next(c for c in range(layer.channels) if None not in layer.crop_peaks(layer.topk(c, k=2).rows, c))
+    row = int(layer.topk(c, k=2).rows[0])
+    y, x = layer.peaks([row], c)[0]
+    moved = (y + 7) % 14 * 14 + (x + 5) % 14  # far from the old peak, in both directions
+    group = st.open_group(path, "r+")
+    blocks = {"mixed4a": tuple(np.asarray(group["mixed4a"][name][:]) for name in ("mean", "max", "argmax"))}
+    blocks["mixed4a"][2][row, c] = moved
+    st.write_shard(group, ["mixed4a"], 0, blocks, [True] * len(blocks["mixed4a"][0]), [""] * len(blocks["mixed4a"][0]))
+
+    layer = pipeline.open_store(path)["mixed4a"]
+    assert layer.peaks([row], c)[0] == divmod(moved, 14)
+    build_gallery(layer, out, k=2, progress=False, workers=1)
+    image, _ = display_image(layer.store.root, layer.store.paths([row])[0])
+    expected = np.asarray(crop_field(image, crop_box(layer, *divmod(moved, 14))).resize((128, 128)), dtype=float)
+    drawn = np.asarray(Image.open(out / "img" / f"{row}_c{c}.jpg").convert("RGB"), dtype=float)
+    assert np.abs(drawn - expected).mean() < 4

@@ -388,3 +388,18 @@ def test_a_file_that_cannot_be_decoded_is_unreadable_not_missing(replaced, tmp_p
     assert [a.texts[0].get_text().split("\n")[0] for a in axes[:2]] == ["changed since the", "unreadable"]
     lines = str(said[0].message).splitlines()
     assert lines[0].startswith("1 of 3 images could not be read (e.g. " + top.paths[1]) and "changed" in lines[1]
+
+
+def test_a_channel_below_zero_everywhere_is_not_said_to_be_zero(small_store, monkeypatch):
+    """A layer before its ReLU (mixed4a_3x3_pre_relu_conv, say) has channels whose shown maps are all
+    negative: their label said "heat: 0 everywhere" beside captions of -0.05 ... -0.1."""
+    import pipeline.heatmap as heatmap
+
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    monkeypatch.setattr(heatmap, "channel_maps", lambda _layer, rows, _c: np.full((len(rows), 14, 14), -0.25, np.float32))
+    label = np.array(layer.grid([7], k=2, heatmap=True).axes)[0].get_ylabel()
+    assert "0 everywhere" not in label and "-0.25" in label
+    # and no map at all (every shown image unreadable) is no map of zeros either
+    monkeypatch.setattr(heatmap, "channel_maps", lambda _layer, rows, _c: np.full((len(rows), 14, 14), np.nan, np.float32))
+    label = np.array(layer.grid([7], k=2, heatmap=True).axes)[0].get_ylabel()
+    assert "0 everywhere" not in label and "no map" in label
