@@ -124,5 +124,25 @@ def import_(
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
     invalid = invalid_rows(group)
     if invalid:
-        typer.echo(f"warning: {invalid} of {data.shape[0]} rows are invalid (a value not finite, or past float32's range): "
-                   "queries leave them out", err=True)
+        typer.echo(f"warning: {invalid} of {data.shape[0]} rows {'is' if invalid == 1 else 'are'} invalid"
+                   f"{_invalid_reasons(group)}: queries leave them out", err=True)
+
+
+def _invalid_reasons(group) -> str:
+    """Why the store's invalid rows are: an import's values, or what the store held already (a phase-one
+    image that could not be decoded was said to be "a value not finite" of the matrix)."""
+    from .importing import NON_FINITE, TOO_LARGE
+
+    import numpy as np
+
+    valid = np.asarray(group["images"]["valid"][:], dtype=bool)
+    errors = [str(error) for error, ok in zip(group["images"]["error"][:], valid) if not ok]
+    values = sum(error in (NON_FINITE, TOO_LARGE) for error in errors)
+    values_text, others_text = ("a value not finite, or past float32's range",
+                                "in the store already: an image that could not be decoded, or non-finite "
+                                "activations; exemplars info shows why")
+    if not values:
+        return f" ({others_text})"
+    if values == len(errors):
+        return f" ({values_text})"
+    return f": {values} with {values_text}; {len(errors) - values} {others_text.replace(': ', ' (', 1)})"

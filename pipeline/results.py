@@ -5,6 +5,7 @@ Offers:
                ``ranks`` (the place in the list, or for samples in the channel); ``==`` by contents;
                ``to_list()`` -> list of dicts, ``to_dict()`` for ``--json``,
                ``__repr__`` a text table, ``_repr_html_`` an HTML table
+    value_text(value) -> str      a value as the text table shows it
     printable(text) -> str       control characters (a newline in a file name) as escapes
     columns(text) -> int          terminal columns of a text (CJK two a character)
     pad(text, width, left) -> str  padded to that many columns
@@ -123,7 +124,7 @@ class Results:
             names.insert(1, "band")
         rows = []
         for item in self.to_list():
-            row = {"rank": str(item["rank"]), self.measure: f"{item['activation']:.4f}",
+            row = {"rank": str(item["rank"]), self.measure: value_text(item["activation"]),
                    "path": printable(item["path"]), "class": printable(item["class"])}
             if "peak" in item:
                 row["peak (y, x)"] = "no peak" if item["peak"] is None else f"({item['peak'][0]}, {item['peak'][1]})"
@@ -151,6 +152,12 @@ class Results:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         note = "".join(f"<p><b>{html.escape(n)}</b></p>" for n in self.notes)
         return f"<p>{html.escape(self.title())}</p>{note}<table><tr>{head}</tr>{body}</table>"
+
+
+def value_text(value: float) -> str:
+    """A value as the text table shows it: 4 decimals in activations' usual range (and for 0), else 4
+    significant digits, so a small nonzero value is no "0.0000" (a zeros band's) and 3e38 no 39 digits."""
+    return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e7 else f"{value:.4g}"
 
 
 def printable(text: str) -> str:

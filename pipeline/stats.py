@@ -179,8 +179,9 @@ def _class_sums(x, lab, wide, n_classes):
         order = np.argsort(lab, kind="stable")
         order = order[lab[order] >= 0]
         present, starts = np.unique(lab[order], return_index=True)
-        # float32 sums within a shard (at most 65536 rows), float64 across shards
-        sums[present] = np.add.reduceat(x[order], starts, axis=0) / wide
+        # float64 sums (float32's, within a shard, put a channel 1e4 + 0.01 x's class means 1e-3 apart and
+        # cost a dense channel's index, a small difference of two means, its 5th significant digit)
+        sums[present] = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64) / wide
         counts[present] = np.diff(np.append(starts, len(order)))
     return sums, counts
 

@@ -208,3 +208,33 @@ def test_a_label_outside_the_class_names_is_refused(tmp_path, labels, classes):
         import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"], np.array(labels), classes)
     assert not (tmp_path / "s.zarr").exists()
     import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"], np.array([1, -1]), classes)
+
+
+def test_import_warning_does_not_blame_the_matrix_for_undecodable_images(small_store, tmp_path):
+    """A finite matrix imported into a phase-one store with an undecodable image was warned about as
+    'rows are invalid (a value not finite, or past float32's range)': the rows were the images'."""
+    import shutil
+
+    from conftest import run_cli
+
+    store = tmp_path / "p1.zarr"
+    shutil.copytree(small_store, store)
+    group = open_group(store, mode="r+")
+    valid = group["images"]["valid"][:]
+    valid[2] = False  # as phase one leaves an image it could not decode
+    group["images"]["valid"][:] = valid
+    errors = group["images"]["error"][:]
+    errors[2] = "UnidentifiedImageError: cannot identify image file 'x.jpg'"
+    group["images"]["error"][:] = errors
+    n = len(valid)
+    paths = pipeline.open_store(store).paths(range(n))
+    (tmp_path / "paths.txt").write_text("\n".join(paths) + "\n")
+    m = np.random.default_rng(0).random((n, 3))
+    np.save(tmp_path / "m.npy", m)
+    proc = run_cli("import", tmp_path / "m.npy", "--store", store, "--layer", "probe", "--paths", tmp_path / "paths.txt")
+    assert "a value not finite" not in proc.stderr
+    assert f"1 of {n} rows is invalid" in proc.stderr and "could not be decoded" in proc.stderr
+    m[5, 1] = np.nan
+    np.save(tmp_path / "m.npy", m)
+    proc = run_cli("import", tmp_path / "m.npy", "--store", store, "--layer", "probe2", "--paths", tmp_path / "paths.txt")
+    assert f"2 of {n} rows are invalid: 1 with a value not finite, or past float32's range; 1 " in proc.stderr

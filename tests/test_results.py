@@ -70,3 +70,13 @@ def test_the_table_heads_what_the_numbers_are():
              for query in ("channel 1 (top 2)", "direction 1:0.5,2:0.5 (top 2)", "similar to a.jpg (row 3)")}
     assert list(heads.values()) == ["activation", "projection", "cosine"]
     assert all("activation" in item for item in _results(query="similar to a.jpg (row 3)"))  # JSON's key stays
+
+
+def test_the_text_table_shows_small_and_huge_values_as_numbers_not_zeros():
+    """A channel of small values (an imported probe, a nearly silent unit) printed 0.0000 for every
+    image, as its zeros band does; one near 3e38 printed 39 digits."""
+    table = repr(_results(activations=np.array([2.5e-7, -1.3e-9])))
+    assert "0.0000" not in table and "2.5e-07" in table and "-1.3e-09" in table
+    table = repr(_results(activations=np.array([2.98e38, 0.0])))
+    assert "2.98e+38" in table and "0.0000" in table  # an exact zero stays as it was
+    assert "1.2346" in repr(_results(activations=np.array([1.23456, 0.5])))  # activations' usual range: as before

@@ -449,3 +449,24 @@ def test_one_usable_image_and_a_share_reached_exactly(tmp_path):
     import_matrix(tmp_path / "one.zarr", m, "feat", ["a.jpg", "b.jpg"])
     table = pipeline.open_store(tmp_path / "one.zarr")["feat"].stats()
     assert table["q50"].tolist() == table["q99.9"].tolist() == [1.0, -2.0, 3.0]
+
+
+def test_class_means_are_summed_in_float64(tmp_path):
+    """Class sums within a shard were float32: a channel 1e4 + 0.01 x had class means off by about 1e-3
+    (its top classes in the wrong order), and the index of a dense channel, (mu_max - mu_rest) / (mu_max +
+    mu_rest), a small difference of two means, lost its 5th significant digit (written with 7)."""
+    rng = np.random.default_rng(7)
+    n = 4096
+    labels = np.arange(n) % 4
+    m = np.stack([1e4 + 0.01 * rng.random(n) + 1e-3 * labels,  # class 3 highest, then 2, 1, 0
+                  rng.exponential(1.0, n) * (rng.random(n) < 0.5) + 3.0], axis=1).astype(np.float32)
+    import_matrix(tmp_path / "f.zarr", m, "feat", [f"{i}.jpg" for i in range(n)], labels, shard_rows=n)
+    sel = pipeline.open_store(tmp_path / "f.zarr")["feat"].selectivity()
+    x = m.astype(np.float64)
+    means = np.stack([x[labels == k].mean(0) for k in range(4)])
+    assert_allclose(sel["class_means"], means, rtol=1e-12)
+    assert sel["top_classes"][0].tolist() == [3, 2, 1, 0]
+    best = means.argmax(0)
+    rest = np.array([x[labels != best[c], c].mean() for c in range(2)])
+    mu = means[best, [0, 1]]
+    assert_allclose(sel["index"], (mu - rest) / (mu + rest), rtol=1e-9)
