@@ -173,17 +173,25 @@ def shuffled_labels(labels: np.ndarray, usable: np.ndarray, seed: int = SHUFFLE_
     return out
 
 
-def _class_sums(x, lab, wide, n_classes):
-    sums, counts = np.zeros((n_classes, x.shape[1])), np.zeros(n_classes, dtype=np.int64)
-    if n_classes and (lab >= 0).any():
-        order = np.argsort(lab, kind="stable")
-        order = order[lab[order] >= 0]
-        present, starts = np.unique(lab[order], return_index=True)
-        # float64 sums (float32's, within a shard, put a channel 1e4 + 0.01 x's class means 1e-3 apart and
-        # cost a dense channel's index, a small difference of two means, its 5th significant digit)
-        sums[present] = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64) / wide
-        counts[present] = np.diff(np.append(starts, len(order)))
-    return sums, counts
+def _class_sums(x, labelings, wide, n_classes) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each labeling of ``x``'s rows, (class sums (K, C), counts (K,)), divided by ``wide`` (the scales).
+
+    The sums are float64, each column's by ``np.bincount`` (rows in order, no sorted copy of the
+    shard): float32 sums within a shard put a channel 1e4 + 0.01 x's class means 1e-3 apart and
+    cost a dense channel's index, a small difference of two means, its 5th significant digit;
+    float64 sums of a sorted copy cost 3-6% of ``stats`` at 1.28M, bincount's are faster than the
+    float32 ones were (77-134 against 229-623 ms a shard of 65536 x 508, 1,000 classes)."""
+    out = []
+    for lab in labelings:
+        sums, counts = np.zeros((n_classes, x.shape[1])), np.zeros(n_classes, dtype=np.int64)
+        if n_classes and (lab >= 0).any():
+            bins = np.where(lab >= 0, lab, n_classes)  # unlabelled rows (-1) go to a last bin, dropped
+            counts = np.bincount(bins, minlength=n_classes + 1)[:n_classes]
+            for c in range(x.shape[1]):
+                sums[:, c] = np.bincount(bins, weights=x[:, c], minlength=n_classes + 1)[:n_classes]
+            sums /= wide
+        out.append((sums, counts))
+    return out
 
 
 def _shard_moments(layer, lo, hi, x, centre, scale, labels, chance, n_classes):
@@ -200,8 +208,8 @@ def _shard_moments(layer, lo, hi, x, centre, scale, labels, chance, n_classes):
     gram = (xc.T @ xc).astype(np.float64) / np.outer(wide, wide)
     offset = xc.sum(axis=0, dtype=np.float64) / wide  # the centre is float32's: sum of (x - centre)
     del xc  # memory is bounded by a few shard-sized buffers per thread
-    sums, counts = _class_sums(x, lab, wide, n_classes)
-    return gram, sums, counts, _class_sums(x, shuffled, wide, n_classes)[0], offset
+    (sums, counts), (chance_sums, _) = _class_sums(x, (lab, shuffled), wide, n_classes)
+    return gram, sums, counts, chance_sums, offset
 
 
 def second_moments(layer, table=None, progress=None) -> Moments:
