@@ -117,32 +117,35 @@ def import_(
     from .importing import import_matrix, invalid_rows, read_array, read_lines
 
     data = read_array(matrix, mmap=True)
+    peaks = max_matrix and read_array(max_matrix, mmap=True)
     group = import_matrix(store, data, layer, read_lines(paths), labels and read_array(labels),
                           read_lines(classes) if classes else (), root, shard_rows, overwrite,
                           progress=lambda it: bar(it, unit="shard", desc=f"import {layer}"),
-                          max_matrix=max_matrix and read_array(max_matrix, mmap=True))
+                          max_matrix=peaks)
     typer.echo(f"imported {data.shape[0]} x {data.shape[1]} into {store} (layer {layer})")
     invalid = invalid_rows(group)
     if invalid:
         typer.echo(f"warning: {invalid} of {data.shape[0]} rows {'is' if invalid == 1 else 'are'} invalid"
-                   f"{_invalid_reasons(group)}: queries leave them out", err=True)
+                   f"{_invalid_reasons(group, [m for m in (data, peaks) if m is not None])}: queries leave them out", err=True)
 
 
-def _invalid_reasons(group) -> str:
-    """Why the store's invalid rows are: an import's values, or what the store held already (a phase-one
-    image that could not be decoded was said to be "a value not finite" of the matrix)."""
-    from .importing import NON_FINITE, TOO_LARGE
-
+def _invalid_reasons(group, matrices) -> str:
+    """Why the store's invalid rows are: this import's values (``matrices``: its mean and max), or what
+    the store held already (a phase-one image that could not be decoded, another import's values, were
+    said to be "a value not finite" of this matrix)."""
     import numpy as np
 
-    valid = np.asarray(group["images"]["valid"][:], dtype=bool)
-    errors = [str(error) for error, ok in zip(group["images"]["error"][:], valid) if not ok]
-    values = sum(error in (NON_FINITE, TOO_LARGE) for error in errors)
+    rows = np.flatnonzero(~np.asarray(group["images"]["valid"][:], dtype=bool))
+    finite = np.ones(rows.size, dtype=bool)
+    with np.errstate(over="ignore"):
+        for matrix in matrices:  # only the invalid rows read (the matrices are memory maps)
+            finite &= np.isfinite(np.asarray(matrix[rows]).astype(np.float32)).all(axis=1)
+    values = int((~finite).sum())
     values_text, others_text = ("a value not finite, or past float32's range",
                                 "in the store already: an image that could not be decoded, or non-finite "
-                                "activations; exemplars info shows why")
+                                "activations or imported values of another layer; exemplars info shows why")
     if not values:
         return f" ({others_text})"
-    if values == len(errors):
+    if values == rows.size:
         return f" ({values_text})"
-    return f": {values} with {values_text}; {len(errors) - values} {others_text.replace(': ', ' (', 1)})"
+    return f": {values} with {values_text}; {rows.size - values} {others_text.replace(': ', ' (', 1)})"

@@ -138,19 +138,33 @@ def missing_shards(group, layer: str, done, valid, files: dict | None = None) ->
 def lost_image_chunks(group, layer: str, done, valid, files: dict) -> dict[int, str]:
     """Done shards whose ``images/valid`` chunk is lost, or whose ``images/error`` chunk is lost
     though a row there is invalid. zarr writes no chunk of fill values alone, so a done shard has a
-    ``valid`` chunk where a row is valid (as its file of means shows), an ``error`` chunk where one is
-    invalid (every invalid row has its reason), one of the two always; a lost ``valid`` chunk would
-    read every row as invalid, silently. ``files``: ``shard_files``' listing."""
+    ``valid`` chunk where a row is valid, an ``error`` chunk where one is invalid (every invalid row
+    has its reason), one of the two always; a lost ``valid`` chunk would read every row as invalid,
+    silently. A shard without a ``valid`` chunk whose ``error`` chunk is there lost it where a row's
+    reason there is "" (a valid row); its file of means says nothing, since an invalid row keeps the
+    finite values it has (an imported row with one NaN, a row invalid through another layer).
+    ``files``: ``shard_files``' listing (it picks the words of a report). Each array is opened once:
+    an open is a metadata read, a request on an object store."""
     images, rows, found = group["images"], group.attrs["shard_rows"], {}
-    listed = {name: set(_listing(group.store, f"{images[name].path}/c/")) for name in ("valid", "error")}
+    valid_arr, error_arr = images["valid"], images["error"]
+    mean = group[layer]["mean"] if "mean" in files else None
+    listed = {name: set(_listing(group.store, f"{arr.path}/c/")) for name, arr in (("valid", valid_arr),
+                                                                                  ("error", error_arr))}
     for shard in map(int, np.flatnonzero(done)):
-        has_means = "mean" in files and _shard_key(group[layer]["mean"], shard) in files["mean"]
-        valid_lost = _shard_key(images["valid"], shard) not in listed["valid"]
-        error_lost = _shard_key(images["error"], shard) not in listed["error"]
-        if valid_lost and has_means:
-            found[shard] = f"images/valid chunk {shard} is missing its file"
-        elif valid_lost and error_lost:
-            found[shard] = f"images/valid or images/error chunk {shard} is missing its file (a done shard has one)"
+        valid_lost = _shard_key(valid_arr, shard) not in listed["valid"]
+        error_lost = _shard_key(error_arr, shard) not in listed["error"]
+        if valid_lost and error_lost:
+            has_means = mean is not None and _shard_key(mean, shard) in files["mean"]
+            found[shard] = (f"images/valid chunk {shard} is missing its file" if has_means else
+                            f"images/valid or images/error chunk {shard} is missing its file (a done shard has one)")
+        elif valid_lost:
+            try:
+                reasons = error_arr[shard * rows:(shard + 1) * rows]
+            except DECODE_ERRORS as exc:
+                found[shard] = f"images/error chunk {shard} does not decode: {first_line(exc)}"
+                continue
+            if any(str(reason) == "" for reason in reasons):
+                found[shard] = f"images/valid chunk {shard} is missing its file"
         elif error_lost and not valid[shard * rows:(shard + 1) * rows].all():
             found[shard] = f"images/error chunk {shard} is missing its file"
     return found

@@ -190,12 +190,21 @@ def _write_featureviz(layer, folder: Path) -> set[str]:
     """Copy the store's cached feature visualisations next to the thumbnails; returns their names."""
     from PIL import Image
 
+    from .damage import DECODE_ERRORS
+    from .featureviz import cached
+
     if "featureviz_done" not in layer.group:
         return set()
+    try:
+        channels = np.flatnonzero(layer.group["featureviz_done"][:]).tolist()
+    except DECODE_ERRORS:  # a marker that does not decode: each channel asked alone, the damaged one said
+        channels = range(layer.channels)
     names = set()
-    for c in np.flatnonzero(layer.group["featureviz_done"][:]).tolist():
-        Image.fromarray(np.asarray(layer.group["featureviz"][c])).save(folder / viz_name(c))
-        names.add(viz_name(c))
+    for c in channels:
+        picture = cached(layer, c)  # None, said, where its bytes no longer decode
+        if picture is not None:
+            Image.fromarray(picture).save(folder / viz_name(c))
+            names.add(viz_name(c))
     return names
 
 

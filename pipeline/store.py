@@ -237,9 +237,21 @@ def write_shard(group, layers, shard: int, blocks: dict, valid, errors) -> None:
 
 
 def finished_elsewhere(group, layers, shard: int) -> list[str]:
-    """The layers other than ``layers`` that have finished ``shard``."""
+    """The layers other than ``layers`` that have finished ``shard``; a done marker that does not
+    decode is read as not done, as that layer's own rerun reads it (it was a traceback mid-run)."""
     return [name for name in group.group_keys() if name != "images" and name not in layers
-            and "done" in group[name] and bool(group[name]["done"][shard])]
+            and "done" in group[name] and _marked(group[name]["done"], shard)]
+
+
+def _marked(done, shard: int) -> bool:
+    from .damage import DECODE_ERRORS
+
+    try:
+        return bool(done[shard])
+    except DECODE_ERRORS as exc:
+        if isinstance(exc, IndexError) and type(exc).__module__.startswith("zarr"):
+            raise
+        return False
 
 
 def merged_validity(group, layers, shard: int, valid, errors):

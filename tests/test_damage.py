@@ -145,3 +145,61 @@ def test_chunks_zarr_leaves_unwritten_are_no_damage(tmp_path, invalid_rows):
     import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
     assert damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a", full=True) == {}
     assert len(pipeline.open_store(store)["mixed4a"].topk(0, k=N).rows) == N - len(invalid_rows)
+
+
+@pytest.mark.parametrize("how", ["inf_column", "second_layer"])
+def test_a_shard_of_invalid_rows_with_finite_values_is_no_damage(tmp_path, how):
+    """A shard whose rows are all invalid has no ``valid`` chunk, yet a file of means where its rows keep
+    finite values: an imported row with one value past float32's range, or a row invalid through
+    another layer (a probe imported beside a shard of undecodable images). It was called a lost chunk."""
+    store, matrix = tmp_path / "s.zarr", np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+    paths = [f"x{i}.jpg" for i in range(N)]
+    if how == "inf_column":
+        matrix[2 * ROWS:, 0] = np.inf  # the last shard: every row invalid, its other columns finite
+        import_matrix(store, matrix, "mixed4a", paths, shard_rows=ROWS)
+    else:
+        nan = matrix.copy()
+        nan[2 * ROWS:] = np.nan
+        import_matrix(store, nan, "first", paths, shard_rows=ROWS)
+        import_matrix(store, matrix, "mixed4a", paths, shard_rows=ROWS)
+    assert not (store / "images" / "valid" / "c" / "2").exists() and (store / "mixed4a" / "mean" / "c" / "2" / "0").exists()
+    assert damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a", full=True) == {}
+    assert len(pipeline.open_store(store)["mixed4a"].topk(1, k=N).rows) == 2 * ROWS
+
+
+def test_a_lost_valid_chunk_beside_its_error_chunk_is_found(tmp_path):
+    """A shard with valid and invalid rows has both chunks: its ``valid`` chunk lost leaves the error
+    chunk, whose valid rows say "" (no reason)."""
+    matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+    matrix[5, 2] = np.nan
+    store = tmp_path / "s.zarr"
+    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
+    (store / "images" / "valid" / "c" / "1").unlink()
+    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 is missing its file, though marked done"):
+        pipeline.open_store(store)["mixed4a"].topk(0)
+    assert list(damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")) == [1]
+
+
+def test_the_listing_check_opens_each_array_once_not_once_a_shard(tmp_path, monkeypatch):
+    """Each open of a zarr array is a metadata read (a request on an object store): the check of the
+    ``images/`` chunks opened four arrays for every done shard of every query."""
+    from zarr.storage import LocalStore
+
+    reads = {}
+    for rows in (ROWS, 1):
+        store = tmp_path / f"s{rows}.zarr"
+        matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+        import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=rows)
+        layer = pipeline.open_store(store)["mixed4a"]
+        layer.done, layer.store.valid  # read before counting
+        count, get = [0], LocalStore.get
+
+        async def counting(self, *args, **kwargs):
+            count[0] += 1
+            return await get(self, *args, **kwargs)
+
+        monkeypatch.setattr(LocalStore, "get", counting)
+        layer.usable
+        monkeypatch.setattr(LocalStore, "get", get)
+        reads[rows] = count[0]
+    assert reads[1] == reads[ROWS]  # 12 shards read as many files as 3

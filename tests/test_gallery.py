@@ -510,3 +510,24 @@ def test_a_crop_is_drawn_again_where_the_remade_store_moved_its_peak(tmp_path):
     expected = np.asarray(crop_field(image, crop_box(layer, *divmod(moved, 14))).resize((128, 128)), dtype=float)
     drawn = np.asarray(Image.open(out / "img" / f"{row}_c{c}.jpg").convert("RGB"), dtype=float)
     assert np.abs(drawn - expected).mean() < 4
+
+
+@pytest.mark.parametrize("damaged", ["featureviz/c/3/0/0/0", "featureviz_done/c/3"])
+def test_a_damaged_cached_picture_is_said_and_left_out_not_a_traceback(tmp_path, monkeypatch, capsys, damaged):
+    """The gallery copied the cached pictures by reading the store itself: a damaged one was a zstd traceback."""
+    import pipeline.featureviz as fv
+    from pipeline.featureviz import featureviz
+
+    matrix = np.random.default_rng(0).random((12, 5)).astype(np.float32)
+    store = tmp_path / "s.zarr"
+    from pipeline.importing import import_matrix
+
+    import_matrix(store, matrix, "feat", [f"x{i}.jpg" for i in range(12)])
+    monkeypatch.setattr(fv, "_optimise", lambda *a: np.full((32, 32, 3), 9, dtype=np.uint8))
+    for channel in (1, 3):
+        featureviz(store, "feat", channel, size=32, steps=2)
+    (store / "feat" / damaged).write_bytes(b"not zstd")
+    out = tmp_path / "site"
+    build_gallery(pipeline.open_store(store)["feat"], out, k=2, crops=False, progress=False, workers=1)
+    assert "feature visualisation of feat channel 3" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "img").glob("*viz*")) == ["viz_1.png"]

@@ -238,3 +238,20 @@ def test_import_warning_does_not_blame_the_matrix_for_undecodable_images(small_s
     np.save(tmp_path / "m.npy", m)
     proc = run_cli("import", tmp_path / "m.npy", "--store", store, "--layer", "probe2", "--paths", tmp_path / "paths.txt")
     assert f"2 of {n} rows are invalid: 1 with a value not finite, or past float32's range; 1 " in proc.stderr
+
+
+def test_import_warning_does_not_blame_the_matrix_for_another_imports_rows(tmp_path):
+    """A finite matrix imported beside a layer whose matrix had a NaN was warned about as 'a value not
+    finite' of its own: the row was invalid through the other layer."""
+    from conftest import run_cli
+
+    (tmp_path / "paths.txt").write_text("".join(f"x{i}.jpg\n" for i in range(4)))
+    nan = np.ones((4, 2), np.float32)
+    nan[1, 0] = np.nan
+    np.save(tmp_path / "a.npy", nan)
+    np.save(tmp_path / "b.npy", np.ones((4, 2), np.float32))
+    store = tmp_path / "s.zarr"
+    said = [run_cli("import", tmp_path / f"{m}.npy", "--store", store, "--layer", m, "--paths", tmp_path / "paths.txt").stderr
+            for m in ("a", "b")]
+    assert "1 of 4 rows is invalid (a value not finite" in said[0]
+    assert "1 of 4 rows is invalid (in the store already" in said[1] and "a value not finite" not in said[1]

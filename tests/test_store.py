@@ -307,3 +307,18 @@ def test_a_store_being_rebuilt_is_no_store_but_still_ours(tmp_path):
     assert not is_store(tmp_path / "s.zarr") and ours(tmp_path / "s.zarr")
     mark_rebuilding(tmp_path / "s.zarr", False)
     assert is_store(tmp_path / "s.zarr") and not is_store(tmp_path)
+
+
+def test_a_damaged_done_marker_of_another_layer_is_read_as_not_done_not_a_traceback(tmp_path):
+    """Writing a shard reads the other layers' done markers (validity is AND-ed with theirs): one that
+    did not decode stopped a run for another layer with a zstd traceback, half-way through its shards."""
+    from pipeline.importing import import_matrix
+    from pipeline.store import finished_elsewhere
+
+    store, paths = tmp_path / "s.zarr", [f"x{i}.jpg" for i in range(8)]
+    import_matrix(store, np.ones((8, 2), np.float32), "a", paths, shard_rows=4)
+    (store / "a" / "done" / "c" / "1").write_bytes(b"not zstd")
+    group = open_group(store, mode="r+")
+    assert finished_elsewhere(group, ["b"], 0) == ["a"] and finished_elsewhere(group, ["b"], 1) == []
+    import_matrix(store, np.ones((8, 2), np.float32), "b", paths, shard_rows=4)
+    assert open_group(store)["b"].attrs["complete"] is True
