@@ -14,7 +14,7 @@ fill value (NaN) as if it were data. Offers:
                                         truncated (the shard index: size and crc32c) or, ``full``,
                                         undecodable (every inner chunk read and checksummed)
     missing_shards(group, layer, done, valid) -> {shard: reason}   the listing check alone
-    lost_image_chunks(group, layer, done, valid, files) -> {shard: reason}   lost images/valid or error chunks
+    lost_image_chunks(group, layer, done, files) -> {shard: reason}   lost images/valid chunks
     shard_files(group, layer) -> {array: set of keys}   one listing of each sharded array's files
     layer_fix(layer_attrs) -> str       what a user does about a damaged layer
     remove_layer(group, layer)          delete a layer's folder, node or not (the writer, remaking it)
@@ -126,7 +126,7 @@ def missing_shards(group, layer: str, done, valid, files: dict | None = None) ->
     (``lost_image_chunks``)."""
     sub, rows = group[layer], group.attrs["shard_rows"]
     files = files if files is not None else shard_files(group, layer)
-    expected, found = _with_valid_row(done, valid, rows), lost_image_chunks(group, layer, done, valid, files)
+    expected, found = _with_valid_row(done, valid, rows), lost_image_chunks(group, layer, done, files)
     for stat, keys in files.items():
         arr = sub[stat]
         for shard in expected:
@@ -135,16 +135,17 @@ def missing_shards(group, layer: str, done, valid, files: dict | None = None) ->
     return dict(sorted(found.items()))
 
 
-def lost_image_chunks(group, layer: str, done, valid, files: dict) -> dict[int, str]:
-    """Done shards whose ``images/valid`` chunk is lost, or whose ``images/error`` chunk is lost
-    though a row there is invalid. zarr writes no chunk of fill values alone, so a done shard has a
-    ``valid`` chunk where a row is valid, an ``error`` chunk where one is invalid (every invalid row
-    has its reason), one of the two always; a lost ``valid`` chunk would read every row as invalid,
-    silently. A shard without a ``valid`` chunk whose ``error`` chunk is there lost it where a row's
-    reason there is "" (a valid row); its file of means says nothing, since an invalid row keeps the
-    finite values it has (an imported row with one NaN, a row invalid through another layer).
-    ``files``: ``shard_files``' listing (it picks the words of a report). Each array is opened once:
-    an open is a metadata read, a request on an object store."""
+def lost_image_chunks(group, layer: str, done, files: dict) -> dict[int, str]:
+    """Done shards whose ``images/valid`` chunk is lost: zarr would read every row as invalid,
+    silently. zarr writes no chunk of fill values alone, so a shard has a ``valid`` chunk where a
+    row is valid, and a file of means then (a valid row's values are finite). Without the ``valid``
+    chunk, the means' file alone says nothing, since an invalid row keeps the finite values it has
+    (an imported row with one NaN, a row invalid through another layer); the ``error`` chunk
+    decides: a row whose reason there is "" was valid, and a lost ``error`` chunk beside a file of
+    means is a loss too (an invalid row always has its reason). A lost ``error`` chunk alone costs
+    only the reasons (its rows stay invalid, as they read), and imports before 2026-11-27 wrote
+    none: not refused. ``files``: ``shard_files``' listing. Each array is opened once: an open is a
+    metadata read, a request on an object store."""
     images, rows, found = group["images"], group.attrs["shard_rows"], {}
     valid_arr, error_arr = images["valid"], images["error"]
     mean = group[layer]["mean"] if "mean" in files else None
@@ -154,9 +155,8 @@ def lost_image_chunks(group, layer: str, done, valid, files: dict) -> dict[int, 
         valid_lost = _shard_key(valid_arr, shard) not in listed["valid"]
         error_lost = _shard_key(error_arr, shard) not in listed["error"]
         if valid_lost and error_lost:
-            has_means = mean is not None and _shard_key(mean, shard) in files["mean"]
-            found[shard] = (f"images/valid chunk {shard} is missing its file" if has_means else
-                            f"images/valid or images/error chunk {shard} is missing its file (a done shard has one)")
+            if mean is not None and _shard_key(mean, shard) in files["mean"]:
+                found[shard] = f"images/valid chunk {shard} is missing its file"
         elif valid_lost:
             try:
                 reasons = error_arr[shard * rows:(shard + 1) * rows]
@@ -165,8 +165,6 @@ def lost_image_chunks(group, layer: str, done, valid, files: dict) -> dict[int, 
                 continue
             if any(str(reason) == "" for reason in reasons):
                 found[shard] = f"images/valid chunk {shard} is missing its file"
-        elif error_lost and not valid[shard * rows:(shard + 1) * rows].all():
-            found[shard] = f"images/error chunk {shard} is missing its file"
     return found
 
 

@@ -70,20 +70,25 @@ def repair(group, layer: str, verify: bool = False) -> None:
 
 
 def _image_chunks_repairable(group, layers) -> None:
-    """Refuse a run that would recompute a shard whose ``images/valid`` or ``error`` chunk is lost
-    while a layer it does not name keeps that shard done: the shard's validity is AND-ed with that
-    layer's, which reads as lost (every row invalid), so the repair would write it wrong."""
+    """Refuse a run that would recompute a shard whose ``images/valid`` chunk is lost while a layer
+    it does not name keeps that shard done: the shard's validity is AND-ed with that layer's, which
+    reads as lost (every row invalid), so the repair would write it wrong. An imported layer done
+    there cannot be recomputed by this command at all."""
     if not st.images_whole(group):
         return
-    valid = np.asarray(group["images/valid"][:], dtype=bool)
     for name in (n for n in group.group_keys() if n != "images" and st.layer_whole(group[n])):
         done, _ = damage.done_markers(group, name)
-        for shard, why in damage.lost_image_chunks(group, name, done, valid, damage.shard_files(group, name)).items():
+        for shard, why in damage.lost_image_chunks(group, name, done, damage.shard_files(group, name)).items():
             others = st.finished_elsewhere(group, layers, shard)
+            imported = sorted(n for n in set(others) | {name} if group[n].attrs.get("model") == "imported")
+            where = f"store {st.store_name(group)} is damaged: {why}"
+            if imported:
+                raise DamagedStoreError(f"{where}; layer {', '.join(imported)}, done there, was imported and cannot "
+                                        "be recomputed: restore the store from a copy, or make it again")
             if others:
                 flags = " ".join(f"--layer {n}" for n in sorted(set(others) | set(layers)))
-                raise DamagedStoreError(f"store {st.store_name(group)} is damaged: {why}; rerun with every layer "
-                                        f"done there ({flags}) to recompute it, or restore the store from a copy")
+                raise DamagedStoreError(f"{where}; rerun with every layer done there ({flags}) to recompute it, "
+                                        "or restore the store from a copy")
 
 
 def open_for_writing(store_path, meta, images, layers, shapes, model, traced, shard_rows, overwrite, verify=False):

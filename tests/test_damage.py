@@ -123,16 +123,23 @@ def test_a_lost_valid_chunk_is_refused_not_read_as_invalid_rows(tmp_path):
     assert "images/valid chunk 1" in damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")[1]
 
 
-def test_a_lost_error_chunk_of_invalid_rows_is_refused(tmp_path):
-    store, _ = _imported(tmp_path, nan_shard=1)  # shard 1: invalid rows alone, so an error chunk and no valid one
-    (store / "images" / "error" / "c" / "1").unlink()
-    with pytest.raises(DamagedStoreError, match=r"images/valid or images/error chunk 1 is missing its file \(a done"):
-        pipeline.open_store(store)["mixed4a"].topk(0)
+@pytest.mark.parametrize("invalid_rows", [[4, 5, 6, 7], [5]])
+def test_a_lost_error_chunk_costs_only_the_reasons(tmp_path, invalid_rows):
+    """Its rows stay invalid, as they read; and imports before 2026-11-27 wrote no ``error`` chunk at all
+    (such a store was refused as damaged by the first version of the check)."""
     matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
-    matrix[5] = np.nan  # shard 1: valid and invalid rows, a chunk of each
-    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS, overwrite=True)
-    (store / "images" / "error" / "c" / "1").unlink()
-    with pytest.raises(DamagedStoreError, match="images/error chunk 1 is missing its file"):
+    matrix[invalid_rows] = np.nan
+    store = tmp_path / "s.zarr"
+    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
+    shutil.rmtree(store / "images" / "error" / "c")
+    assert damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a", full=True) == {}
+    assert len(pipeline.open_store(store)["mixed4a"].topk(0, k=N).rows) == N - len(invalid_rows)
+
+
+def test_a_lost_valid_chunk_and_error_chunk_beside_a_file_of_means_are_found(tmp_path):
+    store, _ = _imported(tmp_path)
+    (store / "images" / "valid" / "c" / "2").unlink()  # every row valid: no error chunk to lose with it
+    with pytest.raises(DamagedStoreError, match="images/valid chunk 2 is missing its file"):
         pipeline.open_store(store)["mixed4a"].topk(0)
 
 

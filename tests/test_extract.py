@@ -573,6 +573,20 @@ def test_a_lost_valid_chunk_is_recomputed_only_with_every_layer_done_there(image
         assert_array_equal(group[name][:], expected[name][:], err_msg=name)
 
 
+def test_a_lost_valid_chunk_beside_an_imported_layer_is_not_sent_to_activations(image_folder, small_store, tmp_path):
+    """The advice named the imported layer as a --layer to compute, which activations refuses."""
+    from pipeline.importing import import_matrix
+
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(small_store, store)
+    paths = list(pipeline.open_store(store).all_paths)
+    import_matrix(store, np.ones((len(paths), 3), dtype=np.float32), "probe", paths)
+    (store / "images" / "valid" / "c" / "1").unlink()
+    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 is missing its file; layer probe, done there, "
+                                                "was imported and cannot be recomputed: restore the store"):
+        extract(image_folder, store, ["mixed4a"], weights="random", batch_size=4, workers=0, progress=False)
+
+
 def test_folders_that_are_no_zarr_nodes_are_no_damage(image_folder, small_store, tmp_path):
     """A NAS's @eaDir in the store or in a layer, or a layer whose zarr.json a killed writer left
     half-written: a rerun called the finished layer damaged and computed it again from scratch."""
