@@ -307,3 +307,17 @@ def test_a_store_being_rebuilt_is_no_store_but_still_ours(tmp_path):
     assert not is_store(tmp_path / "s.zarr") and ours(tmp_path / "s.zarr")
     mark_rebuilding(tmp_path / "s.zarr", False)
     assert is_store(tmp_path / "s.zarr") and not is_store(tmp_path)
+
+
+def test_a_store_opened_by_a_relative_path_survives_a_change_of_directory(tmp_path, monkeypatch):
+    from pipeline.importing import import_matrix
+
+    m = np.arange(12, dtype=np.float32).reshape(4, 3)
+    (tmp_path / "work").mkdir()
+    import_matrix(tmp_path / "work" / "s.zarr", m, "feat", ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    monkeypatch.chdir(tmp_path / "work")
+    layer = pipeline.open_store("s.zarr")["feat"]
+    first = layer.topk(0, k=2).rows.tolist()
+    monkeypatch.chdir(tmp_path)  # a notebook's os.chdir: zarr read "s.zarr" from here, a raw KeyError
+    assert layer.topk(1, k=2).rows.tolist() == first == [3, 2]
+    assert layer.similar(0, k=1).rows.tolist() and str(layer.store.path) == "s.zarr"  # still named as given
