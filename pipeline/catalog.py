@@ -102,7 +102,9 @@ class Store:
 
     @cached_property
     def valid(self) -> np.ndarray:
-        return np.asarray(self._images("valid")[:], dtype=bool)
+        valid = np.asarray(self._images("valid")[:], dtype=bool)
+        valid.flags.writeable = False  # shared by every layer's ``usable``
+        return valid
 
     @cached_property
     def classes(self) -> list[str]:

@@ -41,6 +41,12 @@ def _flag(value, name: str) -> bool:
     return bool(value)
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """``array``, no longer writable: a cached mask shared by every query of the layer."""
+    array.flags.writeable = False
+    return array
+
+
 def _weights_text(vector: np.ndarray, shown: int = 4) -> str:
     """A direction as "97:0.7,301:0.3", or its largest weights where it has many."""
     used = np.flatnonzero(vector)
@@ -69,11 +75,15 @@ class Layer(Analysis):
         self.available = [s for s in STATS if s in self.group]  # stored statistics
 
     def __repr__(self) -> str:
-        return f"<layer {self.name}: {self.channels} channels, {int(self.usable.sum())} images>"
+        try:
+            images = f"{int(self.usable.sum())} images"
+        except DamagedStoreError:  # a repr that raised hid the object (Jupyter, store.values()); queries say why
+            images = "damaged: a query says how"
+        return f"<layer {self.name}: {self.channels} channels, {images}>"
 
     @cached_property
     def done(self) -> np.ndarray:
-        return np.asarray(self.stored("done")[:], dtype=bool)
+        return _read_only(np.asarray(self.stored("done")[:], dtype=bool))
 
     @cached_property
     def usable(self) -> np.ndarray:
@@ -86,7 +96,8 @@ class Layer(Analysis):
             more = f" (and {len(missing) - 1} more shard{'s' * (len(missing) > 2)})" if len(missing) > 1 else ""
             raise DamagedStoreError(f"store {self.store.path} is damaged: {why}{more}, though marked done; "
                                     f"{damage.layer_fix(self.attrs)}")
-        return self.store.valid & finished
+        # Read-only, as column() is: `mask = layer.usable; mask &= ...` changed what every later query ranked.
+        return _read_only(self.store.valid & finished)
 
     def stored(self, name: str):
         """The layer's zarr array ``name``, its reads of damaged data said in one sentence."""
