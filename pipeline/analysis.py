@@ -97,6 +97,7 @@ class Analysis:
         (``no_selectivity()`` says why)."""
         from .selectivity import selectivity
 
+        top = self.check_k(top, "top")  # top=-1 sliced off the last class, 1.5 was numpy's TypeError
         return selectivity(self.moments(), self.store.class_names, top=top)
 
     def no_selectivity(self) -> str:
@@ -147,7 +148,12 @@ class Analysis:
         without it, images that could not be read are a warning."""
         from .pictures import grid, missing_warning
 
+        from .query import _flag
+
         self.check_k(k)
+        # heatmap="no" is true: it ran the model; bottom="no" added rows (as topk's flags are checked)
+        crop, heatmap, bottom, samples, featureviz = (_flag(value, name) for value, name in (
+            (crop, "crop"), (heatmap, "heatmap"), (bottom, "bottom"), (samples, "samples"), (featureviz, "featureviz")))
         record = [] if shown is None else shown
         figure = grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz, shown=record)
         warning = missing_warning(record, self.store.root, "open the store with pipeline.open_store(path, root={folder})")
