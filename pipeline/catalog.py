@@ -19,7 +19,7 @@ import numpy as np
 
 from .classes import human_names
 from . import damage
-from .errors import DamagedStoreError, QueryError, StoreError, unknown_layer
+from .errors import DamagedStoreError, InputError, QueryError, StoreError, unknown_layer
 from .places import location
 from .settings import stored_setting
 from .store import images_whole, open_group
@@ -30,6 +30,8 @@ class Store:
 
     def __init__(self, path, cache_paths: bool = True, root=None):
         self.path = location(path)
+        if root is not None and not isinstance(root, (str, os.PathLike)):  # os.fspath's TypeError otherwise
+            raise InputError(f"root must be the images' folder, a str or a path, not {type(root).__name__} {root!r}")
         self._root = None if root is None else os.path.abspath(os.path.expanduser(os.fspath(root)))
         # A session (notebook) reads every path once and then looks them up in
         # memory; a one-shot command decodes only the chunks its rows touch.

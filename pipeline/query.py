@@ -41,6 +41,18 @@ def _flag(value, name: str) -> bool:
     return bool(value)
 
 
+def _progress(progress):
+    """``progress`` as the scans take it: None, or a function (iterable, total) -> iterable. True is the
+    command line's bar (as ``build_gallery(progress=True)``): it was called, a raw TypeError."""
+    if progress is None or progress is False or (callable(progress) and not isinstance(progress, (bool, np.bool_))):
+        return progress or None
+    if progress is True or progress is np.True_:
+        from .progress import bar
+
+        return lambda iterable, total: bar(iterable, total=total, desc="reading the store", leave=False, delay=0.5)
+    raise QueryError(f"progress must be True, False or a function (iterable, total) -> iterable, not {progress!r}")
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     """``array``, no longer writable: a cached mask shared by every query of the layer."""
     array.flags.writeable = False
@@ -236,7 +248,7 @@ class Layer(Analysis):
 
         Every row is there: those not ``usable`` (invalid, or not yet computed) hold NaN or
         whatever an import gave them, so mask with ``layer.usable``."""
-        return scans.projection(self, parse_direction(vector, self.channels), progress)
+        return scans.projection(self, parse_direction(vector, self.channels), _progress(progress))
 
     def direction(self, direction, k: int = 10, bottom: bool = False, progress=None) -> Results:
         """The ``k`` images whose spatial means project highest on ``direction`` (``bottom``: lowest):
@@ -258,7 +270,7 @@ class Layer(Analysis):
         row = self.store.row_of(image)
         if not self.usable[row]:
             raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")
-        _, cosine = scans.cosine_to_row(self, row, progress)
+        _, cosine = scans.cosine_to_row(self, row, _progress(progress))
         if cosine is None:
             raise QueryError(f"image {image} (row {row}) has no activation in layer {self.name} "
                              "(every channel 0): every image is equally far from it in cosine")

@@ -73,3 +73,10 @@ def test_uncached_paths_keep_the_rows_order_and_minus_one_is_no_image(store, tmp
     assert uncached.paths([3, 0, 1]) == ["c/w.jpg", "b/x.jpg", "a/y.jpg"] == store.paths([3, 0, 1])
     with pytest.raises(QueryError, match="row -1 is out of range"):
         store.row_of("-1")  # not the last image
+
+
+def test_a_root_that_is_no_folder_name_is_one_sentence(store):
+    from pipeline.errors import InputError
+
+    with pytest.raises(InputError, match="root must be the images' folder, a str or a path, not int 3"):
+        pipeline.open_store(store.path, root=3)  # os.fspath's raw TypeError

@@ -528,3 +528,15 @@ def test_the_usable_mask_is_read_only_and_a_damaged_layer_still_has_a_repr(gener
     assert repr(damaged) == "<layer layer1: 12 channels, damaged: a query says how>"
     with pytest.raises(DamagedStoreError):
         damaged.topk(0)
+
+
+def test_progress_is_true_false_or_a_function(generated, capsys):
+    path, m, _, _ = generated
+    layer = pipeline.open_store(path)["layer1"]
+    expected = layer.similar(0, k=3)
+    for progress in (True, False, None, np.True_, lambda it, total: it):
+        assert layer.similar(0, k=3, progress=progress) == expected  # True was called: a raw TypeError
+        assert layer.direction(np.ones(C), k=3, progress=progress) == layer.direction(np.ones(C), k=3)
+    for bad in ("yes", 1):
+        with pytest.raises(QueryError, match="progress must be True, False or a function"):
+            layer.projection({0: 1}, progress=bad)
