@@ -37,7 +37,11 @@ class Analysis:
             # Whether the layer has negative values is the means' to say for the maxima too: a max
             # of exactly 0 on a layer with negative means was called dead (so "max" needs "mean")
             negative = by == "max" and stats.has_negative(self.table("mean", progress))
-            cache[by] = stats.channel_table(self, by, progress=progress, negative=negative)
+            table = stats.channel_table(self, by, progress=progress, negative=negative)
+            for values in table.values():  # shared by every later stats(), figure and page of the layer:
+                if isinstance(values, np.ndarray):  # `t = layer.stats(); t["mean"] -= 1` changed them all
+                    values.flags.writeable = False
+            cache[by] = table
         return cache[by]
 
     def stats(self, by: str = "mean") -> dict:

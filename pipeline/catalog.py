@@ -59,9 +59,21 @@ class Store:
         return DamagedStoreError(f"layer {layer} of {self.path} is damaged: its {layer}/zarr.json is missing; "
                                  f"{damage.layer_fix({})}")
 
+    def _listed(self, layer) -> bool:
+        """Whether ``layer`` is a layer of the store, listing it again on a miss: a layer imported or
+        computed since the store was opened was "unknown" to a notebook's open store."""
+        try:
+            if layer in self.layers:
+                return True
+        except (TypeError, ValueError):  # an array compared by elements: no layer's name
+            return False
+        for name in ("layers", "damaged_layers"):
+            self.__dict__.pop(name, None)
+        return layer in self.layers
+
     def __getitem__(self, layer: str):
         """The layer's ``pipeline.query.Layer`` (which imports this module, hence imported here)."""
-        if layer not in self.layers and layer in self.damaged_layers:
+        if not self._listed(layer) and layer in self.damaged_layers:
             raise self.damaged_layer(layer)
         if layer not in self.layers:
             raise unknown_layer(layer, self.layers, f"`exemplars info --store {self.path}`")
@@ -74,7 +86,7 @@ class Store:
         return opened[layer]
 
     def __contains__(self, layer) -> bool:
-        return layer in self.layers
+        return self._listed(layer)
 
     def __iter__(self):
         return iter(self.layers)
@@ -92,7 +104,7 @@ class Store:
         return [(name, self[name]) for name in self.layers]
 
     def get(self, layer, default=None):
-        return self[layer] if layer in self.layers else default
+        return self[layer] if self._listed(layer) else default
 
     def __repr__(self) -> str:
         return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
