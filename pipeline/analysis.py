@@ -90,6 +90,8 @@ class Analysis:
         return self._moments
 
     def correlations(self) -> np.ndarray:
+        """(C, C) Pearson correlations of the channels' spatial means over the usable images; 0 for a
+        constant (dead) channel."""
         from . import stats
 
         return stats.correlations(self.moments())
@@ -115,6 +117,7 @@ class Analysis:
         return f"the {int(self.usable.sum())} usable images are all of one class{incomplete}, and it compares classes"
 
     def pca(self) -> dict:
+        """PCA of the spatial means: explained variance ratio, participation ratio, components for 90 / 99 %."""
         from . import stats
 
         return stats.pca(self.moments().cov)

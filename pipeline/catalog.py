@@ -95,15 +95,19 @@ class Store:
         return len(self.layers)
 
     def keys(self) -> list[str]:
+        """The layers' names, sorted."""
         return list(self.layers)
 
     def values(self) -> list:
+        """Every layer, opened (``pipeline.query.Layer``)."""
         return [self[name] for name in self.layers]
 
     def items(self) -> list[tuple]:
+        """(name, Layer) for every layer."""
         return [(name, self[name]) for name in self.layers]
 
     def get(self, layer, default=None):
+        """The layer, or ``default`` where the store has none of that name."""
         return self[layer] if self._listed(layer) else default
 
     def __repr__(self) -> str:
@@ -163,6 +167,7 @@ class Store:
         return rows.astype(np.int64, copy=False)
 
     def paths(self, rows) -> list[str]:
+        """Each row's image path, relative to the dataset root (``rows``: a row number or a list of them)."""
         rows = self.check_rows(rows)
         if rows.size == 0:
             return []
@@ -202,6 +207,7 @@ class Store:
         return np.asarray(self._images("label")[:])
 
     def labels(self, rows) -> np.ndarray:
+        """Each row's class index (int, -1 without a class); ``store.class_names[label]`` names it."""
         return self.all_labels[self.check_rows(rows)]
 
     def row_of(self, image) -> int:
@@ -222,6 +228,7 @@ class Store:
         return int(found[0])
 
     def info(self) -> dict:
+        """What ``exemplars info --json`` prints: images, invalid rows, dataset, weights and each layer."""
         layers = {name: {"damaged": str(self.damaged_layer(name))} for name in self.damaged_layers}
         for name in self.layers:
             try:

@@ -121,6 +121,7 @@ class Layer(Analysis):
         return "; ".join(self.notes())
 
     def notes(self) -> list[str]:
+        """What to know about any answer from this layer, a line each (random weights, an incomplete store)."""
         notes = []
         if self.store.random_weights:
             notes.append("RANDOM WEIGHTS: these activations come from an untrained network")

@@ -61,6 +61,7 @@ class Results:
             self.ranks = np.arange(1, len(self.rows) + 1)
 
     def add_ties(self, kind: str, text: str) -> None:
+        """Mark the answer as no exemplars (``kind``: "constant" or "ties"), with ``text`` as a note."""
         self.ties, self.ties_note = kind, text
         self.add_note(text)
 
@@ -94,6 +95,7 @@ class Results:
         return iter(self.to_list())
 
     def to_list(self) -> list[dict]:
+        """One dict an image: rank, row, path, label, class, activation (peak, band where there are)."""
         return self._items(len(self.rows))
 
     def _items(self, stop: int) -> list[dict]:
@@ -112,6 +114,7 @@ class Results:
         return out
 
     def to_dict(self) -> dict:
+        """What ``--json`` prints: layer, channel, by (and query for a direction or ``similar``), results."""
         head = {"layer": self.layer, "channel": self.channel, "by": self.by}
         if self.channel is None:
             head["query"] = self.query
@@ -141,6 +144,7 @@ class Results:
         return names, rows
 
     def title(self) -> str:
+        """The table's first line: layer, query and statistic."""
         return printable(f"{self.layer} {self.query}, by spatial {self.by}")
 
     def __repr__(self) -> str:

@@ -102,3 +102,15 @@ def test_statistics_are_read_only(store):
     assert layer.stats()["mean"].tolist() == pytest.approx([4.0, 5.0, 6.0])
     with pytest.raises(ValueError, match="read-only"):
         layer.histograms()[0][0, 0] = 7
+
+
+def test_help_says_what_each_documented_call_does(store):
+    from pipeline.results import Results
+
+    layer = store["feat"]  # the README: help() on the store, a layer, a method or Results says it
+    calls = {store: ["paths", "labels", "row_of", "info", "keys", "values", "items", "get"],
+             layer: ["topk", "samples", "direction", "similar", "projection", "column", "stats", "histograms",
+                     "histogram_figure", "correlation_figure", "correlations", "selectivity", "no_selectivity",
+                     "pca", "grid", "notes", "note"],
+             Results: ["to_list", "to_dict", "title", "note", "measure"]}
+    assert [(type(o).__name__, n) for o, names in calls.items() for n in names if not getattr(o, n).__doc__] == []
