@@ -37,7 +37,11 @@ class Analysis:
             # Whether the layer has negative values is the means' to say for the maxima too: a max
             # of exactly 0 on a layer with negative means was called dead (so "max" needs "mean")
             negative = by == "max" and stats.has_negative(self.table("mean", progress))
-            cache[by] = stats.channel_table(self, by, progress=progress, negative=negative)
+            table = stats.channel_table(self, by, progress=progress, negative=negative)
+            for values in table.values():  # shared by every later stats(), figure and page of the layer:
+                if isinstance(values, np.ndarray):  # `t = layer.stats(); t["mean"] -= 1` changed them all
+                    values.flags.writeable = False
+            cache[by] = table
         return cache[by]
 
     def stats(self, by: str = "mean") -> dict:
@@ -86,6 +90,8 @@ class Analysis:
         return self._moments
 
     def correlations(self) -> np.ndarray:
+        """(C, C) Pearson correlations of the channels' spatial means over the usable images; 0 for a
+        constant (dead) channel."""
         from . import stats
 
         return stats.correlations(self.moments())
@@ -97,6 +103,7 @@ class Analysis:
         (``no_selectivity()`` says why)."""
         from .selectivity import selectivity
 
+        top = self.check_k(top, "top")  # top=-1 sliced off the last class, 1.5 was numpy's TypeError
         return selectivity(self.moments(), self.store.class_names, top=top)
 
     def no_selectivity(self) -> str:
@@ -110,6 +117,7 @@ class Analysis:
         return f"the {int(self.usable.sum())} usable images are all of one class{incomplete}, and it compares classes"
 
     def pca(self) -> dict:
+        """PCA of the spatial means: explained variance ratio, participation ratio, components for 90 / 99 %."""
         from . import stats
 
         return stats.pca(self.moments().cov)
@@ -147,7 +155,12 @@ class Analysis:
         without it, images that could not be read are a warning."""
         from .pictures import grid, missing_warning
 
+        from .query import _flag
+
         self.check_k(k)
+        # heatmap="no" is true: it ran the model; bottom="no" added rows (as topk's flags are checked)
+        crop, heatmap, bottom, samples, featureviz = (_flag(value, name) for value, name in (
+            (crop, "crop"), (heatmap, "heatmap"), (bottom, "bottom"), (samples, "samples"), (featureviz, "featureviz")))
         record = [] if shown is None else shown
         figure = grid(self, channels, k, by, crop, heatmap, bottom, samples, featureviz=featureviz, shown=record)
         warning = missing_warning(record, self.store.root, "open the store with pipeline.open_store(path, root={folder})")

@@ -19,7 +19,7 @@ import numpy as np
 
 from .classes import human_names
 from . import damage
-from .errors import DamagedStoreError, QueryError, StoreError, unknown_layer
+from .errors import DamagedStoreError, InputError, QueryError, StoreError, unknown_layer
 from .places import location
 from .settings import stored_setting
 from .store import images_whole, open_group
@@ -30,6 +30,8 @@ class Store:
 
     def __init__(self, path, cache_paths: bool = True, root=None):
         self.path = location(path)
+        if root is not None and not isinstance(root, (str, os.PathLike)):  # os.fspath's TypeError otherwise
+            raise InputError(f"root must be the images' folder, a str or a path, not {type(root).__name__} {root!r}")
         self._root = None if root is None else os.path.abspath(os.path.expanduser(os.fspath(root)))
         # A session (notebook) reads every path once and then looks them up in
         # memory; a one-shot command decodes only the chunks its rows touch.
@@ -57,9 +59,21 @@ class Store:
         return DamagedStoreError(f"layer {layer} of {self.path} is damaged: its {layer}/zarr.json is missing; "
                                  f"{damage.layer_fix({})}")
 
+    def _listed(self, layer) -> bool:
+        """Whether ``layer`` is a layer of the store, listing it again on a miss: a layer imported or
+        computed since the store was opened was "unknown" to a notebook's open store."""
+        try:
+            if layer in self.layers:
+                return True
+        except (TypeError, ValueError):  # an array compared by elements: no layer's name
+            return False
+        for name in ("layers", "damaged_layers"):
+            self.__dict__.pop(name, None)
+        return layer in self.layers
+
     def __getitem__(self, layer: str):
         """The layer's ``pipeline.query.Layer`` (which imports this module, hence imported here)."""
-        if layer not in self.layers and layer in self.damaged_layers:
+        if not self._listed(layer) and layer in self.damaged_layers:
             raise self.damaged_layer(layer)
         if layer not in self.layers:
             raise unknown_layer(layer, self.layers, f"`exemplars info --store {self.path}`")
@@ -72,7 +86,7 @@ class Store:
         return opened[layer]
 
     def __contains__(self, layer) -> bool:
-        return layer in self.layers
+        return self._listed(layer)
 
     def __iter__(self):
         return iter(self.layers)
@@ -81,16 +95,20 @@ class Store:
         return len(self.layers)
 
     def keys(self) -> list[str]:
+        """The layers' names, sorted."""
         return list(self.layers)
 
     def values(self) -> list:
+        """Every layer, opened (``pipeline.query.Layer``)."""
         return [self[name] for name in self.layers]
 
     def items(self) -> list[tuple]:
+        """(name, Layer) for every layer."""
         return [(name, self[name]) for name in self.layers]
 
     def get(self, layer, default=None):
-        return self[layer] if layer in self.layers else default
+        """The layer, or ``default`` where the store has none of that name."""
+        return self[layer] if self._listed(layer) else default
 
     def __repr__(self) -> str:
         return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
@@ -102,7 +120,9 @@ class Store:
 
     @cached_property
     def valid(self) -> np.ndarray:
-        return np.asarray(self._images("valid")[:], dtype=bool)
+        valid = np.asarray(self._images("valid")[:], dtype=bool)
+        valid.flags.writeable = False  # shared by every layer's ``usable``
+        return valid
 
     @cached_property
     def classes(self) -> list[str]:
@@ -147,6 +167,7 @@ class Store:
         return rows.astype(np.int64, copy=False)
 
     def paths(self, rows) -> list[str]:
+        """Each row's image path, relative to the dataset root (``rows``: a row number or a list of them)."""
         rows = self.check_rows(rows)
         if rows.size == 0:
             return []
@@ -186,6 +207,7 @@ class Store:
         return np.asarray(self._images("label")[:])
 
     def labels(self, rows) -> np.ndarray:
+        """Each row's class index (int, -1 without a class); ``store.class_names[label]`` names it."""
         return self.all_labels[self.check_rows(rows)]
 
     def row_of(self, image) -> int:
@@ -206,6 +228,7 @@ class Store:
         return int(found[0])
 
     def info(self) -> dict:
+        """What ``exemplars info --json`` prints: images, invalid rows, dataset, weights and each layer."""
         layers = {name: {"damaged": str(self.damaged_layer(name))} for name in self.damaged_layers}
         for name in self.layers:
             try:

@@ -41,6 +41,24 @@ def _flag(value, name: str) -> bool:
     return bool(value)
 
 
+def _progress(progress):
+    """``progress`` as the scans take it: None, or a function (iterable, total) -> iterable. True is the
+    command line's bar (as ``build_gallery(progress=True)``): it was called, a raw TypeError."""
+    if progress is None or progress is False or (callable(progress) and not isinstance(progress, (bool, np.bool_))):
+        return progress or None
+    if progress is True or progress is np.True_:
+        from .progress import bar
+
+        return lambda iterable, total: bar(iterable, total=total, desc="reading the store", leave=False, delay=0.5)
+    raise QueryError(f"progress must be True, False or a function (iterable, total) -> iterable, not {progress!r}")
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """``array``, no longer writable: a cached mask shared by every query of the layer."""
+    array.flags.writeable = False
+    return array
+
+
 def _weights_text(vector: np.ndarray, shown: int = 4) -> str:
     """A direction as "97:0.7,301:0.3", or its largest weights where it has many."""
     used = np.flatnonzero(vector)
@@ -69,11 +87,15 @@ class Layer(Analysis):
         self.available = [s for s in STATS if s in self.group]  # stored statistics
 
     def __repr__(self) -> str:
-        return f"<layer {self.name}: {self.channels} channels, {int(self.usable.sum())} images>"
+        try:
+            images = f"{int(self.usable.sum())} images"
+        except DamagedStoreError:  # a repr that raised hid the object (Jupyter, store.values()); queries say why
+            images = "damaged: a query says how"
+        return f"<layer {self.name}: {self.channels} channels, {images}>"
 
     @cached_property
     def done(self) -> np.ndarray:
-        return np.asarray(self.stored("done")[:], dtype=bool)
+        return _read_only(np.asarray(self.stored("done")[:], dtype=bool))
 
     @cached_property
     def usable(self) -> np.ndarray:
@@ -86,7 +108,8 @@ class Layer(Analysis):
             more = f" (and {len(missing) - 1} more shard{'s' * (len(missing) > 2)})" if len(missing) > 1 else ""
             raise DamagedStoreError(f"store {self.store.path} is damaged: {why}{more}, though marked done; "
                                     f"{damage.layer_fix(self.attrs)}")
-        return self.store.valid & finished
+        # Read-only, as column() is: `mask = layer.usable; mask &= ...` changed what every later query ranked.
+        return _read_only(self.store.valid & finished)
 
     def stored(self, name: str):
         """The layer's zarr array ``name``, its reads of damaged data said in one sentence."""
@@ -98,6 +121,7 @@ class Layer(Analysis):
         return "; ".join(self.notes())
 
     def notes(self) -> list[str]:
+        """What to know about any answer from this layer, a line each (random weights, an incomplete store)."""
         notes = []
         if self.store.random_weights:
             notes.append("RANDOM WEIGHTS: these activations come from an untrained network")
@@ -225,7 +249,7 @@ class Layer(Analysis):
 
         Every row is there: those not ``usable`` (invalid, or not yet computed) hold NaN or
         whatever an import gave them, so mask with ``layer.usable``."""
-        return scans.projection(self, parse_direction(vector, self.channels), progress)
+        return scans.projection(self, parse_direction(vector, self.channels), _progress(progress))
 
     def direction(self, direction, k: int = 10, bottom: bool = False, progress=None) -> Results:
         """The ``k`` images whose spatial means project highest on ``direction`` (``bottom``: lowest):
@@ -247,7 +271,7 @@ class Layer(Analysis):
         row = self.store.row_of(image)
         if not self.usable[row]:
             raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")
-        _, cosine = scans.cosine_to_row(self, row, progress)
+        _, cosine = scans.cosine_to_row(self, row, _progress(progress))
         if cosine is None:
             raise QueryError(f"image {image} (row {row}) has no activation in layer {self.name} "
                              "(every channel 0): every image is equally far from it in cosine")

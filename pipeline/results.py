@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+HTML_ROWS = 200  # rows of Jupyter's table; the text table (the command line's) shows every one
+
+
 @dataclass(eq=False)
 class Results:
     """A ranked answer, best first. Arrays and lists run in parallel, one item per image:
@@ -58,6 +61,7 @@ class Results:
             self.ranks = np.arange(1, len(self.rows) + 1)
 
     def add_ties(self, kind: str, text: str) -> None:
+        """Mark the answer as no exemplars (``kind``: "constant" or "ties"), with ``text`` as a note."""
         self.ties, self.ties_note = kind, text
         self.add_note(text)
 
@@ -91,8 +95,13 @@ class Results:
         return iter(self.to_list())
 
     def to_list(self) -> list[dict]:
+        """One dict an image: rank, row, path, label, class, activation (peak, band where there are)."""
+        return self._items(len(self.rows))
+
+    def _items(self, stop: int) -> list[dict]:
+        """``to_list()``'s first ``stop`` items."""
         out = []
-        for i in range(len(self.rows)):
+        for i in range(min(stop, len(self.rows))):
             item = {"rank": int(self.ranks[i]), "row": int(self.rows[i]),
                     "path": self.paths[i],
                     "label": int(self.labels[i]), "class": self.classes[i],
@@ -105,6 +114,7 @@ class Results:
         return out
 
     def to_dict(self) -> dict:
+        """What ``--json`` prints: layer, channel, by (and query for a direction or ``similar``), results."""
         head = {"layer": self.layer, "channel": self.channel, "by": self.by}
         if self.channel is None:
             head["query"] = self.query
@@ -116,14 +126,14 @@ class Results:
         return next((name for start, name in (("direction", "projection"), ("similar", "cosine"))
                      if self.query.startswith(start)), "activation")
 
-    def _columns(self):
+    def _columns(self, stop: int | None = None):
         names = ["rank", self.measure, "path", "class"]
         if self.peaks is not None:
             names.append("peak (y, x)")
         if self.bands is not None:
             names.insert(1, "band")
         rows = []
-        for item in self.to_list():
+        for item in self._items(len(self.rows) if stop is None else stop):
             row = {"rank": str(item["rank"]), self.measure: value_text(item["activation"]),
                    "path": printable(item["path"]), "class": printable(item["class"])}
             if "peak" in item:
@@ -134,6 +144,7 @@ class Results:
         return names, rows
 
     def title(self) -> str:
+        """The table's first line: layer, query and statistic."""
         return printable(f"{self.layer} {self.query}, by spatial {self.by}")
 
     def __repr__(self) -> str:
@@ -147,11 +158,16 @@ class Results:
         return "\n".join([self.title(), *self.notes, line(names), *map(line, rows)])  # notes: a line each
 
     def _repr_html_(self) -> str:
-        names, rows = self._columns()
+        """Jupyter's table: its first ``HTML_ROWS`` rows (all of a 300,000-image answer made 22 MB of
+        HTML that stalled the browser), then how many more there are."""
+        names, rows = self._columns(HTML_ROWS)
         head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         note = "".join(f"<p><b>{html.escape(n)}</b></p>" for n in self.notes)
-        return f"<p>{html.escape(self.title())}</p>{note}<table><tr>{head}</tr>{body}</table>"
+        more = len(self) - len(rows)
+        rest = (f"<p>... and {more:,} more row{'s' * (more != 1)} (print() shows them all; to_list() "
+                "or pandas.DataFrame(results) has them)</p>") if more > 0 else ""
+        return f"<p>{html.escape(self.title())}</p>{note}<table><tr>{head}</tr>{body}</table>{rest}"
 
 
 def value_text(value: float) -> str:

@@ -26,6 +26,7 @@ computed elsewhere is ``pipeline.importing``.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 
@@ -141,7 +142,9 @@ def open_group(path, mode: str = "r"):
         raise StoreError(f"store {path_str} is being rebuilt (--overwrite): wait for that run, or, if it was "
                          "stopped, rerun it to finish")
     try:
-        group = zarr.open_group(path_str, mode=mode)
+        # A folder by its absolute path: zarr keeps a relative one as given, and a notebook that
+        # changed directory (os.chdir) afterwards read every array from the new one (a raw KeyError).
+        group = zarr.open_group(path_str if is_url(path_str) else os.path.abspath(path_str), mode=mode)
     except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError,
             zarr.errors.NodeTypeValidationError, ValueError, KeyError, TypeError) as exc:
         # ValueError covers a zarr.json that is not JSON (a damaged or foreign folder).

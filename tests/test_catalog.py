@@ -73,3 +73,44 @@ def test_uncached_paths_keep_the_rows_order_and_minus_one_is_no_image(store, tmp
     assert uncached.paths([3, 0, 1]) == ["c/w.jpg", "b/x.jpg", "a/y.jpg"] == store.paths([3, 0, 1])
     with pytest.raises(QueryError, match="row -1 is out of range"):
         store.row_of("-1")  # not the last image
+
+
+def test_a_root_that_is_no_folder_name_is_one_sentence(store):
+    from pipeline.errors import InputError
+
+    with pytest.raises(InputError, match="root must be the images' folder, a str or a path, not int 3"):
+        pipeline.open_store(store.path, root=3)  # os.fspath's raw TypeError
+
+
+def test_a_layer_added_after_opening_is_found(store, tmp_path):
+    assert "feat2" not in store and store.get("feat2") is None
+    m = np.ones((4, 2), dtype=np.float32)
+    import_matrix(tmp_path / "s.zarr", m, "feat2", ["b/x.jpg", "a/y.jpg", "a/z.jpg", "c/w.jpg"],
+                  np.array([1, 0, 0, 2]), ["ant", "bee", "cat"], root=str(tmp_path / "data"))
+    # the open store said "unknown layer 'feat2'; known layers: feat" of a layer it holds
+    assert "feat2" in store and store["feat2"].channels == 2 and list(store) == ["feat", "feat2"]
+    with pytest.raises(LayerError, match="unknown layer 'nope'; known layers: feat, feat2"):
+        store["nope"]
+    assert ["feat"] not in store and np.array(["feat", "x"]) not in store
+
+
+def test_statistics_are_read_only(store):
+    layer = store["feat"]
+    table = layer.stats()
+    with pytest.raises(ValueError, match="read-only"):
+        table["mean"] -= 1  # it changed every later stats(), histogram and gallery page of the layer
+    assert layer.stats()["mean"].tolist() == pytest.approx([4.0, 5.0, 6.0])
+    with pytest.raises(ValueError, match="read-only"):
+        layer.histograms()[0][0, 0] = 7
+
+
+def test_help_says_what_each_documented_call_does(store):
+    from pipeline.results import Results
+
+    layer = store["feat"]  # the README: help() on the store, a layer, a method or Results says it
+    calls = {store: ["paths", "labels", "row_of", "info", "keys", "values", "items", "get"],
+             layer: ["topk", "samples", "direction", "similar", "projection", "column", "stats", "histograms",
+                     "histogram_figure", "correlation_figure", "correlations", "selectivity", "no_selectivity",
+                     "pca", "grid", "notes", "note"],
+             Results: ["to_list", "to_dict", "title", "note", "measure"]}
+    assert [(type(o).__name__, n) for o, names in calls.items() for n in names if not getattr(o, n).__doc__] == []

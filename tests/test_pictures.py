@@ -403,3 +403,17 @@ def test_a_channel_below_zero_everywhere_is_not_said_to_be_zero(small_store, mon
     monkeypatch.setattr(heatmap, "channel_maps", lambda _layer, rows, _c: np.full((len(rows), 14, 14), np.nan, np.float32))
     label = np.array(layer.grid([7], k=2, heatmap=True).axes)[0].get_ylabel()
     assert "0 everywhere" not in label and "no map" in label
+
+
+def test_grid_refuses_flags_that_are_not_bools(tmp_path):
+    from pipeline.importing import import_matrix
+
+    m = np.arange(12, dtype=np.float32).reshape(4, 3)
+    import_matrix(tmp_path / "s.zarr", m, "feat", ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    layer = pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    # "no" is true: bottom="no" added a bottom row, heatmap="no" imported torch and ran the model
+    for flag in ("crop", "heatmap", "bottom", "samples", "featureviz"):
+        with pytest.raises(QueryError, match=f"{flag} must be True or False, not 'no'"):
+            layer.grid([0], k=2, **{flag: "no"})
+    with pytest.warns(UserWarning):  # the imported store records no image folder: its tiles say so
+        assert len(layer.grid([0], k=2, bottom=np.True_).axes) == 4

@@ -13,7 +13,7 @@ from numpy.testing import assert_array_equal, assert_allclose
 
 import pipeline
 from conftest import ROOT, run_cli
-from pipeline.errors import LayerError, QueryError, StoreError
+from pipeline.errors import DamagedStoreError, LayerError, QueryError, StoreError
 from pipeline.parsing import parse_bands
 from pipeline.results import Results
 from pipeline.importing import import_matrix
@@ -509,3 +509,34 @@ def test_peaks_are_row_major_y_then_x(small_store):
     rows = np.flatnonzero(layer.usable & (argmax // width != argmax % width))[:4]
     assert rows.size
     assert layer.peaks(rows, 5) == [(int(a) // width, int(a) % width) for a in argmax[rows]]
+
+
+def test_the_usable_mask_is_read_only_and_a_damaged_layer_still_has_a_repr(generated):
+    path, m, _, labels = generated
+    store = pipeline.open_store(path)
+    layer = store["layer1"]
+    before = layer.topk(0, k=5).rows.tolist()
+    mask = layer.usable
+    with pytest.raises(ValueError, match="read-only"):
+        mask &= labels == 1  # it narrowed every later query to class 1, silently
+    with pytest.raises(ValueError, match="read-only"):
+        store.valid[0] = False
+    assert layer.topk(0, k=5).rows.tolist() == before
+    for shard in (path / "layer1" / "mean" / "c" / "1").iterdir():  # a done shard's file lost
+        shard.unlink()
+    damaged = pipeline.open_store(path)["layer1"]
+    assert repr(damaged) == "<layer layer1: 12 channels, damaged: a query says how>"
+    with pytest.raises(DamagedStoreError):
+        damaged.topk(0)
+
+
+def test_progress_is_true_false_or_a_function(generated, capsys):
+    path, m, _, _ = generated
+    layer = pipeline.open_store(path)["layer1"]
+    expected = layer.similar(0, k=3)
+    for progress in (True, False, None, np.True_, lambda it, total: it):
+        assert layer.similar(0, k=3, progress=progress) == expected  # True was called: a raw TypeError
+        assert layer.direction(np.ones(C), k=3, progress=progress) == layer.direction(np.ones(C), k=3)
+    for bad in ("yes", 1):
+        with pytest.raises(QueryError, match="progress must be True, False or a function"):
+            layer.projection({0: 1}, progress=bad)

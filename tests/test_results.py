@@ -80,3 +80,14 @@ def test_the_text_table_shows_small_and_huge_values_as_numbers_not_zeros():
     table = repr(_results(activations=np.array([2.98e38, 0.0])))
     assert "2.98e+38" in table and "0.0000" in table  # an exact zero stays as it was
     assert "1.2346" in repr(_results(activations=np.array([1.23456, 0.5])))  # activations' usual range: as before
+
+
+def test_jupyters_table_of_a_long_answer_shows_its_head_and_counts_the_rest():
+    n = 100_000
+    long = _results(rows=np.arange(n), activations=np.linspace(1, 0, n), paths=[f"{i}.jpg" for i in range(n)],
+                    labels=[0] * n, classes=["ant"] * n)
+    page = long._repr_html_()  # every row made 7 MB of HTML here (22 MB at 300,000 images)
+    assert len(page) < 100_000 and page.count("<tr>") == 201 and "<td>199.jpg</td>" in page
+    assert "<td>200.jpg</td>" not in page and "and 99,800 more rows" in page
+    assert len(repr(long).splitlines()) == n + 2 and len(long.to_list()) == n  # the text table keeps them all
+    assert "more row" not in _results()._repr_html_() and _results()._repr_html_().count("<tr>") == 3

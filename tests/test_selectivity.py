@@ -111,3 +111,18 @@ def test_gallery_pages_give_the_share_or_say_why_there_is_none(tmp_path):
     assert "top class share 1.000 (" in page and "with the labels shuffled), selectivity index 1.000; top classes: c3" in page
     signed = (tmp_path / "g" / "channels" / "0003.html").read_text()
     assert "No class selectivity: the channel has negative values, and it assumes activations &ge; 0." in signed
+
+
+def test_selectivity_takes_a_whole_number_of_top_classes(tmp_path):
+    from pipeline.errors import QueryError
+    import pytest
+
+    m = np.random.default_rng(0).random((40, 5), dtype=np.float32)
+    import_matrix(tmp_path / "s.zarr", m, "feat", [f"{i}.jpg" for i in range(40)], np.arange(40) % 4)
+    layer = pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    assert layer.selectivity(top=2)["top_classes"].shape == (5, 2)
+    assert layer.selectivity(top=np.int64(9))["top_classes"].shape == (5, 4)  # all there are
+    # -1 was numpy's "all but the last class", 0 empty lists, 1.5 a raw TypeError from numpy
+    for top, said in ((-1, "at least 1"), (0, "at least 1"), (1.5, "a whole number"), (None, "a whole number")):
+        with pytest.raises(QueryError, match=f"top must be {said}"):
+            layer.selectivity(top=top)

@@ -322,3 +322,17 @@ def test_a_damaged_done_marker_of_another_layer_is_read_as_not_done_not_a_traceb
     assert finished_elsewhere(group, ["b"], 0) == ["a"] and finished_elsewhere(group, ["b"], 1) == []
     import_matrix(store, np.ones((8, 2), np.float32), "b", paths, shard_rows=4)
     assert open_group(store)["b"].attrs["complete"] is True
+
+
+def test_a_store_opened_by_a_relative_path_survives_a_change_of_directory(tmp_path, monkeypatch):
+    from pipeline.importing import import_matrix
+
+    m = np.arange(12, dtype=np.float32).reshape(4, 3)
+    (tmp_path / "work").mkdir()
+    import_matrix(tmp_path / "work" / "s.zarr", m, "feat", ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    monkeypatch.chdir(tmp_path / "work")
+    layer = pipeline.open_store("s.zarr")["feat"]
+    first = layer.topk(0, k=2).rows.tolist()
+    monkeypatch.chdir(tmp_path)  # a notebook's os.chdir: zarr read "s.zarr" from here, a raw KeyError
+    assert layer.topk(1, k=2).rows.tolist() == first == [3, 2]
+    assert layer.similar(0, k=1).rows.tolist() and str(layer.store.path) == "s.zarr"  # still named as given
