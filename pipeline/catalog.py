@@ -212,6 +212,8 @@ class Store:
 
     def row_of(self, image) -> int:
         """A row number, or the row of a path (relative to the dataset root, or absolute)."""
+        if isinstance(image, (float, np.floating)) and float(image).is_integer():
+            image = int(image)  # 3.0, as topk takes it for a channel; the text "3.0" stays a file name
         text = str(image).strip()
         if re.fullmatch(r"-?[0-9]+", text):  # ASCII digits only: str.isdigit() takes "²"
             row = int(text)
