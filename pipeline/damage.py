@@ -5,6 +5,7 @@ hand); zarr then fails deep in a codec with a traceback, or, for a missing shard
 fill value (NaN) as if it were data. Offers:
 
     DECODE_ERRORS                       what zarr and its codecs raise on undecodable bytes
+    out_of_bounds(exc) -> bool          zarr's selection-out-of-bounds error among them (no damage)
     Checked(arr, where, fix, unit)      a zarr array whose failing reads raise ``DamagedStoreError``,
                                         naming the shard (phase two reads through it)
     stray_folders(group, prefix="")     folders zarr does not take as nodes: their ``zarr.json`` is lost
@@ -35,6 +36,12 @@ from .errors import DamagedStoreError, first_line
 DECODE_ERRORS = (ValueError, RuntimeError, TypeError, IndexError, EOFError)
 SHARDED = ("mean", "max", "argmax")  # the layer arrays sharded by rows (``done`` is not)
 MAX_UINT_64 = 2 ** 64 - 1  # an empty inner chunk in a shard index
+
+
+def out_of_bounds(exc: BaseException) -> bool:
+    """Whether ``exc`` is zarr's complaint about a selection out of bounds (an IndexError, so among
+    ``DECODE_ERRORS``): the caller's mistake, whatever the data, never damage."""
+    return isinstance(exc, IndexError) and type(exc).__module__.startswith("zarr")
 
 
 def _sync(coroutine):
@@ -272,8 +279,8 @@ class Checked:
         try:
             return how(self._arr, selection)
         except DECODE_ERRORS as exc:
-            if isinstance(exc, IndexError) and type(exc).__module__.startswith("zarr"):
-                raise  # a selection out of bounds: the caller's mistake, whatever the data
+            if out_of_bounds(exc):
+                raise
             located = self._locate(selection)
             if located is None:
                 raise

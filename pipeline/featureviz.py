@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from .damage import DECODE_ERRORS
+from .damage import DECODE_ERRORS, out_of_bounds
 from .errors import QueryError, StoreError, StoreLockedError, first_line
 from .progress import say
 from .writers import writer_lock
@@ -35,8 +35,8 @@ def cached(layer, channel: int):
             return None
         return np.asarray(group["featureviz"][channel])
     except DECODE_ERRORS as exc:
-        if isinstance(exc, IndexError) and type(exc).__module__.startswith("zarr"):
-            raise  # a channel out of bounds: the caller's mistake
+        if out_of_bounds(exc):
+            raise
         say(f"warning: the cached feature visualisation of {layer.name} channel {channel} in {layer.store.path} "
             f"is damaged ({first_line(exc)}); `{command(layer, channel)} --redo` makes it again")
         return None

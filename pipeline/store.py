@@ -247,12 +247,12 @@ def finished_elsewhere(group, layers, shard: int) -> list[str]:
 
 
 def _marked(done, shard: int) -> bool:
-    from .damage import DECODE_ERRORS
+    from .damage import DECODE_ERRORS, out_of_bounds
 
     try:
         return bool(done[shard])
     except DECODE_ERRORS as exc:
-        if isinstance(exc, IndexError) and type(exc).__module__.startswith("zarr"):
+        if out_of_bounds(exc):
             raise
         return False
 
