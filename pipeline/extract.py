@@ -19,13 +19,13 @@ import numpy as np
 from . import images as imgs
 from . import places
 from . import store as st
-from .decode import (check_shared_memory, collate, decoding, finish_batch, local_ranks, make_dataset, make_loader,
-                     prefetched, rank_cores)
+from .decode import collate, finish_batch, make_dataset
 from .devices import check_options, checked_device
 from .errors import OutputError, PipelineError, first_line
 from .forward import forward_pass, reduce, to_host
 from .hardware import precision_note
 from .lanes import in_lanes, lanes_for, one_thread_each
+from .loading import check_shared_memory, decoding, local_ranks, make_loader, prefetched, rank_cores
 from .model import check_layers, cut, layer_shapes, load_model
 from .opening import finished_already, open_for_writing, pending_shards, root_meta
 from .progress import bar as progress_bar, say

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from conftest import make_image
-from pipeline.decode import Encoded, collate, decoding, finish_batch, make_dataset, prefetched
+from pipeline.decode import Encoded, collate, finish_batch, make_dataset
 
 
 @pytest.fixture
@@ -110,55 +109,6 @@ def test_a_batch_of_decoded_images_only_stays_a_tensor(mixed_folder):
     assert torch.is_tensor(images) and images.shape == (1, 3, 224, 224)
 
 
-def test_prefetched_keeps_order_and_raises_the_loaders_error():
-    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
-
-    def broken():
-        yield 1
-        raise OSError("disk gone")
-
-    got = []
-    with pytest.raises(OSError, match="disk gone"):
-        for item in prefetched(broken()):
-            got.append(item)
-    assert got == [1]
-
-
-def test_prefetched_stops_its_thread_when_the_consumer_stops():
-    import threading
-
-    produced = []
-
-    def endless():
-        n = 0
-        while True:
-            produced.append(n)
-            yield n
-            n += 1
-
-    for item in prefetched(endless(), depth=2):
-        if item == 3:
-            break  # closing the generator must not leave the producer blocked on a full queue
-    assert not any(t.name == "prefetch" for t in threading.enumerate())
-    assert len(produced) <= 3 + 2 + 2
-
-
-@pytest.mark.parametrize("device, workers, world, expected", [
-    ("cpu", None, 1, (0, "cores")),   # the batch decodes in threads of this process
-    ("cpu", 3, 1, (3, 1)),            # asked for worker processes: one thread each
-    ("cpu", 0, 1, (0, "cores")),
-    ("cpu", None, 2, (0, "half")),    # two ranks on one host share its cores
-    ("cuda", None, 1, ("cores-1", 1)),
-])
-def test_decoding_defaults(device, workers, world, expected, monkeypatch):
-    from pipeline import decode
-
-    monkeypatch.setattr(decode, "usable_cores", lambda: 6)
-    names = {"cores": 6, "half": 3, "cores-1": 5}
-    expected = tuple(names.get(e, e) for e in expected)
-    assert decoding(SimpleNamespace(type=device), workers, world) == expected
-
-
 def test_a_batch_is_stacked_in_the_networks_layout():
     import torch
 
@@ -202,74 +152,3 @@ def test_an_image_over_pils_pixel_limit_is_invalid_with_every_decoder(mixed_fold
     assert not ok and error.startswith("DecompressionBombError") and (ok, error) == ImageDataset(str(root), paths)[0][2:]
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 375 * 500 // 2)  # at the limit: decoded
     assert make_dataset(str(root), paths, decoder)[0][2] is True
-
-
-def test_workers_that_shared_memory_cannot_hold_are_refused_with_the_fixes():
-    from pipeline.decode import check_shared_memory
-    from pipeline.errors import InputError
-
-    batch = 256 * 3 * 224 * 224
-    with pytest.raises(InputError, match=r"15 decoding workers with batches of 256 need about 2279 MB of shared "
-                                         r"memory and /dev/shm has 64 MB free .*--shm-size.*--workers.*--batch-size"):
-        check_shared_memory(15, 256, free=64 << 20)  # CUDA's defaults in Docker's default container
-    in_flight = 15 * 4 + 2  # prefetched, plus the batch being computed and the one before it
-    check_shared_memory(15, 256, free=in_flight * batch)  # exactly enough
-    with pytest.raises(InputError):
-        check_shared_memory(15, 256, free=in_flight * batch - 1)
-    with pytest.raises(InputError, match="^2 ranks, each with 15 decoding workers"):  # ranks on one host share it
-        check_shared_memory(15, 256, free=in_flight * batch, ranks_here=2)
-    check_shared_memory(0, 4096, free=0)  # decoding threads share no memory between processes
-
-
-def test_this_machines_shared_memory_is_read(monkeypatch):
-    from types import SimpleNamespace
-
-    from pipeline import decode
-    from pipeline.errors import InputError
-
-    monkeypatch.setattr(decode.os, "statvfs", lambda path: SimpleNamespace(f_bavail=4, f_frsize=1 << 20, f_flag=0))
-    with pytest.raises(InputError, match="has 4 MB free"):
-        decode.check_shared_memory(1, 8)  # 6 batches of 1.2 MB in flight
-    decode.check_shared_memory(1, 4)
-
-
-def test_a_read_only_shared_memory_is_named_before_the_run(monkeypatch):
-    """Its queues failed at once, and the run stopped saying only "Read-only file system"."""
-    from types import SimpleNamespace
-
-    from pipeline import decode
-    from pipeline.errors import InputError
-
-    roomy = SimpleNamespace(f_bavail=1 << 20, f_frsize=1 << 20, f_flag=decode.os.ST_RDONLY)
-    monkeypatch.setattr(decode.os, "statvfs", lambda path: roomy)
-    with pytest.raises(InputError, match="^/dev/shm is read-only.*--workers 0"):
-        decode.check_shared_memory(1, 4)
-    decode.check_shared_memory(0, 4)  # threads need none of it
-
-
-@pytest.mark.parametrize("world, local, pinned, cores", [
-    (1, None, False, 64),   # no torchrun
-    (8, None, False, 8),    # every rank on this host, sharing its cores
-    (16, "8", False, 8),    # two hosts of 8 ranks: this host's 8 share them
-    (8, "8", True, 64),     # torchrun --numa-binding: this rank's affinity is its own share already
-])
-def test_a_ranks_cores(monkeypatch, world, local, pinned, cores):
-    from pipeline import decode
-
-    monkeypatch.setattr(decode, "usable_cores", lambda: 64)
-    monkeypatch.setattr(decode, "pinned_apart", lambda: pinned)
-    if local is None:
-        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    else:
-        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
-    assert decode.rank_cores(world) == cores
-
-
-def test_a_process_pinned_to_fewer_cores_than_its_parent_is_apart(monkeypatch):
-    from pipeline import hardware
-
-    parent = os.getppid()
-    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(8)) if pid == parent else {0, 1})
-    assert hardware.pinned_apart()
-    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 1})  # a job's affinity, its launcher's too
-    assert not hardware.pinned_apart()

@@ -515,11 +515,11 @@ def test_a_row_with_non_finite_activations_is_stored_invalid(tmp_path, monkeypat
 def test_too_little_shared_memory_for_the_workers_stops_before_the_store(image_folder, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from pipeline import decode
+    from pipeline import loading
     from pipeline.errors import InputError
 
     # a container's small /dev/shm: the workers' batches would fail there and the loader wait for ever
-    monkeypatch.setattr(decode.os, "statvfs", lambda path: SimpleNamespace(f_bavail=8, f_frsize=1 << 20, f_flag=0))
+    monkeypatch.setattr(loading.os, "statvfs", lambda path: SimpleNamespace(f_bavail=8, f_frsize=1 << 20, f_flag=0))
     with pytest.raises(InputError, match="shared memory"):
         extract(image_folder, tmp_path / "s.zarr", weights="random", workers=2, batch_size=16, progress=False)
     assert not (tmp_path / "s.zarr").exists()

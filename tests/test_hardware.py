@@ -1,5 +1,7 @@
 """pipeline/hardware.py: the advice on slow precisions, malloc kept from unmapping freed memory."""
 
+import os
+
 import pytest
 
 from pipeline.hardware import cpu_flags, precision_note
@@ -66,7 +68,7 @@ def test_freed_memory_is_reused_without_page_faults():
 _ONE_CORE = """
 import os
 os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # as taskset or SLURM would
-from pipeline.decode import decoding, rank_cores
+from pipeline.loading import decoding, rank_cores
 from pipeline.hardware import usable_cores
 from pipeline.lanes import lanes_for
 
@@ -119,3 +121,13 @@ def test_no_cgroup_v2_means_no_quota(tmp_path):
     (tmp_path / "proc_cgroup").write_text("12:cpu,cpuacct:/job\n")  # cgroup v1 only
     assert cgroup_cpu_quota(tmp_path / "proc_cgroup", tmp_path) is None
     assert cgroup_cpu_quota(tmp_path / "absent", tmp_path) is None
+
+
+def test_a_process_pinned_to_fewer_cores_than_its_parent_is_apart(monkeypatch):
+    from pipeline import hardware
+
+    parent = os.getppid()
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(8)) if pid == parent else {0, 1})
+    assert hardware.pinned_apart()
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 1})  # a job's affinity, its launcher's too
+    assert not hardware.pinned_apart()

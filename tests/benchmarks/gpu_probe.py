@@ -61,7 +61,8 @@ def network(batch_size: int = 256) -> None:
 def loader(data: Path, decoder: str, workers: int, batch_size: int = 256) -> None:
     import torch
 
-    from pipeline.decode import finish_batch, make_loader
+    from pipeline.decode import finish_batch
+    from pipeline.loading import make_loader
     from pipeline.shards import ShardBatches
     from pipeline.images import scan
 
