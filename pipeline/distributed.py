@@ -4,7 +4,7 @@ Offers:
     Ranks.from_environment() -> Ranks   reads RANK / WORLD_SIZE / LOCAL_RANK;
                                               joins the process group when WORLD_SIZE > 1
     Ranks.rank, .world, .local_rank, .leader
-    Ranks.barrier(), .gather(obj) -> list (on every rank), .close()
+    Ranks.barrier(), .gather(obj) -> list (on every rank), .share(obj) -> the leader's obj, .close()
     Ranks.mine(shards) -> the shards this rank owns (whole shards, none shared, none padded)
     Ranks.stop_together(failure)       every rank stops if one refused its arguments; the leader says why
     Ranks.writable_store(stack, path, make) -> the store: made by the leader, then opened by all
@@ -64,6 +64,10 @@ class Ranks:
         out = [None] * self.world
         dist.all_gather_object(out, value)
         return out
+
+    def share(self, value):
+        """The leader's ``value``, on every rank (what the others pass is ignored)."""
+        return self.gather(value if self.leader else None)[0]
 
     def close(self) -> None:
         if self.joined:

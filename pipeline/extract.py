@@ -182,7 +182,9 @@ def extract(data_dir, store_path, layers=("mixed4a",), weights="pretrained", see
         group = ranks.writable_store(stack, store_path, lambda: open_for_writing(
             store_path, meta, images, layers, shapes, model, traced, shard_rows, overwrite, verify))
         shard_rows = group.attrs["shard_rows"]
-        pending = pending_shards(group, layers)
+        # The leader's list: a rank reading the done markers itself, after the leader had finished
+        # a shard, split a shorter list, and another shard was computed by no rank (seen on S3).
+        pending = ranks.share(pending_shards(group, layers) if ranks.leader else None)
         mine = ranks.mine(pending)
         if ranks.world > 1:
             say(f"rank {ranks.rank}/{ranks.world}: shards {mine}")
