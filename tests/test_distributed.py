@@ -127,31 +127,6 @@ def test_killed_torchrun_then_one_process_equals_one_process(image_folder, refer
     _same(reference, store)
 
 
-@pytest.fixture
-def s3_server(tmp_path):
-    """moto's S3 server on loopback, started and stopped by the test."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    try:
-        import s3fs
-
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", int(port)), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=env["AWS_ENDPOINT_URL"])
-        fs.mkdir("exemplars-test")
-        yield env
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def test_phase_one_and_topk_through_s3(image_folder, reference, s3_server, monkeypatch):
     url = "s3://exemplars-test/run.zarr"
     run_cli(*_args(image_folder, url), env={**ONE_THREAD, **s3_server})
