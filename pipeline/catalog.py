@@ -20,7 +20,7 @@ import numpy as np
 from .classes import human_names
 from . import damage
 from .errors import DamagedStoreError, InputError, QueryError, StoreError, unknown_layer
-from .places import location
+from .places import forget_listings, location
 from .settings import stored_setting
 from .store import images_whole, open_group
 
@@ -69,6 +69,7 @@ class Store:
             return False
         for name in ("layers", "damaged_layers"):
             self.__dict__.pop(name, None)
+        forget_listings(self.group)
         return layer in self.layers
 
     def __getitem__(self, layer: str):

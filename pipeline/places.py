@@ -12,6 +12,7 @@ Offers:
     only_lock(path) -> bool        a folder holding a writer's lock and nothing of a store yet
     store_bytes(path) -> int
     unreachable(path, exc) -> StoreError   an object store client's failure, in one sentence
+    forget_listings(group)         the next listing of an object store asks it again (fsspec caches them)
 """
 
 from __future__ import annotations
@@ -169,3 +170,14 @@ def unreachable(path, exc: Exception) -> StoreError:
     reason = first_line(exc)
     return StoreError(f"cannot open {path}: {exc.__class__.__name__}"
                       + (f": {reason}" if reason != exc.__class__.__name__ else ""))
+
+
+def forget_listings(group) -> None:
+    """Drop the listings fsspec keeps of an object store, so that the next one asks the store.
+
+    s3fs answers ``ls`` from a cache filled at the first listing: a notebook's open store never
+    saw a layer another process imported after it was opened. Local folders keep no such cache.
+    """
+    fs = getattr(group.store, "fs", None)
+    if fs is not None and hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache()

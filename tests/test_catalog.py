@@ -119,9 +119,6 @@ def test_help_says_what_each_documented_call_does(store):
     assert [(type(o).__name__, n) for o, names in calls.items() for n in names if not getattr(o, n).__doc__] == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on an object store, a layer imported by another process after "
-                   "open_store stays unknown: Store._listed re-lists through zarr's list_dir, which s3fs "
-                   "answers from its listing cache (dircache) filled when the store was opened")
 def test_a_layer_added_after_opening_is_found_on_an_object_store(s3_server, monkeypatch, tmp_path):
     from conftest import run_cli
 
