@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,12 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, free_port, run_cli
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 NAMES = ["images/path", "images/label", "images/valid", "images/error",
          "mixed4a/mean", "mixed4a/max", "mixed4a/argmax", "mixed4a/done"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port"]
-
-
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def _args(folder, store):
@@ -53,7 +46,7 @@ def reference(image_folder, tmp_path_factory):
 
 def test_torchrun_equals_one_process(image_folder, reference, tmp_path):
     store = tmp_path / "two.zarr"
-    proc = subprocess.run([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, store)],
+    proc = subprocess.run([*TORCHRUN, free_port(), "-m", "pipeline", *_args(image_folder, store)],
                           capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, **ONE_THREAD))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0/2: shards [0, 2]" in proc.stderr and "rank 1/2: shards [1]" in proc.stderr
@@ -62,7 +55,7 @@ def test_torchrun_equals_one_process(image_folder, reference, tmp_path):
 
 
 def test_a_refusal_under_torchrun_is_one_sentence_from_rank_0_alone(image_folder, reference, tmp_path):
-    proc = subprocess.run([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, reference),
+    proc = subprocess.run([*TORCHRUN, free_port(), "-m", "pipeline", *_args(image_folder, reference),
                            "--precision", "bf16"], capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, **ONE_THREAD), timeout=300)
     assert proc.returncode != 0
@@ -77,7 +70,7 @@ def test_a_refusal_under_torchrun_is_one_sentence_from_rank_0_alone(image_folder
 
 
 def test_an_argument_error_under_torchrun_is_said_once(tmp_path):
-    proc = subprocess.run([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(tmp_path / "absent", tmp_path / "s.zarr")],
+    proc = subprocess.run([*TORCHRUN, free_port(), "-m", "pipeline", *_args(tmp_path / "absent", tmp_path / "s.zarr")],
                           capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, **ONE_THREAD), timeout=300)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0 and len(errors) == 1 and "does not exist" in errors[0], proc.stderr[-3000:]
@@ -112,7 +105,7 @@ def test_ranks_stop_together_and_the_leader_says_why(monkeypatch):
 
 def test_killed_torchrun_then_one_process_equals_one_process(image_folder, reference, tmp_path):
     store = tmp_path / "killed.zarr"
-    proc = subprocess.Popen([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, store)],
+    proc = subprocess.Popen([*TORCHRUN, free_port(), "-m", "pipeline", *_args(image_folder, store)],
                             cwd=ROOT, env=dict(os.environ, **ONE_THREAD), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     markers = store / "mixed4a" / "done" / "c"
@@ -188,7 +181,7 @@ def test_a_rank_that_opens_the_store_late_still_computes_its_shards(image_folder
     store = tmp_path / "late.zarr"
     env = dict(os.environ, **ONE_THREAD, SLOW_FOLLOWER_S="12",
                PYTHONPATH=os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([*TORCHRUN, _free_port(), "-m", "pipeline", *_args(image_folder, store)],
+    proc = subprocess.run([*TORCHRUN, free_port(), "-m", "pipeline", *_args(image_folder, store)],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _same(reference, store)
