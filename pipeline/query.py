@@ -113,8 +113,13 @@ class Layer(Analysis):
 
     def stored(self, name: str):
         """The layer's zarr array ``name``, its reads of damaged data said in one sentence."""
-        return damage.Checked(self.group[name], f"{self.name}/{name} of {self.store.path}",
-                              damage.layer_fix(self.attrs), unit="shard" if name == "done" else "row")
+        # Opened once: each opening reads the array's zarr.json, and a gallery of 508 channels
+        # asked for about 4,000 of them (1 m 44 s against 13 s locally, on an S3 server).
+        arrays = self.__dict__.setdefault("_arrays", {})
+        if name not in arrays:
+            arrays[name] = damage.Checked(self.group[name], f"{self.name}/{name} of {self.store.path}",
+                                          damage.layer_fix(self.attrs), unit="shard" if name == "done" else "row")
+        return arrays[name]
 
     def note(self) -> str:
         """What to know about any answer from this layer, in one line ("" if nothing)."""

@@ -540,3 +540,22 @@ def test_progress_is_true_false_or_a_function(generated, capsys):
     for bad in ("yes", 1):
         with pytest.raises(QueryError, match="progress must be True, False or a function"):
             layer.projection({0: 1}, progress=bad)
+
+
+def test_a_layer_opens_each_of_its_arrays_once(generated, monkeypatch):
+    """Each opening reads the array's zarr.json: a gallery of 508 channels read about 4,000 of
+    them, 1 m 44 s against 13 s locally on an S3 server."""
+    path, m, _, _ = generated
+    layer = pipeline.open_store(path)["layer1"]
+
+    def queries(channel):
+        return (layer.topk(channel, k=3), layer.topk(channel, k=3, bottom=True), layer.samples(channel, per_band=2))
+
+    queries(0)  # what a layer opens once: its arrays, the store's images, the damage checks
+    opened = []
+    getitem = zarr.Group.__getitem__
+    monkeypatch.setattr(zarr.Group, "__getitem__", lambda group, name: opened.append(name) or getitem(group, name))
+    for channel in range(1, C):
+        top, _, _ = queries(channel)
+    assert opened == []
+    assert top.rows.tolist() == _reference_top(m[:, C - 1], ~np.isnan(m[:, C - 1]), 3).tolist()
