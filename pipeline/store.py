@@ -151,6 +151,8 @@ def open_group(path, mode: str = "r"):
         if only_lock(path_str):
             raise StoreError(f"{path_str} holds no store yet, only a writer's lock: a run is making it "
                              "(wait for it), or was stopped before it began (rerun it)") from None
+        if is_url(path_str) and not _anything_at(path_str):  # as a missing folder is said
+            raise StoreError(f"no store at {path_str}; run `exemplars activations` first") from None
         raise StoreError(f"{path_str} is not an exemplars store ({exc.__class__.__name__})") from None
     except Exception as exc:
         if not is_url(path_str):
@@ -171,6 +173,14 @@ def open_group(path, mode: str = "r"):
             f"{FORMAT_VERSION}; upgrade exemplars to read it"
         )
     return group
+
+
+def _anything_at(url: str) -> bool:
+    try:
+        fs, path = filesystem(url)
+        return bool(fs.exists(path))
+    except Exception:  # no answer: say what zarr said
+        return True
 
 
 def dataset_fingerprint(paths, sizes, mtimes) -> str:

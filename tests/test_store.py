@@ -124,6 +124,19 @@ def test_an_imported_store_says_nothing_of_a_precision():
     assert stored_setting({"preprocessing": None}, "preprocessing") is None
 
 
+def test_nothing_at_a_url_is_said_as_a_missing_folder_is(tmp_path):
+    with pytest.raises(StoreError, match=r"^no store at memory://absent.zarr; run `exemplars activations` first$"):
+        open_group("memory://absent.zarr")
+    zarr.open_group("memory://other.zarr", mode="w").create_array("x", shape=(1,), dtype="i1")
+    import fsspec
+
+    fsspec.filesystem("memory").rm("/other.zarr/zarr.json")
+    with pytest.raises(StoreError, match="^memory://other.zarr is not an exemplars store"):  # something else is there
+        open_group("memory://other.zarr")
+    with pytest.raises(StoreError, match="^no store at"):
+        open_group(tmp_path / "absent.zarr")
+
+
 def test_an_object_store_client_failure_is_one_sentence(tmp_path, monkeypatch):
     class NoCredentialsError(Exception):  # botocore's, as s3fs raises it without credentials
         pass
