@@ -67,3 +67,12 @@ def test_a_changed_dataset_without_the_runs_images_names_the_fingerprint(tmp_pat
                                                  "dataset_fingerprint='new'"):
         check_compatible(group, {"dataset_fingerprint": "new"})
 
+
+
+def test_a_copy_that_did_not_keep_times_names_every_file_changed(tmp_path):
+    """Sizes the same, modification times new (``cp`` without ``-p``): each file is changed, not reordered."""
+    group = _store(tmp_path)
+    with pytest.raises(StoreMismatchError, match=r"was made: 3 changed in size or modification time .*: "
+                                                 r"a.jpg, b.jpg, c.jpg; a store"):
+        check_compatible(group, {"dataset_fingerprint": "new"}, {"path": ["a.jpg", "b.jpg", "c.jpg"],
+                                                                 "size": [10, 20, 30], "mtime_ns": [200] * 3})
