@@ -210,3 +210,122 @@ def test_the_listing_check_opens_each_array_once_not_once_a_shard(tmp_path, monk
         monkeypatch.setattr(LocalStore, "get", get)
         reads[rows] = count[0]
     assert reads[1] == reads[ROWS]  # 12 shards read as many files as 3
+
+
+def test_out_of_bounds_is_zarrs_complaint_alone():
+    """A codec's IndexError (an index past its buffer) is damage; only zarr's bounds check is the caller's."""
+    from zarr.errors import BoundsCheckError
+
+    from pipeline.damage import out_of_bounds
+
+    assert out_of_bounds(BoundsCheckError("index out of bounds"))
+    assert not out_of_bounds(IndexError("index 9 is out of bounds for axis 0 with size 4"))
+    assert not out_of_bounds(ValueError("zarr"))
+
+
+def test_hidden_folders_holding_node_contents_are_no_lost_layer(tmp_path):
+    """A file system's snapshot folder (NetApp's ``.snapshot``) holds copies of the store's nodes."""
+    from pipeline.damage import stray_folders
+
+    store, _ = _imported(tmp_path)
+    shutil.copytree(store / "mixed4a", store / ".snapshot" / "mixed4a")
+    shutil.copytree(store / "mixed4a" / "mean", store / "mixed4a" / ".snapshot")
+    group = zarr.open_group(str(store), mode="r")
+    assert stray_folders(group) == [] and stray_folders(group, "mixed4a") == []
+    assert layer_fault(group, "mixed4a") is None
+    assert "damaged" not in pipeline.open_store(store).info()["layers"]["mixed4a"]
+
+
+def test_a_shard_with_one_valid_row_must_keep_its_files(tmp_path):
+    """Only a shard of invalid rows has no file: one valid row (the first) and its file gone is damage."""
+    matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+    matrix[[5, 6, 7]] = np.nan  # shard 1: row 4 alone valid
+    store = tmp_path / "s.zarr"
+    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
+    group = zarr.open_group(str(store), mode="r")
+    assert damaged_shards(group, "mixed4a", full=True) == {}
+    damage_store(store, "deleted")
+    assert "mixed4a/mean shard 1 is missing its file" in damaged_shards(group, "mixed4a")[1]
+    with pytest.raises(DamagedStoreError, match="mixed4a/mean shard 1 is missing its file"):
+        pipeline.open_store(store)["mixed4a"].topk(0)
+
+
+def test_a_lost_valid_chunk_beside_an_undecodable_error_chunk_is_found(tmp_path):
+    """The ``error`` chunk decides whether a lost ``valid`` chunk is a loss; where it does not decode
+    either, the shard is damaged (its rows would read as invalid, silently)."""
+    matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+    matrix[5, 2] = np.nan  # shard 1 has both chunks
+    store = tmp_path / "s.zarr"
+    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
+    (store / "images" / "valid" / "c" / "1").unlink()
+    (store / "images" / "error" / "c" / "1").write_bytes(b"not zstd")
+    found = damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")
+    assert list(found) == [1] and "images/error chunk 1 does not decode" in found[1]
+
+
+def _shard_file(store, shard=1):
+    return store / "mixed4a" / "mean" / "c" / str(shard) / "0"
+
+
+def test_the_cheap_check_reads_the_index_checksum(tmp_path):
+    """An index whose crc32c no longer matches (its last bytes overwritten) is found without --verify."""
+    store, _ = _imported(tmp_path)
+    raw = bytearray(_shard_file(store).read_bytes())
+    raw[-1] ^= 0xFF
+    _shard_file(store).write_bytes(bytes(raw))
+    found = damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")
+    assert list(found) == [1] and "fails its checksum" in found[1]
+
+
+def test_the_cheap_check_finds_chunk_bytes_lost_before_a_whole_index(tmp_path):
+    """A file whose index is whole but whose last chunk lost a few bytes (fewer than the index's size)."""
+    store, _ = _imported(tmp_path)
+    raw = _shard_file(store).read_bytes()
+    index_bytes = C * 16 + 4
+    _shard_file(store).write_bytes(raw[:-index_bytes - 3] + raw[-index_bytes:])
+    found = damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")
+    assert list(found) == [1] and "past the end of the file" in found[1]
+
+
+def test_a_column_of_fill_values_in_a_shard_is_no_damage(tmp_path):
+    """zarr writes no inner chunk for a column all NaN (its index says so with 2**64 - 1): a shard of
+    invalid rows whose other columns are finite is whole."""
+    matrix = np.arange(N * C, dtype=np.float32).reshape(N, C) + 1
+    matrix[2 * ROWS:, 0] = np.nan
+    store = tmp_path / "s.zarr"
+    import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
+    assert damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a", full=True) == {}
+    assert len(pipeline.open_store(store)["mixed4a"].topk(1, k=N).rows) == 2 * ROWS
+
+
+def test_every_kind_of_read_names_the_damaged_shard(tmp_path):
+    """Negative rows, ``...``, orthogonal and coordinate selections: the shard named is the one read,
+    its rows those the store has (10 rows: the last shard is 8-9)."""
+    n = 10
+    store = tmp_path / "s.zarr"
+    import_matrix(store, np.arange(n * C, dtype=np.float32).reshape(n, C) + 1, "mixed4a",
+                  [f"x{i}.jpg" for i in range(n)], shard_rows=ROWS)
+    damage_store(store, "flipped", shard=2)
+    mean = pipeline.open_store(store)["mixed4a"].array("mean")
+    said = r"mixed4a/mean of .* is damaged in shard 2 \(rows 8-9: "
+    for read in (lambda: mean[-1], lambda: mean[...], lambda: mean.get_orthogonal_selection(([9], [0])),
+                 lambda: mean.get_coordinate_selection(([1, 9], [0, 0]))):
+        with pytest.raises(DamagedStoreError, match=said):
+            read()
+
+
+def test_a_failure_no_shard_reproduces_keeps_its_own_error():
+    from pipeline.damage import Checked
+
+    class Flaky:
+        """Fails a whole read, but no shard's read alone."""
+        shape, ndim, shards, chunks = (8,), 1, None, (4,)
+
+        def __getitem__(self, selection):
+            raise ValueError("a passing hiccup")
+
+        def get_orthogonal_selection(self, selection):
+            return np.zeros(4)
+
+    with pytest.raises(ValueError, match="a passing hiccup"):
+        Checked(Flaky(), "x", "fix")[:]

@@ -241,3 +241,24 @@ def test_a_damaged_cached_picture_is_said_and_made_again(store_copy, monkeypatch
     monkeypatch.setattr(fv, "_optimise", lambda *a: np.full((32, 32, 3), 4, dtype=np.uint8))
     assert (featureviz(store_copy, "mixed4a", 3, size=32, steps=2) == 4).all()  # no --redo needed
     assert (cached(pipeline.open_store(store_copy)["mixed4a"], 3) == 4).all()
+
+
+def test_a_channel_past_the_cache_is_the_callers_mistake_not_damage(tmp_path, capsys):
+    """zarr's bounds error on the cache is raised as it is: no "damaged" warning, no None to optimise again."""
+    import zarr
+    from zarr.errors import BoundsCheckError
+
+    from pipeline.importing import import_matrix
+
+    store = tmp_path / "s.zarr"
+    import_matrix(store, np.ones((4, 2), dtype=np.float32), "feat", [f"x{i}.jpg" for i in range(4)])
+    sub = zarr.open_group(str(store), mode="r+")["feat"]
+    sub.create_array("featureviz", shape=(2, 4, 4, 3), dtype="uint8", chunks=(1, 4, 4, 3))
+    sub.create_array("featureviz_done", shape=(2,), dtype=bool, chunks=(2,), fill_value=False)
+    sub["featureviz"][1] = 7
+    sub["featureviz_done"][1] = True
+    layer = pipeline.open_store(store)["feat"]
+    assert cached(layer, 0) is None and (cached(layer, 1) == 7).all()
+    with pytest.raises(BoundsCheckError):
+        cached(layer, 5)
+    assert "damaged" not in capsys.readouterr().err

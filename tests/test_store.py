@@ -349,3 +349,68 @@ def test_a_store_opened_by_a_relative_path_survives_a_change_of_directory(tmp_pa
     monkeypatch.chdir(tmp_path)  # a notebook's os.chdir: zarr read "s.zarr" from here, a raw KeyError
     assert layer.topk(1, k=2).rows.tolist() == first == [3, 2]
     assert layer.similar(0, k=1).rows.tolist() and str(layer.store.path) == "s.zarr"  # still named as given
+
+
+def test_a_newer_format_version_or_another_format_is_refused(tmp_path):
+    from pipeline.importing import import_matrix
+
+    import_matrix(tmp_path / "s.zarr", np.ones((3, 2), dtype=np.float32), "feat", ["a", "b", "c"])
+    attrs = zarr.open_group(str(tmp_path / "s.zarr"), mode="r+").attrs
+    attrs["format_version"] = 2
+    with pytest.raises(StoreError, match="has format version 2, newer than this tool's 1; upgrade exemplars"):
+        open_group(tmp_path / "s.zarr")
+    attrs["format_version"] = 1
+    attrs["format"] = "another-tools-activations"
+    with pytest.raises(StoreError, match="is a zarr group but not an exemplars store"):
+        open_group(tmp_path / "s.zarr")
+
+
+def test_a_true_or_false_attribute_is_no_whole_number(tmp_path):
+    from pipeline.importing import import_matrix
+
+    import_matrix(tmp_path / "s.zarr", np.ones((3, 2), dtype=np.float32), "feat", ["a", "b", "c"])
+    zarr.open_group(str(tmp_path / "s.zarr"), mode="r+").attrs["shard_rows"] = True
+    with pytest.raises(StoreError, match="its attribute shard_rows is True"):
+        open_group(tmp_path / "s.zarr")
+
+
+def test_a_store_is_not_made_in_a_folder_holding_other_files(tmp_path):
+    """The writer's lock refuses such a folder first; an object store has no lock, and this is its check."""
+    (tmp_path / "s.zarr").mkdir()
+    (tmp_path / "s.zarr" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="exists and is not an exemplars store"):
+        _tiny_store(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "s.zarr").iterdir()) == ["notes.txt"]
+
+
+def test_adding_a_whole_layer_again_keeps_what_it_holds(tmp_path):
+    """A resumed run adds its layers again: a whole one is returned as it is, its shards kept."""
+    from pipeline.store import done_shards, write_shard
+
+    group = _tiny_store(tmp_path, n=4)
+    add_layer(group, "conv", 1, (1, 1), {"model": "m"})
+    write_shard(group, ["conv"], 0, {"conv": _blocks(2)}, [True, True], ["", ""])
+    sub = add_layer(open_group(tmp_path / "s.zarr", mode="r+"), "conv", 1, (1, 1), {"model": "m"})
+    assert done_shards(group, "conv").tolist() == [True, False]
+    assert sub["mean"][:2].tolist() == [[1.0], [1.0]]
+
+
+def test_a_new_layer_is_neither_complete_nor_begun(tmp_path):
+    """An import or run killed before its first ``refresh_completeness`` must not read as finished."""
+    sub = add_layer(_tiny_store(tmp_path, n=4), "conv", 1, (1, 1), {"model": "m"})
+    assert sub.attrs["complete"] is False and sub.attrs["shards_done"] == 0
+
+
+def test_a_logits_layer_of_one_by_one_maps_has_its_argmax_files(tmp_path):
+    """A 1 x 1 map's argmax is always 0: were that the fill value, zarr would write no argmax file for
+    a valid shard, and the listing check would call it lost."""
+    from pipeline.damage import damaged_shards
+    from pipeline.store import refresh_completeness, write_shard
+
+    group = _tiny_store(tmp_path, n=4)
+    add_layer(group, "logits", 1, (1, 1), {"model": "m"})
+    for shard in (0, 1):
+        write_shard(group, ["logits"], shard, {"logits": _blocks(2)}, [True, True], ["", ""])
+    refresh_completeness(group, "logits")
+    assert damaged_shards(open_group(tmp_path / "s.zarr"), "logits", full=True) == {}
+    assert pipeline.open_store(tmp_path / "s.zarr")["logits"].topk(0, k=4).rows.size == 4
