@@ -540,3 +540,14 @@ def test_progress_is_true_false_or_a_function(generated, capsys):
     for bad in ("yes", 1):
         with pytest.raises(QueryError, match="progress must be True, False or a function"):
             layer.projection({0: 1}, progress=bad)
+
+
+def test_a_column_is_read_only_so_no_caller_changes_what_later_queries_rank(generated):
+    path, m, _, _ = generated
+    layer = pipeline.open_store(path)["layer1"]
+    usable = np.isfinite(m).all(axis=1)
+    column = layer.column(0)
+    assert_array_equal(column, m[:, 0])
+    with pytest.raises(ValueError, match="read-only"):
+        column *= -1  # the cached column is the one topk, samples and bottom-k rank next
+    assert_array_equal(layer.topk(0, k=5).rows, _reference_top(m[:, 0], usable, 5))
