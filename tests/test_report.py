@@ -27,8 +27,9 @@ def _matrices():
     return mean, biggest
 
 
-@pytest.fixture
-def written(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("report")
     mean, biggest = _matrices()
     import_matrix(tmp_path / "s.zarr", mean, "feat", [f"{i}.jpg" for i in range(N)], np.arange(N) % 3,
                   ["ant", "bee", "cat"], max_matrix=biggest, shard_rows=16)
@@ -40,8 +41,9 @@ def written(tmp_path, monkeypatch):
         figures[path.name] = figure.axes[0]
         save(figure, path, dpi)
 
-    monkeypatch.setattr(render, "save", keep)
-    lines = write_stats(layer, tmp_path / "o", channel=3, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render, "save", keep)
+        lines = write_stats(layer, tmp_path / "o", channel=3, progress=False)
     keep_rows = np.isfinite(mean).all(axis=1)
     return tmp_path / "o", lines, figures, mean[keep_rows].astype(np.float64), biggest[keep_rows].astype(np.float64)
 
