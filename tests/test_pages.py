@@ -244,3 +244,23 @@ def test_the_stores_notes_are_the_banner_and_not_repeated_under_each_section(tmp
     assert f"<caption>over {int(layer.usable.sum())} images</caption>" in page
     assert not set(_reference_top(m[:, 0], layer.usable, 3).tolist()) & set(range(12, 24))
     assert "No class selectivity: the images have no labels." in page
+
+
+def test_each_channel_page_names_its_own_branch(tmp_path):
+    """Channels at the edges of mixed4a's branches: 191 is the last of 1x1, 192 the first of 3x3."""
+    from pipeline.pages import Site
+    from pipeline.stats import KNOWN_BRANCHES, neighbours
+
+    m = np.random.default_rng(3).random((10, 508), dtype=np.float32)
+    import_matrix(tmp_path / "b.zarr", m, "mixed4a", [f"{i}.jpg" for i in range(10)])
+    layer = pipeline.open_store(tmp_path / "b.zarr")["mixed4a"]
+    edges = (0, 191, 192, 395, 396, 443, 444, 507)
+    per_channel = {c: (layer.topk(c, k=2), layer.topk(c, k=1, bottom=True), layer.samples(c, per_band=1), [])
+                   for c in edges}
+    corr = layer.correlations()
+    (tmp_path / "g" / "channels").mkdir(parents=True)
+    site = Site(layer, tmp_path / "g", per_channel, {}, layer.table("mean"), corr, neighbours(corr, 5), None, False)
+    for c in edges:
+        site.write_channel(c)
+        expected = next(name for name, (lo, hi) in KNOWN_BRANCHES["mixed4a"].items() if lo <= c < hi)
+        assert f"<h1>mixed4a channel {c} <small>{expected}</small></h1>" in _page(tmp_path / "g", c)
