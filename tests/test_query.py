@@ -551,3 +551,12 @@ def test_a_column_is_read_only_so_no_caller_changes_what_later_queries_rank(gene
     with pytest.raises(ValueError, match="read-only"):
         column *= -1  # the cached column is the one topk, samples and bottom-k rank next
     assert_array_equal(layer.topk(0, k=5).rows, _reference_top(m[:, 0], usable, 5))
+
+
+def test_only_by_max_gives_peaks(small_store):
+    """The README: with --by max each result has the peak's grid position; by the mean none has."""
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    by_mean = layer.topk(5, k=3)
+    assert by_mean.peaks is None and "peak" not in by_mean.to_list()[0] and "peak (y, x)" not in repr(by_mean)
+    by_max = layer.topk(5, k=3, by="max")
+    assert by_max.peaks == layer.crop_peaks(by_max.rows, 5) and "peak" in by_max.to_list()[0]
