@@ -560,3 +560,18 @@ def test_only_by_max_gives_peaks(small_store):
     assert by_mean.peaks is None and "peak" not in by_mean.to_list()[0] and "peak (y, x)" not in repr(by_mean)
     by_max = layer.topk(5, k=3, by="max")
     assert by_max.peaks == layer.crop_peaks(by_max.rows, 5) and "peak" in by_max.to_list()[0]
+
+
+def test_a_store_smaller_than_k_is_said_so_and_not_blamed_on_diversity_or_ties(tmp_path):
+    m = np.zeros((6, 7), dtype=np.float32)
+    m[:, :6] = np.eye(6) * 5 + np.random.default_rng(4).random((6, 6))  # six images alike in nothing
+    m[[0, 3], 6] = 2.0
+    import_matrix(tmp_path / "d.zarr", m, "layer1", [f"{i}.jpg" for i in range(6)], np.arange(6), list("abcdef"))
+    layer = pipeline.open_store(tmp_path / "d.zarr")["layer1"]
+    got = layer.topk(0, k=10, diverse=True)  # six classes of one image, none alike: every image passes
+    assert sorted(got.rows.tolist()) == list(range(6))
+    assert got.notes == ["6 images, not 10: the store has no more to rank"]
+    # samples are drawn, not the first rows: a band of equal values is no "first of them by row"
+    zeros = layer.samples(6, bands="zeros", per_band=2, seed=1)
+    assert (zeros.activations == 0).all() and len(zeros) == 2
+    assert zeros.ties == "" and not any("tie at" in note for note in zeros.notes)
