@@ -575,3 +575,15 @@ def test_a_store_smaller_than_k_is_said_so_and_not_blamed_on_diversity_or_ties(t
     zeros = layer.samples(6, bands="zeros", per_band=2, seed=1)
     assert (zeros.activations == 0).all() and len(zeros) == 2
     assert zeros.ties == "" and not any("tie at" in note for note in zeros.notes)
+
+
+def test_a_band_of_zeros_is_said_to_be_shown_under_zeros_not_to_be_empty(tmp_path):
+    m = np.zeros((100, 2), dtype=np.float32)
+    m[:5, 0] = [5, 4, 3, 2, 1]  # five images above 0, ninety-five at 0
+    import_matrix(tmp_path / "z.zarr", m, "layer1", [f"{i}.jpg" for i in range(100)])
+    got = pipeline.open_store(tmp_path / "z.zarr")["layer1"].samples(0, per_band=3)
+    # rank 0 is the top 0.1%, ranks 1-9 the 1-10% (4 above 0), ranks 10-49 the 10-50% (all 0)
+    assert got.notes == ["no image in top 0.1-1% (of 100 usable images)",
+                         "top 10-50%: only images exactly 0, shown under zeros"]
+    assert got.bands == ["top 0.1%"] + ["top 1-10%"] * 3 + ["zeros"] * 3
+    assert (got.activations[4:] == 0).all() and got.rows[0] == 0
