@@ -91,3 +91,16 @@ def test_jupyters_table_of_a_long_answer_shows_its_head_and_counts_the_rest():
     assert "<td>200.jpg</td>" not in page and "and 99,800 more rows" in page
     assert len(repr(long).splitlines()) == n + 2 and len(long.to_list()) == n  # the text table keeps them all
     assert "more row" not in _results()._repr_html_() and _results()._repr_html_().count("<tr>") == 3
+
+
+def test_json_keeps_the_statistic_and_peaks_as_y_then_x():
+    got = _results(by="max", peaks=[(1, 5), None])
+    data = got.to_dict()
+    assert (data["by"], data["channel"]) == ("max", 1)
+    assert [item["peak"] for item in data["results"]] == [[1, 5], None]  # [y, x], as the README says
+    assert [line.split()[-2:] for line in repr(got).splitlines()[2:]] == [["(1,", "5)"], ["no", "peak"]]
+
+
+def test_a_file_named_like_a_query_word_does_not_rename_the_column():
+    table = repr(_results(query="similar to direction.jpg (row 3)", channel=None))
+    assert table.splitlines()[1].split()[:2] == ["rank", "cosine"]
