@@ -104,3 +104,10 @@ def test_json_keeps_the_statistic_and_peaks_as_y_then_x():
 def test_a_file_named_like_a_query_word_does_not_rename_the_column():
     table = repr(_results(query="similar to direction.jpg (row 3)", channel=None))
     assert table.splitlines()[1].split()[:2] == ["rank", "cosine"]
+
+
+def test_negative_values_keep_the_four_decimals_positive_ones_have():
+    from pipeline.results import value_text
+
+    assert [value_text(v) for v in (-2.34567, 2.34567, -1234.5, -0.5)] == ["-2.3457", "2.3457", "-1234.5000", "-0.5000"]
+    assert "-2.3457" in repr(_results(activations=np.array([-2.34567, -3.0])))
