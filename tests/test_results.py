@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,14 @@ def test_negative_values_keep_the_four_decimals_positive_ones_have():
 
     assert [value_text(v) for v in (-2.34567, 2.34567, -1234.5, -0.5)] == ["-2.3457", "2.3457", "-1234.5000", "-0.5000"]
     assert "-2.3457" in repr(_results(activations=np.array([-2.34567, -3.0])))
+
+
+def test_jupyters_table_escapes_every_text_from_the_dataset():
+    hostile = "<img src=x onerror=alert(1)>"
+    got = _results(layer="l<1>", paths=[f"{hostile}.jpg", "b&c.jpg"], classes=["<b>ant</b>", "bee"],
+                   query=f"similar to {hostile}.jpg (row 3)", channel=None, notes=[f"note about {hostile}"])
+    page = got._repr_html_()
+    assert "<img" not in page and "<b>ant" not in page and "l<1>" not in page
+    assert page.count("&lt;img src=x onerror=alert(1)&gt;") == 3  # the title, the note and the path's cell
+    assert "<td>&lt;b&gt;ant&lt;/b&gt;</td>" in page and "<td>b&amp;c.jpg</td>" in page
+    assert f"<p><b>note about {html.escape(hostile)}</b></p>" in page
