@@ -40,6 +40,8 @@ def test_a_histogram_draws_its_counts_and_a_line_at_each_quantile():
     assert np.array_equal(values, [0.8, 5, 40, 3]) and np.array_equal(drawn_edges, edges)
     assert [line.get_xdata()[0] for line in ax.get_lines()] == list(marks.values())
     assert [line.get_label() for line in ax.get_lines()][0] == "q50 = 1.7"
+    low, high = ax.get_ylim()
+    assert low <= 1 and high >= 40  # the tallest bar is drawn whole
 
 
 def test_small_multiples_put_each_channel_in_its_cell_scaled_to_itself():
