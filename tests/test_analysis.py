@@ -82,3 +82,21 @@ def test_a_layer_with_no_usable_image_is_refused_and_says_why(tmp_path):
     partly[:19] = np.nan  # one valid image of twenty is enough
     import_matrix(tmp_path / "p.zarr", partly, "feat", [f"{i}.jpg" for i in range(20)], shard_rows=8)
     assert pipeline.open_store(tmp_path / "p.zarr")["feat"].stats()["mean"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_correlations_and_class_sums_leave_out_unfinished_shards(layer):
+    lay, _, _ = layer
+    path = lay.store.path
+    group = zarr.open_group(str(path), mode="r+")
+    group["feat/done"][1] = False  # rows 16-31 still being written: whatever they hold is no data yet
+    group["feat/mean"][16:32] = np.random.default_rng(0).random((16, C)).astype(np.float32) * 1000
+    refresh_completeness(group, "feat")
+    fresh = pipeline.open_store(path)["feat"]
+    keep = np.asarray(fresh.usable)
+    assert not keep[16:32].any() and keep.sum() == N - 16 - 2  # rows 2 and 40 invalid, 17 in the unfinished shard
+    x = np.asarray(group["feat/mean"][:], dtype=np.float64)[keep]
+    assert_allclose(fresh.correlations(), np.corrcoef(x, rowvar=False), atol=1e-5)
+    assert_allclose(fresh.moments().cov, np.cov(x, rowvar=False, bias=True), rtol=1e-5, atol=1e-7)
+    labels = (np.arange(N) % 2)[keep]
+    assert fresh.moments().class_counts.tolist() == np.bincount(labels).tolist()
+    assert_allclose(fresh.selectivity()["class_means"], np.stack([x[labels == k].mean(0) for k in (0, 1)]), rtol=1e-6)
