@@ -96,3 +96,8 @@ def test_a_figure_that_cannot_be_written_leaves_no_truncated_file(tmp_path, monk
     with pytest.raises(OSError):
         save(figure, tmp_path / "g.png")
     assert not (tmp_path / "g.png").exists()
+
+
+def test_a_constant_channels_histogram_gives_its_value_to_float32_precision():
+    ax = render.histogram(np.array([0, 0, 7, 0]), np.arange(5.0), {}, "t", constant=1.2345678).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["every image has the value 1.234568: no distribution to draw"]
