@@ -417,3 +417,16 @@ def test_grid_refuses_flags_that_are_not_bools(tmp_path):
             layer.grid([0], k=2, **{flag: "no"})
     with pytest.warns(UserWarning):  # the imported store records no image folder: its tiles say so
         assert len(layer.grid([0], k=2, bottom=np.True_).axes) == 4
+
+
+@pytest.mark.parametrize("start", [-61.0, -60.0, -59.0])
+@pytest.mark.parametrize("size", [283, 284, 285])
+def test_covers_input_means_every_units_field_holds_the_whole_input(start, size):
+    from types import SimpleNamespace
+
+    from pipeline.pictures import covers_input
+
+    layer = SimpleNamespace(name="x", spatial_shape=[7, 7], attrs={
+        "receptive_field": {"size": size, "stride": 10, "start": start}, "input_size": 224})
+    first = start + 10 * np.arange(7)  # unit i sees [first[i], first[i] + size)
+    assert covers_input(layer) == bool((first <= 0).all() and (first + size >= 224).all())

@@ -132,3 +132,19 @@ def test_branches_get_their_own_pca_and_summary_line(tmp_path):
         n90 = int(np.argmax(np.cumsum(eig) / eig.sum() >= 0.9)) + 1
         assert pca[name]["components_90"] == n90
         assert f"  branch {name} ({lo}-{hi - 1}): participation ratio {participation:.1f}, 90% in {n90}" in lines
+
+
+def test_the_layers_warning_leads_the_summary(tmp_path):
+    import zarr
+
+    from pipeline.store import refresh_completeness
+
+    mean, _ = _matrices()
+    import_matrix(tmp_path / "s.zarr", mean, "feat", [f"{i}.jpg" for i in range(N)], shard_rows=16)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r+")
+    group["feat/done"][3] = False  # rows 48-59 not yet written
+    refresh_completeness(group, "feat")
+    layer = pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    lines = write_stats(layer, tmp_path / "o", progress=False)
+    assert lines[0] == layer.note() and lines[0].startswith("incomplete store: answering from 3 of 4 shards")
+    assert lines[1].startswith(f"feat ({int(layer.usable.sum())} images): ")
