@@ -68,6 +68,10 @@ def test_a_heatmap_cell_lies_on_its_units_receptive_field():
         assert up[15 + 16 * y, 15 + 16 * x] == 1 == up[int(field.centre(y)), int(field.centre(x))]
         assert up[15 + 16 * y - 8, 15 + 16 * x] == 0.5 if y else up[0, 15 + 16 * x] == 1  # before the first centre: held
     assert np.allclose(upsample(np.ones((14, 14)), (224, 224), field), 1)  # weights sum to one
+    heat = np.zeros((4, 9))
+    heat[1, 6] = 1  # (height, width) of another shape: rows stay rows
+    up = upsample(heat, (96, 160), field)
+    assert up.shape == (96, 160) and up[15 + 16, 15 + 16 * 6] == 1
 
 
 def test_ranks_count_the_images_not_the_feature_visualisation(small_store):
