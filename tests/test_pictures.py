@@ -434,3 +434,20 @@ def test_covers_input_means_every_units_field_holds_the_whole_input(start, size)
         "receptive_field": {"size": size, "stride": 10, "start": start}, "input_size": 224})
     first = start + 10 * np.arange(7)  # unit i sees [first[i], first[i] + size)
     assert covers_input(layer) == bool((first <= 0).all() and (first + size >= 224).all())
+
+
+def test_a_heatmap_is_coloured_on_the_scale_given_not_its_own_maximum():
+    from matplotlib import colormaps
+
+    from pipeline.geometry import Field
+    from pipeline.pictures import overlay
+
+    image = Image.new("RGB", (224, 224), (0, 0, 0))
+    heat = np.zeros((14, 14))
+    heat[7, 7] = 0.5  # a faint map: half the channel's brightest
+    field = Field(171, 16, -70)
+    on_one, on_half = (np.asarray(overlay(image, heat, scale, field), dtype=float) for scale in (1.0, 0.5))
+    brightest = np.asarray(colormaps["inferno"]([0.5, 1.0])[:, :3] * 255, dtype=np.uint8) * 0.55
+    centre = 15 + 16 * 7
+    assert np.abs(on_one[centre, centre] - brightest[0]).max() <= 1.5  # half way up the colour map
+    assert np.abs(on_half[centre, centre] - brightest[1]).max() <= 1.5  # the top of it
