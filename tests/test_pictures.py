@@ -451,3 +451,19 @@ def test_a_heatmap_is_coloured_on_the_scale_given_not_its_own_maximum():
     centre = 15 + 16 * 7
     assert np.abs(on_one[centre, centre] - brightest[0]).max() <= 1.5  # half way up the colour map
     assert np.abs(on_half[centre, centre] - brightest[1]).max() <= 1.5  # the top of it
+
+
+def test_a_grid_by_max_ranks_and_samples_by_the_max_and_its_title_counts_the_store(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    n = int(layer.usable.sum())
+    figure = layer.grid([5], k=n + 1, by="max", samples=True)
+    rows = np.array(figure.axes).reshape(2, -1)
+    column = np.asarray(layer.group["max"][:, 5], dtype=np.float64)
+    usable = np.asarray(layer.usable)
+    ranked = np.flatnonzero(usable)[np.argsort(-column[usable], kind="stable")]
+    titles = [[ax.get_title() for ax in row if ax.get_title()] for row in rows]
+    assert [t.split()[-1] for t in titles[0]] == [f"{column[r]:.3g}" for r in ranked]
+    drawn = layer.samples(5, per_band=max(1, (n + 1) // 5), by="max")
+    assert [t.split("  ")[0] for t in titles[1]] == [f"{v:.3g}" for v in drawn.activations]
+    assert all(float(t.split("  ")[0]) in {float(f"{column[r]:.3g}") for r in ranked} for t in titles[1])
+    assert figure.get_suptitle().startswith(f"mixed4a: top {n} images per channel by spatial max")
