@@ -221,12 +221,15 @@ def test_the_index_links_each_card_to_its_channel_with_its_top_images(tmp_path, 
         rows = _reference_top(m[:, c], usable, K)
         assert re.findall(r'<img src="img/(\d+)\.jpg"|class="(gone)"', card) == [
             ("", "gone") if r == gone else (str(r), "") for r in rows]
-    # A larger k still shows five thumbnails a card
-    build_gallery(layer, tmp_path / "g8", k=8, crops=False, progress=False, workers=1)
+    # A larger k still shows five thumbnails a card, and samples k // 5 images a band
+    build_gallery(layer, tmp_path / "g8", k=10, crops=False, progress=False, workers=1)
     index = (tmp_path / "g8" / "index.html").read_text(encoding="utf-8")
     card = re.search(r'href="channels/0000\.html"[^>]*>(.*?)</a>', index).group(1)
     assert card.count("<img") + card.count('class="gone"') == 5 and "with its top 5 images" in index
     assert '<link rel="stylesheet" href="../style.css">' in _page(tmp_path / "g8", 0)
+    samples = _section(_page(tmp_path / "g8", 1), "Quantile-band samples")
+    assert _tile_paths(samples) == layer.samples(1, per_band=2).paths
+    assert len(_tile_paths(_section(_page(tmp_path / "g8", 1), "Bottom"))) == 5
 
 
 def test_the_stores_notes_are_the_banner_and_not_repeated_under_each_section(tmp_path):
