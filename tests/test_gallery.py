@@ -531,3 +531,16 @@ def test_a_damaged_cached_picture_is_said_and_left_out_not_a_traceback(tmp_path,
     build_gallery(pipeline.open_store(store)["feat"], out, k=2, crops=False, progress=False, workers=1)
     assert "feature visualisation of feat channel 3" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "img").glob("*viz*")) == ["viz_1.png"]
+
+
+def test_every_picture_a_page_links_was_drawn(site):
+    """A flat map has no peak, hence no crop: its tile says so rather than linking a crop never drawn."""
+    out, _, _ = site
+    drawn = {p.name for p in (out / "img").iterdir()}
+    flat = 0
+    for page in sorted((out / "channels").glob("*.html")):
+        text = page.read_text()
+        assert set(re.findall(r'src="\.\./img/([^"]+)"', text)) <= drawn, page.name
+        flat += text.count("no peak: the map is flat")
+    assert flat  # random weights leave some top images' maps all zero
+    assert set(re.findall(r'src="img/([^"]+)"', (out / "index.html").read_text())) <= drawn

@@ -68,6 +68,10 @@ def test_a_heatmap_cell_lies_on_its_units_receptive_field():
         assert up[15 + 16 * y, 15 + 16 * x] == 1 == up[int(field.centre(y)), int(field.centre(x))]
         assert up[15 + 16 * y - 8, 15 + 16 * x] == 0.5 if y else up[0, 15 + 16 * x] == 1  # before the first centre: held
     assert np.allclose(upsample(np.ones((14, 14)), (224, 224), field), 1)  # weights sum to one
+    heat = np.zeros((4, 9))
+    heat[1, 6] = 1  # (height, width) of another shape: rows stay rows
+    up = upsample(heat, (96, 160), field)
+    assert up.shape == (96, 160) and up[15 + 16, 15 + 16 * 6] == 1
 
 
 def test_ranks_count_the_images_not_the_feature_visualisation(small_store):
@@ -417,3 +421,49 @@ def test_grid_refuses_flags_that_are_not_bools(tmp_path):
             layer.grid([0], k=2, **{flag: "no"})
     with pytest.warns(UserWarning):  # the imported store records no image folder: its tiles say so
         assert len(layer.grid([0], k=2, bottom=np.True_).axes) == 4
+
+
+@pytest.mark.parametrize("start", [-61.0, -60.0, -59.0])
+@pytest.mark.parametrize("size", [283, 284, 285])
+def test_covers_input_means_every_units_field_holds_the_whole_input(start, size):
+    from types import SimpleNamespace
+
+    from pipeline.pictures import covers_input
+
+    layer = SimpleNamespace(name="x", spatial_shape=[7, 7], attrs={
+        "receptive_field": {"size": size, "stride": 10, "start": start}, "input_size": 224})
+    first = start + 10 * np.arange(7)  # unit i sees [first[i], first[i] + size)
+    assert covers_input(layer) == bool((first <= 0).all() and (first + size >= 224).all())
+
+
+def test_a_heatmap_is_coloured_on_the_scale_given_not_its_own_maximum():
+    from matplotlib import colormaps
+
+    from pipeline.geometry import Field
+    from pipeline.pictures import overlay
+
+    image = Image.new("RGB", (224, 224), (0, 0, 0))
+    heat = np.zeros((14, 14))
+    heat[7, 7] = 0.5  # a faint map: half the channel's brightest
+    field = Field(171, 16, -70)
+    on_one, on_half = (np.asarray(overlay(image, heat, scale, field), dtype=float) for scale in (1.0, 0.5))
+    brightest = np.asarray(colormaps["inferno"]([0.5, 1.0])[:, :3] * 255, dtype=np.uint8) * 0.55
+    centre = 15 + 16 * 7
+    assert np.abs(on_one[centre, centre] - brightest[0]).max() <= 1.5  # half way up the colour map
+    assert np.abs(on_half[centre, centre] - brightest[1]).max() <= 1.5  # the top of it
+
+
+def test_a_grid_by_max_ranks_and_samples_by_the_max_and_its_title_counts_the_store(small_store):
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    n = int(layer.usable.sum())
+    figure = layer.grid([5], k=n + 1, by="max", samples=True)
+    rows = np.array(figure.axes).reshape(2, -1)
+    column = np.asarray(layer.group["max"][:, 5], dtype=np.float64)
+    usable = np.asarray(layer.usable)
+    ranked = np.flatnonzero(usable)[np.argsort(-column[usable], kind="stable")]
+    titles = [[ax.get_title() for ax in row if ax.get_title()] for row in rows]
+    assert [t.split()[-1] for t in titles[0]] == [f"{column[r]:.3g}" for r in ranked]
+    drawn = layer.samples(5, per_band=max(1, (n + 1) // 5), by="max")
+    assert [t.split("  ")[0] for t in titles[1]] == [f"{v:.3g}" for v in drawn.activations]
+    assert all(float(t.split("  ")[0]) in {float(f"{column[r]:.3g}") for r in ranked} for t in titles[1])
+    assert figure.get_suptitle().startswith(f"mixed4a: top {n} images per channel by spatial max")

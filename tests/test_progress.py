@@ -153,3 +153,13 @@ def test_phase_one_finishes_when_its_stderr_reader_exits(tmp_path):
     assert proc.wait(timeout=300) == 0  # a batch job reads the exit status: the run succeeded
     group = zarr.open_group(str(store), mode="r")
     assert group["mixed4a/done"][:].all() and group["mixed4a"].attrs["complete"] is True
+
+
+def test_a_line_saying_where_a_run_was_interrupted_is_remembered_past_later_lines(monkeypatch):
+    monkeypatch.setattr(progress, "_interrupted", False)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    progress.say("note: 3 images could not be read")
+    assert not progress.interrupted_said()
+    progress.say("  interrupted at shard 4 of 9; rerun the same command to go on")
+    progress.say("wrote 4 shards")  # a later line: the command line must still not say "interrupted" again
+    assert progress.interrupted_said()

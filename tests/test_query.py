@@ -559,3 +559,50 @@ def test_a_layer_opens_each_of_its_arrays_once(generated, monkeypatch):
         top, _, _ = queries(channel)
     assert opened == []
     assert top.rows.tolist() == _reference_top(m[:, C - 1], ~np.isnan(m[:, C - 1]), 3).tolist()
+
+
+def test_a_column_is_read_only_so_no_caller_changes_what_later_queries_rank(generated):
+    path, m, _, _ = generated
+    layer = pipeline.open_store(path)["layer1"]
+    usable = np.isfinite(m).all(axis=1)
+    column = layer.column(0)
+    assert_array_equal(column, m[:, 0])
+    with pytest.raises(ValueError, match="read-only"):
+        column *= -1  # the cached column is the one topk, samples and bottom-k rank next
+    assert_array_equal(layer.topk(0, k=5).rows, _reference_top(m[:, 0], usable, 5))
+
+
+def test_only_by_max_gives_peaks(small_store):
+    """The README: with --by max each result has the peak's grid position; by the mean none has."""
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    by_mean = layer.topk(5, k=3)
+    assert by_mean.peaks is None and "peak" not in by_mean.to_list()[0] and "peak (y, x)" not in repr(by_mean)
+    by_max = layer.topk(5, k=3, by="max")
+    assert by_max.peaks == layer.crop_peaks(by_max.rows, 5) and "peak" in by_max.to_list()[0]
+
+
+def test_a_store_smaller_than_k_is_said_so_and_not_blamed_on_diversity_or_ties(tmp_path):
+    m = np.zeros((6, 7), dtype=np.float32)
+    m[:, :6] = np.eye(6) * 5 + np.random.default_rng(4).random((6, 6))  # six images alike in nothing
+    m[[0, 3], 6] = 2.0
+    import_matrix(tmp_path / "d.zarr", m, "layer1", [f"{i}.jpg" for i in range(6)], np.arange(6), list("abcdef"))
+    layer = pipeline.open_store(tmp_path / "d.zarr")["layer1"]
+    got = layer.topk(0, k=10, diverse=True)  # six classes of one image, none alike: every image passes
+    assert sorted(got.rows.tolist()) == list(range(6))
+    assert got.notes == ["6 images, not 10: the store has no more to rank"]
+    # samples are drawn, not the first rows: a band of equal values is no "first of them by row"
+    zeros = layer.samples(6, bands="zeros", per_band=2, seed=1)
+    assert (zeros.activations == 0).all() and len(zeros) == 2
+    assert zeros.ties == "" and not any("tie at" in note for note in zeros.notes)
+
+
+def test_a_band_of_zeros_is_said_to_be_shown_under_zeros_not_to_be_empty(tmp_path):
+    m = np.zeros((100, 2), dtype=np.float32)
+    m[:5, 0] = [5, 4, 3, 2, 1]  # five images above 0, ninety-five at 0
+    import_matrix(tmp_path / "z.zarr", m, "layer1", [f"{i}.jpg" for i in range(100)])
+    got = pipeline.open_store(tmp_path / "z.zarr")["layer1"].samples(0, per_band=3)
+    # rank 0 is the top 0.1%, ranks 1-9 the 1-10% (4 above 0), ranks 10-49 the 10-50% (all 0)
+    assert got.notes == ["no image in top 0.1-1% (of 100 usable images)",
+                         "top 10-50%: only images exactly 0, shown under zeros"]
+    assert got.bands == ["top 0.1%"] + ["top 1-10%"] * 3 + ["zeros"] * 3
+    assert (got.activations[4:] == 0).all() and got.rows[0] == 0

@@ -40,6 +40,8 @@ def test_a_histogram_draws_its_counts_and_a_line_at_each_quantile():
     assert np.array_equal(values, [0.8, 5, 40, 3]) and np.array_equal(drawn_edges, edges)
     assert [line.get_xdata()[0] for line in ax.get_lines()] == list(marks.values())
     assert [line.get_label() for line in ax.get_lines()][0] == "q50 = 1.7"
+    low, high = ax.get_ylim()
+    assert low <= 1 and high >= 40  # the tallest bar is drawn whole
 
 
 def test_small_multiples_put_each_channel_in_its_cell_scaled_to_itself():
@@ -94,3 +96,8 @@ def test_a_figure_that_cannot_be_written_leaves_no_truncated_file(tmp_path, monk
     with pytest.raises(OSError):
         save(figure, tmp_path / "g.png")
     assert not (tmp_path / "g.png").exists()
+
+
+def test_a_constant_channels_histogram_gives_its_value_to_float32_precision():
+    ax = render.histogram(np.array([0, 0, 7, 0]), np.arange(5.0), {}, "t", constant=1.2345678).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["every image has the value 1.234568: no distribution to draw"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,34 @@ def test_jupyters_table_of_a_long_answer_shows_its_head_and_counts_the_rest():
     assert "<td>200.jpg</td>" not in page and "and 99,800 more rows" in page
     assert len(repr(long).splitlines()) == n + 2 and len(long.to_list()) == n  # the text table keeps them all
     assert "more row" not in _results()._repr_html_() and _results()._repr_html_().count("<tr>") == 3
+
+
+def test_json_keeps_the_statistic_and_peaks_as_y_then_x():
+    got = _results(by="max", peaks=[(1, 5), None])
+    data = got.to_dict()
+    assert (data["by"], data["channel"]) == ("max", 1)
+    assert [item["peak"] for item in data["results"]] == [[1, 5], None]  # [y, x], as the README says
+    assert [line.split()[-2:] for line in repr(got).splitlines()[2:]] == [["(1,", "5)"], ["no", "peak"]]
+
+
+def test_a_file_named_like_a_query_word_does_not_rename_the_column():
+    table = repr(_results(query="similar to direction.jpg (row 3)", channel=None))
+    assert table.splitlines()[1].split()[:2] == ["rank", "cosine"]
+
+
+def test_negative_values_keep_the_four_decimals_positive_ones_have():
+    from pipeline.results import value_text
+
+    assert [value_text(v) for v in (-2.34567, 2.34567, -1234.5, -0.5)] == ["-2.3457", "2.3457", "-1234.5000", "-0.5000"]
+    assert "-2.3457" in repr(_results(activations=np.array([-2.34567, -3.0])))
+
+
+def test_jupyters_table_escapes_every_text_from_the_dataset():
+    hostile = "<img src=x onerror=alert(1)>"
+    got = _results(layer="l<1>", paths=[f"{hostile}.jpg", "b&c.jpg"], classes=["<b>ant</b>", "bee"],
+                   query=f"similar to {hostile}.jpg (row 3)", channel=None, notes=[f"note about {hostile}"])
+    page = got._repr_html_()
+    assert "<img" not in page and "<b>ant" not in page and "l<1>" not in page
+    assert page.count("&lt;img src=x onerror=alert(1)&gt;") == 3  # the title, the note and the path's cell
+    assert "<td>&lt;b&gt;ant&lt;/b&gt;</td>" in page and "<td>b&amp;c.jpg</td>" in page
+    assert f"<p><b>note about {html.escape(hostile)}</b></p>" in page

@@ -126,3 +126,37 @@ def test_selectivity_takes_a_whole_number_of_top_classes(tmp_path):
     for top, said in ((-1, "at least 1"), (0, "at least 1"), (1.5, "a whole number"), (None, "a whole number")):
         with pytest.raises(QueryError, match=f"top must be {said}"):
             layer.selectivity(top=top)
+
+
+def test_a_share_above_chance_by_round_off_names_no_channel():
+    from types import SimpleNamespace
+
+    from pipeline.selectivity import selectivity
+
+    # Two classes of 10 images; the real sums differ from the shuffled ones in the 9th digit, as float64
+    # sums added in other orders do: no channel is selective for that.
+    moments = SimpleNamespace(class_counts=np.array([10, 10]), class_sums=np.array([[10.0, 3.0], [10.0 + 1e-8, 3.0]]),
+                              chance_sums=np.array([[10.0, 3.0], [10.0, 3.0]]), signed=np.zeros(2, dtype=bool))
+    sel = selectivity(moments, ["a", "b"])
+    assert 0 < sel["excess"][0] < 1e-9 and sel["most"] is None
+    moments.class_sums[1, 1] = 6.0  # a real difference names its channel
+    assert selectivity(moments, ["a", "b"])["most"] == 1
+
+
+def test_top_classes_are_class_numbers_where_a_class_has_no_image(tmp_path):
+    rng = np.random.default_rng(2)
+    labels = np.repeat([1, 3, 4], 10)  # classes 0 and 2 have no image
+    m = rng.random((30, 3)).astype(np.float32)
+    m[labels == 4, 0] += 5  # channel 0: class 4 first
+    m[labels == 3, 1] += 5  # channel 1: class 3 first
+    import_matrix(tmp_path / "s.zarr", m, "feat", [f"{i}.jpg" for i in range(30)], labels, list("abcde"))
+    sel = pipeline.open_store(tmp_path / "s.zarr")["feat"].selectivity()
+    means = {k: m[labels == k].astype(np.float64).mean(0) for k in (1, 3, 4)}
+    for c in range(3):
+        expected = sorted(means, key=lambda k: -means[k][c])
+        assert sel["top_classes"][c].tolist() == expected
+    assert sel["classes"].tolist() == [1, 3, 4] and sel["class_names"] == ["b", "d", "e"]
+    out = tmp_path / "o"
+    run_cli("stats", "--store", tmp_path / "s.zarr", "--layer", "feat", "-o", out)
+    rows = (out / "selectivity_channels.csv").read_text().splitlines()
+    assert rows[1].split(",")[-3:] == ["e", "d", "b"] and rows[2].split(",")[-3:][0] == "d"

@@ -205,6 +205,16 @@ def test_branches_only_where_they_tile_the_layer(tmp_path):
         assert stats.branches(feat) == expected
 
 
+def test_recorded_branches_count_only_where_they_cover_every_channel(tmp_path):
+    import_matrix(tmp_path / "b.zarr", np.ones((4, 16), dtype=np.float32), "feat", [f"{i}.jpg" for i in range(4)])
+    feat = pipeline.open_store(tmp_path / "b.zarr")["feat"]
+    for recorded in ({"a": [0, 6], "b": [6, 12]},  # channels 12-15 in no branch: the index would lose them
+                     {"a": [2, 6], "b": [6, 16]},  # channels 0-1 in none
+                     {"a": [0, 6], "e": [6, 6], "b": [6, 16]}):  # an empty branch
+        feat.attrs["branches"] = recorded
+        assert stats.branches(feat) == {}, recorded
+
+
 def test_unlabelled_layer_skips_selectivity(tmp_path):
     import_matrix(tmp_path / "u.zarr", _matrix(1), "feat", [f"{i}.jpg" for i in range(N)], shard_rows=64)
     proc = run_cli("stats", "--store", tmp_path / "u.zarr", "--layer", "feat", "-o", tmp_path / "o")
