@@ -133,3 +133,22 @@ def test_a_layer_added_after_opening_is_found_on_an_object_store(s3_server, monk
     run_cli("import", tmp_path / "m.npy", "--store", url, "--layer", "feat2", "--paths", tmp_path / "paths.txt",
             "--root", "/data", env=s3_server)  # another process: a command beside a notebook
     assert "feat2" in store and store["feat2"].channels == 2
+
+
+def test_recorded_sizes_and_times_follow_the_rows_and_the_root_they_are_read_from(tmp_path):
+    from pipeline.store import create_store
+
+    images = {"path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "label": [0, 0, 0, 0], "classes": ["x"],
+              "size": [10, 0, 30, 0], "mtime_ns": [111, 0, 333, 444]}  # b: nothing recorded; d: an empty file
+    create_store(tmp_path / "s.zarr", {"model": {}, "dataset": {"root": str(tmp_path / "data")}}, images,
+                 shard_rows=2, overwrite=False)
+    for cache in (True, False):
+        as_recorded = pipeline.open_store(tmp_path / "s.zarr", cache_paths=cache)
+        assert as_recorded.recorded([2, 0, 1, 3]) == [(30, 333), (10, 111), None, (0, 444)]
+        assert as_recorded.recorded([]) == []
+        same = pipeline.open_store(tmp_path / "s.zarr", cache_paths=cache, root=str(tmp_path / "data") + "/")
+        assert same.recorded([0]) == [(10, 111)]  # the recorded root, spelled another way: times still compared
+        moved = pipeline.open_store(tmp_path / "s.zarr", cache_paths=cache, root=tmp_path / "copy")
+        assert moved.recorded([0, 1, 3]) == [(10, None), None, (0, None)]  # a copy: sizes alone
+    with pytest.raises(QueryError, match="row 4 is out of range"):
+        as_recorded.recorded([4])

@@ -255,3 +255,29 @@ def test_import_warning_does_not_blame_the_matrix_for_another_imports_rows(tmp_p
             for m in ("a", "b")]
     assert "1 of 4 rows is invalid (a value not finite" in said[0]
     assert "1 of 4 rows is invalid (in the store already" in said[1] and "a value not finite" not in said[1]
+
+
+@pytest.mark.parametrize("labels", [np.zeros(3, dtype=np.int64), np.zeros(1, dtype=np.int64)])
+def test_labels_of_another_length_than_the_paths_are_refused(tmp_path, labels):
+    with pytest.raises(InputError, match=re.escape(f"the labels have shape {labels.shape}, expected (2,)")):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"], labels)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_redone_import_keeps_every_row_another_layers_mean_or_max_made_invalid(tmp_path):
+    store, paths = tmp_path / "s.zarr", [f"{i}.jpg" for i in range(8)]
+    mean, peaks = np.ones((8, 2), np.float32), np.ones((8, 2), np.float32)
+    peaks[1, 0] = np.inf  # A's max alone is not finite
+    mean[2, 1] = np.nan  # A's mean alone is not finite
+    import_matrix(store, mean, "A", paths, shard_rows=4, max_matrix=peaks)
+    other = np.ones((8, 2), np.float32)
+    other[3, 0] = np.nan  # a second layer's own invalid row
+    import_matrix(store, other, "A2", paths)
+    import_matrix(store, np.ones((8, 2), np.float32), "B", paths)
+    group = open_group(store, mode="r+")
+    group["B"].attrs["complete"] = False  # B cut short in its first shard: imported again
+    group["B/done"][0] = False
+    import_matrix(store, np.ones((8, 2), np.float32), "B", paths)
+    expected = [True, False, False, False, True, True, True, True]
+    assert pipeline.open_store(store).valid.tolist() == expected
+    assert pipeline.open_store(store)["A"].topk(0, k=8, by="max").rows.tolist() == [0, 4, 5, 6, 7]
