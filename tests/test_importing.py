@@ -281,3 +281,44 @@ def test_a_redone_import_keeps_every_row_another_layers_mean_or_max_made_invalid
     expected = [True, False, False, False, True, True, True, True]
     assert pipeline.open_store(store).valid.tolist() == expected
     assert pipeline.open_store(store)["A"].topk(0, k=8, by="max").rows.tolist() == [0, 4, 5, 6, 7]
+
+
+def test_an_import_cut_short_is_redone_with_the_shape_and_statistics_of_the_new_matrix(tmp_path):
+    store, paths = tmp_path / "s.zarr", [f"{i}.jpg" for i in range(6)]
+    wide = np.full((6, 3), 9, dtype=np.float32)
+    import_matrix(store, wide, "A", paths, shard_rows=4, max_matrix=wide + 1)
+    group = open_group(store, mode="r+")
+    group["A"].attrs["complete"] = False  # killed before it finished: redone from the start
+    group["A/done"][1] = False
+    m = np.arange(12, dtype=np.float32).reshape(6, 2)
+    import_matrix(store, m, "A", paths)  # another matrix this time: two channels, no max
+    layer = pipeline.open_store(store)["A"]
+    assert layer.channels == 2 and layer.available == ["mean"]
+    np.testing.assert_array_equal(layer.column(1), m[:, 1])
+    from pipeline.errors import QueryError
+
+    with pytest.raises(QueryError, match="no spatial max"):
+        layer.topk(0, by="max")  # not the cut-short attempt's maxima
+
+
+@pytest.mark.parametrize("blank", ["", ".", "./", "x/.."])
+def test_a_path_that_names_no_file_is_refused(tmp_path, blank):
+    with pytest.raises(InputError, match="does not name a file under the dataset root"):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a.jpg", blank])
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_overwrite_rebuilds_a_phase_one_store_as_an_import(tmp_path):
+    from pipeline.store import add_layer, create_store
+
+    paths = ["a.jpg", "b.jpg", "c.jpg"]
+    images = {"path": paths, "label": [0, 1, 0], "classes": ["x", "y"], "size": [5, 6, 7], "mtime_ns": [1, 2, 3]}
+    group = create_store(tmp_path / "s.zarr", {"model": {"name": "inception"}, "dataset": {"root": "/d", "layout": "folder"}},
+                         images, shard_rows=2, overwrite=False)
+    add_layer(group, "conv", 2, (3, 3), {})
+    m = np.arange(6, dtype=np.float32).reshape(3, 2)
+    import_matrix(tmp_path / "s.zarr", m, "feat", paths, overwrite=True)
+    s = pipeline.open_store(tmp_path / "s.zarr")
+    assert s.layers == ["feat"] and s.attrs["dataset"]["layout"] == "imported" and s.classes == []
+    assert s.recorded([0, 1, 2]) == [None] * 3 and s.shard_rows == 65536
+    np.testing.assert_array_equal(s["feat"].column(0), m[:, 0])
