@@ -152,3 +152,11 @@ def test_recorded_sizes_and_times_follow_the_rows_and_the_root_they_are_read_fro
         assert moved.recorded([0, 1, 3]) == [(10, None), None, (0, None)]  # a copy: sizes alone
     with pytest.raises(QueryError, match="row 4 is out of range"):
         as_recorded.recorded([4])
+
+
+def test_a_root_given_from_home_is_expanded(store, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    opened = pipeline.open_store(store.path, root="~/pictures")
+    assert opened.root == os.path.join(str(tmp_path / "home"), "pictures")

@@ -308,17 +308,42 @@ def test_a_path_that_names_no_file_is_refused(tmp_path, blank):
     assert not (tmp_path / "s.zarr").exists()
 
 
-def test_overwrite_rebuilds_a_phase_one_store_as_an_import(tmp_path):
+def _phase_one_like(path, paths):
+    """A store as `exemplars activations` makes it (its own layout, recorded sizes), shards of 2 rows."""
     from pipeline.store import add_layer, create_store
 
-    paths = ["a.jpg", "b.jpg", "c.jpg"]
     images = {"path": paths, "label": [0, 1, 0], "classes": ["x", "y"], "size": [5, 6, 7], "mtime_ns": [1, 2, 3]}
-    group = create_store(tmp_path / "s.zarr", {"model": {"name": "inception"}, "dataset": {"root": "/d", "layout": "folder"}},
+    group = create_store(path, {"model": {"name": "inception"}, "dataset": {"root": "/d", "layout": "folder"}},
                          images, shard_rows=2, overwrite=False)
     add_layer(group, "conv", 2, (3, 3), {})
+
+
+def test_overwrite_rebuilds_a_phase_one_store_as_an_import(tmp_path):
+    paths = ["a.jpg", "b.jpg", "c.jpg"]
+    _phase_one_like(tmp_path / "s.zarr", paths)
     m = np.arange(6, dtype=np.float32).reshape(3, 2)
     import_matrix(tmp_path / "s.zarr", m, "feat", paths, overwrite=True)
     s = pipeline.open_store(tmp_path / "s.zarr")
     assert s.layers == ["feat"] and s.attrs["dataset"]["layout"] == "imported" and s.classes == []
     assert s.recorded([0, 1, 2]) == [None] * 3 and s.shard_rows == 65536
     np.testing.assert_array_equal(s["feat"].column(0), m[:, 0])
+
+
+def test_an_import_into_a_phase_one_store_keeps_its_shards(tmp_path):
+    paths = ["a.jpg", "b.jpg", "c.jpg"]
+    _phase_one_like(tmp_path / "s.zarr", paths)
+    m = np.arange(6, dtype=np.float32).reshape(3, 2)
+    with pytest.raises(StoreMismatchError, match="has shards of 2 rows, not 1"):
+        import_matrix(tmp_path / "s.zarr", m, "feat", paths, shard_rows=1)
+    assert "feat" not in open_group(tmp_path / "s.zarr")
+    import_matrix(tmp_path / "s.zarr", m, "feat", paths)  # the store's own 2
+    layer = pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    assert layer.done.tolist() == [True, True] and layer.column(1).tolist() == m[:, 1].tolist()
+
+
+@pytest.mark.parametrize("shape", [(2, 1), (3, 2), (2, 3)])
+def test_a_max_matrix_of_another_shape_than_the_mean_is_refused(tmp_path, shape):
+    with pytest.raises(InputError, match=re.escape(f"the max matrix has shape {shape}, the mean (2, 2)")):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"],
+                      max_matrix=np.ones(shape, np.float32))  # (2, 1) would broadcast into every channel
+    assert not (tmp_path / "s.zarr").exists()
