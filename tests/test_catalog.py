@@ -160,3 +160,26 @@ def test_a_root_given_from_home_is_expanded(store, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     opened = pipeline.open_store(store.path, root="~/pictures")
     assert opened.root == os.path.join(str(tmp_path / "home"), "pictures")
+
+
+def test_the_last_row_is_the_end_and_a_given_root_comes_first(store, tmp_path):
+    assert store.row_of("3") == 3
+    with pytest.raises(QueryError, match="row 4 is out of range; the store has rows 0-3"):
+        store.row_of("4")  # one past the last row
+    assert store.root == str(tmp_path / "data")
+    elsewhere = pipeline.open_store(store.path, root=tmp_path / "copy")
+    assert elsewhere.root == str(tmp_path / "copy")
+    assert elsewhere.row_of(str(tmp_path / "copy" / "a" / "z.jpg")) == 2  # absolute, under the root given
+
+
+def test_the_validity_shared_by_every_layer_cannot_be_changed_by_a_caller(store):
+    with pytest.raises(ValueError, match="read-only"):
+        store.valid[2] = True  # the invalid row would be ranked by every later query
+    assert store["feat"].usable.tolist() == [True, True, False, True]
+
+
+def test_get_finds_a_layer_added_after_opening(store, tmp_path):
+    assert store.get("late") is None
+    import_matrix(tmp_path / "s.zarr", np.ones((4, 2), dtype=np.float32), "late",
+                  ["b/x.jpg", "a/y.jpg", "a/z.jpg", "c/w.jpg"])
+    assert store.get("late") is store["late"] and store.get("late").channels == 2
