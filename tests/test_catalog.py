@@ -183,3 +183,16 @@ def test_get_finds_a_layer_added_after_opening(store, tmp_path):
     import_matrix(tmp_path / "s.zarr", np.ones((4, 2), dtype=np.float32), "late",
                   ["b/x.jpg", "a/y.jpg", "a/z.jpg", "c/w.jpg"])
     assert store.get("late") is store["late"] and store.get("late").channels == 2
+
+
+def test_a_layer_that_lost_its_metadata_is_said_damaged_not_unknown(tmp_path):
+    from pipeline.errors import DamagedStoreError
+
+    for layer in ("A", "B"):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), dtype=np.float32), layer, ["a", "b"])
+    (tmp_path / "s.zarr" / "B" / "zarr.json").unlink()
+    store = pipeline.open_store(tmp_path / "s.zarr")
+    assert store.layers == ["A"] and store.damaged_layers == ["B"]
+    with pytest.raises(DamagedStoreError, match="layer B of .* is damaged: its B/zarr.json is missing"):
+        store["B"]
+    assert "B/zarr.json is missing" in store.info()["layers"]["B"]["damaged"]

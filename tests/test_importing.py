@@ -347,3 +347,14 @@ def test_a_max_matrix_of_another_shape_than_the_mean_is_refused(tmp_path, shape)
         import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"],
                       max_matrix=np.ones(shape, np.float32))  # (2, 1) would broadcast into every channel
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_each_invalid_row_says_whether_its_max_was_not_finite_or_too_large(tmp_path):
+    mean, peaks = np.ones((3, 2)), np.ones((3, 2))
+    peaks[1, 1] = np.nan
+    peaks[2, 0] = 1e300  # finite in float64, past float32
+    import_matrix(tmp_path / "s.zarr", mean, "feat", ["a", "b", "c"], max_matrix=peaks)
+    group = open_group(tmp_path / "s.zarr")
+    assert group["images/valid"][:].tolist() == [True, False, False]
+    assert [str(e) for e in group["images/error"][:]] == ["", "non-finite values in an imported matrix",
+                                                          "a value past float32's range (3.4e38) in an imported matrix"]
