@@ -196,3 +196,24 @@ def test_a_layer_that_lost_its_metadata_is_said_damaged_not_unknown(tmp_path):
     with pytest.raises(DamagedStoreError, match="layer B of .* is damaged: its B/zarr.json is missing"):
         store["B"]
     assert "B/zarr.json is missing" in store.info()["layers"]["B"]["damaged"]
+
+
+def test_info_counts_invalid_rows_only_once_every_layer_is_complete(tmp_path):
+    from pipeline.store import open_group
+
+    paths = [f"{i}.jpg" for i in range(8)]
+    m = np.ones((8, 2), dtype=np.float32)
+    m[[0, 2, 3, 5, 6, 7]] = np.nan
+    import_matrix(tmp_path / "s.zarr", m, "A", paths, shard_rows=4)
+    facts = pipeline.open_store(tmp_path / "s.zarr").info()
+    assert facts["invalid"] == 6 and [e["row"] for e in facts["invalid_examples"]] == [0, 2, 3, 5, 6]  # the first five
+    assert facts["invalid_examples"][1] == {"row": 2, "path": "2.jpg", "error": "non-finite values in an imported matrix"}
+    assert facts["layers"]["A"]["imported"] is True and facts["layers"]["A"]["images_covered"] == 2
+    import_matrix(tmp_path / "s.zarr", np.ones((8, 2), dtype=np.float32), "B", paths)
+    group = open_group(tmp_path / "s.zarr", mode="r+")
+    group["B"].attrs["complete"] = False  # B cut short after its first shard
+    group["B/done"][1] = False
+    facts = pipeline.open_store(tmp_path / "s.zarr").info()
+    assert facts["layers"]["B"]["shards_done"] == 1 and facts["layers"]["B"]["shards"] == 2
+    assert facts["layers"]["B"]["images_covered"] == 1  # rows 0-3 done, of which 0, 2, 3 are invalid
+    assert facts["invalid"] is None and facts["invalid_examples"] == []  # unknown until complete
