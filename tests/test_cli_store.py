@@ -146,3 +146,15 @@ def test_info_says_a_layer_being_created(tmp_path, monkeypatch, capsys):
     code, out, err = exemplars(monkeypatch, capsys, "info", "--store", tmp_path / "s.zarr")
     assert code == 0, err
     assert "layer half         being created (or its creation was interrupted)" in out and "invalid: unknown" in out
+
+
+def test_info_says_values_computed_below_fp32_are_approximate(tmp_path, monkeypatch, capsys):
+    from pipeline.store import create_store
+
+    images = {"path": ["a.jpg"], "label": [0], "classes": ["x"], "size": [1], "mtime_ns": [1]}
+    for precision, said in (("bf16", "precision    bf16  (approximate)\n"), ("fp32", "precision    fp32\n")):
+        create_store(tmp_path / f"{precision}.zarr", {"model": {"name": "inception", "precision": precision,
+                                                                "weights": {"kind": "torchvision"}}},
+                     images, shard_rows=1, overwrite=False)
+        code, out, err = exemplars(monkeypatch, capsys, "info", "--store", tmp_path / f"{precision}.zarr")
+        assert code == 0 and said in out, err
