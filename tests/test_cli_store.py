@@ -33,7 +33,7 @@ def test_import_uses_every_option_it_is_given(tmp_path, monkeypatch, capsys):
     np.save(tmp_path / "m.npy", mean)
     np.save(tmp_path / "max.npy", peaks)
     np.save(tmp_path / "labels.npy", labels)
-    (tmp_path / "paths.txt").write_text("".join(f"/data/c{i % 3}/{i}.jpg\n" for i in range(n)))
+    (tmp_path / "paths.txt").write_text("".join(f"c{i % 3}/{i}.jpg\n" for i in range(n)))  # relative to --root
     (tmp_path / "classes.txt").write_text("ant\nbee\ncat\n")
     store = tmp_path / "s.zarr"
     code, out, err = exemplars(monkeypatch, capsys, "import", tmp_path / "m.npy", "--store", store, "--layer", "probe",
