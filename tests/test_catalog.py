@@ -133,3 +133,87 @@ def test_a_layer_added_after_opening_is_found_on_an_object_store(s3_server, monk
     run_cli("import", tmp_path / "m.npy", "--store", url, "--layer", "feat2", "--paths", tmp_path / "paths.txt",
             "--root", "/data", env=s3_server)  # another process: a command beside a notebook
     assert "feat2" in store and store["feat2"].channels == 2
+
+
+def test_recorded_sizes_and_times_follow_the_rows_and_the_root_they_are_read_from(tmp_path):
+    from pipeline.store import create_store
+
+    images = {"path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "label": [0, 0, 0, 0], "classes": ["x"],
+              "size": [10, 0, 30, 0], "mtime_ns": [111, 0, 333, 444]}  # b: nothing recorded; d: an empty file
+    create_store(tmp_path / "s.zarr", {"model": {}, "dataset": {"root": str(tmp_path / "data")}}, images,
+                 shard_rows=2, overwrite=False)
+    for cache in (True, False):
+        as_recorded = pipeline.open_store(tmp_path / "s.zarr", cache_paths=cache)
+        assert as_recorded.recorded([2, 0, 1, 3]) == [(30, 333), (10, 111), None, (0, 444)]
+        assert as_recorded.recorded([]) == []
+        same = pipeline.open_store(tmp_path / "s.zarr", cache_paths=cache, root=str(tmp_path / "data") + "/")
+        assert same.recorded([0]) == [(10, 111)]  # the recorded root, spelled another way: times still compared
+        moved = pipeline.open_store(tmp_path / "s.zarr", cache_paths=cache, root=tmp_path / "copy")
+        assert moved.recorded([0, 1, 3]) == [(10, None), None, (0, None)]  # a copy: sizes alone
+    with pytest.raises(QueryError, match="row 4 is out of range"):
+        as_recorded.recorded([4])
+
+
+def test_a_root_given_from_home_is_expanded(store, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    opened = pipeline.open_store(store.path, root="~/pictures")
+    assert opened.root == os.path.join(str(tmp_path / "home"), "pictures")
+
+
+def test_the_last_row_is_the_end_and_a_given_root_comes_first(store, tmp_path):
+    assert store.row_of("3") == 3
+    with pytest.raises(QueryError, match="row 4 is out of range; the store has rows 0-3"):
+        store.row_of("4")  # one past the last row
+    assert store.root == str(tmp_path / "data")
+    elsewhere = pipeline.open_store(store.path, root=tmp_path / "copy")
+    assert elsewhere.root == str(tmp_path / "copy")
+    assert elsewhere.row_of(str(tmp_path / "copy" / "a" / "z.jpg")) == 2  # absolute, under the root given
+
+
+def test_the_validity_shared_by_every_layer_cannot_be_changed_by_a_caller(store):
+    with pytest.raises(ValueError, match="read-only"):
+        store.valid[2] = True  # the invalid row would be ranked by every later query
+    assert store["feat"].usable.tolist() == [True, True, False, True]
+
+
+def test_get_finds_a_layer_added_after_opening(store, tmp_path):
+    assert store.get("late") is None
+    import_matrix(tmp_path / "s.zarr", np.ones((4, 2), dtype=np.float32), "late",
+                  ["b/x.jpg", "a/y.jpg", "a/z.jpg", "c/w.jpg"])
+    assert store.get("late") is store["late"] and store.get("late").channels == 2
+
+
+def test_a_layer_that_lost_its_metadata_is_said_damaged_not_unknown(tmp_path):
+    from pipeline.errors import DamagedStoreError
+
+    for layer in ("A", "B"):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), dtype=np.float32), layer, ["a", "b"])
+    (tmp_path / "s.zarr" / "B" / "zarr.json").unlink()
+    store = pipeline.open_store(tmp_path / "s.zarr")
+    assert store.layers == ["A"] and store.damaged_layers == ["B"]
+    with pytest.raises(DamagedStoreError, match="layer B of .* is damaged: its B/zarr.json is missing"):
+        store["B"]
+    assert "B/zarr.json is missing" in store.info()["layers"]["B"]["damaged"]
+
+
+def test_info_counts_invalid_rows_only_once_every_layer_is_complete(tmp_path):
+    from pipeline.store import open_group
+
+    paths = [f"{i}.jpg" for i in range(8)]
+    m = np.ones((8, 2), dtype=np.float32)
+    m[[0, 2, 3, 5, 6, 7]] = np.nan
+    import_matrix(tmp_path / "s.zarr", m, "A", paths, shard_rows=4)
+    facts = pipeline.open_store(tmp_path / "s.zarr").info()
+    assert facts["invalid"] == 6 and [e["row"] for e in facts["invalid_examples"]] == [0, 2, 3, 5, 6]  # the first five
+    assert facts["invalid_examples"][1] == {"row": 2, "path": "2.jpg", "error": "non-finite values in an imported matrix"}
+    assert facts["layers"]["A"]["imported"] is True and facts["layers"]["A"]["images_covered"] == 2
+    import_matrix(tmp_path / "s.zarr", np.ones((8, 2), dtype=np.float32), "B", paths)
+    group = open_group(tmp_path / "s.zarr", mode="r+")
+    group["B"].attrs["complete"] = False  # B cut short after its first shard
+    group["B/done"][1] = False
+    facts = pipeline.open_store(tmp_path / "s.zarr").info()
+    assert facts["layers"]["B"]["shards_done"] == 1 and facts["layers"]["B"]["shards"] == 2
+    assert facts["layers"]["B"]["images_covered"] == 1  # rows 0-3 done, of which 0, 2, 3 are invalid
+    assert facts["invalid"] is None and facts["invalid_examples"] == []  # unknown until complete

@@ -255,3 +255,106 @@ def test_import_warning_does_not_blame_the_matrix_for_another_imports_rows(tmp_p
             for m in ("a", "b")]
     assert "1 of 4 rows is invalid (a value not finite" in said[0]
     assert "1 of 4 rows is invalid (in the store already" in said[1] and "a value not finite" not in said[1]
+
+
+@pytest.mark.parametrize("labels", [np.zeros(3, dtype=np.int64), np.zeros(1, dtype=np.int64)])
+def test_labels_of_another_length_than_the_paths_are_refused(tmp_path, labels):
+    with pytest.raises(InputError, match=re.escape(f"the labels have shape {labels.shape}, expected (2,)")):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"], labels)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_redone_import_keeps_every_row_another_layers_mean_or_max_made_invalid(tmp_path):
+    store, paths = tmp_path / "s.zarr", [f"{i}.jpg" for i in range(8)]
+    mean, peaks = np.ones((8, 2), np.float32), np.ones((8, 2), np.float32)
+    peaks[1, 0] = np.inf  # A's max alone is not finite
+    mean[2, 1] = np.nan  # A's mean alone is not finite
+    import_matrix(store, mean, "A", paths, shard_rows=4, max_matrix=peaks)
+    other = np.ones((8, 2), np.float32)
+    other[3, 0] = np.nan  # a second layer's own invalid row
+    import_matrix(store, other, "A2", paths)
+    import_matrix(store, np.ones((8, 2), np.float32), "B", paths)
+    group = open_group(store, mode="r+")
+    group["B"].attrs["complete"] = False  # B cut short in its first shard: imported again
+    group["B/done"][0] = False
+    import_matrix(store, np.ones((8, 2), np.float32), "B", paths)
+    expected = [True, False, False, False, True, True, True, True]
+    assert pipeline.open_store(store).valid.tolist() == expected
+    assert pipeline.open_store(store)["A"].topk(0, k=8, by="max").rows.tolist() == [0, 4, 5, 6, 7]
+
+
+def test_an_import_cut_short_is_redone_with_the_shape_and_statistics_of_the_new_matrix(tmp_path):
+    store, paths = tmp_path / "s.zarr", [f"{i}.jpg" for i in range(6)]
+    wide = np.full((6, 3), 9, dtype=np.float32)
+    import_matrix(store, wide, "A", paths, shard_rows=4, max_matrix=wide + 1)
+    group = open_group(store, mode="r+")
+    group["A"].attrs["complete"] = False  # killed before it finished: redone from the start
+    group["A/done"][1] = False
+    m = np.arange(12, dtype=np.float32).reshape(6, 2)
+    import_matrix(store, m, "A", paths)  # another matrix this time: two channels, no max
+    layer = pipeline.open_store(store)["A"]
+    assert layer.channels == 2 and layer.available == ["mean"]
+    np.testing.assert_array_equal(layer.column(1), m[:, 1])
+    from pipeline.errors import QueryError
+
+    with pytest.raises(QueryError, match="no spatial max"):
+        layer.topk(0, by="max")  # not the cut-short attempt's maxima
+
+
+@pytest.mark.parametrize("blank", ["", ".", "./", "x/.."])
+def test_a_path_that_names_no_file_is_refused(tmp_path, blank):
+    with pytest.raises(InputError, match="does not name a file under the dataset root"):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a.jpg", blank])
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def _phase_one_like(path, paths):
+    """A store as `exemplars activations` makes it (its own layout, recorded sizes), shards of 2 rows."""
+    from pipeline.store import add_layer, create_store
+
+    images = {"path": paths, "label": [0, 1, 0], "classes": ["x", "y"], "size": [5, 6, 7], "mtime_ns": [1, 2, 3]}
+    group = create_store(path, {"model": {"name": "inception"}, "dataset": {"root": "/d", "layout": "folder"}},
+                         images, shard_rows=2, overwrite=False)
+    add_layer(group, "conv", 2, (3, 3), {})
+
+
+def test_overwrite_rebuilds_a_phase_one_store_as_an_import(tmp_path):
+    paths = ["a.jpg", "b.jpg", "c.jpg"]
+    _phase_one_like(tmp_path / "s.zarr", paths)
+    m = np.arange(6, dtype=np.float32).reshape(3, 2)
+    import_matrix(tmp_path / "s.zarr", m, "feat", paths, overwrite=True)
+    s = pipeline.open_store(tmp_path / "s.zarr")
+    assert s.layers == ["feat"] and s.attrs["dataset"]["layout"] == "imported" and s.classes == []
+    assert s.recorded([0, 1, 2]) == [None] * 3 and s.shard_rows == 65536
+    np.testing.assert_array_equal(s["feat"].column(0), m[:, 0])
+
+
+def test_an_import_into_a_phase_one_store_keeps_its_shards(tmp_path):
+    paths = ["a.jpg", "b.jpg", "c.jpg"]
+    _phase_one_like(tmp_path / "s.zarr", paths)
+    m = np.arange(6, dtype=np.float32).reshape(3, 2)
+    with pytest.raises(StoreMismatchError, match="has shards of 2 rows, not 1"):
+        import_matrix(tmp_path / "s.zarr", m, "feat", paths, shard_rows=1)
+    assert "feat" not in open_group(tmp_path / "s.zarr")
+    import_matrix(tmp_path / "s.zarr", m, "feat", paths)  # the store's own 2
+    layer = pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    assert layer.done.tolist() == [True, True] and layer.column(1).tolist() == m[:, 1].tolist()
+
+
+@pytest.mark.parametrize("shape", [(2, 1), (3, 2), (2, 3)])
+def test_a_max_matrix_of_another_shape_than_the_mean_is_refused(tmp_path, shape):
+    with pytest.raises(InputError, match=re.escape(f"the max matrix has shape {shape}, the mean (2, 2)")):
+        import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a", "b"],
+                      max_matrix=np.ones(shape, np.float32))  # (2, 1) would broadcast into every channel
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_each_invalid_row_says_whether_its_max_was_not_finite_or_too_large(tmp_path):
+    mean, peaks = np.ones((3, 2)), np.ones((3, 2))
+    peaks[1, 1] = np.nan
+    peaks[2, 0] = 1e300  # finite in float64, past float32
+    import_matrix(tmp_path / "s.zarr", mean, "feat", ["a", "b", "c"], max_matrix=peaks)
+    group = open_group(tmp_path / "s.zarr")
+    assert group["images/valid"][:].tolist() == [True, False, False]
+    assert [str(e) for e in group["images/error"][:]] == ["", "non-finite values in an imported matrix",
+                                                          "a value past float32's range (3.4e38) in an imported matrix"]

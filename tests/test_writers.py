@@ -200,3 +200,184 @@ def test_only_zarrs_own_debris_is_ignored_or_removed(image_folder, tmp_path):
     with pytest.raises(StoreError, match="not an exemplars store"):
         extract(image_folder, folder, weights="random", workers=0, progress=False)
     assert precious.read_text() == "years of work"
+
+
+def test_the_lock_is_released_for_other_processes_when_the_writer_is_done(tmp_path):
+    import subprocess
+    import sys
+
+    store = tmp_path / "s.zarr"
+    with writer_lock(store):
+        pass
+    # A notebook that wrote a store and lives on must not keep other processes from writing it.
+    code = f"from pipeline.writers import writer_lock\nwith writer_lock({str(store)!r}):\n    print('took it')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "took it", out.stderr
+
+
+def test_one_store_spelled_two_ways_is_still_one_writer(tmp_path, monkeypatch):
+    from pipeline.errors import StoreLockedError
+
+    store = tmp_path / "s.zarr"
+    (tmp_path / "link").symlink_to(store, target_is_directory=False)
+    monkeypatch.chdir(tmp_path)
+    with writer_lock(store):
+        for other in ("s.zarr", "./s.zarr/", tmp_path / "link"):
+            with pytest.raises(StoreLockedError, match="by this process already"):
+                with writer_lock(other):
+                    pass
+
+
+def test_a_url_takes_no_lock_and_leaves_nothing_on_the_local_disk(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with writer_lock("s3://no-such-bucket/s.zarr"):  # no client is even asked
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_store_is_made_with_its_parent_folders(tmp_path):
+    import numpy as np
+
+    from pipeline.importing import import_matrix
+
+    store = tmp_path / "runs" / "today" / "s.zarr"
+    import_matrix(store, np.ones((2, 2), np.float32), "feat", ["a", "b"])
+    assert pipeline.open_store(store).layers == ["feat"]
+
+
+def test_overwrite_of_a_store_that_is_not_there_yet_makes_it(tmp_path):
+    import numpy as np
+
+    from pipeline.importing import import_matrix
+
+    for store in (tmp_path / "new.zarr", f"memory://{tmp_path.name}/new.zarr"):
+        import_matrix(store, np.ones((2, 2), np.float32), "feat", ["a", "b"], overwrite=True)
+        assert pipeline.open_store(store).layers == ["feat"]
+
+
+def test_remove_store_removes_all_but_the_lock_and_follows_no_link(tmp_path):
+    import numpy as np
+
+    from pipeline.importing import import_matrix
+    from pipeline.places import entries
+    from pipeline.writers import remove_store
+
+    store = tmp_path / "s.zarr"
+    for layer in ("A", "B", "C"):
+        import_matrix(store, np.ones((2, 2), np.float32), layer, ["a", "b"])
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "data.txt").write_text("keep")
+    (store / "linked").symlink_to(outside, target_is_directory=True)  # a link in the store: removed, not followed
+    (store / "note.txt").write_text("x")
+    remove_store(store)
+    assert entries(store) == [] and sorted(p.name for p in store.iterdir()) == [".writer.lock"]
+    assert (outside / "data.txt").read_text() == "keep"
+
+
+def test_remove_store_refuses_a_folder_that_is_no_store(tmp_path):
+    from pipeline.writers import remove_store
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("years of work")
+    with pytest.raises(StoreError, match="not an exemplars store; refusing to overwrite it"):
+        remove_store(folder)
+    assert (folder / "thesis.txt").read_text() == "years of work"
+    remove_store(tmp_path / "absent")  # nothing there: nothing to remove, nothing made
+    assert not (tmp_path / "absent").exists()
+
+
+def test_an_overwrite_on_an_object_store_removes_every_layer(tmp_path):
+    import fsspec
+    import numpy as np
+
+    from pipeline.importing import import_matrix
+
+    url = f"memory://{tmp_path.name}/overwritten.zarr"
+    for layer in ("A", "B"):
+        import_matrix(url, np.ones((2, 2), np.float32), layer, ["a", "b"])
+    import_matrix(url, np.ones((2, 3), np.float32) * 2, "C", ["a", "b"], overwrite=True)
+    assert pipeline.open_store(url).layers == ["C"]
+    names = fsspec.filesystem("memory").find(f"/{tmp_path.name}/overwritten.zarr")
+    assert [n for n in names if n.split("overwritten.zarr/")[1].startswith(("A/", "B/"))] == []
+    assert ".overwriting" not in " ".join(names)
+
+
+@pytest.mark.parametrize("code", ["EOPNOTSUPP", "ENOSYS"])
+def test_file_systems_whose_locks_are_not_supported_are_named(tmp_path, monkeypatch, code):
+    import errno
+    import os
+
+    from pipeline import writers
+
+    def no_locks(fd, operation):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(writers.fcntl, "lockf", no_locks)
+    with pytest.raises(StoreError, match="file system that takes no POSIX locks"):
+        with writer_lock(tmp_path / "s.zarr"):
+            pass
+    assert writers._HELD == set()
+
+
+def test_an_unexpected_lock_failure_is_not_said_to_be_another_writer(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from pipeline import writers
+    from pipeline.errors import StoreLockedError
+
+    def failing(fd, operation):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(writers.fcntl, "lockf", failing)
+    with pytest.raises(OSError) as caught:
+        with writer_lock(tmp_path / "s.zarr"):
+            pass
+    assert caught.value.errno == errno.EIO and not isinstance(caught.value, StoreLockedError)
+    assert writers._HELD == set()
+
+
+@pytest.mark.parametrize("code", ["EROFS", "EACCES"])
+def test_a_store_that_cannot_be_written_is_said_apart_from_a_new_one(small_store, tmp_path, monkeypatch, code):
+    import errno
+    import os
+
+    def refused(path, *args, **kwargs):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(path))
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(StoreError, match="cannot be written here .*queries read it as it is"):
+        with writer_lock(small_store):
+            pass
+    with pytest.raises(StoreError, match=f"^cannot make store {tmp_path / 'new.zarr'}: {os.strerror(getattr(errno, code))}$"):
+        with writer_lock(tmp_path / "new.zarr"):  # no store yet: nothing to read either
+            pass
+
+
+def test_a_stale_longer_pid_in_the_lock_file_is_not_read_as_the_holders(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline.errors import StoreLockedError
+
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / ".writer.lock").write_text("123456789012\n")  # a killed writer's, longer than any pid
+    (store / "zarr.json").write_text('{"attributes": {"format": "exemplars-activations"}}')
+    code = f"""
+import sys
+from pipeline.writers import writer_lock
+with writer_lock({str(store)!r}):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreLockedError, match=rf"by another process \(pid {holder.pid}\); wait"):
+            with writer_lock(store):
+                pass
+    finally:
+        holder.communicate("", timeout=30)
