@@ -155,3 +155,8 @@ def s3_server(tmp_path):
     finally:
         server.terminate()
         server.wait()
+        # fsspec keeps one S3FileSystem per set of arguments, endpoint read once: the next test's
+        # server, on another port, was asked through this one's (connection refused).
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
