@@ -52,6 +52,20 @@ def make_folder(root: Path, classes=("apple", "bear", "cloud"), per_class=8, see
     return root
 
 
+def exemplars_here(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """``exemplars ARGS`` in this process, faster than ``run_cli``: (exit code, stdout, stderr)."""
+    import pipeline.cli as cli
+
+    monkeypatch.setattr("sys.argv", ["exemplars", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as stopped:
+        code = stopped.code or 0
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
 def run_cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Run ``exemplars`` in a fresh process, as a user would."""
     full_env = dict(os.environ, **(env or {}))

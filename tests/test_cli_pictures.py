@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_folder
-from pipeline import cli
+from conftest import exemplars_here as _run, make_folder
 from pipeline.importing import import_matrix
 
 
@@ -18,17 +17,6 @@ def imported(tmp_path):
     matrix = np.random.default_rng(0).random((len(paths), 4)).astype(np.float32)
     import_matrix(tmp_path / "s.zarr", matrix, "feat", paths, root=root)
     return tmp_path / "s.zarr", matrix, paths
-
-
-def _run(monkeypatch, capsys, *args):
-    monkeypatch.setattr("sys.argv", ["exemplars", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as stopped:
-        code = stopped.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_grid_draws_the_rows_asked_and_says_where(imported, tmp_path, monkeypatch, capsys):

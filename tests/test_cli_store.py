@@ -8,21 +8,8 @@ import shutil
 import numpy as np
 
 import pipeline
+from conftest import exemplars_here as exemplars
 from pipeline.store import open_group
-
-
-def exemplars(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """``exemplars ARGS`` in this process: (exit code, stdout, stderr)."""
-    import pipeline.cli as cli
-
-    monkeypatch.setattr("sys.argv", ["exemplars", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as stopped:
-        code = stopped.code or 0
-    said = capsys.readouterr()
-    return code, said.out, said.err
 
 
 def test_import_uses_every_option_it_is_given(tmp_path, monkeypatch, capsys):

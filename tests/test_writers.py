@@ -11,6 +11,30 @@ from pipeline.store import add_layer, create_store
 from pipeline.writers import writer_lock
 
 
+def _refused_while_another_process_holds(store) -> None:
+    """``writer_lock(store)`` refused, naming the other process, while that process holds the lock."""
+    import subprocess
+    import sys
+
+    from pipeline.errors import StoreLockedError
+
+    code = f"""
+import sys
+from pipeline.writers import writer_lock
+with writer_lock({str(store)!r}):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreLockedError, match=rf"by another process \(pid {holder.pid}\); wait"):
+            with writer_lock(store):
+                pass
+    finally:
+        holder.communicate("", timeout=30)
+
+
 def test_an_overwrite_cut_short_is_never_read_and_is_finished_by_the_next_run(tmp_path, monkeypatch):
     import shutil
 
@@ -73,29 +97,11 @@ with writer_lock({str(store)!r}):
 
 def test_another_process_holding_the_lock_is_named_and_a_group_may_share_it(tmp_path):
     import os
-    import subprocess
-    import sys
-
-    from pipeline.errors import StoreLockedError
 
     store = tmp_path / "s.zarr"
-    code = f"""
-import sys
-from pipeline.writers import writer_lock
-with writer_lock({str(store)!r}):
-    print("held", flush=True)
-    sys.stdin.read()
-"""
     old = os.umask(0o002)
     try:
-        holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            assert holder.stdout.readline().strip() == "held"
-            with pytest.raises(StoreLockedError, match=rf"by another process \(pid {holder.pid}\); wait"):
-                with writer_lock(store):
-                    pass
-        finally:
-            holder.communicate("", timeout=30)
+        _refused_while_another_process_holds(store)
     finally:
         os.umask(old)
     assert (store / ".writer.lock").stat().st_mode & 0o777 == 0o664  # group-writable as zarr's files are
@@ -357,27 +363,8 @@ def test_a_store_that_cannot_be_written_is_said_apart_from_a_new_one(small_store
 
 
 def test_a_stale_longer_pid_in_the_lock_file_is_not_read_as_the_holders(tmp_path):
-    import subprocess
-    import sys
-
-    from pipeline.errors import StoreLockedError
-
     store = tmp_path / "s.zarr"
     store.mkdir()
     (store / ".writer.lock").write_text("123456789012\n")  # a killed writer's, longer than any pid
     (store / "zarr.json").write_text('{"attributes": {"format": "exemplars-activations"}}')
-    code = f"""
-import sys
-from pipeline.writers import writer_lock
-with writer_lock({str(store)!r}):
-    print("held", flush=True)
-    sys.stdin.read()
-"""
-    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(StoreLockedError, match=rf"by another process \(pid {holder.pid}\); wait"):
-            with writer_lock(store):
-                pass
-    finally:
-        holder.communicate("", timeout=30)
+    _refused_while_another_process_holds(store)
