@@ -544,3 +544,23 @@ def test_every_picture_a_page_links_was_drawn(site):
         flat += text.count("no peak: the map is flat")
     assert flat  # random weights leave some top images' maps all zero
     assert set(re.findall(r'src="img/([^"]+)"', (out / "index.html").read_text())) <= drawn
+
+
+def test_a_picture_a_stopped_build_left_half_written_is_removed_by_the_next(tmp_path):
+    """Pictures are written as NAME.part and then renamed: a build stopped in between left one."""
+    from PIL import Image
+
+    from pipeline.importing import import_matrix
+
+    paths = [f"c/{i}.png" for i in range(6)]
+    for p in paths:
+        (tmp_path / "data" / "c").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20, 20, 3), 40 * int(p[2]), dtype=np.uint8)).save(tmp_path / "data" / p)
+    import_matrix(tmp_path / "s.zarr", np.arange(12, dtype=np.float32).reshape(6, 2), "feat", paths,
+                  root=tmp_path / "data")
+    layer = pipeline.open_store(tmp_path / "s.zarr")["feat"]
+    build_gallery(layer, tmp_path / "g", k=2, crops=False, progress=False, workers=1)
+    left = tmp_path / "g" / "img" / (sorted(p.name for p in (tmp_path / "g" / "img").glob("*.jpg"))[0] + ".part")
+    left.write_bytes(b"\xff\xd8 cut short")
+    build_gallery(layer, tmp_path / "g", k=2, crops=False, progress=False, workers=1)
+    assert not left.exists() and not list((tmp_path / "g" / "img").glob("*.part"))
