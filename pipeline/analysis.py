@@ -5,6 +5,7 @@ Offers (on a Layer):
     check_usable()
     histogram_figure(channel, by), correlation_figure(), peaks(rows, channel), flat(rows, channel),
     crop_peaks(rows, channel), grid(...)   (a warning for images that could not be read)
+read_only(array) -> array   marks a cached array shared by later queries unwritable (``query`` too)
 
 Statistics come from ``pipeline.stats`` (numpy); figures from ``pipeline.render``
 and ``pipeline.pictures``; only heatmaps import torch.
@@ -16,6 +17,12 @@ import numpy as np
 
 from .errors import QueryError
 from .parsing import check_channel as _channel
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """``array``, no longer writable: cached, and shared by every later query of the layer."""
+    array.flags.writeable = False
+    return array
 
 
 class Analysis:
@@ -38,10 +45,9 @@ class Analysis:
             # of exactly 0 on a layer with negative means was called dead (so "max" needs "mean")
             negative = by == "max" and stats.has_negative(self.table("mean", progress))
             table = stats.channel_table(self, by, progress=progress, negative=negative)
-            for values in table.values():  # shared by every later stats(), figure and page of the layer:
-                if isinstance(values, np.ndarray):  # `t = layer.stats(); t["mean"] -= 1` changed them all
-                    values.flags.writeable = False
-            cache[by] = table
+            # shared by every later stats(), figure and page of the layer: `t = layer.stats(); t["mean"] -= 1`
+            # changed them all
+            cache[by] = {name: read_only(v) if isinstance(v, np.ndarray) else v for name, v in table.items()}
         return cache[by]
 
     def stats(self, by: str = "mean") -> dict:

@@ -27,7 +27,7 @@ from functools import cached_property
 import numpy as np
 
 from . import damage, ranking, scans
-from .analysis import Analysis
+from .analysis import Analysis, read_only as _read_only
 from .errors import DamagedStoreError, QueryError, StoreError
 from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number
 from .results import Results
@@ -51,12 +51,6 @@ def _progress(progress):
 
         return lambda iterable, total: bar(iterable, total=total, desc="reading the store", leave=False, delay=0.5)
     raise QueryError(f"progress must be True, False or a function (iterable, total) -> iterable, not {progress!r}")
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    """``array``, no longer writable: a cached mask shared by every query of the layer."""
-    array.flags.writeable = False
-    return array
 
 
 def _weights_text(vector: np.ndarray, shown: int = 4) -> str:
@@ -151,8 +145,7 @@ class Layer(Analysis):
         top-k, bottom-k and samples (a grid row, a gallery page) all start from it."""
         key = (_channel(channel, self.channels), by)
         if self.__dict__.get("_column", (None,))[0] != key:
-            values = np.asarray(self.array(by)[:, key[0]])
-            values.flags.writeable = False  # shared by the queries that follow
+            values = _read_only(np.asarray(self.array(by)[:, key[0]]))  # shared by the queries that follow
             self._column = (key, values)
         return self._column[1]
 
