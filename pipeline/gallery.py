@@ -240,7 +240,6 @@ def _pool(workers: int):
 def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: bool = True,
                   workers: int | None = None) -> Summary:
     from .errors import OutputError
-    from .progress import bar
 
     started = time.perf_counter()
     out = Path(out_dir).resolve()
@@ -262,6 +261,13 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
                           "or pass several --layer at once (a subfolder each, and an index of them)")
     for folder in (out / "img", out / "channels"):
         outputs.folder(folder)
+    with layer.hold(progress=progress):  # every channel is read: each array once, not a request a shard a channel
+        return _build(layer, out, k, crops, progress, workers, started)
+
+
+def _build(layer, out: Path, k: int, crops: bool, progress: bool, workers: int | None, started: float) -> Summary:
+    from .progress import bar
+
     identity = _identity(layer)
     drawn = _drawn_from(out, identity)
     drawn, boxes_drawn = drawn if drawn is not None else (None, {})

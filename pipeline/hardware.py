@@ -6,6 +6,7 @@ Offers:
     pinned_apart() -> bool                        given fewer cores than its parent (a rank pinned alone)
     precision_note(precision, device_type, flags=None) -> str | None
     keep_freed_memory() -> bool                   glibc: freed blocks stay mapped for the next batch
+    available_memory() -> int | None              bytes this process may still take (MemAvailable, cgroup limits)
 
 On a CPU, a reduced precision is only fast with its matrix units: AMX-BF16 for
 bf16 (Sapphire Rapids and later), AMX-FP16 for fp16 (Granite Rapids and later).
@@ -53,6 +54,46 @@ def usable_cores() -> int:
         cores = os.cpu_count() or 1
     quota = cgroup_cpu_quota()
     return max(1, min(cores, quota) if quota else cores)
+
+
+def available_memory(meminfo="/proc/meminfo", cgroup_file="/proc/self/cgroup", root="/sys/fs/cgroup") -> int | None:
+    """Bytes this process may still take: the kernel's MemAvailable, less where the cgroup (v2 or v1)
+    of its group, or the mounted root one, is limited to less; None where unknown (not Linux).
+
+    A container's limit is not in MemAvailable, which counts the whole machine's memory."""
+    try:
+        with open(meminfo) as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    groups = {}
+    try:
+        with open(cgroup_file) as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                groups[controllers] = path
+    except (OSError, ValueError):
+        pass
+    v1 = next((path for names, path in groups.items() if "memory" in names.split(",")), "")
+    places = [(os.path.join(root, "memory"), v1, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+              (root, groups.get("", ""), "memory.max", "memory.current")]
+    for mount, path, limit_file, used_file in places:
+        # The group's own folder, and the mount's root: a container sees its own group there
+        for where in {os.path.join(mount, *filter(None, path.split("/"))), mount}:
+            room = _room(os.path.join(where, limit_file), os.path.join(where, used_file))
+            free = min(free, room) if room is not None else free
+    return free
+
+
+def _room(limit_file: str, used_file: str) -> int | None:
+    try:
+        with open(limit_file) as f:
+            limit = f.read().strip()
+        with open(used_file) as f:
+            used = int(f.read().strip())
+        return None if limit == "max" else max(0, int(limit) - used)
+    except (OSError, ValueError):
+        return None
 
 
 def pinned_apart() -> bool:

@@ -2,6 +2,7 @@
 
 Offers:
     Store                        ``pipeline.catalog.Store``, here too: ``store[layer]`` -> Layer
+    Layer.hold(names, budget) -> context   arrays read whole into memory, for reading every channel
     Layer.column(channel, by)    one channel for every image (reads ~4N bytes; read-only, every row)
     Layer.usable                 (N,) bool: valid rows of finished shards, the rows queries rank
     Layer.array(by)              the zarr array (N, C) of the spatial mean or max (reads of damaged data
@@ -106,7 +107,10 @@ class Layer(Analysis):
         return _read_only(self.store.valid & finished)
 
     def stored(self, name: str):
-        """The layer's zarr array ``name``, its reads of damaged data said in one sentence."""
+        """The layer's zarr array ``name``, its reads of damaged data said in one sentence (within
+        ``hold``, the array read into memory)."""
+        if name in self.__dict__.get("_held", {}):
+            return self._held[name]
         # Opened once: each opening parses the array's metadata, and a gallery of mixed4a opened
         # them 2,064 times (31 now; no time was measurable either way, locally or on S3).
         arrays = self.__dict__.setdefault("_arrays", {})
@@ -114,6 +118,18 @@ class Layer(Analysis):
             arrays[name] = damage.Checked(self.group[name], f"{self.name}/{name} of {self.store.path}",
                                           damage.layer_fix(self.attrs), unit="shard" if name == "done" else "row")
         return arrays[name]
+
+    def hold(self, names=STATS, budget=None, progress=False):
+        """A context in which ``names`` are read from memory, each read whole once (one request a shard)
+        where it fits ``budget`` bytes (half the memory free if None); it gives the names held. For
+        what reads every channel, as a gallery does: each channel's reads were a request a shard."""
+        from .held import hold
+
+        return hold(self, names, budget, progress)
+
+    def hold_arrays(self, held: dict) -> None:
+        """Reads of the arrays in ``held`` {name: array} come from it; ``{}``: from the store again."""
+        self._held = dict(held)
 
     def note(self) -> str:
         """What to know about any answer from this layer, in one line ("" if nothing)."""

@@ -564,3 +564,33 @@ def test_a_picture_a_stopped_build_left_half_written_is_removed_by_the_next(tmp_
     left.write_bytes(b"\xff\xd8 cut short")
     build_gallery(layer, tmp_path / "g", k=2, crops=False, progress=False, workers=1)
     assert not left.exists() and not list((tmp_path / "g" / "img").glob("*.part"))
+
+
+def test_a_gallery_reads_each_shard_of_each_array_once_and_builds_what_it_built_before(small_store, tmp_path,
+                                                                                       monkeypatch):
+    """Each channel's queries read an index and a chunk of every shard they touched: 13,534 reads of
+    the store for mixed4a's 508 channels, a request each on S3. The arrays are now read whole, once,
+    and the pages are those built reading the store channel by channel (``budget()`` 0)."""
+    import collections
+
+    import zarr.storage
+
+    reads, get = collections.Counter(), zarr.storage.LocalStore.get
+
+    async def counted(self, key, *args, **kwargs):
+        reads[key] += 1
+        return await get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted)
+    build_gallery(pipeline.open_store(small_store)["mixed4a"], tmp_path / "held", k=4, progress=False, workers=1)
+    shards = {key for key in reads if "/c/" in key and key.split("/")[1] in ("mean", "max", "argmax")}
+    assert shards == {f"mixed4a/{name}/c/{s}/0" for name in ("mean", "max", "argmax") for s in range(3)}
+    assert all(reads[key] == 1 for key in shards), reads
+
+    monkeypatch.setattr("pipeline.held.budget", lambda: 0)
+    build_gallery(pipeline.open_store(small_store)["mixed4a"], tmp_path / "read", k=4, progress=False, workers=1)
+    pages = sorted(p.relative_to(tmp_path / "held") for p in (tmp_path / "held").rglob("*.html"))
+    assert len(pages) == 509 and pages == sorted(p.relative_to(tmp_path / "read") for p in (tmp_path / "read").rglob("*.html"))
+    for page in pages:
+        assert (tmp_path / "held" / page).read_bytes() == (tmp_path / "read" / page).read_bytes(), page
+    assert reads["mixed4a/mean/c/0/0"] > 500  # read channel by channel when nothing may be held

@@ -131,3 +131,36 @@ def test_a_process_pinned_to_fewer_cores_than_its_parent_is_apart(monkeypatch):
     assert hardware.pinned_apart()
     monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 1})  # a job's affinity, its launcher's too
     assert not hardware.pinned_apart()
+
+
+def _memory(tmp_path, available_kb=8_000_000, cgroup="0::/job\n", files=None):
+    (tmp_path / "meminfo").write_text(f"MemTotal: 9999999 kB\nMemAvailable: {available_kb} kB\n")
+    (tmp_path / "cgroup").write_text(cgroup)
+    for name, text in (files or {}).items():
+        (tmp_path / "fs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / name).write_text(text)
+    from pipeline.hardware import available_memory
+
+    return available_memory(tmp_path / "meminfo", tmp_path / "cgroup", str(tmp_path / "fs"))
+
+
+def test_free_memory_is_memavailable_without_a_cgroup_limit(tmp_path):
+    assert _memory(tmp_path) == 8_000_000 * 1024
+    assert _memory(tmp_path, files={"job/memory.max": "max\n", "job/memory.current": "5\n"}) == 8_000_000 * 1024
+
+
+@pytest.mark.parametrize("cgroup, files", [
+    ("0::/job\n", {"job/memory.max": "3000000000\n", "job/memory.current": "1000000000\n"}),  # v2, its group
+    ("0::/\n", {"memory.max": "3000000000\n", "memory.current": "1000000000\n"}),  # v2, a container's root
+    ("4:memory:/job\n0::/\n", {"memory/job/memory.limit_in_bytes": "3000000000\n",  # v1
+                                "memory/job/memory.usage_in_bytes": "1000000000\n"}),
+    ("4:cpu,memory:/x\n", {"memory/memory.limit_in_bytes": "3000000000\n", "memory/memory.usage_in_bytes": "1000000000"})])
+def test_a_cgroup_limit_below_the_free_memory_is_the_room_left(tmp_path, cgroup, files):
+    assert _memory(tmp_path, cgroup=cgroup, files=files) == 2_000_000_000
+
+
+def test_free_memory_unknown_without_meminfo(tmp_path):
+    from pipeline.hardware import available_memory
+
+    assert available_memory(tmp_path / "none", tmp_path / "none", str(tmp_path)) is None
+    assert _memory(tmp_path, files={"job/memory.max": "1000\n", "job/memory.current": "4000\n"}) == 0

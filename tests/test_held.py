@@ -1,0 +1,135 @@
+"""pipeline.held: a layer's arrays read whole into memory answer every read as the store does."""
+
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+import pipeline
+from pipeline import held
+from pipeline.errors import DamagedStoreError
+
+from conftest import damage_store
+
+SELECTIONS = [
+    (slice(None), 3), (slice(None), -1), (slice(2, 9), slice(None)), (slice(None), slice(5, 21)),
+    (4, slice(None)), (7, 100), slice(8, 16), slice(None), (slice(None, None, 3), slice(1, 40, 7))]
+ORTHOGONAL = [
+    ([0, 5, 17, 23], [3]), (np.array([23, 0, 9]), [7, 7, 2]), ([2], 11), (5, [1, 500]),
+    (np.arange(24) % 3 == 0, slice(10, 14)), (slice(None), [-1, 0]), ([1, 2], Ellipsis),
+    (Ellipsis, [4]), [3, 4], np.array([6])]
+COORDINATES = [([0, 5, 23], [3, 3, 507]), (np.array([1, 1]), np.array([0, -1]))]
+
+
+@pytest.fixture(scope="module")
+def layer(small_store):
+    return pipeline.open_store(small_store)["mixed4a"]
+
+
+@pytest.mark.parametrize("name", ["mean", "max", "argmax"])
+def test_every_kind_of_read_gives_what_the_store_gives(small_store, layer, name):
+    source = zarr.open_group(str(small_store), mode="r")[f"mixed4a/{name}"]
+    with layer.hold([name], budget=1 << 30) as names:
+        assert names == [name]
+        array = layer.stored(name)
+        assert isinstance(array, held.Held)
+        for selection in SELECTIONS:
+            expected, got = source[selection], array[selection]
+            np.testing.assert_array_equal(got, expected, err_msg=str(selection))
+            assert np.shape(got) == np.shape(expected) and np.asarray(got).dtype == expected.dtype
+            assert got.flags.c_contiguous and array.with_config({"order": "F"})[selection].flags.f_contiguous
+        for selection in ORTHOGONAL:
+            expected, got = source.get_orthogonal_selection(selection), array.get_orthogonal_selection(selection)
+            np.testing.assert_array_equal(got, expected, err_msg=str(selection))
+            assert got.shape == expected.shape, selection
+        for selection in COORDINATES:
+            np.testing.assert_array_equal(array.get_coordinate_selection(selection),
+                                          source.get_coordinate_selection(selection))
+        assert array.shape == source.shape and array.dtype == source.dtype and array.shards == source.shards
+
+
+def test_a_read_is_a_copy_that_cannot_change_what_is_held(layer):
+    with layer.hold(["mean"], budget=1 << 30):
+        array = layer.stored("mean")
+        first = array[:, 2]
+        first[:] = 12345.0
+        rows = array.get_orthogonal_selection(([0, 1], [2]))
+        rows[:] = -1.0
+        assert not np.isin(array[:, 2], [12345.0, -1.0]).any()
+        with pytest.raises(ValueError):
+            array.values[0, 0] = 1.0
+
+
+def _answers(layer):
+    return [(layer.topk(c, k=5).rows.tolist(), layer.topk(c, k=3, bottom=True).rows.tolist(),
+             layer.samples(c, per_band=2).rows.tolist(), layer.crop_peaks(layer.topk(c, k=5).rows, c),
+             layer.topk(c, k=4, by="max").activations.tolist(), layer.topk(c, k=3, diverse=True).rows.tolist())
+            for c in range(0, layer.channels, 37)]
+
+
+def test_queries_inside_give_what_they_give_outside(small_store):
+    outside = pipeline.open_store(small_store)["mixed4a"]  # a layer each: a layer keeps its last column and tables
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    with layer.hold(budget=1 << 30) as names:
+        assert names == ["argmax", "max", "mean"]
+        assert _answers(layer) == _answers(outside)
+        for by in ("mean", "max"):
+            inside, expected = layer.table(by), outside.table(by)
+            assert inside.keys() == expected.keys()
+            for name, value in expected.items():
+                np.testing.assert_array_equal(inside[name], value, err_msg=name)
+        np.testing.assert_array_equal(layer.correlations(), outside.correlations())
+        np.testing.assert_array_equal(layer.similar(3).rows, outside.similar(3).rows)
+    assert not isinstance(layer.stored("mean"), held.Held)  # from the store again after it
+
+
+def test_only_what_fits_the_budget_is_held_in_the_order_given(layer):
+    size = layer.store.n * layer.channels * 4  # each of the three arrays is 4 bytes a value
+    with layer.hold(["argmax", "mean", "max"], budget=2 * size + 1) as names:
+        assert names == ["argmax", "mean"]
+        assert not isinstance(layer.stored("max"), held.Held)
+    with layer.hold(budget=size - 1) as names:
+        assert names == []
+        assert not isinstance(layer.stored("mean"), held.Held)
+
+
+def test_the_default_budget_is_half_the_free_memory(monkeypatch):
+    monkeypatch.setattr("pipeline.hardware.available_memory", lambda: 10_000)
+    assert held.budget() == 5_000
+    monkeypatch.setattr("pipeline.hardware.available_memory", lambda: None)
+    assert held.budget() == held.UNKNOWN_BUDGET
+
+
+def test_the_rows_ranked_are_known_before_the_arrays_are_read(small_store, monkeypatch):
+    """A shard finished between the read of the arrays and that of the done markers would be ranked
+    with the fill value (NaN) of its rows: the markers are read first."""
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    order, read = [], held._read_whole
+    monkeypatch.setattr(held, "_read_whole", lambda lay, arr, progress: (
+        order.append("usable" in lay.__dict__), read(lay, arr, progress))[1])
+    with layer.hold(["mean"], budget=1 << 30):
+        pass
+    assert order == [True]
+
+
+def test_a_damaged_array_is_not_held_and_its_query_says_where(small_store, tmp_path):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(small_store, store)
+    damage_store(store, "flipped")
+    layer = pipeline.open_store(store)["mixed4a"]
+    with layer.hold(budget=1 << 30) as names:
+        assert names == ["argmax", "max"]
+        with pytest.raises(DamagedStoreError, match="shard 1"):
+            layer.topk(0)
+
+
+def test_an_array_the_layer_lacks_is_skipped(tmp_path):
+    from pipeline.importing import import_matrix
+
+    matrix = np.random.default_rng(0).random((30, 6)).astype(np.float32)
+    import_matrix(tmp_path / "i.zarr", matrix, "sae", [f"c/{i}.jpg" for i in range(30)], np.zeros(30, int), ["c"])
+    layer = pipeline.open_store(tmp_path / "i.zarr")["sae"]
+    with layer.hold(budget=1 << 30) as names:
+        assert names == ["mean"]
+        assert layer.topk(2, k=3).rows.tolist() == np.argsort(-matrix[:, 2], kind="stable")[:3].tolist()
