@@ -126,8 +126,17 @@ def stats(
     """Per-channel statistics, histograms, correlations, class selectivity and PCA of a layer."""
     from .report import write_stats
 
+    import contextlib
+
+    from .places import is_url
+
     target = _layer(store, layer)
     if channel is not None:
         target.column(channel)  # validates the channel before the long part
-    for line in write_stats(target, out, channel):
+    # On an object store each block of columns read is a request a shard (3,393 for 24 images): the
+    # arrays are read whole once there. Not on a disk, where that was slower (12 against 8-11 s at 50,000).
+    held = target.hold(["mean", "max"], progress=True) if is_url(target.store.path) else contextlib.nullcontext()
+    with held:
+        lines = write_stats(target, out, channel)
+    for line in lines:
         typer.echo(line)

@@ -86,3 +86,32 @@ def test_featureviz_refuses_a_bad_picture_name_before_the_model(imported, tmp_pa
     code, _, err = _run(monkeypatch, capsys, "featureviz", "--store", store, "--layer", "feat", "-c", "0",
                         "--out", tmp_path / "fv.docx")
     assert code == 2 and "fv.docx" in err and not (tmp_path / "fv.docx").exists()
+
+
+def test_stats_of_an_object_store_read_each_shard_once_and_write_the_same_files(small_store, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """On S3 each block of 16 columns read was a request a shard (3,393 for 24 images): a store at a URL
+    has its arrays read whole once; one on a disk is read by blocks as before (faster there)."""
+    import collections
+
+    import zarr.storage
+
+    reads, get = collections.Counter(), zarr.storage.LocalStore.get
+
+    async def counted(self, key, *args, **kwargs):
+        reads[key] += 1
+        return await get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted)
+    assert _run(monkeypatch, capsys, "stats", "--store", str(small_store), "-o", str(tmp_path / "disk"))[0] == 0
+    assert reads["mixed4a/mean/c/0/0"] > 3
+    reads.clear()
+    monkeypatch.setattr("pipeline.places.is_url", lambda path: True)  # as a URL's store is
+    assert _run(monkeypatch, capsys, "stats", "--store", str(small_store), "-o", str(tmp_path / "url"))[0] == 0
+    shards = {key for key in reads if key.startswith(("mixed4a/mean/c/", "mixed4a/max/c/"))}
+    assert shards == {f"mixed4a/{name}/c/{s}/0" for name in ("mean", "max") for s in range(3)}
+    assert all(reads[key] == 1 for key in shards), reads
+    files = sorted(p.name for p in (tmp_path / "disk").iterdir())
+    assert len(files) >= 9 and files == sorted(p.name for p in (tmp_path / "url").iterdir())
+    for name in files:
+        assert (tmp_path / "disk" / name).read_bytes() == (tmp_path / "url" / name).read_bytes(), name
