@@ -261,7 +261,9 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
                           "or pass several --layer at once (a subfolder each, and an index of them)")
     for folder in (out / "img", out / "channels"):
         outputs.folder(folder)
-    with layer.hold(progress=progress):  # every channel is read: each array once, not a request a shard a channel
+    # Every channel is read: each array once, not a request a shard a channel; the peaks' arrays only
+    # where crops are drawn (nothing else reads them)
+    with layer.hold(("mean", "argmax", "max") if crops else ("mean",), progress=progress):
         return _build(layer, out, k, crops, progress, workers, started)
 
 

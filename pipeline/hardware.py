@@ -58,7 +58,7 @@ def usable_cores() -> int:
 
 def available_memory(meminfo="/proc/meminfo", cgroup_file="/proc/self/cgroup", root="/sys/fs/cgroup") -> int | None:
     """Bytes this process may still take: the kernel's MemAvailable, less where the cgroup (v2 or v1)
-    of its group, or the mounted root one, is limited to less; None where unknown (not Linux).
+    of its group, one above it, or the mounted root one, is limited to less; None where unknown (not Linux).
 
     A container's limit is not in MemAvailable, which counts the whole machine's memory."""
     try:
@@ -78,8 +78,11 @@ def available_memory(meminfo="/proc/meminfo", cgroup_file="/proc/self/cgroup", r
     places = [(os.path.join(root, "memory"), v1, "memory.limit_in_bytes", "memory.usage_in_bytes"),
               (root, groups.get("", ""), "memory.max", "memory.current")]
     for mount, path, limit_file, used_file in places:
-        # The group's own folder, and the mount's root: a container sees its own group there
-        for where in {os.path.join(mount, *filter(None, path.split("/"))), mount}:
+        # The group's folder and each above it, up to the mount's root (a container sees its own group
+        # there): a limit binds every group below it (a SLURM job's binds its tasks' groups)
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts) + 1):
+            where = os.path.join(mount, *parts[:depth])
             room = _room(os.path.join(where, limit_file), os.path.join(where, used_file))
             free = min(free, room) if room is not None else free
     return free

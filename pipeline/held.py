@@ -3,7 +3,8 @@
 Offers:
     hold(layer, names=STATS, budget=None, progress=False) -> context manager giving the names held:
         inside it ``layer.stored(name)`` is a ``Held`` array for each of them
-    Held(source, values)   reads as the zarr array it stands for, from ``values`` in memory
+    Held(source, values)   reads as the zarr array it stands for (through zarr's own indexers), from
+                           ``values`` in memory
     budget() -> int        bytes that may be held: half of what this process may still take
 
 Why: a gallery reads each channel's column, then its top images' argmax, max and mean,
@@ -33,46 +34,108 @@ def budget() -> int:
 
 
 class Held:
-    """An array of a layer read whole: its reads (``[...]``, ``get_orthogonal_selection``,
-    ``get_coordinate_selection``) give what the store's array gives, as new numpy arrays;
-    anything else (shape, shards, metadata) is the store array's."""
+    """An array of a layer read whole: its reads give what the store's array gives, as new numpy
+    arrays; anything else (shape, shards, metadata) is the store array's.
 
-    def __init__(self, source, values: np.ndarray, order: str = "C"):
+    A read is zarr's own: its indexers (``zarr.core.indexing``) take the selection, so every form
+    zarr takes is taken alike (negative and numpy integers, lists, masks, steps, ``Ellipsis``),
+    every form it refuses is refused with its error (``BoundsCheckError``, ``NegativeStepError``),
+    and the result has its shape, type (a numpy scalar for one element of ``[...]``) and memory
+    order; only the blocks come from ``values`` instead of the store's shards."""
+
+    def __init__(self, source, values: np.ndarray):
         values.flags.writeable = False
-        self._source, self.values, self._order = source, values, order
+        self._source, self.values = source, values
 
     def __getattr__(self, name):
         return getattr(self._source, name)
 
-    def with_config(self, config):
-        """Reads in the memory order of ``config`` (as zarr's): sums over a block follow it, to the last bit."""
-        return Held(self._source, self.values, config.get("order", self._order))
+    def __repr__(self) -> str:
+        return f"<held {self._source!r}>"
 
-    def _give(self, values) -> np.ndarray:
-        return np.array(values, order=self._order)
+    def with_config(self, config):
+        """Reads in the memory order of ``config``, as zarr's (sums over a block follow it, to the
+        last bit); the config itself (``.order``, ``.config``) is the store array's so configured."""
+        return Held(self._source.with_config(config), self.values)
+
+    @property
+    def vindex(self):
+        from zarr.core.indexing import VIndex
+
+        return VIndex(self)
+
+    @property
+    def oindex(self):
+        from zarr.core.indexing import OIndex
+
+        return OIndex(self)
 
     def __getitem__(self, selection):
-        return self._give(self.values[selection])
+        from zarr.core.indexing import is_pure_fancy_indexing, is_pure_orthogonal_indexing, pop_fields
 
-    def get_orthogonal_selection(self, selection):
-        parts = selection if isinstance(selection, tuple) else (selection,)
-        if any(part is Ellipsis for part in parts):
-            at = next(i for i, part in enumerate(parts) if part is Ellipsis)
-            parts = parts[:at] + (slice(None),) * (self.values.ndim - len(parts) + 1) + parts[at + 1:]
-        out = self.values
-        # An axis at a time, the last first: a few columns of the column-major matrix, then their rows.
-        # Indexing, not np.take, which copies a column-major matrix whole first (18 ms a call at 50,000 x 508).
-        for axis in reversed(range(len(parts))):
-            part = parts[axis]
-            if not isinstance(part, (int, np.integer, slice)):
-                part = np.asarray(part)
-                part = np.flatnonzero(part) if part.dtype == bool else part
-            out = out[(slice(None),) * axis + (part,)]  # an int drops the axis; those before keep their numbers
-        return self._give(out)
+        fields, pure = pop_fields(selection)
+        if fields:  # a structured dtype's fields ([] where none are named): none of a layer's arrays has them
+            return self._source[selection]
+        if is_pure_fancy_indexing(pure, self.ndim):
+            return self.vindex[selection]
+        if is_pure_orthogonal_indexing(pure, self.ndim):
+            return self.get_orthogonal_selection(pure)
+        return self.get_basic_selection(pure)
 
-    def get_coordinate_selection(self, selection):
-        parts = selection if isinstance(selection, tuple) else (selection,)
-        return self._give(self.values[tuple(np.asarray(part) for part in parts)])
+    def get_basic_selection(self, selection=Ellipsis, **options):
+        from zarr.core.indexing import BasicIndexer
+
+        if _given(options):
+            return self._source.get_basic_selection(selection, **options)
+        return self._read(BasicIndexer(selection, self.shape, self.metadata.chunk_grid))
+
+    def get_orthogonal_selection(self, selection, **options):
+        from zarr.core.indexing import OrthogonalIndexer
+
+        if _given(options):
+            return self._source.get_orthogonal_selection(selection, **options)
+        return self._read(OrthogonalIndexer(selection, self.shape, self.metadata.chunk_grid))
+
+    def get_mask_selection(self, mask, **options):
+        from zarr.core.indexing import MaskIndexer
+
+        if _given(options):
+            return self._source.get_mask_selection(mask, **options)
+        return self._read(MaskIndexer(mask, self.shape, self.metadata.chunk_grid))
+
+    def get_coordinate_selection(self, selection, **options):
+        from zarr.core.indexing import CoordinateIndexer
+
+        if _given(options):
+            return self._source.get_coordinate_selection(selection, **options)
+        indexer = CoordinateIndexer(selection, self.shape, self.metadata.chunk_grid)
+        out = self._read(indexer)
+        return np.array(out).reshape(indexer.sel_shape) if hasattr(out, "shape") else out  # as zarr restores it
+
+    def _read(self, indexer):
+        """zarr's ``_get_selection``, each block a slice of ``values``: an output in the array's
+        configured order, each block's part of the selection copied in; one element of a basic
+        selection as a numpy scalar."""
+        from zarr.core.indexing import BasicIndexer, get_chunk_shape
+
+        metadata = self._source.metadata
+        order = metadata.order if metadata.zarr_format == 2 else self._source.config.order
+        out = np.empty(indexer.shape, dtype=self.values.dtype, order=order)
+        if out.size:
+            block_shape = get_chunk_shape(metadata.chunk_grid)
+            for coords, block_selection, out_selection, _ in indexer:
+                block = self.values[tuple(slice(c * s, (c + 1) * s) for c, s in zip(coords, block_shape))]
+                part = block[block_selection]
+                out[out_selection] = part.squeeze(axis=indexer.drop_axes) if indexer.drop_axes else part
+        if isinstance(indexer, BasicIndexer) and indexer.shape == ():
+            return out[()]
+        return out
+
+
+def _given(options: dict) -> bool:
+    """Whether a read names ``out``, ``fields`` or ``prototype``: those go to the store array (zarr's
+    ``vindex`` and ``oindex`` pass ``fields=[]`` where none are named)."""
+    return any(not (value is None or (isinstance(value, list) and not value)) for value in options.values())
 
 
 def _read_whole(layer, array, progress: bool) -> np.ndarray:
@@ -93,12 +156,16 @@ def _read_whole(layer, array, progress: bool) -> np.ndarray:
 @contextlib.contextmanager
 def hold(layer, names=STATS, budget_bytes: int | None = None, progress: bool = False):
     """Within it, each of ``names`` stored in ``layer`` is read from memory, read whole once where
-    it fits what is left of ``budget_bytes`` (``budget()`` if None), in the order given."""
+    it fits what is left of ``budget_bytes`` (``budget()`` if None), in the order given. Within
+    another hold, what that one holds is used as it is (not read, nor counted, again), and is
+    held again after this one."""
+    names = list(names)
     layer.usable  # noqa: B018 (first: a shard finished after it is not ranked, so what is read next covers every ranked row)
+    before = dict(layer.__dict__.get("_held", {}))
     left = budget() if budget_bytes is None else budget_bytes
-    held = {}
+    held = dict(before)
     for name in names:
-        if name not in layer.available:
+        if name not in layer.available or name in held:
             continue
         array = layer.stored(name)
         size = int(np.prod(array.shape)) * array.dtype.itemsize
@@ -111,6 +178,6 @@ def hold(layer, names=STATS, budget_bytes: int | None = None, progress: bool = F
         left -= size
     layer.hold_arrays(held)
     try:
-        yield sorted(held)
+        yield sorted(name for name in held if name in names)
     finally:
-        layer.hold_arrays({})
+        layer.hold_arrays(before)

@@ -594,3 +594,23 @@ def test_a_gallery_reads_each_shard_of_each_array_once_and_builds_what_it_built_
     for page in pages:
         assert (tmp_path / "held" / page).read_bytes() == (tmp_path / "read" / page).read_bytes(), page
     assert reads["mixed4a/mean/c/0/0"] > 500  # read channel by channel when nothing may be held
+
+
+def test_a_gallery_without_crops_reads_no_peak_array(small_store, tmp_path, monkeypatch):
+    """Its pages show no crop, so nothing reads ``max`` or ``argmax`` (``--no-crops``, an imported
+    layer with its max, a layer whose units see the whole image): none is read whole either (two
+    thirds of the arrays' reading and memory for nothing)."""
+    import collections
+
+    import zarr.storage
+
+    reads, get = collections.Counter(), zarr.storage.LocalStore.get
+
+    async def counted(self, key, *args, **kwargs):
+        if key.startswith("mixed4a/") and "/c/" in key:
+            reads[key.split("/")[1]] += 1
+        return await get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted)
+    build_gallery(pipeline.open_store(small_store)["mixed4a"], tmp_path / "g", k=4, crops=False, progress=False, workers=1)
+    assert reads["mean"] == 3 and reads["max"] == reads["argmax"] == 0, reads

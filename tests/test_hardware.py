@@ -164,3 +164,18 @@ def test_free_memory_unknown_without_meminfo(tmp_path):
 
     assert available_memory(tmp_path / "none", tmp_path / "none", str(tmp_path)) is None
     assert _memory(tmp_path, files={"job/memory.max": "1000\n", "job/memory.current": "4000\n"}) == 0
+
+
+@pytest.mark.parametrize("cgroup, files", [
+    # cgroup v2: a SLURM task's group under its job's, the limit the job's (the task's own "max")
+    ("0::/job_7/step_0/task_0\n", {"job_7/memory.max": "3000000000\n", "job_7/memory.current": "1000000000\n",
+                                   "job_7/step_0/task_0/memory.max": "max\n",
+                                   "job_7/step_0/task_0/memory.current": "900000000\n"}),
+    # cgroup v1: a session scope in a limited user slice
+    ("4:memory:/user.slice/session-3.scope\n", {
+        "memory/user.slice/memory.limit_in_bytes": "3000000000\n", "memory/user.slice/memory.usage_in_bytes": "1000000000\n",
+        "memory/user.slice/session-3.scope/memory.limit_in_bytes": "9223372036854771712\n",
+        "memory/user.slice/session-3.scope/memory.usage_in_bytes": "5"})])
+def test_a_limit_on_a_group_above_the_process_one_is_the_room_left(tmp_path, cgroup, files):
+    """A limit binds every group below it: the process's own group need not carry it."""
+    assert _memory(tmp_path, cgroup=cgroup, files=files) == 2_000_000_000

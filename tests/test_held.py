@@ -133,3 +133,47 @@ def test_an_array_the_layer_lacks_is_skipped(tmp_path):
     with layer.hold(budget=1 << 30) as names:
         assert names == ["mean"]
         assert layer.topk(2, k=3).rows.tolist() == np.argsort(-matrix[:, 2], kind="stable")[:3].tolist()
+
+
+# Forms the pipeline never uses but ``layer.array(by)`` takes from a user: zarr's answer (its type, a numpy
+# scalar for one element of ``[...]``, its memory order) or its error, not numpy's.
+EVERY_FORM = [(5, 3), (np.int64(5), 3), (np.int64(5), np.int64(9)), (-1, -1), (np.array(3), 0), (slice(None), slice(None, None, -2)),
+              (24, 0), (0, 508), (-25, 0), (slice(None), [508]), (np.arange(24) % 2 == 0, [3, 1]), (Ellipsis, [3, 1]),
+              ([True, False], 0), (slice(30, 40), 0), (slice(5, 2), slice(None)), ([5, 5, 1], [-1, 0]), np.array([[1, 2]])]
+
+
+def _outcome(read):
+    try:
+        got = read()
+    except Exception as exc:  # noqa: BLE001 (the error is the answer compared)
+        return type(exc)
+    arr = np.asarray(got)
+    return type(got), arr.shape, arr.dtype, arr.flags.c_contiguous, arr.flags.f_contiguous, arr.tobytes()
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_every_form_zarr_takes_or_refuses_is_taken_or_refused_alike(small_store, layer, order):
+    source = zarr.open_group(str(small_store), mode="r")["mixed4a/mean"].with_config({"order": order})
+    with layer.hold(["mean"], budget=1 << 30):
+        array = layer.stored("mean").with_config({"order": order})
+        assert array.order == order
+        for selection in EVERY_FORM:
+            assert _outcome(lambda: array[selection]) == _outcome(lambda: source[selection]), selection
+            for read in ("get_orthogonal_selection", "get_coordinate_selection"):
+                assert (_outcome(lambda: getattr(array, read)(selection))
+                        == _outcome(lambda: getattr(source, read)(selection))), (read, selection)
+            assert _outcome(lambda: array.oindex[selection]) == _outcome(lambda: source.oindex[selection]), selection
+            assert _outcome(lambda: array.vindex[selection]) == _outcome(lambda: source.vindex[selection]), selection
+
+
+def test_a_hold_within_another_reads_nothing_again_and_leaves_the_outer_ones_arrays(small_store, monkeypatch):
+    """A gallery built in a user's ``with layer.hold():`` held a second copy of each array, and
+    left the user's loop reading the store after it."""
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    with layer.hold(budget=1 << 30) as outer:
+        arrays = {name: layer.stored(name) for name in outer}
+        monkeypatch.setattr(held, "_read_whole", lambda *args: pytest.fail("read again"))
+        with layer.hold(["mean", "max"], budget=0) as inner:
+            assert inner == ["max", "mean"] and layer.stored("mean") is arrays["mean"]
+        assert {name: layer.stored(name) for name in outer} == arrays
+    assert not isinstance(layer.stored("mean"), held.Held)
