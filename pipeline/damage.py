@@ -252,6 +252,25 @@ def _rows_of(selection, n: int) -> np.ndarray:
     return np.atleast_1d(np.asarray(first)).astype(np.int64) % max(n, 1)
 
 
+def _refused(how, arr, selection) -> bool:
+    """Whether ``selection`` itself is refused, by an array of ``arr``'s shape and type that holds
+    nothing (read without decoding anything). zarr refuses an empty list or a mask of the wrong
+    length with a plain IndexError, which ``out_of_bounds`` cannot tell from a codec's: each shard
+    re-read with the same columns failed alike, and an intact store was called damaged."""
+    import zarr
+
+    try:
+        twin = zarr.create_array(zarr.storage.MemoryStore(), shape=arr.shape, chunks=arr.shape or (1,),
+                                 dtype=arr.dtype, fill_value=arr.fill_value)
+    except Exception:  # noqa: BLE001 (a type no twin takes: its failure is looked for in the shards, as before)
+        return False
+    try:
+        how(twin, selection)
+    except DECODE_ERRORS:
+        return True
+    return False
+
+
 class Checked:
     """A zarr array whose reads, where a codec fails, raise ``DamagedStoreError`` naming the
     damaged shard (found by reading the touched shards one at a time); a failure no single shard
@@ -279,7 +298,7 @@ class Checked:
         try:
             return how(self._arr, selection)
         except DECODE_ERRORS as exc:
-            if out_of_bounds(exc):
+            if out_of_bounds(exc) or _refused(how, self._arr, selection):
                 raise
             located = self._locate(selection)
             if located is None:

@@ -329,3 +329,19 @@ def test_a_failure_no_shard_reproduces_keeps_its_own_error():
 
     with pytest.raises(ValueError, match="a passing hiccup"):
         Checked(Flaky(), "x", "fix")[:]
+
+
+@pytest.mark.parametrize("selection", [(slice(None), []), (np.ones(25, bool), 0), (np.array(3), 508)])
+def test_a_selection_zarr_refuses_is_the_callers_mistake_not_damage(small_store, tmp_path, selection):
+    """zarr refuses these with plain IndexErrors; each shard read again with the same columns failed
+    alike, and an intact store was called damaged in shard 0 (a repair for a typo)."""
+    intact = pipeline.open_store(small_store)["mixed4a"].stored("mean")
+    with pytest.raises(IndexError) as refused:
+        intact.get_orthogonal_selection(selection)
+    assert not isinstance(refused.value, DamagedStoreError)
+    store = tmp_path / "s.zarr"
+    shutil.copytree(small_store, store)
+    damage_store(store, "flipped")
+    damaged = pipeline.open_store(store)["mixed4a"].stored("mean")
+    with pytest.raises(DamagedStoreError, match="shard 1"):
+        damaged.get_orthogonal_selection((slice(None), [3]))  # what the same store says of a read it can make
