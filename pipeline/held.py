@@ -1,7 +1,7 @@
 """A layer's arrays read whole into memory, for commands that read every channel (the gallery).
 
 Offers:
-    hold(layer, names=STATS, budget=None, progress=False) -> context manager giving the names held:
+    hold(layer, names=("mean", "argmax", "max"), budget=None, progress=False) -> context manager giving the names held:
         inside it ``layer.stored(name)`` is a ``Held`` array for each of them
     Held(source, values)   reads as the zarr array it stands for (through zarr's own indexers), from
                            ``values`` in memory
@@ -21,7 +21,7 @@ import contextlib
 import numpy as np
 
 from .errors import DamagedStoreError
-from .store import STATS, n_shards, shard_bounds
+from .store import n_shards, shard_bounds
 
 UNKNOWN_BUDGET = 1 << 30  # where the free memory cannot be read (not Linux)
 
@@ -169,7 +169,7 @@ def _read_whole(layer, array, progress: bool) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def hold(layer, names=STATS, budget_bytes: int | None = None, progress: bool = False):
+def hold(layer, names=("mean", "argmax", "max"), budget_bytes: int | None = None, progress: bool = False):
     """Within it, each of ``names`` stored in ``layer`` is read from memory, read whole once where
     it fits what is left of ``budget_bytes`` (``budget()`` if None), in the order given. Within
     another hold, what that one holds is used as it is (not read, nor counted, again), and is

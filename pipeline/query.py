@@ -119,7 +119,7 @@ class Layer(Analysis):
                                           damage.layer_fix(self.attrs), unit="shard" if name == "done" else "row")
         return arrays[name]
 
-    def hold(self, names=STATS, budget=None, progress=False):
+    def hold(self, names=("mean", "argmax", "max"), budget=None, progress=False):
         """A context in which ``names`` are read from memory, each read whole once (one request a shard)
         where it fits ``budget`` bytes (half the memory free if None); it gives the names held. For
         what reads every channel, as a gallery does: each channel's reads were a request a shard."""
