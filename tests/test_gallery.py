@@ -614,3 +614,76 @@ def test_a_gallery_without_crops_reads_no_peak_array(small_store, tmp_path, monk
     monkeypatch.setattr(zarr.storage.LocalStore, "get", counted)
     build_gallery(pipeline.open_store(small_store)["mixed4a"], tmp_path / "g", k=4, crops=False, progress=False, workers=1)
     assert reads["mean"] == 3 and reads["max"] == reads["argmax"] == 0, reads
+
+
+def test_a_picture_deleted_since_the_last_build_is_drawn_again(small_store, tmp_path):
+    """The manifest still gives the deleted crop's box: a rebuild that trusted it linked a crop never drawn."""
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    out = tmp_path / "site"
+    build_gallery(layer, out, k=2, progress=False, workers=1)
+    crop = sorted((out / "img").glob("*_c*.jpg"))[0]
+    drawn = crop.read_bytes()
+    crop.unlink()
+    again = build_gallery(layer, out, k=2, progress=False, workers=1)
+    assert again.decoded == 1 and crop.read_bytes() == drawn
+
+
+def test_pictures_of_another_drawing_are_drawn_again(small_store, tmp_path):
+    """A manifest of an older drawing (no ``pictures`` version: before square crops) or of another store:
+    its pictures are not reused, though their files' sizes and times still match."""
+    import json
+
+    from pipeline.gallery import MANIFEST
+
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    out = tmp_path / "site"
+    first = build_gallery(layer, out, k=2, progress=False, workers=1)
+    manifest = json.loads((out / MANIFEST).read_text())
+    for change in ({"pictures": None}, {"fingerprint": "another dataset"}):
+        (out / MANIFEST).write_text(json.dumps({k: v for k, v in {**manifest, **change}.items() if v is not None}))
+        assert build_gallery(layer, out, k=2, progress=False, workers=1).decoded == first.images
+
+
+def test_a_layer_whose_units_see_the_whole_image_has_no_crops(small_store, tmp_path):
+    """mixed5a, mixed5b and the logits: each crop was the whole image shrunk into a grey square."""
+    import zarr
+
+    store = tmp_path / "wide.zarr"
+    shutil.copytree(small_store, store)
+    sub = zarr.open_group(str(store), mode="r+")["mixed4a"]
+    sub.attrs.update({"receptive_field": {"size": 907, "stride": 16, "start": -400}})
+    build_gallery(pipeline.open_store(store)["mixed4a"], tmp_path / "site", k=2, progress=False, workers=1)
+    assert not list((tmp_path / "site" / "img").glob("*_c*.jpg"))
+    assert list((tmp_path / "site" / "img").glob("*.jpg"))
+
+
+def test_pictures_drawn_under_another_root_are_checked_against_the_store_again(tmp_path):
+    """A copy without times (``cp -r``), shown with --root, then moved into the dataset's place: its
+    times are not the store's, and a fresh build says each image changed; the rebuild kept showing them."""
+    data = make_folder(tmp_path / "data", classes=("cat",), per_class=3, seed=2)
+    store = tmp_path / "s.zarr"
+    extract(data, store, ["mixed4a"], weights="random", workers=0, shard_rows=8, progress=False)
+    shutil.copytree(data, tmp_path / "copy", copy_function=shutil.copy)
+    out = tmp_path / "site"
+    copied = pipeline.open_store(store, root=tmp_path / "copy")["mixed4a"]
+    assert build_gallery(copied, out, k=2, crops=False, progress=False, workers=1).changed == 0
+    data.rename(tmp_path / "original")
+    (tmp_path / "copy").rename(data)
+    layer = pipeline.open_store(store)["mixed4a"]
+    again = build_gallery(layer, out, k=2, crops=False, progress=False, workers=1)
+    fresh = build_gallery(layer, tmp_path / "fresh", k=2, crops=False, progress=False, workers=1)
+    assert again.changed == fresh.changed == fresh.images
+
+
+def test_a_channel_page_names_its_5_most_correlated_channels(site):
+    """The README promises the 5 most correlated channels on each page (links to each)."""
+    out, _, _ = site
+    near = (out / "channels" / "0001.html").read_text().split("<h2>Most correlated channels</h2><p>")[1].split("</p>")[0]
+    assert len(re.findall(r'<a href="\d+\.html">\d+</a> \(r = ', near)) == 5
+
+
+def test_the_unreadable_images_warning_names_one_of_them_and_why(site):
+    """The closing warning says "e.g. PATH: WHY" of an image that could not be read, not "e.g. "."""
+    _, summary, gone = site
+    assert summary.missing and summary.example == f"{gone}: FileNotFoundError"
+    assert f"(e.g. {gone}: FileNotFoundError)" in summary.missing_line("/data")
