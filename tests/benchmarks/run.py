@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, in one run, printed as README-ready tables.
 
-Usage: .venv/bin/python tests/benchmarks/run.py [extract] [query] [stats] [gallery] [startup]
+Usage: .venv/bin/python tests/benchmarks/run.py [extract] [query] [stats] [gallery] [hold] [startup]
 
 ``startup`` (1.28M empty files, as many inodes) runs only when named.
 """
@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_extract  # noqa: E402
 import bench_gallery  # noqa: E402
+import bench_hold  # noqa: E402
 import bench_query  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_stats  # noqa: E402
@@ -22,7 +23,7 @@ from common import machine  # noqa: E402
 
 
 def main(which: list[str]) -> None:
-    which = which or ["extract", "query", "stats", "gallery"]
+    which = which or ["extract", "query", "stats", "gallery", "hold"]
     print(f"machine: {machine()}\n")
     notebook_rate = None
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
@@ -43,7 +44,11 @@ def main(which: list[str]) -> None:
             print(bench_startup.report(bench_startup.run(bench_startup.IMAGENET_TRAIN, Path(tmp))), "\n", flush=True)
         if "gallery" in which:
             (Path(tmp) / "gallery").mkdir()
-            print(bench_gallery.report(bench_gallery.run(Path(tmp) / "gallery")), flush=True)
+            print(bench_gallery.report(bench_gallery.run(Path(tmp) / "gallery")), "\n", flush=True)
+        if "hold" in which:
+            for n in (50_000, 1_281_167):  # peak memory is the whole run's here; bench_hold.py N alone gives each
+                (Path(tmp) / f"hold{n}").mkdir()
+                print(bench_hold.run(n, Path(tmp) / f"hold{n}"), flush=True)
 
 
 if __name__ == "__main__":
