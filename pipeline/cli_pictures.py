@@ -134,7 +134,8 @@ def stats(
     if channel is not None:
         target.column(channel)  # validates the channel before the long part
     # On an object store each block of columns read is a request a shard (3,393 for 24 images): the
-    # arrays are read whole once there. Not on a disk, where that was slower (12 against 8-11 s at 50,000).
+    # arrays are read whole once there. Not on a disk, where it gained nothing for much more memory
+    # (56.1 against 55.8 s and 3.3 against 0.9 GB at 1.28M images x 508, the means alone).
     held = target.hold(["mean", "max"], progress=True) if is_url(target.store.path) else contextlib.nullcontext()
     with held:
         lines = write_stats(target, out, channel)
