@@ -21,7 +21,7 @@ import contextlib
 import numpy as np
 
 from .errors import DamagedStoreError
-from .store import n_shards, shard_bounds
+from .store import every_shard
 
 UNKNOWN_BUDGET = 1 << 30  # where the free memory cannot be read (not Linux)
 
@@ -161,8 +161,7 @@ def _read_whole(layer, array, progress: bool) -> np.ndarray:
 
     store, source = layer.store, column_major(array)
     out = np.empty(array.shape, dtype=array.dtype, order="F")
-    shards = [shard_bounds(s, store.shard_rows, store.n) for s in range(n_shards(store.n, store.shard_rows))]
-    for lo, hi in bar(shards, desc=f"reading {array.basename}", unit="shard", leave=False, delay=0.5,
+    for lo, hi in bar(every_shard(store.n, store.shard_rows), desc=f"reading {array.basename}", unit="shard", leave=False, delay=0.5,
                       disable=not progress):
         out[lo:hi] = source[lo:hi]
     return out

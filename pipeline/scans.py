@@ -28,7 +28,7 @@ import itertools
 import numpy as np
 
 from .ranking import finite_or_zero
-from .store import n_shards, shard_bounds
+from .store import every_shard, shard_bounds
 
 # Two threads: one shard is reduced while the next is read. Reading itself gains little from more
 # (zarr runs its chunks through one event loop), and each thread holds a shard in memory.
@@ -47,8 +47,7 @@ def shard_map(layer, work, progress=None, held=None):
     from concurrent.futures import ThreadPoolExecutor
 
     store, arr, usable = layer.store, column_major(layer.array("mean")), layer.usable
-    bounds = [shard_bounds(s, store.shard_rows, store.n) for s in range(n_shards(store.n, store.shard_rows))]
-    bounds = [(lo, hi) for lo, hi in bounds if usable[lo:hi].any()]
+    bounds = [(lo, hi) for lo, hi in every_shard(store.n, store.shard_rows) if usable[lo:hi].any()]
     total = len(bounds)
     if held:
         bounds = [b for b in bounds if b[0] != held[0][0]]

@@ -16,6 +16,7 @@ imports no torch. Offers:
     finished_elsewhere(group, layers, shard) -> the other layers that finished it
     done_shards(group, layer) -> bool array, one per shard
     shard_bounds(shard, shard_rows, n) -> (start, stop)
+    every_shard(n, shard_rows) -> [(start, stop), ...]
     dataset_fingerprint(paths, sizes, mtimes) -> str   what identifies a dataset
     refresh_completeness(group, layer)
 
@@ -59,6 +60,11 @@ def shard_bounds(shard: int, shard_rows: int, n: int) -> tuple[int, int]:
 
 def n_shards(n: int, shard_rows: int) -> int:
     return -(-n // shard_rows)
+
+
+def every_shard(n: int, shard_rows: int) -> list[tuple[int, int]]:
+    """``shard_bounds`` of each shard of ``n`` rows, in order."""
+    return [shard_bounds(s, shard_rows, n) for s in range(n_shards(n, shard_rows))]
 
 
 def store_name(group) -> str:
