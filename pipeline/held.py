@@ -82,35 +82,34 @@ class Held:
             return self.get_orthogonal_selection(pure)
         return self.get_basic_selection(pure)
 
+    # A read that names ``out``, ``fields`` or ``prototype`` is the store array's own (``_given``)
     def get_basic_selection(self, selection=Ellipsis, **options):
-        from zarr.core.indexing import BasicIndexer
-
         if _given(options):
             return self._source.get_basic_selection(selection, **options)
-        return self._read(BasicIndexer(selection, self.shape, self.metadata.chunk_grid))
+        return self._read(self._indexer("BasicIndexer", selection))
 
     def get_orthogonal_selection(self, selection, **options):
-        from zarr.core.indexing import OrthogonalIndexer
-
         if _given(options):
             return self._source.get_orthogonal_selection(selection, **options)
-        return self._read(OrthogonalIndexer(selection, self.shape, self.metadata.chunk_grid))
+        return self._read(self._indexer("OrthogonalIndexer", selection))
 
     def get_mask_selection(self, mask, **options):
-        from zarr.core.indexing import MaskIndexer
-
         if _given(options):
             return self._source.get_mask_selection(mask, **options)
-        return self._read(MaskIndexer(mask, self.shape, self.metadata.chunk_grid))
+        return self._read(self._indexer("MaskIndexer", mask))
 
     def get_coordinate_selection(self, selection, **options):
-        from zarr.core.indexing import CoordinateIndexer
-
         if _given(options):
             return self._source.get_coordinate_selection(selection, **options)
-        indexer = CoordinateIndexer(selection, self.shape, self.metadata.chunk_grid)
+        indexer = self._indexer("CoordinateIndexer", selection)
         out = self._read(indexer)
         return np.array(out).reshape(indexer.sel_shape) if hasattr(out, "shape") else out  # as zarr restores it
+
+    def _indexer(self, name: str, selection):
+        """zarr's indexer ``name`` (of ``zarr.core.indexing``) for ``selection`` on this array's grid."""
+        import zarr.core.indexing
+
+        return getattr(zarr.core.indexing, name)(selection, self.shape, self.metadata.chunk_grid)
 
     def _read(self, indexer):
         """zarr's ``_get_selection``, each block a slice of ``values``: an output in the array's
@@ -142,13 +141,11 @@ def _reads_alike(held: Held) -> bool:
     """Whether ``held`` reads a few elements as its values hold them. zarr's indexers are not its
     public API (pyproject allows any zarr 3): where a later zarr changed them, the arrays are read
     from the store as before, slower but right, rather than a gallery failing half-way."""
-    values = held.values
+    values, nan = held.values, held.values.dtype.kind == "f"
     try:
-        return (np.array_equal(held[:1, 0], values[:1, 0], equal_nan=values.dtype.kind == "f")
-                and np.array_equal(held.get_orthogonal_selection(([0], [0])), values[:1, :1],
-                                   equal_nan=values.dtype.kind == "f")
-                and np.array_equal(held.get_coordinate_selection(([0], [0])), values[:1, 0],
-                                   equal_nan=values.dtype.kind == "f"))
+        return (np.array_equal(held[:1, 0], values[:1, 0], equal_nan=nan)
+                and np.array_equal(held.get_orthogonal_selection(([0], [0])), values[:1, :1], equal_nan=nan)
+                and np.array_equal(held.get_coordinate_selection(([0], [0])), values[:1, 0], equal_nan=nan))
     except Exception:  # noqa: BLE001 (any failure of zarr's internals means: do not hold)
         return False
 
