@@ -172,7 +172,7 @@ def hold(layer, names=("mean", "argmax", "max"), budget_bytes: int | None = None
     held again after this one."""
     names = list(names)
     layer.usable  # noqa: B018 (first: a shard finished after it is not ranked, so what is read next covers every ranked row)
-    before = dict(layer.__dict__.get("_held", {}))
+    before = layer.held_arrays()
     left = budget() if budget_bytes is None else budget_bytes
     held = dict(before)
     for name in names:

@@ -109,8 +109,9 @@ class Layer(Analysis):
     def stored(self, name: str):
         """The layer's zarr array ``name``, its reads of damaged data said in one sentence (within
         ``hold``, the array read into memory)."""
-        if name in self.__dict__.get("_held", {}):
-            return self._held[name]
+        held = self.held_arrays()
+        if name in held:
+            return held[name]
         # Opened once: each opening parses the array's metadata, and a gallery of mixed4a opened
         # them 2,064 times (31 now; no time was measurable either way, locally or on S3).
         arrays = self.__dict__.setdefault("_arrays", {})
@@ -126,6 +127,10 @@ class Layer(Analysis):
         from .held import hold
 
         return hold(self, names, budget, progress)
+
+    def held_arrays(self) -> dict:
+        """The arrays read from memory now, {name: array} (a copy; ``{}`` outside ``hold``)."""
+        return dict(self.__dict__.get("_held", {}))
 
     def hold_arrays(self, held: dict) -> None:
         """Reads of the arrays in ``held`` {name: array} come from it; ``{}``: from the store again."""
