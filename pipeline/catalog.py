@@ -19,6 +19,7 @@ import numpy as np
 
 from .classes import human_names
 from . import damage
+from .checked import Checked
 from .errors import DamagedStoreError, InputError, QueryError, StoreError, unknown_layer
 from .places import forget_listings, location
 from .settings import stored_setting
@@ -116,7 +117,7 @@ class Store:
 
     def _images(self, name: str):
         """``images/name``, its reads of damaged data said in one sentence (written once, at creation)."""
-        return damage.Checked(self.group[f"images/{name}"], f"images/{name} of {self.path}",
+        return Checked(self.group[f"images/{name}"], f"images/{name} of {self.path}",
                               "rebuild the store (the same command with --overwrite) or restore it from a copy")
 
     @cached_property

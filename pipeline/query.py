@@ -29,6 +29,7 @@ import numpy as np
 
 from . import damage, ranking, scans
 from .analysis import Analysis, read_only as _read_only
+from .checked import Checked
 from .errors import DamagedStoreError, QueryError, StoreError
 from .parsing import DEFAULT_BANDS, check_channel as _channel, parse_bands, parse_direction, whole_number
 from .results import Results
@@ -116,7 +117,7 @@ class Layer(Analysis):
         # them 2,064 times (31 now; no time was measurable either way, locally or on S3).
         arrays = self.__dict__.setdefault("_arrays", {})
         if name not in arrays:
-            arrays[name] = damage.Checked(self.group[name], f"{self.name}/{name} of {self.store.path}",
+            arrays[name] = Checked(self.group[name], f"{self.name}/{name} of {self.store.path}",
                                           damage.layer_fix(self.attrs), unit="shard" if name == "done" else "row")
         return arrays[name]
 
