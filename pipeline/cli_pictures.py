@@ -97,7 +97,8 @@ def gallery(
     root: Optional[Path] = RootOpt,
 ):
     """A static, offline HTML site of every channel of a layer (open OUT/index.html)."""
-    from .gallery import build_gallery, layers_folder, layers_index
+    from .gallery import build_gallery
+    from .galleries import layers_folder, layers_index
 
     layers = list(dict.fromkeys(layers))  # a layer named twice is built once
     targets = [_layer(store, name, root, cache_paths=True) for name in layers]  # all checked before any is built

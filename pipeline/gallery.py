@@ -2,8 +2,6 @@
 
 Offers:
     build_gallery(layer, out_dir, k=10, crops=True, progress=True, workers=None) -> Summary
-    layers_folder(out_dir, names) -> Path   a folder checked for several layers' galleries, before they are built
-    layers_index(out_dir, store_path, built, warning="") -> Path   an index.html linking them
     Summary                      its closing line, and the warning for unreadable images
 
 The site: ``index.html`` (every channel, grouped by Inception branch, with its
@@ -14,7 +12,8 @@ crops). Every image is decoded once per build, in worker processes (in this
 one where they cannot start: a read-only /dev/shm), and a later build of the
 same store reuses what it finds whose source file has the size and modification
 time it was drawn from (the manifest keeps them). All text from the dataset
-is escaped; every file written is named by numbers inside ``out_dir``.
+is escaped; every file written is named by numbers inside ``out_dir``. Several layers' galleries,
+each in a subfolder, are linked by ``galleries``.
 """
 
 from __future__ import annotations
@@ -126,41 +125,6 @@ def _built_layer(out: Path) -> str | None:
         return json.loads((out / MANIFEST).read_text()).get("layer")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def layers_folder(out_dir, names=()) -> Path:
-    """``out_dir`` made ready for several layers' galleries (``names``), before any is built: refused
-    where it holds a page or a gallery that no build of several layers made, or where a layer's
-    subfolder would take the name of the index's own files."""
-    from .errors import OutputError
-
-    taken = [name for name in names if name in ("index.html", "style.css", MANIFEST, LAYERS)]
-    if taken:
-        raise OutputError(f"layer {taken[0]} would have its gallery in a folder named as the index's own "
-                          "file; build it alone with -o")
-    out = Path(out_dir).resolve()
-    outputs.folder(out)
-    if not (out / LAYERS).exists() and any((out / name).exists() for name in ("index.html", "style.css", MANIFEST)):
-        raise OutputError(f"{out} holds an index.html, style.css or gallery that no build of several layers "
-                          "made; give a new or empty folder with -o")
-    return out
-
-
-def layers_index(out_dir, store_path: str, built: dict, warning: str = "") -> Path:
-    """``out_dir/index.html``: a page linking the galleries of several layers, ``built`` {layer: Summary},
-    each in its own subfolder of ``layers_folder(out_dir)``."""
-    out = layers_folder(out_dir)
-    items = "".join(f'<li><a href="{pages.esc(name)}/index.html">{pages.esc(name)}</a>: {s.channels} channels, '
-                    f"{s.images} images shown</li>" for name, s in built.items())
-    warn = f'<p class="warn">{pages.esc(warning)}</p>' if warning else ""
-    (out / "style.css").write_text(pages.CSS, encoding="utf-8")
-    (out / "index.html").write_text(
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-        'content="width=device-width, initial-scale=1"><title>galleries</title><link rel="stylesheet" '
-        f'href="style.css"></head><body>{warn}<h1>Galleries of {pages.esc(store_path)}</h1><ul>{items}</ul>'
-        "</body></html>", encoding="utf-8")
-    (out / LAYERS).write_text(json.dumps(sorted(built)), encoding="utf-8")
-    return out / "index.html"
 
 
 def _forget(folder: Path, row: int, boxes) -> None:
