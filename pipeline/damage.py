@@ -115,6 +115,13 @@ def _shard_key(arr, shard: int) -> str:
     return f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}"
 
 
+def _rows(group, shard: int) -> str:
+    """The rows of ``shard``, as a user finds them in ``info`` and the queries' answers."""
+    rows, n = group.attrs["shard_rows"], group.attrs["n_images"]
+    lo, hi = shard * rows, min(n, (shard + 1) * rows) - 1
+    return f"rows {lo}-{hi}" if hi > lo else f"row {lo}"
+
+
 def _with_valid_row(done, valid, shard_rows: int) -> list[int]:
     """Done shards with a valid row: their files must exist (zarr writes no file for a shard all of
     fill values, which only a shard of invalid rows is: NaN means and maxima, -1 argmax)."""
@@ -138,7 +145,7 @@ def missing_shards(group, layer: str, done, valid, files: dict | None = None) ->
         arr = sub[stat]
         for shard in expected:
             if _shard_key(arr, shard) not in keys:
-                found.setdefault(shard, f"{layer}/{stat} shard {shard} is missing its file")
+                found.setdefault(shard, f"{layer}/{stat} shard {shard} ({_rows(group, shard)}) is missing its file")
     return dict(sorted(found.items()))
 
 
@@ -163,15 +170,15 @@ def lost_image_chunks(group, layer: str, done, files: dict) -> dict[int, str]:
         error_lost = _shard_key(error_arr, shard) not in listed["error"]
         if valid_lost and error_lost:
             if mean is not None and _shard_key(mean, shard) in files["mean"]:
-                found[shard] = f"images/valid chunk {shard} is missing its file"
+                found[shard] = f"images/valid chunk {shard} ({_rows(group, shard)}) is missing its file"
         elif valid_lost:
             try:
                 reasons = error_arr[shard * rows:(shard + 1) * rows]
             except DECODE_ERRORS as exc:
-                found[shard] = f"images/error chunk {shard} does not decode: {first_line(exc)}"
+                found[shard] = f"images/error chunk {shard} ({_rows(group, shard)}) does not decode: {first_line(exc)}"
                 continue
             if any(str(reason) == "" for reason in reasons):
-                found[shard] = f"images/valid chunk {shard} is missing its file"
+                found[shard] = f"images/valid chunk {shard} ({_rows(group, shard)}) is missing its file"
     return found
 
 
@@ -238,5 +245,5 @@ def damaged_shards(group, layer: str, full: bool = False) -> dict[int, str]:
                 except DECODE_ERRORS as exc:
                     fault = first_line(exc)
             if fault:
-                found[shard] = f"{layer}/{stat} shard {shard}: {fault}"
+                found[shard] = f"{layer}/{stat} shard {shard} ({_rows(group, shard)}): {fault}"
     return dict(sorted(found.items()))

@@ -62,7 +62,7 @@ def test_a_done_shard_without_its_file_is_refused_not_read_as_nan(tmp_path):
     store, _ = _imported(tmp_path)
     damage_store(store, "deleted")
     layer = pipeline.open_store(store)["mixed4a"]
-    with pytest.raises(DamagedStoreError, match="mixed4a/mean shard 1 is missing its file, though marked done"):
+    with pytest.raises(DamagedStoreError, match="mixed4a/mean shard 1 \\(rows 4-7\\) is missing its file, though marked done"):
         layer.topk(0, k=20)
     assert "missing its file" in pipeline.open_store(store).info()["layers"]["mixed4a"]["damaged"]
 
@@ -108,7 +108,7 @@ def test_a_lost_valid_chunk_is_refused_not_read_as_invalid_rows(tmp_path):
     from every answer, with no word said."""
     store, _ = _imported(tmp_path)
     (store / "images" / "valid" / "c" / "1").unlink()
-    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 is missing its file, though marked done"):
+    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 \\(rows 4-7\\) is missing its file, though marked done"):
         pipeline.open_store(store)["mixed4a"].topk(0)
     assert "images/valid chunk 1" in damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")[1]
 
@@ -129,7 +129,7 @@ def test_a_lost_error_chunk_costs_only_the_reasons(tmp_path, invalid_rows):
 def test_a_lost_valid_chunk_and_error_chunk_beside_a_file_of_means_are_found(tmp_path):
     store, _ = _imported(tmp_path)
     (store / "images" / "valid" / "c" / "2").unlink()  # every row valid: no error chunk to lose with it
-    with pytest.raises(DamagedStoreError, match="images/valid chunk 2 is missing its file"):
+    with pytest.raises(DamagedStoreError, match="images/valid chunk 2 \\(rows 8-11\\) is missing its file"):
         pipeline.open_store(store)["mixed4a"].topk(0)
 
 
@@ -172,7 +172,7 @@ def test_a_lost_valid_chunk_beside_its_error_chunk_is_found(tmp_path):
     store = tmp_path / "s.zarr"
     import_matrix(store, matrix, "mixed4a", [f"x{i}.jpg" for i in range(N)], shard_rows=ROWS)
     (store / "images" / "valid" / "c" / "1").unlink()
-    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 is missing its file, though marked done"):
+    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 \\(rows 4-7\\) is missing its file, though marked done"):
         pipeline.open_store(store)["mixed4a"].topk(0)
     assert list(damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")) == [1]
 
@@ -235,8 +235,8 @@ def test_a_shard_with_one_valid_row_must_keep_its_files(tmp_path):
     group = zarr.open_group(str(store), mode="r")
     assert damaged_shards(group, "mixed4a", full=True) == {}
     damage_store(store, "deleted")
-    assert "mixed4a/mean shard 1 is missing its file" in damaged_shards(group, "mixed4a")[1]
-    with pytest.raises(DamagedStoreError, match="mixed4a/mean shard 1 is missing its file"):
+    assert "mixed4a/mean shard 1 (rows 4-7) is missing its file" in damaged_shards(group, "mixed4a")[1]
+    with pytest.raises(DamagedStoreError, match="mixed4a/mean shard 1 \\(rows 4-7\\) is missing its file"):
         pipeline.open_store(store)["mixed4a"].topk(0)
 
 
@@ -250,7 +250,7 @@ def test_a_lost_valid_chunk_beside_an_undecodable_error_chunk_is_found(tmp_path)
     (store / "images" / "valid" / "c" / "1").unlink()
     (store / "images" / "error" / "c" / "1").write_bytes(b"not zstd")
     found = damaged_shards(zarr.open_group(str(store), mode="r"), "mixed4a")
-    assert list(found) == [1] and "images/error chunk 1 does not decode" in found[1]
+    assert list(found) == [1] and "images/error chunk 1 (rows 4-7) does not decode" in found[1]
 
 
 def _shard_file(store, shard=1):

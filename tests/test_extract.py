@@ -550,7 +550,7 @@ def test_a_rerun_rewrites_a_lost_valid_chunk(image_folder, small_store, tmp_path
     shutil.copytree(small_store, store)
     (store / "images" / "valid" / "c" / "1").unlink()
     summary = extract(image_folder, store, ["mixed4a"], weights="random", batch_size=4, workers=0, progress=False)
-    assert "images/valid chunk 1 is missing its file" in capsys.readouterr().err and summary.computed == 8
+    assert "images/valid chunk 1 (rows 8-15) is missing its file" in capsys.readouterr().err and summary.computed == 8
     expected, got = _arrays(small_store), _arrays(store)
     for name in expected:
         assert_array_equal(got[name], expected[name], err_msg=name)
@@ -564,7 +564,7 @@ def test_a_lost_valid_chunk_is_recomputed_only_with_every_layer_done_there(image
     extract(image_folder, fresh, ["mixed3a", "mixed4a"], **kwargs)
     shutil.copytree(fresh, store)
     (store / "images" / "valid" / "c" / "1").unlink()
-    with pytest.raises(DamagedStoreError, match=r"images/valid chunk 1 is missing its file; rerun with every layer "
+    with pytest.raises(DamagedStoreError, match=r"images/valid chunk 1 \(rows 8-15\) is missing its file; rerun with every layer "
                                                 r"done there \(--layer mixed3a --layer mixed4a\)"):
         extract(image_folder, store, ["mixed4a"], **kwargs)
     assert extract(image_folder, store, ["mixed3a", "mixed4a"], **kwargs).computed == 8
@@ -582,7 +582,7 @@ def test_a_lost_valid_chunk_beside_an_imported_layer_is_not_sent_to_activations(
     paths = list(pipeline.open_store(store).all_paths)
     import_matrix(store, np.ones((len(paths), 3), dtype=np.float32), "probe", paths)
     (store / "images" / "valid" / "c" / "1").unlink()
-    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 is missing its file; layer probe, done there, "
+    with pytest.raises(DamagedStoreError, match="images/valid chunk 1 \\(rows 8-15\\) is missing its file; layer probe, done there, "
                                                 "was imported and cannot be recomputed: restore the store"):
         extract(image_folder, store, ["mixed4a"], weights="random", batch_size=4, workers=0, progress=False)
 

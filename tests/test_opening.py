@@ -118,7 +118,7 @@ def test_a_lost_valid_chunk_needs_every_layer_done_there(tmp_path):
     path, _ = _store(tmp_path, layers=("mixed3a", "mixed4a"))
     (path / "images" / "valid" / "c" / "1").unlink()
     group = _group(path)
-    with pytest.raises(DamagedStoreError, match=r"images/valid chunk 1 is missing its file; rerun with every layer "
+    with pytest.raises(DamagedStoreError, match=r"images/valid chunk 1 \(rows 4-7\) is missing its file; rerun with every layer "
                                                 r"done there \(--layer mixed3a --layer mixed4a\)"):
         _image_chunks_repairable(group, ["mixed4a"])
     _image_chunks_repairable(group, ["mixed3a", "mixed4a"])  # both recomputed: allowed
