@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import outputs, pages
 from .errors import OutputError
-from .gallery import LAYERS, MANIFEST
+from .gallery import LAYERS, MANIFEST, foreign_entry
 
 
 def layers_folder(out_dir, names=()) -> Path:
@@ -27,13 +27,16 @@ def layers_folder(out_dir, names=()) -> Path:
     if not (out / LAYERS).exists() and any((out / name).exists() for name in ("index.html", "style.css", MANIFEST)):
         raise OutputError(f"{out} holds an index.html, style.css or gallery that no build of several layers "
                           "made; give a new or empty folder with -o")
+    stranger = foreign_entry(out, set(names)) if not (out / LAYERS).exists() else None
+    if stranger:
+        raise OutputError(f"{out} holds {stranger}, which no gallery build made; give a new or empty folder with -o")
     return out
 
 
 def layers_index(out_dir, store_path: str, built: dict, warning: str = "") -> Path:
     """``out_dir/index.html``: a page linking the galleries of several layers, ``built`` {layer: Summary},
-    each in its own subfolder of ``layers_folder(out_dir)``."""
-    out = layers_folder(out_dir)
+    each in its own subfolder of ``layers_folder(out_dir, names)``, made before the builds."""
+    out = outputs.folder(Path(out_dir).resolve())
     items = "".join(f'<li><a href="{pages.esc(name)}/index.html">{pages.esc(name)}</a>: {s.channels} channels, '
                     f"{s.images} images shown</li>" for name, s in built.items())
     warn = f'<p class="warn">{pages.esc(warning)}</p>' if warning else ""

@@ -119,6 +119,13 @@ def _drawn_from(out: Path, identity: dict) -> tuple[dict, dict] | None:
     return (sources, crops) if found == identity and isinstance(sources, dict) and isinstance(crops, dict) else None
 
 
+def foreign_entry(out: Path, own: set[str]) -> str | None:
+    """The first entry of ``out`` (sorted) that is neither in ``own`` nor a file a build was cut short
+    writing, None where there is none."""
+    return next((entry.name for entry in sorted(out.iterdir()) if entry.name not in own
+                 and not entry.name.endswith(".part")), None)
+
+
 def _built_layer(out: Path) -> str | None:
     """The layer whose gallery ``out`` holds, None where it holds none."""
     try:
@@ -219,6 +226,9 @@ def build_gallery(layer, out_dir, k: int = 10, crops: bool = True, progress: boo
     if not (out / MANIFEST).exists() and any((out / name).exists() for name in ("index.html", "style.css")):
         raise OutputError(f"{out} holds an index.html or style.css that no gallery build made; "
                          "give a new or empty folder with -o")
+    stranger = foreign_entry(out, {"img", "channels"}) if not (out / MANIFEST).exists() else None
+    if stranger:  # `-o` given the dataset's own folder wrote 1,400 files among its images
+        raise OutputError(f"{out} holds {stranger}, which no gallery build made; give a new or empty folder with -o")
     other = _built_layer(out)
     if other not in (None, layer.name):  # replacing it would lose another layer's site without a word
         raise OutputError(f"{out} holds the gallery of layer {other}; give each layer its own folder with -o, "

@@ -32,6 +32,23 @@ def test_several_layers_get_a_folder_each_and_an_index_and_none_replaces_another
     assert not (tmp_path / "single" / "one").exists()  # refused before anything was built
 
 
+def test_a_folder_of_other_files_is_refused_before_anything_is_built(tmp_path):
+    from pipeline.importing import import_matrix
+
+    paths = [f"d/{i}.jpg" for i in range(4)]
+    for name in ("one", "two"):
+        import_matrix(tmp_path / "s.zarr", np.random.default_rng(0).random((4, 2)), name, paths)
+    out = tmp_path / "site"
+    (out / "one").mkdir(parents=True)  # a first build of several layers, cut short: ours
+    (out / "notes.txt").write_text("mine")
+    refused = run_cli("gallery", "--store", tmp_path / "s.zarr", "-l", "one", "-l", "two", "-o", out, check=False)
+    assert refused.returncode == 2 and "holds notes.txt, which no gallery build made" in refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "one"]
+    (out / "notes.txt").unlink()
+    run_cli("gallery", "--store", tmp_path / "s.zarr", "-l", "one", "-l", "two", "-o", out, "-k", "1")
+    assert (out / "two" / "index.html").exists() and (out / "index.html").exists()
+
+
 def test_a_layer_named_as_the_index_file_is_refused_before_anything_is_built(tmp_path):
     from pipeline.importing import import_matrix
 

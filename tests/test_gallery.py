@@ -319,6 +319,21 @@ def test_a_folder_with_someone_elses_site_is_refused(small_store, tmp_path):
     build_gallery(layer, tmp_path / "ours", k=2, crops=False, progress=False, workers=1)  # a rebuild is welcome
 
 
+def test_a_folder_of_other_files_is_refused_and_a_build_cut_short_is_finished(small_store, tmp_path, image_folder):
+    """``-o`` given the dataset itself wrote 1,400 pictures and pages among its images (and the next
+    phase-one run found the dataset changed); a first build cut short (pictures, no manifest yet) is ours."""
+    before = sorted(image_folder.rglob("*"))
+    proc = run_cli("gallery", "--store", small_store, "-o", image_folder, "-k", "2", "--no-crops", check=False)
+    assert proc.returncode == 2 and "which no gallery build made" in proc.stderr
+    assert sorted(image_folder.rglob("*")) == before
+    layer = pipeline.open_store(small_store)["mixed4a"]
+    out = tmp_path / "site"
+    (out / "img").mkdir(parents=True)
+    (out / "img" / "0.jpg.part").write_bytes(b"cut")
+    (out / "half.part").write_bytes(b"cut")
+    assert build_gallery(layer, out, k=2, crops=False, progress=False, workers=1).channels == 508
+
+
 def test_every_link_leads_to_the_channel_it_names(site):
     out, _, _ = site
     index = (out / "index.html").read_text()
