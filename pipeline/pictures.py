@@ -192,6 +192,7 @@ def grid(layer, channels, k: int = 10, by: str = "mean", crop: bool = False, hea
     from .render import grid_figure
 
     channels = parse_channels(channels, layer.channels)
+    layer.check_usable()  # else a figure of empty rows, "top 0 images" each, written as if it answered
     rows = []
     for channel in channels:
         top = layer.topk(channel, k=k, by=by)

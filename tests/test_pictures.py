@@ -467,3 +467,14 @@ def test_a_grid_by_max_ranks_and_samples_by_the_max_and_its_title_counts_the_sto
     assert [t.split("  ")[0] for t in titles[1]] == [f"{v:.3g}" for v in drawn.activations]
     assert all(float(t.split("  ")[0]) in {float(f"{column[r]:.3g}") for r in ranked} for t in titles[1])
     assert figure.get_suptitle().startswith(f"mixed4a: top {n} images per channel by spatial max")
+
+
+def test_a_grid_of_a_layer_with_no_usable_image_is_refused_before_a_file_is_written(tmp_path):
+    """It wrote a figure of empty rows, "top 0 images" each, and exited 0, where stats and gallery refuse."""
+    from pipeline.importing import import_matrix
+
+    import_matrix(tmp_path / "s.zarr", np.full((6, 3), np.nan, dtype=np.float32), "feat", [f"{i}.jpg" for i in range(6)])
+    with pytest.raises(QueryError, match="layer feat has no usable image"):
+        pipeline.open_store(tmp_path / "s.zarr")["feat"].grid("0-2")
+    proc = run_cli("grid", "--store", tmp_path / "s.zarr", "-l", "feat", "--channels", "0-2", "-o", tmp_path / "g.png", check=False)
+    assert proc.returncode == 2 and "no usable image" in proc.stderr and not (tmp_path / "g.png").exists()
