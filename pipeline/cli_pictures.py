@@ -55,7 +55,7 @@ def featureviz(
     store: str = StoreOpt,
     layer: str = LayerOpt,
     channel: int = typer.Option(..., "--channel", "-c", help="Channel to visualise."),
-    size: int = typer.Option(128, min=16, help="Side of the optimised image in pixels."),
+    size: int = typer.Option(128, min=16, max=1024, help="Side of the optimised image in pixels."),
     steps: int = typer.Option(128, min=1, help="Optimisation steps."),
     seed: int = typer.Option(0, min=0, help="Seed of the starting image and of lucent's jitter, scale and rotation."),
     redo: bool = typer.Option(False, help="Optimise again and replace the cached picture "

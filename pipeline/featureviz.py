@@ -23,6 +23,9 @@ from .errors import QueryError, StoreError, StoreLockedError, first_line
 from .progress import say
 from .writers import writer_lock
 
+# lucent's images are 128-224 px; 100,000 asked numpy for 37 GiB before anything was said
+SIZES = (16, 1024)
+
 
 def cached(layer, channel: int):
     """The channel's cached picture, or None: not cached, or cached bytes that no longer decode
@@ -88,6 +91,9 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     from . import open_store
     from .places import location
 
+    if not SIZES[0] <= size <= SIZES[1] or steps < 1:
+        raise QueryError(f"a feature visualisation takes --size {SIZES[0]} to {SIZES[1]} pixels and --steps of 1 or "
+                         f"more, not --size {size} --steps {steps}")
     store_path = location(store_path)
     target = open_store(store_path)[layer]
     target.column(channel)  # validates the channel

@@ -262,3 +262,12 @@ def test_a_channel_past_the_cache_is_the_callers_mistake_not_damage(tmp_path, ca
     with pytest.raises(BoundsCheckError):
         cached(layer, 5)
     assert "damaged" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size, steps", [(100_000, 1), (8, 1), (64, 0)])
+def test_a_size_or_steps_out_of_range_is_refused_before_the_model_is_loaded(store_copy, size, steps):
+    """--size 100000 asked numpy for 37 GiB and died in a traceback."""
+    with pytest.raises(QueryError, match=f"not --size {size} --steps {steps}"):
+        featureviz(store_copy, "mixed4a", 1, size=size, steps=steps)
+    proc = run_cli("featureviz", "--store", store_copy, "-c", "1", "--size", "100000", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
