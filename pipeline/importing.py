@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, StoreMismatchError
+from .parsing import load_npy
 from .places import is_store, location
 from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere, images_whole,
                     merged_validity, n_shards, open_group, refresh_completeness, shard_bounds)
@@ -37,14 +38,7 @@ def read_lines(path) -> list[str]:
 
 def read_array(path, mmap: bool = False) -> np.ndarray:
     """A .npy file (memory-mapped when asked: a matrix is read one shard at a time)."""
-    try:
-        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
-        raise InputError(f"cannot read {path} as a .npy array ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive, whatever its name
-        array.close()
-        raise InputError(f"{path} is an archive of several arrays (.npz); give one array saved with numpy.save")
-    return array
+    return load_npy(path, "array file", InputError, mmap)
 
 
 def invalid_rows(group) -> int:

@@ -7,6 +7,7 @@ Offers:
     whole_number(value, name) -> int, or QueryError (2.7 and "abc" are refused)
     check_channel(channel, channels) -> channel, or QueryError
     parse_channels("0-9,97" | 97 | [3, 97], channels) -> [0, ..., 9, 97]
+    load_npy(path, what, error=QueryError, mmap=False) -> the one array of a .npy file, or ``error``
 """
 
 from __future__ import annotations
@@ -114,13 +115,7 @@ def parse_direction(spec, channels: int) -> np.ndarray:
         vector = _from_pairs(pairs, channels, "the direction")
     elif str(spec).endswith(".npy") or (os.path.isfile(str(spec)) and not _DIRECTION_TEXT.fullmatch(str(spec))):
         # "5" is channel 5 even where a file of that name happens to be; "./5" is the file
-        try:
-            vector = np.load(str(spec), allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise QueryError(f"cannot read direction file {spec}: {exc}") from None
-        if not isinstance(vector, np.ndarray):  # an .npz archive of several arrays
-            vector.close()
-            raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not an archive")
+        vector = load_npy(str(spec), "direction file")
         if not np.issubdtype(vector.dtype, np.number) or np.iscomplexobj(vector):
             raise QueryError(f"direction file {spec} must hold one numeric array (.npy), not {vector.dtype}")
         vector = _one_dimension(vector, channels, f"direction file {spec}")
@@ -138,6 +133,31 @@ def parse_direction(spec, channels: int) -> np.ndarray:
     if not vector.any():
         raise QueryError("a direction needs a weight that is not 0" + (f" (got {spec!r})" if isinstance(spec, str) else ""))
     return vector
+
+
+def load_npy(path, what: str, error=QueryError, mmap: bool = False) -> np.ndarray:
+    """The array of the .npy file ``path`` (memory-mapped where asked), or ``error`` saying in one
+    sentence why not. numpy reads any other file as a pickle, refused by allow_pickle=False with
+    advice to unpickle what it does not trust: a JPEG passed by mistake got that advice."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(6)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        raise error(f"{what} {path} is not a .npy file; give one array saved with numpy.save")
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        objects = "allow_pickle" in str(exc) or "Python objects" in str(exc)  # np.load, and its memory map
+        why = "it holds Python objects, not numbers" if objects else str(exc)
+        raise error(f"cannot read {what} {path}: {why}") from None
+    except (OSError, EOFError) as exc:  # a header cut short
+        raise error(f"cannot read {what} {path} ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive, whatever its name
+        array.close()
+        raise error(f"{what} {path} is an archive of several arrays (.npz); give one array saved with numpy.save")
+    return array
 
 
 def _from_text(spec: str, channels: int) -> np.ndarray:

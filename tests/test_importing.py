@@ -179,15 +179,20 @@ def test_input_files_that_cannot_be_read_are_one_sentence(tmp_path):
     (tmp_path / "bom.txt").write_bytes("\ufeffcafé.jpg".encode("utf-8"))  # Notepad's UTF-8
     run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "b.zarr", "--layer", "f", "--paths", tmp_path / "bom.txt")
     assert pipeline.open_store(tmp_path / "b.zarr").paths([0]) == ["café.jpg"]
-    for name, fragment in [("empty.npy", "cannot read"), ("pair.npy", "archive of several arrays")]:
-        if name == "empty.npy":
-            (tmp_path / name).write_bytes(b"")
+    for name, fragment in [("empty.npy", "is not a .npy file"), ("pair.npy", "archive of several arrays"),
+                           ("photo.jpg", "is not a .npy file; give one array saved with numpy.save"),
+                           ("objects.npy", "it holds Python objects, not numbers")]:
+        if name in ("empty.npy", "photo.jpg"):
+            (tmp_path / name).write_bytes(b"\xff\xd8\xff\xe0" * (name == "photo.jpg"))
+        elif name == "objects.npy":
+            np.save(tmp_path / name, np.array([{"a": 1}], dtype=object), allow_pickle=True)
         else:
             with open(tmp_path / name, "wb") as f:
                 np.savez(f, a=np.ones(2), b=np.ones(2))
         proc = run_cli("import", tmp_path / name, "--store", tmp_path / "e.zarr", "--layer", "f",
                        "--paths", tmp_path / "bom.txt", check=False)
         assert proc.returncode == 2 and fragment in proc.stderr and "interrupted" not in proc.stderr, proc.stderr
+        assert "allow_pickle" not in proc.stderr  # numpy's advice to unpickle what one does not trust
     (tmp_path / "p.txt").write_bytes("café.jpg".encode("latin-1"))
     proc = run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "f",
                    "--paths", tmp_path / "p.txt", check=False)
