@@ -228,7 +228,7 @@ class Store:
         found = np.flatnonzero(self.all_paths == os.path.normpath(text).replace(os.sep, "/"))
         if not found.size:
             where = f"relative to {self.root}" if self.root else f"as imported, e.g. {self.paths([0])[0]!r}"
-            raise QueryError(f"{image} is not an image of this store (paths are {where})")
+            raise QueryError(f"{str(image)!r} is not an image of this store (paths are {where})")
         return int(found[0])
 
     def info(self) -> dict:

@@ -86,6 +86,9 @@ def _finite_in_other_layers(group, layer: str, shard: int, start: int, stop: int
 def _relative_paths(paths, root):
     """Paths normalised ("./cat/x.jpg" as "cat/x.jpg") and relative to the root; absolute ones
     are made relative to ``root`` or, without one, to their common folder, which becomes it."""
+    blank = next((row for row, p in enumerate(paths) if not str(p).strip()), None)
+    if blank is not None:  # normpath makes it ".", which the user never wrote
+        raise InputError(f"path {blank} (line {blank + 1} of a paths file) is blank; give one image path a line")
     paths = [posixpath.normpath(str(p).strip().replace(os.sep, "/")) for p in paths]
     root = None if root is None else os.path.abspath(root).replace(os.sep, "/")  # one spelling: "/d/" is "/d"
     absolute = [p.startswith("/") for p in paths]

@@ -69,6 +69,8 @@ def _pretrained():
 def _from_file(path: str):
     import torch
 
+    if os.path.isdir(path):
+        raise WeightsError(f"weights file {path} is a folder; pass pretrained, random or a .pth file's path")
     if not os.path.isfile(path):
         raise WeightsError(f"weights file {path} does not exist; pass pretrained, random or a .pth path")
     try:

@@ -306,9 +306,12 @@ def test_an_import_cut_short_is_redone_with_the_shape_and_statistics_of_the_new_
         layer.topk(0, by="max")  # not the cut-short attempt's maxima
 
 
-@pytest.mark.parametrize("blank", ["", ".", "./", "x/.."])
-def test_a_path_that_names_no_file_is_refused(tmp_path, blank):
-    with pytest.raises(InputError, match="does not name a file under the dataset root"):
+@pytest.mark.parametrize("blank, said", [("", r"path 1 \(line 2 of a paths file\) is blank"), ("  ", "is blank"),
+                                         (".", "does not name a file"), ("./", "does not name a file"),
+                                         ("x/..", "does not name a file under the dataset root")])
+def test_a_path_that_names_no_file_is_refused(tmp_path, blank, said):
+    """A blank line was called "path '.'", which the user never wrote."""
+    with pytest.raises(InputError, match=said):
         import_matrix(tmp_path / "s.zarr", np.ones((2, 2), np.float32), "feat", ["a.jpg", blank])
     assert not (tmp_path / "s.zarr").exists()
 

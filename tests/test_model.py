@@ -169,3 +169,9 @@ def test_an_unwritable_weights_cache_is_named_not_blamed_on_the_network(monkeypa
     message = str(err.value)
     assert "Permission denied: /nonexistent/.cache/torch/hub/checkpoints" in message and "TORCH_HOME" in message
     assert "could not fetch" not in message
+
+
+def test_a_folder_given_as_weights_is_called_a_folder(tmp_path):
+    """It was said not to exist, beside the folder the user could see."""
+    with pytest.raises(WeightsError, match="is a folder; pass pretrained, random or a .pth file's path"):
+        load_model(str(tmp_path))

@@ -377,6 +377,8 @@ def test_api_arguments_are_checked_like_the_cli(generated):
     assert layer.direction("4:1,", k=3).rows.tolist() == layer.topk(4, k=3).rows.tolist()
     with pytest.raises(QueryError, match="not an image of this store"):
         layer.similar("²")  # a digit to str.isdigit, not to int()
+    with pytest.raises(QueryError, match="^'' is not an image of this store"):
+        layer.similar("")  # said " is not an image", the name missing from the sentence
 
 
 def test_short_answers_and_constant_channels_are_noted_each_on_a_line(tmp_path):
