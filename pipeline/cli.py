@@ -220,9 +220,12 @@ def _quiet_exit() -> None:
     requests, or zarr's writes stopped by Ctrl-C, leave coroutines and tasks that it would
     print as hundreds of lines of tracebacks; the line before the exit said it all."""
     import logging
+    import warnings
 
     sys.unraisablehook = lambda unraisable: None
     logging.getLogger("asyncio").disabled = True
+    # zarr's coroutines cut short by Ctrl-C, said as a warning (with a tracemalloc hint) after the line
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
 
 
 def _click_class(name: str):
