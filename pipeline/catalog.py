@@ -208,6 +208,11 @@ class Store:
         """Every row's label, read once per session (4 bytes an image)."""
         return np.asarray(self._images("label")[:])
 
+    def errors(self, rows) -> list[str]:
+        """Why each row is invalid ("" for a valid row, or where no reason was recorded)."""
+        rows = self.check_rows(rows)
+        return [str(e) for e in self._images("error").get_coordinate_selection(rows)] if rows.size else []
+
     def labels(self, rows) -> np.ndarray:
         """Each row's class index (int, -1 without a class); ``store.class_names[label]`` names it."""
         return self.all_labels[self.check_rows(rows)]
@@ -257,8 +262,8 @@ class Store:
         invalid = np.flatnonzero(~self.valid)[:5] if complete else np.zeros(0, dtype=np.int64)
         return {"store": self.path, "format_version": self.attrs.get("format_version"),
                 "images": self.n, "invalid": int(self.n - self.valid.sum()) if complete else None,
-                "invalid_examples": [{"row": int(r), "path": p, "error": str(e)} for r, p, e in zip(
-                    invalid.tolist(), self.paths(invalid), self._images("error").get_coordinate_selection(invalid))],
+                "invalid_examples": [{"row": int(r), "path": p, "error": e} for r, p, e in zip(
+                    invalid.tolist(), self.paths(invalid), self.errors(invalid))],
                 "classes": len(self.classes), "dataset": self.attrs.get("dataset"),
                 "weights": self.weights, "precision": (stored_setting(self.attrs, "model") or {}).get("precision"),
                 "preprocessing": stored_setting(self.attrs, "preprocessing"), "layers": layers}

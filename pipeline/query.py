@@ -137,6 +137,15 @@ class Layer(Analysis):
         """Reads of the arrays in ``held`` {name: array} come from it; ``{}``: from the store again."""
         self._held = dict(held)
 
+    def _unusable(self, image, row: int) -> str:
+        """Why ``row`` has no activations to compare, in a sentence: invalid (and why), or not yet computed."""
+        if not self.store.valid[row]:
+            why = self.store.errors([row])[0]
+            return f"image {image} (row {row}) is invalid in this store ({why or 'no reason recorded'})"
+        shard = row // self.store.shard_rows
+        return (f"image {image} (row {row}) is not yet computed in layer {self.name}: its shard {shard} is "
+                "unfinished (rerun exemplars activations with the same settings to finish it)")
+
     def note(self) -> str:
         """What to know about any answer from this layer, in one line ("" if nothing)."""
         return "; ".join(self.notes())
@@ -290,7 +299,7 @@ class Layer(Analysis):
         k = self.check_k(k)
         row = self.store.row_of(image)
         if not self.usable[row]:
-            raise QueryError(f"image {image} (row {row}) is invalid or not yet computed in this store")
+            raise QueryError(self._unusable(image, row))
         _, cosine = scans.cosine_to_row(self, row, _progress(progress))
         if cosine is None:
             raise QueryError(f"image {image} (row {row}) has no activation in layer {self.name} "

@@ -464,9 +464,12 @@ def test_similar_refuses_an_image_not_usable(generated):
     group["layer1/done"][0] = False  # rows 0-31 still being written: their values are not answers yet
     refresh_completeness(group, "layer1")
     layer = pipeline.open_store(path)["layer1"]
-    for image in (10, 50):  # a row of an unfinished shard, an invalid row
-        with pytest.raises(QueryError, match="invalid or not yet computed"):
-            layer.similar(image)
+    # It said "invalid or not yet computed" of both, leaving the user to guess whether a rerun helps
+    with pytest.raises(QueryError, match=r"image 10 \(row 10\) is not yet computed in layer layer1: its shard 0 is "
+                                         "unfinished \\(rerun exemplars activations"):
+        layer.similar(10)
+    with pytest.raises(QueryError, match=r"image 50 \(row 50\) is invalid in this store \("):
+        layer.similar(50)
 
 
 def test_a_direction_by_columns_never_ranks_an_unfinished_shard(generated):
