@@ -40,6 +40,8 @@ def test_first_line():
     assert first_line(OSError("disk full\nmore detail")) == "disk full"
     assert first_line(ValueError("  \n")) == "ValueError"
     assert first_line(RuntimeError("x" * 500)) == "x" * 200
+    said = "Stored and computed checksum do not match. Stored: b'%>\\xd6\\xb3'. Computed: b'\\x00\\x01\\x02\\x03'."
+    assert first_line(ValueError(said)) == "Stored and computed checksum do not match."  # no raw bytes in a sentence
 
 
 def test_unknown_layer_in_a_store_without_layers():
