@@ -3,6 +3,7 @@
 Offers:
     Store(path, cache_paths=True, root=None)   open read-only; ``store[layer]`` -> ``query.Layer``
     Store.paths(rows), .recorded(rows), .labels(rows), .row_of(image), .check_rows(rows), .info(), .layers, .classes,
+    .image_damage (lost chunks of paths, labels, sizes or times: refused by every read of them),
     .root, .weights; ``layer in store``, ``for name in store``, ``len(store)``, keys/values/items/get
 
 Read-only and torch-free, like every query.
@@ -18,7 +19,7 @@ from functools import cached_property
 import numpy as np
 
 from .classes import human_names
-from . import damage
+from . import damage, lost
 from .checked import Checked
 from .errors import DamagedStoreError, InputError, QueryError, StoreError, unknown_layer
 from .places import forget_listings, location
@@ -115,9 +116,24 @@ class Store:
     def __repr__(self) -> str:
         return f"<exemplars store {self.path}: {self.n} images, layers {', '.join(self.layers)}>"
 
+    @cached_property
+    def image_damage(self) -> str | None:
+        """Why the paths, labels, sizes or times cannot be read, or None: a lost chunk, which zarr
+        reads as "" or 0 (one listing of ``images/``, once a session)."""
+        return lost.image_damage(self.group, self.path, {name: self._node(name) for name in lost.IMAGE_DATA})
+
+    def _node(self, name: str):
+        """``images/name``, opened once (an open reads its metadata: a request on an object store)."""
+        nodes = self.__dict__.setdefault("_nodes", {})
+        if name not in nodes:
+            nodes[name] = self.group[f"images/{name}"]
+        return nodes[name]
+
     def _images(self, name: str):
         """``images/name``, its reads of damaged data said in one sentence (written once, at creation)."""
-        return Checked(self.group[f"images/{name}"], f"images/{name} of {self.path}",
+        if name in lost.IMAGE_DATA and self.image_damage:
+            raise DamagedStoreError(self.image_damage)
+        return Checked(self._node(name), f"images/{name} of {self.path}",
                               "rebuild the store (the same command with --overwrite) or restore it from a copy")
 
     @cached_property
@@ -259,11 +275,12 @@ class Store:
                             "images_covered": int(layer.usable.sum()), "stats": layer.available}
         complete = layers and all(v.get("shards_done", -1) == v.get("shards") for v in layers.values())
         layers = dict(sorted(layers.items()))
-        invalid = np.flatnonzero(~self.valid)[:5] if complete else np.zeros(0, dtype=np.int64)
+        invalid = np.flatnonzero(~self.valid)[:5] if complete and not self.image_damage else np.zeros(0, dtype=np.int64)
         return {"store": self.path, "format_version": self.attrs.get("format_version"),
                 "images": self.n, "invalid": int(self.n - self.valid.sum()) if complete else None,
                 "invalid_examples": [{"row": int(r), "path": p, "error": e} for r, p, e in zip(
                     invalid.tolist(), self.paths(invalid), self.errors(invalid))],
                 "classes": len(self.classes), "dataset": self.attrs.get("dataset"),
                 "weights": self.weights, "precision": (stored_setting(self.attrs, "model") or {}).get("precision"),
-                "preprocessing": stored_setting(self.attrs, "preprocessing"), "layers": layers}
+                "preprocessing": stored_setting(self.attrs, "preprocessing"), "layers": layers,
+                **({"damaged": self.image_damage} if self.image_damage else {})}

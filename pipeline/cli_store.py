@@ -36,6 +36,8 @@ def info(store: str = StoreOpt, as_json: bool = typer.Option(False, "--json", he
     typer.echo(f"store        {facts['store']} (format {facts['format_version']})")
     typer.echo(f"images       {facts['images']} ({facts['classes']} classes), invalid: "
                f"{'unknown until complete' if facts['invalid'] is None else facts['invalid']}")
+    if facts.get("damaged"):
+        typer.echo("images       DAMAGED (see below)")
     for example in facts["invalid_examples"]:
         typer.echo(f"  invalid    row {example['row']} {example['path']}: {example['error']}")
     typer.echo(f"dataset      {_pairs(facts['dataset'])}")
@@ -79,7 +81,8 @@ def _refuse_damaged(facts) -> None:
     """After the facts, the first damage found, as the one sentence of an error (exit 2)."""
     from .errors import DamagedStoreError
 
-    damaged = [layer["damaged"] for layer in facts["layers"].values() if layer.get("damaged")]
+    damaged = [facts["damaged"]] if "damaged" in facts else []  # the images' arrays: every layer's rows
+    damaged += [layer["damaged"] for layer in facts["layers"].values() if layer.get("damaged")]
     if damaged:
         raise DamagedStoreError(damaged[0] + (f" ({len(damaged) - 1} more layer{'s' * (len(damaged) > 2)} damaged too)"
                                               if len(damaged) > 1 else ""))

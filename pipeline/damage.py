@@ -7,7 +7,8 @@ fill value (NaN) as if it were data. Offers:
     DECODE_ERRORS                       what zarr and its codecs raise on undecodable bytes
     out_of_bounds(exc) -> bool          zarr's selection-out-of-bounds error among them (no damage)
     stray_folders(group, prefix="")     folders zarr does not take as nodes: their ``zarr.json`` is lost
-    layer_fault(group, layer) -> str | None   a layer's own or one of its arrays' ``zarr.json`` lost
+    layer_fault(group, layer) -> str | None   a layer's own or one of its arrays' ``zarr.json`` lost, or an
+                                        array it was made with gone (``lost.missing_arrays``)
     done_markers(group, layer) -> (done, {shard: reason})   done markers, those that do not decode as False
     damaged_shards(group, layer, full=False) -> {shard: reason}   done shards whose files are missing,
                                         truncated (the shard index: size and crc32c) or, ``full``,
@@ -87,7 +88,9 @@ def layer_fault(group, layer: str) -> str | None:
     stray = stray_folders(group, layer)
     if stray:
         return f"its {', '.join(f'{layer}/{name}/zarr.json' for name in stray)} {'is' if len(stray) == 1 else 'are'} missing"
-    return None
+    from .lost import missing_arrays  # it reads this module's listings
+
+    return missing_arrays(group, layer)  # a whole array folder gone: zarr would read it as never made
 
 
 def layer_fix(attrs: dict) -> str:

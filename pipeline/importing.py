@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, StoreMismatchError
+from .errors import DamagedStoreError, InputError, StoreMismatchError
+from .lost import image_damage
 from .parsing import load_npy
 from .places import is_store, location
 from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere, images_whole,
@@ -150,6 +151,7 @@ def import_matrix(path, matrix, layer: str, paths, labels=None, classes=(), root
         else:
             group = create_store(path, meta, {"path": paths, "label": labels, "classes": list(classes),
                                               "size": zeros, "mtime_ns": zeros}, shard_rows, overwrite)
+            _refuse_lost_images(group, path)
         group = _agree_with_store(group, path, labels if given_labels else None, classes, root, layer)
         redo = layer in group
         if redo:  # an import cut short: made again from the start
@@ -172,8 +174,16 @@ def _phase_one_store(path):
     return group if made_here else None
 
 
+def _refuse_lost_images(group, path) -> None:
+    """A lost chunk of paths or labels reads as "" or 0: said as damage, not as other images or labels."""
+    damaged = image_damage(group, path)
+    if damaged:
+        raise DamagedStoreError(damaged)
+
+
 def _check_same_images(group, path, paths: list[str], shard_rows: int) -> None:
     """Refuse an import into a phase-one store unless its paths are the store's, in its order."""
+    _refuse_lost_images(group, path)
     stored = [str(p) for p in group["images"]["path"][:]]
     if stored != list(paths):
         where = next((i for i, (a, b) in enumerate(zip(stored, paths)) if a != b), min(len(stored), len(paths)))

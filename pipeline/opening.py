@@ -5,7 +5,8 @@ Offers:
     root_meta(images, weights_info, precision, decoder) -> dict   the root attributes a run would write
     pending_shards(group, layers) -> list[int]   the shards some asked-for layer has not finished
     open_for_writing(store_path, meta, images, ...) -> zarr.Group   made or reopened, with its layers (the writer);
-        damaged layers remade, damaged shards unmarked (``repair``)
+        damaged layers remade, damaged shards unmarked (``repair``), lost chunks of paths, labels, sizes
+        and times written again from the image list (``lost``)
     repair(group, layer, verify) -> bool        the writer's: a damaged layer removed (remade by ``add_layer``),
         or its damaged done shards unmarked, so that the run recomputes them; said in one line
     finished_already(store_path, meta, images, ...) -> zarr.Group | None   finished for this run, and whole
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import damage, places
+from . import damage, lost, places
 from . import images as imgs
 from . import store as st
 from .errors import DamagedStoreError, PipelineError
@@ -69,6 +70,22 @@ def repair(group, layer: str, verify: bool = False) -> None:
         st.refresh_completeness(group, layer)
 
 
+def _repair_image_data(group, images) -> None:
+    """Write lost chunks of paths, labels, sizes and times again from this run's image list: its
+    fingerprint matched the store's (``create_store``), so they are the same files in the same order,
+    labelled alike where the class names agree (a class folder added empty since would shift them)."""
+    found = lost.lost_image_data(group) if st.images_whole(group) else []
+    if not found:
+        return
+    where = st.store_name(group)
+    if any(name == "label" for name, _, _ in found) and list(group["images"].attrs.get("classes", [])) != list(images.classes):
+        raise DamagedStoreError(f"store {where} is damaged: {next(w for n, _, w in found if n == 'label')}, and the image "
+                                "folder's classes are no longer the store's to label it again: restore the store from a copy")
+    say(f"{where}: {'; '.join(why for _, _, why in found)}: writing {'them' if len(found) > 1 else 'it'} again "
+        "from the image folder")
+    lost.rewrite_image_data(group, image_arrays(images), found)
+
+
 def _image_chunks_repairable(group, layers) -> None:
     """Refuse a run that would recompute a shard whose ``images/valid`` chunk is lost while a layer
     it does not name keeps that shard done: the shard's validity is AND-ed with that layer's, which
@@ -102,6 +119,7 @@ def open_for_writing(store_path, meta, images, layers, shapes, model, traced, sh
     if group.attrs["dataset"].get("root") != images.root:
         # The same files (the fingerprint says so) found elsewhere: pictures read them from here now.
         group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=images.root)})
+    _repair_image_data(group, images)
     _image_chunks_repairable(group, layers)
     for layer in layers:
         repair(group, layer, verify)
@@ -130,6 +148,7 @@ def finished_already(store_path, meta, images, layers, shard_rows):
     st.check_compatible(group, dict(meta, shard_rows=int(shard_rows or group.attrs["shard_rows"])),
                         image_arrays(images))
     finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
+                and not lost.lost_image_data(group)  # chunks of paths or labels lost: written again there
                 and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
                         and damage.done_markers(group, layer)[0].all() for layer in layers)
                 # Files lost or cut short since: the locked path unmarks those shards and recomputes them.

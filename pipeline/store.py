@@ -44,6 +44,10 @@ FORMAT_VERSION = 1
 DEFAULT_SHARD_ROWS = 65536
 LOOKUP_ROWS = 1024  # chunk of images/path
 STATS = ("mean", "max", "argmax")
+# Labels are -1 (no class) or a class index. With 0 (stores before 2026-11-29) zarr wrote no chunk of
+# class 0 alone, so a lost chunk, read as class 0, could not be told from one; with -2 every chunk is
+# written and a lost one is missing from the listing (``pipeline.lost``).
+LABEL_FILL = -2
 
 # Variable-length strings are not yet in the zarr v3 core spec; zarr says so
 # on every write. The format documents the choice, so the warning is noise.
@@ -130,7 +134,7 @@ def _make_images(group, images: dict, shard_rows: int) -> None:
         # decodes its ten paths without a whole shard's worth of strings.
         arr = im.create_array(name, shape=(n,), dtype=values.dtype if name != "path" else str,
                               chunks=(min(LOOKUP_ROWS, chunks[0]),) if name == "path" else chunks,
-                              dimension_names=("image",))
+                              fill_value=LABEL_FILL if name == "label" else None, dimension_names=("image",))
         arr[:] = values
     im.create_array("valid", shape=(n,), dtype=bool, chunks=chunks,
                     fill_value=False, dimension_names=("image",))
@@ -221,8 +225,9 @@ def add_layer(group, name: str, channels: int, spatial_shape, layer_meta: dict, 
                      fill_value=False, dimension_names=("shard",))
     # One write: zarr's attrs.update() writes the layer's zarr.json once per key, and a run
     # killed between two of them left a layer with channels but no spatial_shape, taken as whole.
+    # ``stats`` names the arrays made: an import may have no max, and a lost one must not read as that.
     return sub.update_attributes(dict(layer_meta, channels=channels, spatial_shape=list(spatial_shape),
-                                      complete=False, shards_done=0))
+                                      stats=list(stats), complete=False, shards_done=0))
 
 
 LAYER_KEYS = ("channels", "spatial_shape", "complete", "shards_done")

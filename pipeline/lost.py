@@ -1,0 +1,140 @@
+"""Whole files lost from a store that zarr would read as fill values: image arrays' chunks and a
+layer's arrays (no torch).
+
+zarr reads a missing chunk as the array's fill value and a missing array as no array at all, so a
+deleted file gave queries empty paths, class 0's name, or a layer that "has no spatial max". Each is
+found here from listings (and, only where a fill value could be real data, a little more). Offers:
+
+    IMAGE_DATA                      the image arrays written once, at creation, from the image list
+    lost_image_data(group) -> [(array, chunk, reason)]   chunks of ``IMAGE_DATA`` lost
+    image_damage(group) -> str | None   the one sentence a reader refuses them with
+    rewrite_image_data(group, arrays, found)   the writer's repair: the lost chunks written again
+    expected_arrays(layer_attrs) -> tuple   the arrays a whole layer has
+    missing_arrays(group, layer) -> str | None   a whole layer's arrays that are gone
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .damage import _listing, _shard_key
+from .store import LAYER_KEYS, STATS, dataset_fingerprint
+
+IMAGE_DATA = ("path", "label", "size", "mtime_ns")
+
+
+def _rows(lo: int, hi: int) -> str:
+    return f"rows {lo}-{hi - 1}" if hi - 1 > lo else f"row {lo}"
+
+
+def _missing_chunks(arr, n: int, keys: set) -> list[int]:
+    step = arr.chunks[0]
+    return [c for c in range(-(-n // step)) if _shard_key(arr, c) not in keys]
+
+
+def _labels_could_be_fill(group, images, lo: int, hi: int, fill) -> bool:
+    """Whether rows lo..hi may all really hold ``fill`` (a store made before ``store.LABEL_FILL``): a flat
+    folder's labels are all -1; an image folder's are its paths' class folders, read here; an
+    import's labels are its own, and cannot be told (a documented limitation)."""
+    layout = (group.attrs.get("dataset") or {}).get("layout")
+    if fill < -1:
+        return False
+    if layout == "flat":
+        return fill == -1
+    if layout != "imagefolder":
+        return True
+    classes = list(images.attrs.get("classes", []))
+    if not 0 <= fill < len(classes):
+        return False
+    paths = [str(p) for p in images["path"][lo:hi]]
+    return all(p.split("/", 1)[0] == classes[fill] for p in paths if p)
+
+
+def _fingerprint_holds(group, images) -> bool:
+    """Whether the stored paths, sizes and times hash to the recorded fingerprint (reads all three;
+    a store without one, which no command makes, cannot be told damaged)."""
+    recorded = group.attrs.get("dataset_fingerprint")
+    return recorded is None or dataset_fingerprint(images["path"][:], images["size"][:], images["mtime_ns"][:]) == recorded
+
+
+def lost_image_data(group, arrays: dict | None = None) -> list[tuple[str, int, str]]:
+    """(array, chunk, reason) for each lost chunk of ``IMAGE_DATA`` (``arrays``: those arrays, where
+    the caller has them open), from one listing of ``images/``. A path is
+    never "" (the fill value), so every chunk of paths exists; labels since ``LABEL_FILL`` likewise.
+    A missing chunk of sizes or times (or of an older store's labels) may be real zeros: sizes and
+    times are then checked against the dataset fingerprint (read whole, only then), labels against
+    the paths' class folders. An imported store's sizes and times are all 0: no chunk to lose."""
+    images, n = group["images"], group.attrs["n_images"]
+    layout = (group.attrs.get("dataset") or {}).get("layout")
+    arrays = arrays or {name: images[name] for name in IMAGE_DATA}
+    keys = set(_listing(group.store, "images/"))
+    found, unsure = [], []
+    for name in IMAGE_DATA:
+        arr = arrays[name]
+        step = arr.chunks[0]
+        for chunk in _missing_chunks(arr, n, keys):
+            lo, hi = chunk * step, min(n, (chunk + 1) * step)
+            lost = (name, chunk, f"images/{name} chunk {chunk} ({_rows(lo, hi)}) is missing its file")
+            if name == "path":
+                found.append(lost)
+            elif name == "label":
+                fill = int(arr.metadata.fill_value)
+                if not _labels_could_be_fill(group, images, lo, hi, fill):
+                    found.append(lost)
+            elif layout != "imported":
+                unsure.append(lost)
+    if unsure and not any(name == "path" for name, _, _ in found) and not _fingerprint_holds(group, images):
+        found.extend(unsure)
+    return found
+
+
+def _fix(group) -> str:
+    if (group.attrs.get("dataset") or {}).get("layout") == "imported":
+        return ("import the store's layers again (`exemplars import ... --overwrite` remakes it) "
+                "or restore the store from a copy")
+    return ("rerun `exemplars activations` with the same settings to write it again from the image folder, "
+            "or restore the store from a copy")
+
+
+def image_damage(group, where: str, arrays: dict | None = None) -> str | None:
+    """The sentence a reader refuses lost image chunks with, or None."""
+    found = lost_image_data(group, arrays)
+    if not found:
+        return None
+    more = f" (and {len(found) - 1} more chunk{'s' * (len(found) > 2)})" if len(found) > 1 else ""
+    return f"store {where} is damaged: {found[0][2]}{more}; {_fix(group)}"
+
+
+def rewrite_image_data(group, arrays: dict, found) -> None:
+    """Write each lost chunk again from ``arrays`` (``opening.image_arrays``' of this run, whose
+    fingerprint matched the store's: the same files in the same order)."""
+    images, n = group["images"], group.attrs["n_images"]
+    for name, chunk, _ in found:
+        arr = images[name]
+        lo, hi = chunk * arr.chunks[0], min(n, (chunk + 1) * arr.chunks[0])
+        values = np.asarray(arrays[name][lo:hi], dtype=str if name == "path" else arr.dtype)
+        arr[lo:hi] = values
+
+
+def expected_arrays(attrs) -> tuple[str, ...]:
+    """The arrays a whole layer has: its ``stats`` attribute's (since 2026-11-29), else phase one's
+    three, or an import's ``mean`` (whether an older import was given a ``max`` is not recorded)."""
+    stats = attrs.get("stats")
+    if stats is None:
+        stats = ("mean",) if attrs.get("model") == "imported" else STATS
+    return (*stats, "done")
+
+
+def missing_arrays(group, layer: str) -> str | None:
+    """Why a layer whose attributes were written (they come last, after every array) lacks an
+    array it was made with, or None; a layer still being made is not damaged."""
+    attrs = group[layer].attrs
+    if not all(key in attrs for key in LAYER_KEYS):
+        return None
+    # The folder's names (a name without its zarr.json is ``damage.stray_folders``'): zarr's member
+    # listing reads every array's metadata, ten times the time.
+    members = set(_listing(group.store, f"{layer}/", recursive=False))
+    lost = [f"{layer}/{name}" for name in expected_arrays(attrs) if name not in members]
+    if not lost:
+        return None
+    return f"its {', '.join(lost)} array{'s' * (len(lost) > 1)} {'is' if len(lost) == 1 else 'are'} missing"
