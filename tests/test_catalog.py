@@ -26,7 +26,7 @@ def test_images_by_row_and_by_path(store, tmp_path):
     assert store.class_names == ["ant", "bee", "cat"] and store.valid.tolist() == [True, True, False, True]
     assert store.row_of("1") == 1 and store.row_of("./a/y.jpg") == 1
     assert store.row_of(3.0) == store.row_of(np.float32(3)) == 3  # as topk takes 3.0 for a channel
-    with pytest.raises(QueryError, match="3.5 is not an image"):
+    with pytest.raises(QueryError, match="'3.5' is not an image"):
         store.row_of(3.5)
     assert store.row_of(str(tmp_path / "data" / "c" / "w.jpg")) == 3  # absolute, under the root
     for image, fragment in [("9", "row 9 is out of range; the store has rows 0-3"), ("a/none.jpg", "not an image")]:
