@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from functools import cached_property
 
 import numpy as np
+import zarr
 
 from .classes import human_names
 from . import damage, lost
 from .checked import Checked
+from .metadata import children
 from .errors import DamagedStoreError, InputError, QueryError, StoreError, unknown_layer
 from .places import forget_listings, location
 from .settings import stored_setting
@@ -47,19 +48,33 @@ class Store:
         self.shard_rows = int(self.attrs["shard_rows"])
 
     @cached_property
-    def layers(self) -> list[str]:
-        with warnings.catch_warnings():  # zarr notices the writer's lock file, and damaged layers, when listing
-            warnings.filterwarnings("ignore", message=".*is not recognized as a component.*")
-            return sorted(name for name in self.group.group_keys() if name != "images")
+    def _children(self) -> tuple[dict, dict[str, str]]:
+        """The root's nodes, and those whose ``zarr.json`` does not parse (``metadata.children``: one
+        listing; zarr's own failed whole on one such file)."""
+        return children(self.group)
 
     @cached_property
+    def layers(self) -> list[str]:
+        return sorted(name for name, node in self._children[0].items()
+                      if name != "images" and isinstance(node, zarr.Group))
+
+    @cached_property
+    def layer_faults(self) -> dict[str, str]:
+        """{layer: why} for layer folders zarr cannot open: a ``zarr.json`` lost (zarr no longer lists
+        them) or not zarr metadata."""
+        lost = {name: f"its {name}/zarr.json is missing" for name in damage.stray_folders(self.group, nodes=self._children)}
+        faults = {**lost, **self._children[1]}
+        return {name: faults[name] for name in sorted(faults) if name != "images"}
+
+    @property
     def damaged_layers(self) -> list[str]:
-        """Layer folders whose ``zarr.json`` is lost: zarr no longer lists them (one listing of the root)."""
-        return [name for name in damage.stray_folders(self.group) if name != "images"]
+        return list(self.layer_faults)
 
     def damaged_layer(self, layer: str) -> DamagedStoreError:
-        return DamagedStoreError(f"layer {layer} of {self.path} is damaged: its {layer}/zarr.json is missing; "
-                                 f"{damage.layer_fix({})}")
+        # Its own attributes unread: a store made by ``exemplars import`` holds imported layers alone.
+        imported = (self.attrs.get("model") or {}).get("name") == "imported"
+        return DamagedStoreError(f"layer {layer} of {self.path} is damaged: {self.layer_faults[layer]}; "
+                                 f"{damage.layer_fix({'model': 'imported'} if imported else {})}")
 
     def _listed(self, layer) -> bool:
         """Whether ``layer`` is a layer of the store, listing it again on a miss: a layer imported or
@@ -69,7 +84,7 @@ class Store:
                 return True
         except (TypeError, ValueError):  # an array compared by elements: no layer's name
             return False
-        for name in ("layers", "damaged_layers"):
+        for name in ("_children", "layers", "layer_faults"):
             self.__dict__.pop(name, None)
         forget_listings(self.group)
         return layer in self.layers
@@ -133,8 +148,7 @@ class Store:
         """``images/name``, its reads of damaged data said in one sentence (written once, at creation)."""
         if name in lost.IMAGE_DATA and self.image_damage:
             raise DamagedStoreError(self.image_damage)
-        return Checked(self._node(name), f"images/{name} of {self.path}",
-                              "rebuild the store (the same command with --overwrite) or restore it from a copy")
+        return Checked(self._node(name), f"images/{name} of {self.path}", damage.IMAGES_FIX)
 
     @cached_property
     def valid(self) -> np.ndarray:

@@ -7,8 +7,9 @@ fill value (NaN) as if it were data. Offers:
     DECODE_ERRORS                       what zarr and its codecs raise on undecodable bytes
     out_of_bounds(exc) -> bool          zarr's selection-out-of-bounds error among them (no damage)
     stray_folders(group, prefix="")     folders zarr does not take as nodes: their ``zarr.json`` is lost
-    layer_fault(group, layer) -> str | None   a layer's own or one of its arrays' ``zarr.json`` lost, or an
-                                        array it was made with gone (``lost.missing_arrays``)
+    layer_fault(group, layer) -> str | None   a layer's own or one of its arrays' ``zarr.json`` lost or
+                                        not zarr metadata, its attributes or shapes wrong (``pipeline.metadata``),
+                                        or an array it was made with gone (``lost.missing_arrays``)
     done_markers(group, layer) -> (done, {shard: reason})   done markers, those that do not decode as False
     damaged_shards(group, layer, full=False) -> {shard: reason}   done shards whose files are missing,
                                         truncated (the shard index: size and crc32c) or, ``full``,
@@ -16,7 +17,7 @@ fill value (NaN) as if it were data. Offers:
     missing_shards(group, layer, done, valid) -> {shard: reason}   the listing check alone
     lost_image_chunks(group, layer, done, files) -> {shard: reason}   lost images/valid chunks
     shard_files(group, layer) -> {array: set of keys}   one listing of each sharded array's files
-    layer_fix(layer_attrs) -> str       what a user does about a damaged layer
+    layer_fix(layer_attrs) -> str       what a user does about a damaged layer (IMAGES_FIX: about ``images/``)
     remove_layer(group, layer)          delete a layer's folder, node or not (the writer, remaking it)
     remove_shard(group, layer, shard)   delete a shard's files (zarr reads a shard it writes into, and a
                                         damaged one fails that read)
@@ -26,11 +27,11 @@ Reads that name the damage they meet are ``checked.Checked``'s.
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
 from .errors import first_line
+from .metadata import children, layer_shape_fault
 
 # A codec's complaint about its input: zstd's RuntimeError, zarr's crc32c ValueError, a reshape
 # of too few bytes (ValueError), an index past the buffer (IndexError), a short read (EOFError).
@@ -61,19 +62,18 @@ def _listing(store, prefix: str, recursive: bool = True) -> list[str]:
     return _sync(_collect(store.list_prefix(prefix) if recursive else store.list_dir(prefix)))
 
 
-def stray_folders(group, prefix: str = "") -> list[str]:
+def stray_folders(group, prefix: str = "", nodes: tuple | None = None) -> list[str]:
     """Children of ``prefix`` that are no zarr node but hold a node's contents (an array's chunks
     under ``c/``, or nodes of their own): their ``zarr.json`` was lost (a writer makes a node's
     ``zarr.json`` before anything in it). Anything else is not ours to call damaged: a NAS's
-    ``@eaDir``, a user's folder, a node whose ``zarr.json`` a killed writer left half-written."""
-    with warnings.catch_warnings():  # zarr warns about each such folder when it lists the group
-        warnings.simplefilter("ignore")
-        node = group[prefix] if prefix else group
-        members = set(node.array_keys()) | set(node.group_keys())
+    ``@eaDir``, a user's folder, a node whose ``zarr.json`` a killed writer left half-written.
+    ``nodes``: ``metadata.children(group, prefix)``, where the caller has it; a child whose
+    ``zarr.json`` does not parse is that listing's to name, not a stray folder."""
+    found, unreadable = nodes if nodes is not None else children(group, prefix)
     base = f"{prefix}/" if prefix else ""
     names = _listing(group.store, base, recursive=False)
-    candidates = [n for n in names if n not in members and n != "zarr.json" and not n.startswith(".")
-                  and not n.endswith(".partial")]
+    candidates = [n for n in names if n not in found and n not in unreadable and n != "zarr.json"
+                  and not n.startswith(".") and not n.endswith(".partial")]
     return sorted(n for n in candidates if _node_contents(_listing(group.store, f"{base}{n}/"), f"{base}{n}/"))
 
 
@@ -82,15 +82,30 @@ def _node_contents(keys: list[str], prefix: str) -> bool:
 
 
 def layer_fault(group, layer: str) -> str | None:
-    """Why ``layer`` cannot be read as a whole layer, or None: its ``zarr.json``, or an array's, lost."""
-    if layer in stray_folders(group):
+    """Why ``layer`` cannot be read as a whole layer, or None (also where there is no such layer): its
+    ``zarr.json``, or an array's, lost or not zarr metadata, or attributes and arrays' shapes that
+    disagree with the store (``metadata.layer_shape_fault``)."""
+    top = children(group)
+    if layer in top[1]:
+        return top[1][layer]
+    if layer in stray_folders(group, nodes=top):
         return f"its {layer}/zarr.json is missing"
-    stray = stray_folders(group, layer)
+    if layer not in top[0]:
+        return None
+    below = children(group, layer)
+    if below[1]:
+        return "; ".join(below[1].values())
+    stray = stray_folders(group, layer, nodes=below)
     if stray:
         return f"its {', '.join(f'{layer}/{name}/zarr.json' for name in stray)} {'is' if len(stray) == 1 else 'are'} missing"
     from .lost import missing_arrays  # it reads this module's listings
 
-    return missing_arrays(group, layer)  # a whole array folder gone: zarr would read it as never made
+    # a whole array folder gone: zarr would read it as never made
+    return layer_shape_fault(group, layer, top[0][layer], below[0]) or missing_arrays(group, layer)
+
+
+# What to do about damaged ``images/`` arrays: written once, when the store was made.
+IMAGES_FIX = "rebuild the store (the same command with --overwrite) or restore it from a copy"
 
 
 def layer_fix(attrs: dict) -> str:

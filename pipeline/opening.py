@@ -16,8 +16,9 @@ Offers:
 from __future__ import annotations
 
 import numpy as np
+import zarr
 
-from . import damage, lost, places
+from . import damage, lost, metadata, places
 from . import images as imgs
 from . import store as st
 from .errors import DamagedStoreError, PipelineError
@@ -53,7 +54,7 @@ def repair(group, layer: str, verify: bool = False) -> None:
     layer, which ``add_layer`` then makes afresh; damaged done shards (``verify``: every chunk decoded)
     lose their done markers. Each said in one line; the run recomputes what it removed."""
     where = st.store_name(group)
-    fault = damage.layer_fault(group, layer) if layer in group or layer in damage.stray_folders(group) else None
+    fault = damage.layer_fault(group, layer)  # None where there is no such layer yet
     if fault:
         say(f"layer {layer} of {where} is damaged ({fault}): removing it and computing it again")
         damage.remove_layer(group, layer)
@@ -93,7 +94,9 @@ def _image_chunks_repairable(group, layers) -> None:
     there cannot be recomputed by this command at all."""
     if not st.images_whole(group):
         return
-    for name in (n for n in group.group_keys() if n != "images" and st.layer_whole(group[n])):
+    nodes, _ = metadata.children(group)  # a layer whose zarr.json does not parse: ``repair``'s, or passed over
+    for name in (n for n, sub in nodes.items() if n != "images" and isinstance(sub, zarr.Group)
+                 and not damage.layer_fault(group, n) and st.layer_whole(sub)):
         done, _ = damage.done_markers(group, name)
         for shard, why in damage.lost_image_chunks(group, name, done, damage.shard_files(group, name)).items():
             others = st.finished_elsewhere(group, layers, shard)
@@ -149,8 +152,10 @@ def finished_already(store_path, meta, images, layers, shard_rows):
                         image_arrays(images))
     finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
                 and not lost.lost_image_data(group)  # chunks of paths or labels lost: written again there
+                # A layer's metadata damaged (lost, not zarr's, at odds with the store): the locked path remakes it.
+                and not any(damage.layer_fault(group, layer) for layer in layers)
                 and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
                         and damage.done_markers(group, layer)[0].all() for layer in layers)
                 # Files lost or cut short since: the locked path unmarks those shards and recomputes them.
-                and not any(damage.layer_fault(group, layer) or damage.damaged_shards(group, layer) for layer in layers))
+                and not any(damage.damaged_shards(group, layer) for layer in layers))
     return group if finished else None

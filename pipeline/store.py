@@ -35,7 +35,7 @@ import numpy as np
 import zarr
 
 from . import __version__
-from .errors import StoreError
+from .errors import DamagedStoreError, StoreError
 from .places import FORMAT_NAME, entries, only_lock, filesystem, is_store, is_url, rebuilding, unreachable
 from .settings import check_compatible
 from .writers import remove_store
@@ -116,8 +116,17 @@ IMAGE_ARRAYS = ("path", "label", "size", "mtime_ns", "valid", "error")
 
 
 def images_whole(group) -> bool:
-    """Whether every ``images/`` array exists (the last, ``error``, is made after the others)."""
-    return "images" in group and all(name in group["images"] for name in IMAGE_ARRAYS)
+    """Whether every ``images/`` array exists (the last, ``error``, is made after the others); one whose
+    ``zarr.json`` does not parse is damage (``DamagedStoreError``, naming it), not a store being made."""
+    from .metadata import METADATA_ERRORS, first_fault
+
+    try:
+        return "images" in group and all(name in group["images"] for name in IMAGE_ARRAYS)
+    except METADATA_ERRORS as exc:  # looked for only where zarr failed: the normal open reads nothing more
+        from .damage import IMAGES_FIX
+
+        fault = first_fault(group, ["images", *(f"images/{name}" for name in IMAGE_ARRAYS)]) or repr(exc)
+        raise DamagedStoreError(f"store {store_name(group)} is damaged: {fault}; {IMAGES_FIX}") from None
 
 
 def _make_images(group, images: dict, shard_rows: int) -> None:
@@ -156,8 +165,9 @@ def open_group(path, mode: str = "r"):
         # changed directory (os.chdir) afterwards read every array from the new one (a raw KeyError).
         group = zarr.open_group(path_str if is_url(path_str) else os.path.abspath(path_str), mode=mode)
     except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError,
-            zarr.errors.NodeTypeValidationError, ValueError, KeyError, TypeError) as exc:
-        # ValueError covers a zarr.json that is not JSON (a damaged or foreign folder).
+            zarr.errors.NodeTypeValidationError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        # ValueError covers a zarr.json that is not JSON (a damaged or foreign folder); AttributeError
+        # one that is JSON but no object (``null``: zarr calls its .pop).
         if only_lock(path_str):
             raise StoreError(f"{path_str} holds no store yet, only a writer's lock: a run is making it "
                              "(wait for it), or was stopped before it began (rerun it)") from None
@@ -262,16 +272,20 @@ def write_shard(group, layers, shard: int, blocks: dict, valid, errors) -> None:
 
 def finished_elsewhere(group, layers, shard: int) -> list[str]:
     """The layers other than ``layers`` that have finished ``shard``; a done marker that does not
-    decode is read as not done, as that layer's own rerun reads it (it was a traceback mid-run)."""
-    return [name for name in group.group_keys() if name != "images" and name not in layers
-            and "done" in group[name] and _marked(group[name]["done"], shard)]
+    decode is read as not done, as that layer's own rerun reads it (it was a traceback mid-run), and
+    a layer whose ``zarr.json`` does not parse is passed over, as zarr passes over one that is lost."""
+    from .metadata import children
+
+    nodes, _ = children(group)
+    return [name for name, sub in nodes.items() if name != "images" and name not in layers
+            and isinstance(sub, zarr.Group) and _marked(sub, shard)]
 
 
-def _marked(done, shard: int) -> bool:
+def _marked(sub, shard: int) -> bool:
     from .damage import DECODE_ERRORS, out_of_bounds
 
-    try:
-        return bool(done[shard])
+    try:  # DECODE_ERRORS hold zarr's complaints about a done/zarr.json that does not parse
+        return "done" in sub and bool(sub["done"][shard])
     except DECODE_ERRORS as exc:
         if out_of_bounds(exc):
             raise

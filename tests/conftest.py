@@ -140,6 +140,17 @@ def damage_store(store: Path, how: str, layer: str = "mixed4a", shard: int = 1) 
         raise ValueError(how)
 
 
+# A node's zarr.json as a copy cut short, a full disk or a hand leave it: none is zarr metadata.
+SPOILED_JSON = {"invalid": "{bad", "empty": "", "no_metadata": "{}", "null": "null"}
+LAYER_NODES = ("mixed4a", "mixed4a/mean", "mixed4a/done")
+IMAGE_NODES = ("images", "images/path", "images/valid")
+
+
+def spoil_json(store: Path, node: str, how: str = "invalid") -> None:
+    """Overwrite ``node``'s zarr.json (``node``: "mixed4a", "images/path", ...) with ``SPOILED_JSON[how]``."""
+    (Path(store) / node / "zarr.json").write_text(SPOILED_JSON[how])
+
+
 def free_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -263,3 +263,63 @@ def test_info_verify_finds_flipped_bytes_that_a_plain_info_cannot(small_store, t
     assert run_cli("info", "--store", store).returncode == 0
     proc = run_cli("info", "--store", store, "--verify", check=False)
     assert proc.returncode == 2 and "mixed4a/mean shard 1" in proc.stderr and "checksum" in proc.stderr
+
+
+def _spoiled_copy(small_store, tmp_path, node, how):
+    import shutil
+
+    from conftest import spoil_json
+
+    store = tmp_path / "spoiled.zarr"
+    shutil.copytree(small_store, store)
+    spoil_json(store, node, how)
+    return store
+
+
+@pytest.mark.parametrize("node, how", [("mixed4a", "invalid"), ("mixed4a", "empty"), ("mixed4a", "no_metadata"),
+                                       ("mixed4a/mean", "null"), ("mixed4a/done", "invalid"),
+                                       ("images", "empty"), ("images/path", "no_metadata"), ("images/valid", "invalid")])
+def test_every_reader_says_a_zarr_json_that_is_not_metadata_in_one_sentence(small_store, tmp_path, monkeypatch,
+                                                                           capsys, node, how):
+    """They were tracebacks: zarr's JSONDecodeError, or its listing's KeyError of the writer's lock."""
+    from conftest import exemplars_here
+
+    store = _spoiled_copy(small_store, tmp_path, node, how)
+    fix = ("rebuild the store (the same command with --overwrite)" if node.startswith("images")
+           else "rerun `exemplars activations` with the same settings")
+    for args in (["topk", "--channel", "3"], ["info"], ["stats"], ["similar", "--image", "0"],
+                 ["gallery", "--out", tmp_path / "site"]):
+        code, _, err = exemplars_here(monkeypatch, capsys, *args, "--store", store)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (args, err)
+        assert f"its {node}/zarr.json is not zarr metadata" in lines[0] and fix in lines[0], (args, err)
+
+
+def test_a_layer_zarr_json_that_is_not_metadata_leaves_no_trace_on_stderr(small_store, tmp_path):
+    """zarr's failed listing left its other tasks' KeyErrors printed at the process's exit."""
+    store = _spoiled_copy(small_store, tmp_path, "mixed4a", "no_metadata")
+    proc = run_cli("topk", "--channel", "1", "--store", store, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "mixed4a/zarr.json" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("edit", ["channels", "shape"])
+def test_hand_edited_layer_metadata_is_one_sentence(small_store, tmp_path, monkeypatch, capsys, edit):
+    """``"channels": "abc"`` was int()'s ValueError; a mean of 10 columns zarr's BoundsCheckError past them
+    (and ``similar`` answered with 10-channel vectors)."""
+    import json
+    import shutil
+
+    from conftest import exemplars_here
+
+    store = tmp_path / "edited.zarr"
+    shutil.copytree(small_store, store)
+    path = store / "mixed4a" / ("zarr.json" if edit == "channels" else "mean/zarr.json")
+    meta = json.loads(path.read_text())
+    if edit == "channels":
+        meta["attributes"]["channels"] = "abc"
+    else:
+        meta["shape"] = [24, 10]
+    path.write_text(json.dumps(meta))
+    for args in (["topk", "--channel", "100"], ["info"], ["similar", "--image", "0"]):
+        code, _, err = exemplars_here(monkeypatch, capsys, *args, "--store", store)
+        assert code == 2 and "Traceback" not in err and "layer mixed4a of" in err and "is damaged" in err, (args, err)

@@ -601,3 +601,46 @@ def test_folders_that_are_no_zarr_nodes_are_no_damage(image_folder, small_store,
     assert opened.info()["layers"].keys() == {"mixed4a"} and opened["mixed4a"].topk(3, k=2).rows.size == 2
     again = extract(image_folder, store, ["mixed4a"], weights="random", workers=0, progress=False)
     assert again.computed == 0 and (store / "mixed4a" / "@eaDir" / "F").exists()
+
+
+@pytest.mark.parametrize("node, how", [("mixed4a", "invalid"), ("mixed4a", "null"), ("mixed4a/mean", "empty"),
+                                       ("mixed4a/done", "no_metadata")])
+def test_a_rerun_remakes_a_layer_whose_zarr_json_is_not_metadata(image_folder, small_store, tmp_path, capsys, node, how):
+    """As for a lost one: the layer is removed and computed again (it was zarr's traceback)."""
+    from conftest import spoil_json
+
+    store = tmp_path / "spoiled.zarr"
+    shutil.copytree(small_store, store)
+    spoil_json(store, node, how)
+    summary = extract(image_folder, store, ["mixed4a"], weights="random", batch_size=4, workers=0, progress=False)
+    said = capsys.readouterr().err
+    assert f"its {node}/zarr.json is not zarr metadata" in said and "removing it and computing it again" in said
+    assert summary.computed == 24
+    expected, got = _arrays(small_store), _arrays(store)
+    for name in expected:
+        assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize("node", ["images", "images/path", "images/valid"])
+def test_a_rerun_refuses_an_images_zarr_json_that_is_not_metadata(image_folder, small_store, tmp_path, node):
+    """Its rows' validity is not recomputable without every layer: the store is rebuilt or restored."""
+    from conftest import spoil_json
+
+    store = tmp_path / "spoiled.zarr"
+    shutil.copytree(small_store, store)
+    spoil_json(store, node, "invalid")
+    with pytest.raises(DamagedStoreError, match=f"its {node}/zarr.json is not zarr metadata .*--overwrite"):
+        extract(image_folder, store, ["mixed4a"], weights="random", batch_size=4, workers=0, progress=False)
+
+
+def test_a_rerun_remakes_a_layer_whose_shape_was_edited(image_folder, small_store, tmp_path, capsys):
+    import json
+
+    store = tmp_path / "edited.zarr"
+    shutil.copytree(small_store, store)
+    path = store / "mixed4a" / "mean" / "zarr.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), shape=[24, 10])))
+    assert extract(image_folder, store, ["mixed4a"], weights="random", batch_size=4, workers=0,
+                   progress=False).computed == 24
+    assert "its mixed4a/mean has shape [24, 10]" in capsys.readouterr().err
+    assert_array_equal(_arrays(store)["mixed4a/mean"], _arrays(small_store)["mixed4a/mean"])

@@ -414,3 +414,27 @@ def test_a_logits_layer_of_one_by_one_maps_has_its_argmax_files(tmp_path):
     refresh_completeness(group, "logits")
     assert damaged_shards(open_group(tmp_path / "s.zarr"), "logits", full=True) == {}
     assert pipeline.open_store(tmp_path / "s.zarr")["logits"].topk(0, k=4).rows.size == 4
+
+
+@pytest.mark.parametrize("text", ["{bad", "", "null", "[1]", '"x"'])
+def test_a_root_zarr_json_that_is_no_metadata_object_is_no_store(tmp_path, text):
+    """``null`` was zarr's AttributeError (it calls the document's .pop), a traceback."""
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    group.attrs["x"] = 1
+    (tmp_path / "s.zarr" / "zarr.json").write_text(text)
+    with pytest.raises(StoreError, match=r"s.zarr is not an exemplars store \("):
+        open_group(tmp_path / "s.zarr")
+
+
+def test_images_whole_names_an_images_zarr_json_that_does_not_parse(tmp_path):
+    from pipeline.errors import DamagedStoreError
+    from pipeline.importing import import_matrix
+    from pipeline.store import images_whole
+
+    import_matrix(tmp_path / "s.zarr", np.ones((2, 2), dtype=np.float32), "feat", ["a", "b"])
+    assert images_whole(open_group(tmp_path / "s.zarr"))
+    (tmp_path / "s.zarr" / "images" / "label" / "zarr.json").write_text("")
+    with pytest.raises(DamagedStoreError, match="its images/label/zarr.json is not zarr metadata"):
+        images_whole(open_group(tmp_path / "s.zarr"))
+    (tmp_path / "s.zarr" / "images" / "label" / "zarr.json").unlink()  # lost: a store still being made, as before
+    assert not images_whole(open_group(tmp_path / "s.zarr"))
