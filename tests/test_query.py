@@ -262,8 +262,8 @@ def test_errors(generated, tmp_path):
     assert store["layer1"].direction("3").rows.tolist() == store["layer1"].topk(3).rows.tolist()  # a bare channel weighs 1
     np.save(tmp_path / "words.npy", np.array(["a", "b"]))
     np.savez(tmp_path / "pair.npz", x=np.ones(C))
-    for name in ("words.npy", "pair.npz"):
-        with pytest.raises(QueryError, match="one numeric array"):
+    for name, said in (("words.npy", "one numeric array"), ("pair.npz", "archive of several arrays")):
+        with pytest.raises(QueryError, match=said):
             store["layer1"].direction(str(tmp_path / name))
     with pytest.raises(QueryError, match="per_band must be at least 1"):
         store["layer1"].samples(0, per_band=0)
