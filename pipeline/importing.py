@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import DamagedStoreError, InputError, StoreMismatchError
 from .lost import image_damage
+from .metadata import node_fault
 from .parsing import load_npy
 from .places import is_store, location
 from .store import (DEFAULT_SHARD_ROWS, add_layer, create_store, dataset_fingerprint, finished_elsewhere, images_whole,
@@ -210,6 +211,10 @@ def _check_matrices(matrix, max_matrix, n_paths: int) -> None:
 
 def _agree_with_store(group, path, labels, classes, root, layer: str):
     """Refuse an import that disagrees with the store it adds to; record a root it lacked."""
+    fault = node_fault(group, layer)
+    if fault:  # ``layer in group`` would fail on it with zarr's JSONDecodeError
+        raise DamagedStoreError(f"store {path} is damaged: {fault}; import under another --layer, or pass "
+                                "--overwrite to rebuild the store")
     if labels is not None and not np.array_equal(group["images"]["label"][:], labels):
         raise StoreMismatchError(f"store {path} has other labels for these images; import without --labels "
                                  "or pass --overwrite to rebuild the store")

@@ -52,31 +52,34 @@ def first_fault(group, paths) -> str | None:
 
 def children(group, prefix: str = "") -> tuple[dict, dict[str, str]]:
     """``{name: zarr Array or Group}`` below ``prefix``, and ``{name: fault}`` for those whose
-    ``zarr.json`` does not parse. zarr's ``members()`` first (one listing, the children opened
-    concurrently: a request each on an object store); where it fails, as it does whole on one bad
-    child (with a KeyError of another child's name), each child is opened in turn and its failure is
-    its own. Both through zarr's public API: the ranges in pyproject take any zarr 3."""
+    ``zarr.json`` does not parse: one listing, the children opened concurrently (a request each on
+    an object store), as zarr's ``members()`` does; but each child's failure is its own, where
+    ``members()`` failed whole on one (with a KeyError of another child's name) and left its other
+    tasks' errors printed at exit, even by a command that then succeeded. Threads over zarr's public,
+    thread-safe API: its async one is reached only through a Group's private attribute."""
     import warnings
+    from concurrent.futures import ThreadPoolExecutor
 
     from .damage import _listing
 
     node = group[prefix] if prefix else group
+    names = [n for n in _listing(group.store, f"{prefix}/" if prefix else "", recursive=False) if n not in NOT_NODES]
+
+    def opened(name):
+        try:
+            return node[name]
+        except KeyError:  # no node: a file, a folder without zarr.json (``damage.stray_folders``)
+            return None
+        except METADATA_ERRORS as exc:
+            return exc
+
     with warnings.catch_warnings():  # zarr warns about each folder that is no node as it opens it
         warnings.simplefilter("ignore")
-        try:
-            return dict(node.members()), {}
-        except (KeyError, *METADATA_ERRORS):
-            pass
-        nodes, faults = {}, {}
-        for name in _listing(group.store, f"{prefix}/" if prefix else "", recursive=False):
-            if name in NOT_NODES:
-                continue
-            try:
-                nodes[name] = node[name]
-            except KeyError:  # no node: a file, a folder without zarr.json (``damage.stray_folders``)
-                continue
-            except METADATA_ERRORS as exc:
-                faults[name] = unreadable(exc, f"{prefix}/{name}" if prefix else name)
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
+            got = list(pool.map(opened, names))
+    nodes = {name: child for name, child in zip(names, got) if child is not None and not isinstance(child, Exception)}
+    faults = {name: unreadable(child, f"{prefix}/{name}" if prefix else name)
+              for name, child in zip(names, got) if isinstance(child, Exception)}
     return nodes, faults
 
 

@@ -366,3 +366,27 @@ def test_each_invalid_row_says_whether_its_max_was_not_finite_or_too_large(tmp_p
     assert group["images/valid"][:].tolist() == [True, False, False]
     assert [str(e) for e in group["images/error"][:]] == ["", "non-finite values in an imported matrix",
                                                           "a value past float32's range (3.4e38) in an imported matrix"]
+
+
+def test_an_import_beside_or_into_a_layer_whose_zarr_json_is_not_metadata(tmp_path):
+    """Into it: zarr's JSONDecodeError as a traceback. Beside it: the import succeeded with zarr's failed
+    tasks printed after it ("Task exception was never retrieved", KeyError '.writer.lock')."""
+    import shutil
+
+    from conftest import run_cli, spoil_json
+
+    paths = [f"d/{i}.jpg" for i in range(4)]
+    import_matrix(tmp_path / "s.zarr", np.ones((4, 2), np.float32), "one", paths)
+    import_matrix(tmp_path / "s.zarr", np.ones((4, 2), np.float32), "two", paths)
+    spoil_json(tmp_path / "s.zarr", "one")
+    (tmp_path / "paths.txt").write_text("\n".join(paths))
+    np.save(tmp_path / "m.npy", np.ones((4, 3), np.float32))
+    shutil.copytree(tmp_path / "s.zarr", tmp_path / "t.zarr")
+    into = run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "s.zarr", "--layer", "one",
+                   "--paths", tmp_path / "paths.txt", check=False)
+    assert into.returncode == 2 and into.stderr.count("\n") == 1, into.stderr
+    assert "is damaged: its one/zarr.json is not zarr metadata" in into.stderr
+    beside = run_cli("import", tmp_path / "m.npy", "--store", tmp_path / "t.zarr", "--layer", "three",
+                     "--paths", tmp_path / "paths.txt")
+    assert "Traceback" not in beside.stderr and "never retrieved" not in beside.stderr, beside.stderr
+    assert pipeline.open_store(tmp_path / "t.zarr")["three"].channels == 3
