@@ -64,7 +64,11 @@ def _verify(opened, facts, full: bool) -> None:
     """Each done shard's files listed and their indexes checked (a few KB a shard); ``full``: every
     shard read whole and checksummed. What fails marks its layer damaged."""
     from .damage import damaged_shards, layer_fix
+    from .lost import altered_image_data, image_fix
 
+    altered = altered_image_data(opened.group) if full and "damaged" not in facts else None
+    if altered:
+        facts["damaged"] = f"store {opened.path} is damaged: {altered}; {image_fix(opened.group, verify=True)}"
     for name, layer in facts["layers"].items():
         if layer.get("damaged") or layer.get("being_created"):
             continue

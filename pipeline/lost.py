@@ -8,6 +8,10 @@ found here from listings (and, only where a fill value could be real data, a lit
     IMAGE_DATA                      the image arrays written once, at creation, from the image list
     lost_image_data(group) -> [(array, chunk, reason)]   chunks of ``IMAGE_DATA`` lost
     image_damage(group) -> str | None   the one sentence a reader refuses them with
+    image_fix(group, verify=False) -> str   what a user does about either
+    altered_image_data(group) -> str | None   paths, sizes, times or labels whose bytes decode but changed
+                                    (no checksum guards them): ``--verify``'s, reading them whole
+    every_chunk(group) -> [(array, chunk, reason)]   every chunk of ``IMAGE_DATA``, for a whole rewrite
     rewrite_image_data(group, arrays, found)   the writer's repair: the lost chunks written again
     expected_arrays(layer_attrs) -> tuple   the arrays a whole layer has
     missing_arrays(group, layer) -> str | None   a whole layer's arrays that are gone
@@ -88,12 +92,13 @@ def lost_image_data(group, arrays: dict | None = None) -> list[tuple[str, int, s
     return found
 
 
-def _fix(group) -> str:
+def image_fix(group, verify: bool = False) -> str:
+    """What a user does about damaged paths, labels, sizes or times (``verify``: found only by reading them)."""
     if (group.attrs.get("dataset") or {}).get("layout") == "imported":
         return ("import the store's layers again (`exemplars import ... --overwrite` remakes it) "
                 "or restore the store from a copy")
-    return ("rerun `exemplars activations` with the same settings to write it again from the image folder, "
-            "or restore the store from a copy")
+    return (f"rerun `exemplars activations` with the same settings{' and --verify' if verify else ''} to write "
+            f"{'them' if verify else 'it'} again from the image folder, or restore the store from a copy")
 
 
 def image_damage(group, where: str, arrays: dict | None = None) -> str | None:
@@ -102,7 +107,36 @@ def image_damage(group, where: str, arrays: dict | None = None) -> str | None:
     if not found:
         return None
     more = f" (and {len(found) - 1} more chunk{'s' * (len(found) > 2)})" if len(found) > 1 else ""
-    return f"store {where} is damaged: {found[0][2]}{more}; {_fix(group)}"
+    return f"store {where} is damaged: {found[0][2]}{more}; {image_fix(group)}"
+
+
+def altered_image_data(group) -> str | None:
+    """Why the paths, sizes and times (or labels) read whole are not those the store was made with,
+    or None. They have no checksum, so a flipped byte that still decodes is read as another path or
+    class: the paths, sizes and times must hash to the recorded fingerprint, and an image folder's
+    labels name each path's class folder (a flat folder's are -1)."""
+    images = group["images"]
+    if not _fingerprint_holds(group, images):
+        return "images/path, size or mtime_ns no longer hash to the store's dataset fingerprint"
+    layout = (group.attrs.get("dataset") or {}).get("layout")
+    if layout not in ("imagefolder", "flat"):
+        return None  # an import's labels are its own
+    labels, paths = np.asarray(images["label"][:]), [str(p) for p in images["path"][:]]
+    classes = {name: index for index, name in enumerate(images.attrs.get("classes", []))}
+    expected = np.array([classes.get(p.split("/", 1)[0], -3) if layout == "imagefolder" and "/" in p else -1
+                         for p in paths], dtype=np.int64)
+    wrong = np.flatnonzero(labels != expected)
+    if wrong.size:
+        row = int(wrong[0])
+        return (f"images/label of row {row} is {int(labels[row])}, where its class folder makes it {int(expected[row])}"
+                + (f" ({wrong.size - 1} more rows)" if wrong.size > 1 else ""))
+    return None
+
+
+def every_chunk(group) -> list[tuple[str, int, str]]:
+    """(array, chunk, "") for every chunk of ``IMAGE_DATA``: what ``rewrite_image_data`` writes whole."""
+    images, n = group["images"], group.attrs["n_images"]
+    return [(name, chunk, "") for name in IMAGE_DATA for chunk in range(-(-n // images[name].chunks[0]))]
 
 
 def rewrite_image_data(group, arrays: dict, found) -> None:
@@ -117,7 +151,7 @@ def rewrite_image_data(group, arrays: dict, found) -> None:
 
 
 def expected_arrays(attrs) -> tuple[str, ...]:
-    """The arrays a whole layer has: its ``stats`` attribute's (since 2026-11-29), else phase one's
+    """The arrays a whole layer has: its ``stats`` attribute's (since 2026-11-28), else phase one's
     three, or an import's ``mean`` (whether an older import was given a ``max`` is not recorded)."""
     stats = attrs.get("stats")
     if stats is None:

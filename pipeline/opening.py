@@ -71,19 +71,23 @@ def repair(group, layer: str, verify: bool = False) -> None:
         st.refresh_completeness(group, layer)
 
 
-def _repair_image_data(group, images) -> None:
-    """Write lost chunks of paths, labels, sizes and times again from this run's image list: its
-    fingerprint matched the store's (``create_store``), so they are the same files in the same order,
-    labelled alike where the class names agree (a class folder added empty since would shift them)."""
+def _repair_image_data(group, images, verify: bool = False) -> None:
+    """Write lost chunks of paths, labels, sizes and times again from this run's image list (``verify``:
+    all of them, where their bytes changed): its fingerprint matched the store's (``create_store``), so
+    they are the same files in the same order, labelled alike where the class names agree (a class
+    folder added empty since would shift them)."""
     found = lost.lost_image_data(group) if st.images_whole(group) else []
+    altered = lost.altered_image_data(group) if verify and not found and st.images_whole(group) else None
+    if altered:
+        found = [(name, chunk, altered) for name, chunk, _ in lost.every_chunk(group)]
     if not found:
         return
     where = st.store_name(group)
     if any(name == "label" for name, _, _ in found) and list(group["images"].attrs.get("classes", [])) != list(images.classes):
         raise DamagedStoreError(f"store {where} is damaged: {next(w for n, _, w in found if n == 'label')}, and the image "
                                 "folder's classes are no longer the store's to label it again: restore the store from a copy")
-    say(f"{where}: {'; '.join(why for _, _, why in found)}: writing {'them' if len(found) > 1 else 'it'} again "
-        "from the image folder")
+    said = altered or "; ".join(why for _, _, why in found)
+    say(f"{where}: {said}: writing {'them' if altered or len(found) > 1 else 'it'} again from the image folder")
     lost.rewrite_image_data(group, image_arrays(images), found)
 
 
@@ -122,7 +126,7 @@ def open_for_writing(store_path, meta, images, layers, shapes, model, traced, sh
     if group.attrs["dataset"].get("root") != images.root:
         # The same files (the fingerprint says so) found elsewhere: pictures read them from here now.
         group = group.update_attributes({"dataset": dict(group.attrs["dataset"], root=images.root)})
-    _repair_image_data(group, images)
+    _repair_image_data(group, images, verify)
     _image_chunks_repairable(group, layers)
     for layer in layers:
         repair(group, layer, verify)

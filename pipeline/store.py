@@ -44,7 +44,7 @@ FORMAT_VERSION = 1
 DEFAULT_SHARD_ROWS = 65536
 LOOKUP_ROWS = 1024  # chunk of images/path
 STATS = ("mean", "max", "argmax")
-# Labels are -1 (no class) or a class index. With 0 (stores before 2026-11-29) zarr wrote no chunk of
+# Labels are -1 (no class) or a class index. With 0 (stores before 2026-11-28) zarr wrote no chunk of
 # class 0 alone, so a lost chunk, read as class 0, could not be told from one; with -2 every chunk is
 # written and a lost one is missing from the listing (``pipeline.lost``).
 LABEL_FILL = -2

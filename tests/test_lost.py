@@ -43,7 +43,7 @@ def _group(store):
 
 
 def _as_before_label_fill(store) -> None:
-    """Make ``images/label`` as stores before 2026-11-29 had it: fill value 0."""
+    """Make ``images/label`` as stores before 2026-11-28 had it: fill value 0."""
     meta = store / "images" / "label" / "zarr.json"
     doc = json.loads(meta.read_text())
     doc["fill_value"] = 0
@@ -146,3 +146,26 @@ def test_phase_ones_rerun_writes_lost_image_chunks_again_and_recomputes_a_lost_a
     assert after.rows.tolist() == before.rows.tolist() and after.paths == before.paths
     assert list(after.labels) == list(before.labels)
     assert _lost_image_data(_group(copied)) == []
+
+
+@pytest.mark.parametrize("edit", ["path", "label", "mtime_ns"])
+def test_altered_image_data_is_found_by_verify_and_written_again_by_a_verify_rerun(copied, image_folder, monkeypatch,
+                                                                                  capsys, edit):
+    """No checksum guards paths, labels, sizes or times: a changed byte that still decodes was read as
+    another path or class by every command, ``--verify`` included."""
+    from pipeline.extract import extract
+
+    before = pipeline.open_store(copied)["mixed4a"].topk(1, k=24)
+    arr = zarr.open_group(str(copied), mode="r+")[f"images/{edit}"]
+    arr[5] = "a/b.jpg" if edit == "path" else (int(arr[5]) + 1) % 3 if edit == "label" else int(arr[5]) + 1
+    code, _, _ = exemplars_here(monkeypatch, capsys, "info", "--store", copied)
+    assert code == 0  # listings alone cannot see it
+    code, _, err = exemplars_here(monkeypatch, capsys, "info", "--store", copied, "--verify")
+    said = "images/label of row 5 is" if edit == "label" else "images/path, size or mtime_ns no longer hash"
+    assert code == 2 and said in err and "with the same settings and --verify to write them again" in err, err
+    extract(image_folder, copied, ["mixed4a"], weights="random", batch_size=4, workers=0, progress=False, verify=True)
+    assert "writing them again from the image folder" in capsys.readouterr().err
+    code, _, err = exemplars_here(monkeypatch, capsys, "info", "--store", copied, "--verify")
+    assert code == 0, err
+    after = pipeline.open_store(copied)["mixed4a"].topk(1, k=24)
+    assert after.paths == before.paths and list(after.labels) == list(before.labels)
