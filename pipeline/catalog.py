@@ -41,8 +41,7 @@ class Store:
         self.cache_paths = cache_paths
         self.group = open_group(self.path, mode="r")
         if not images_whole(self.group):
-            raise StoreError(f"{self.path} is still being created (or its creation was interrupted: "
-                             "rerun the command that makes it)")
+            raise lost.unmade_images(self.group, self.path)
         self.attrs = dict(self.group.attrs)
         self.n = int(self.attrs["n_images"])
         self.shard_rows = int(self.attrs["shard_rows"])

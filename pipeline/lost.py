@@ -9,6 +9,7 @@ found here from listings (and, only where a fill value could be real data, a lit
     lost_image_data(group) -> [(array, chunk, reason)]   chunks of ``IMAGE_DATA`` lost
     image_damage(group) -> str | None   the one sentence a reader refuses them with
     image_fix(group, verify=False) -> str   what a user does about either
+    unmade_images(group, where) -> StoreError   image arrays missing: a store being made, or damage
     altered_image_data(group) -> str | None   paths, sizes, times or labels whose bytes decode but changed
                                     (no checksum guards them): ``--verify``'s, reading them whole
     every_chunk(group) -> [(array, chunk, reason)]   every chunk of ``IMAGE_DATA``, for a whole rewrite
@@ -90,6 +91,26 @@ def lost_image_data(group, arrays: dict | None = None) -> list[tuple[str, int, s
     if unsure and not any(name == "path" for name, _, _ in found) and not _fingerprint_holds(group, images):
         found.extend(unsure)
     return found
+
+
+def unmade_images(group, where: str):
+    """The error for image arrays missing: a store still being made (a StoreError), or, where a
+    layer exists (layers are made after every image array), a damaged one whose ``zarr.json`` (or
+    folder) was lost: it was called a store still being created."""
+    from .errors import DamagedStoreError, StoreError
+    from .metadata import children
+    from .store import IMAGE_ARRAYS
+
+    nodes, _ = children(group)
+    if not any(name != "images" for name in nodes):
+        return StoreError(f"{where} is still being created (or its creation was interrupted: "
+                          "rerun the command that makes it)")
+    below = children(group, "images")[0] if "images" in nodes else {}
+    what = "images" if "images" not in nodes else ", ".join(f"images/{n}" for n in IMAGE_ARRAYS if n not in below)
+    fix = ("import its layers again with --overwrite" if (group.attrs.get("dataset") or {}).get("layout") == "imported"
+           else "rerun `exemplars activations` with the same settings (it computes the layers again)")
+    return DamagedStoreError(f"store {where} is damaged: its {what}/zarr.json is missing (or its folder); "
+                             f"{fix}, or restore the store from a copy")
 
 
 def image_fix(group, verify: bool = False) -> str:

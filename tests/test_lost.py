@@ -169,3 +169,21 @@ def test_altered_image_data_is_found_by_verify_and_written_again_by_a_verify_rer
     assert code == 0, err
     after = pipeline.open_store(copied)["mixed4a"].topk(1, k=24)
     assert after.paths == before.paths and list(after.labels) == list(before.labels)
+
+
+@pytest.mark.parametrize("lost", ["images/path/zarr.json", "images/valid/zarr.json", "images"])
+def test_lost_image_metadata_beside_a_layer_is_damage_not_a_store_being_made(copied, tmp_path, lost):
+    """It was "still being created (or its creation was interrupted)": layers are made after every image array."""
+    from pipeline.errors import StoreError
+
+    target = copied / lost
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    named = "images" if lost == "images" else lost.rsplit("/", 1)[0]
+    with pytest.raises(DamagedStoreError, match=f"is damaged: its {named}/zarr.json is missing .*computes the layers again"):
+        pipeline.open_store(copied)
+    making = tmp_path / "making.zarr"
+    shutil.copytree(copied, making)
+    shutil.rmtree(making / "mixed4a")  # no layer yet: killed while making the image arrays
+    with pytest.raises(StoreError, match="is still being created") as made:
+        pipeline.open_store(making)
+    assert not isinstance(made.value, DamagedStoreError)
