@@ -52,7 +52,8 @@ def _labels_could_be_fill(group, images, lo: int, hi: int, fill) -> bool:
     if not 0 <= fill < len(classes):
         return False
     paths = [str(p) for p in images["path"][lo:hi]]
-    return all(p.split("/", 1)[0] == classes[fill] for p in paths if p)
+    # a path read as "" is a lost path chunk: its labels are written again with it, not vouched for
+    return all(p and p.split("/", 1)[0] == classes[fill] for p in paths)
 
 
 def _fingerprint_holds(group, images) -> bool:
@@ -88,7 +89,9 @@ def lost_image_data(group, arrays: dict | None = None) -> list[tuple[str, int, s
                     found.append(lost)
             elif layout != "imported":
                 unsure.append(lost)
-    if unsure and not any(name == "path" for name, _, _ in found) and not _fingerprint_holds(group, images):
+    # Lost paths leave the fingerprint nothing to vouch with: the unsure chunks go with them, written
+    # again from the folder in the same rerun (one rerun repaired the paths alone, the rest a second).
+    if unsure and (any(name == "path" for name, _, _ in found) or not _fingerprint_holds(group, images)):
         found.extend(unsure)
     return found
 

@@ -94,7 +94,7 @@ def layer_shape_fault(group, layer: str, sub, nodes: dict) -> str | None:
     written are no fault here (the layer is still being created: ``store.layer_whole``)."""
     import zarr
 
-    from .store import n_shards
+    from .store import STATS, n_shards
 
     attrs = sub.attrs
     channels = attrs.get("channels")
@@ -104,6 +104,10 @@ def layer_shape_fault(group, layer: str, sub, nodes: dict) -> str | None:
     if "spatial_shape" in attrs and not (isinstance(spatial, list) and len(spatial) == 2
                                          and all(_whole_number(s, 1) for s in spatial)):
         return f"its attribute spatial_shape is {spatial!r}, where [height, width] belongs"
+    stats = attrs.get("stats")
+    if "stats" in attrs and not (isinstance(stats, list) and stats and set(map(str, stats)) <= set(STATS)
+                                 and all(isinstance(s, str) for s in stats)):
+        return f"its attribute stats is {stats!r}, where a list of {', '.join(STATS)} belongs"
     n, rows = group.attrs["n_images"], group.attrs["shard_rows"]
     expected = {"done": (n_shards(n, rows),)}
     if "channels" in attrs:

@@ -139,10 +139,10 @@ class Layer(Analysis):
 
     def _unusable(self, image, row: int) -> str:
         """Why ``row`` has no activations to compare, in a sentence: invalid (and why), or not yet computed."""
-        if not self.store.valid[row]:
+        shard = row // self.store.shard_rows
+        if self.done[shard]:  # before it is done, a row reads as invalid: validity is written with the shard
             why = self.store.errors([row])[0]
             return f"image {image} (row {row}) is invalid in this store ({why or 'no reason recorded'})"
-        shard = row // self.store.shard_rows
         return (f"image {image} (row {row}) is not yet computed in layer {self.name}: its shard {shard} is "
                 "unfinished (rerun exemplars activations with the same settings to finish it)")
 

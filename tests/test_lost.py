@@ -187,3 +187,24 @@ def test_lost_image_metadata_beside_a_layer_is_damage_not_a_store_being_made(cop
     with pytest.raises(StoreError, match="is still being created") as made:
         pipeline.open_store(making)
     assert not isinstance(made.value, DamagedStoreError)
+
+
+@pytest.mark.parametrize("old_labels", [False, True])
+def test_one_rerun_writes_every_lost_chunk_beside_lost_paths(copied, image_folder, capsys, old_labels):
+    """Lost paths left the fingerprint nothing to vouch with, and an old store's labels beside paths
+    read as "" were vouched for: the rerun wrote the paths alone, and a second rerun the rest."""
+    from pipeline.extract import extract
+
+    if old_labels:
+        _as_before_label_fill(copied)
+    before = pipeline.open_store(copied)["mixed4a"].topk(1, k=24)
+    (copied / "images" / "path" / "c" / "0").unlink()
+    (copied / "images" / "mtime_ns" / "c" / "2").unlink()
+    (copied / "images" / "label" / "c" / "0").unlink()
+    lost = {(name, chunk) for name, chunk, _ in _lost_image_data(_group(copied))}
+    assert lost == {("path", 0), ("mtime_ns", 2), ("label", 0)}
+    extract(image_folder, copied, ["mixed4a"], weights="random", batch_size=4, workers=0, progress=False)
+    assert "writing them again" in capsys.readouterr().err
+    assert _lost_image_data(_group(copied)) == []
+    after = pipeline.open_store(copied)["mixed4a"].topk(1, k=24)
+    assert after.paths == before.paths and list(after.labels) == list(before.labels)

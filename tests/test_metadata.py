@@ -73,6 +73,11 @@ def test_children_names_each_node_that_does_not_parse_and_keeps_the_others(tmp_p
     (lambda m: m["attributes"].update(channels=C + 1), r"its mixed4a/mean has shape \[12, 6\], where the layer's "
                                                         r"12 images x 7 channels make \[12, 7\]"),
     (lambda m: m["attributes"].update(spatial_shape="14x14"), "its attribute spatial_shape is '14x14'"),
+    # a TypeError traceback from every command and from the rerun meant to repair it; "mean" was read
+    # as the arrays m, e, a and n
+    (lambda m: m["attributes"].update(stats=5), "its attribute stats is 5, where a list of mean, max, argmax"),
+    (lambda m: m["attributes"].update(stats="mean"), "its attribute stats is 'mean'"),
+    (lambda m: m["attributes"].update(stats=["mean", "median"]), "its attribute stats is"),
 ])
 def test_hand_edited_layer_attributes_are_damage(tmp_path, change, said):
     store = _imported(tmp_path)

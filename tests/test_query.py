@@ -462,6 +462,7 @@ def test_similar_refuses_an_image_not_usable(generated):
     path, m, _, _ = generated
     group = zarr.open_group(str(path), mode="r+")
     group["layer1/done"][0] = False  # rows 0-31 still being written: their values are not answers yet
+    group["images/valid"][10] = False  # as a row reads before its shard is written (validity comes with it)
     refresh_completeness(group, "layer1")
     layer = pipeline.open_store(path)["layer1"]
     # It said "invalid or not yet computed" of both, leaving the user to guess whether a rerun helps
