@@ -91,6 +91,9 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     from . import open_store
     from .places import location
 
+    from .parsing import whole_number
+
+    size, steps = whole_number(size, "size"), whole_number(steps, "steps")  # lucent wants ints: 16.5 failed in it
     if not SIZES[0] <= size <= SIZES[1] or steps < 1:
         raise QueryError(f"a feature visualisation takes --size {SIZES[0]} to {SIZES[1]} pixels and --steps of 1 or "
                          f"more, not --size {size} --steps {steps}")

@@ -120,10 +120,12 @@ def _drawn_from(out: Path, identity: dict) -> tuple[dict, dict] | None:
 
 
 def foreign_entry(out: Path, own: set[str]) -> str | None:
-    """The first entry of ``out`` (sorted) that is neither in ``own`` nor a file a build was cut short
-    writing, None where there is none."""
+    """The first entry of ``out`` (sorted) that is neither in ``own``, nor a file a build was cut short
+    writing, nor a layer's gallery (a build of several layers cut short before its index), nor hidden
+    (a file browser's ``.DS_Store``), None where there is none."""
     return next((entry.name for entry in sorted(out.iterdir()) if entry.name not in own
-                 and not entry.name.endswith(".part")), None)
+                 and not entry.name.endswith(".part") and not entry.name.startswith(".")
+                 and not (entry / MANIFEST).is_file()), None)
 
 
 def _built_layer(out: Path) -> str | None:

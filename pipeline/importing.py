@@ -30,7 +30,10 @@ from .writers import writer_lock
 def read_lines(path) -> list[str]:
     """A text file's lines: paths or class names, in UTF-8 (a byte-order mark is no path)."""
     try:
-        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+        while lines and not lines[-1].strip():  # an editor's blank last line is no image
+            lines.pop()
+        return lines
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

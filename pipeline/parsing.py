@@ -15,6 +15,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+import zipfile
 from fractions import Fraction
 
 import numpy as np
@@ -144,7 +145,7 @@ def load_npy(path, what: str, error=QueryError, mmap: bool = False) -> np.ndarra
             magic = file.read(6)
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror}") from None
-    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+    if magic != b"\x93NUMPY" and magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):  # .npy, or a zip (.npz)
         raise error(f"{what} {path} is not a .npy file; give one array saved with numpy.save")
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -152,7 +153,7 @@ def load_npy(path, what: str, error=QueryError, mmap: bool = False) -> np.ndarra
         objects = "allow_pickle" in str(exc) or "Python objects" in str(exc)  # np.load, and its memory map
         why = "it holds Python objects, not numbers" if objects else str(exc)
         raise error(f"cannot read {what} {path}: {why}") from None
-    except (OSError, EOFError) as exc:  # a header cut short
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a header, or an .npz, cut short
         raise error(f"cannot read {what} {path} ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(array, np.ndarray):  # an .npz archive, whatever its name
         array.close()

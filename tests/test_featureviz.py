@@ -271,3 +271,9 @@ def test_a_size_or_steps_out_of_range_is_refused_before_the_model_is_loaded(stor
         featureviz(store_copy, "mixed4a", 1, size=size, steps=steps)
     proc = run_cli("featureviz", "--store", store_copy, "-c", "1", "--size", "100000", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_a_size_that_is_no_whole_number_is_refused_in_one_sentence(store_copy):
+    """16.5 failed in lucent ("n should be an integer"), "64" with a raw TypeError."""
+    with pytest.raises(QueryError, match="size must be a whole number, not 16.5"):
+        featureviz(store_copy, "mixed4a", 1, size=16.5, steps=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 
@@ -47,6 +48,11 @@ def test_a_folder_of_other_files_is_refused_before_anything_is_built(tmp_path):
     (out / "notes.txt").unlink()
     run_cli("gallery", "--store", tmp_path / "s.zarr", "-l", "one", "-l", "two", "-o", out, "-k", "1")
     assert (out / "two" / "index.html").exists() and (out / "index.html").exists()
+    cut = tmp_path / "cut"  # a build of one and two stopped before its index, run again for one and three
+    import_matrix(tmp_path / "s.zarr", np.random.default_rng(2).random((4, 2)), "three", paths)
+    shutil.copytree(out / "two", cut / "two")
+    run_cli("gallery", "--store", tmp_path / "s.zarr", "-l", "one", "-l", "three", "-o", cut, "-k", "1")
+    assert (cut / "three" / "index.html").exists() and (cut / "index.html").exists()
 
 
 def test_a_layer_named_as_the_index_file_is_refused_before_anything_is_built(tmp_path):

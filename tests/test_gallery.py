@@ -331,6 +331,7 @@ def test_a_folder_of_other_files_is_refused_and_a_build_cut_short_is_finished(sm
     (out / "img").mkdir(parents=True)
     (out / "img" / "0.jpg.part").write_bytes(b"cut")
     (out / "half.part").write_bytes(b"cut")
+    (out / ".DS_Store").write_bytes(b"a file browser's")  # hidden: no reason to refuse the folder
     assert build_gallery(layer, out, k=2, crops=False, progress=False, workers=1).channels == 508
 
 

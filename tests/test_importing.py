@@ -390,3 +390,11 @@ def test_an_import_beside_or_into_a_layer_whose_zarr_json_is_not_metadata(tmp_pa
                      "--paths", tmp_path / "paths.txt")
     assert "Traceback" not in beside.stderr and "never retrieved" not in beside.stderr, beside.stderr
     assert pipeline.open_store(tmp_path / "t.zarr")["three"].channels == 3
+
+
+def test_a_blank_last_line_of_a_paths_file_is_no_image(tmp_path):
+    """An editor's final blank line made "the matrix has 2 rows but 3 paths were given"."""
+    from pipeline.importing import read_lines
+
+    (tmp_path / "paths.txt").write_text("a.jpg\nb.jpg\n\n  \n")
+    assert read_lines(tmp_path / "paths.txt") == ["a.jpg", "b.jpg"]

@@ -94,3 +94,14 @@ def test_negative_channels_and_degenerate_band_pairs_are_refused():
     with pytest.raises(QueryError, match="at most one zeros band"):
         parse_bands([("top 50%", 0.5), ("zeros", None), ("zeros again", None)])  # would draw the zeros twice
     assert parse_bands([("top 50%", 0.5), ("zeros", None)]) == [("top 50%", 0.5), ("zeros", None)]
+
+
+def test_a_zip_cut_short_or_a_file_that_only_starts_like_one_is_one_sentence(tmp_path):
+    """A .npz cut short was zipfile's BadZipFile traceback; "PKjunk" was said to hold Python objects."""
+    np.savez(tmp_path / "z.npz", x=np.ones(4))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "z.npz").read_bytes()[:100])
+    (tmp_path / "pk.npy").write_bytes(b"PKjunkjunk")
+    with pytest.raises(QueryError, match="cannot read direction file .*cut.npz"):
+        parse_direction(str(tmp_path / "cut.npz"), 4)
+    with pytest.raises(QueryError, match="pk.npy is not a .npy file"):
+        parse_direction(str(tmp_path / "pk.npy"), 4)
