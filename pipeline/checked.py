@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .damage import DECODE_ERRORS, out_of_bounds
+from .damage import DECODE_ERRORS, out_of_bounds, span
 from .errors import DamagedStoreError, first_line
 
 
@@ -87,7 +87,6 @@ class Checked:
             try:
                 np.asarray(arr.get_orthogonal_selection((slice(lo, hi), columns) if arr.ndim > 1 else slice(lo, hi)))
             except DECODE_ERRORS as exc:
-                span = f"{self._unit}s {lo}-{hi - 1}" if hi - 1 > lo else f"{self._unit} {lo}"
-                return DamagedStoreError(f"{self._where} is damaged in {word} {block} ({span}: "
+                return DamagedStoreError(f"{self._where} is damaged in {word} {block} ({span(lo, hi, self._unit)}: "
                                          f"{first_line(exc)}); {self._fix}")
         return None

@@ -6,6 +6,7 @@ fill value (NaN) as if it were data. Offers:
 
     DECODE_ERRORS                       what zarr and its codecs raise on undecodable bytes
     out_of_bounds(exc) -> bool          zarr's selection-out-of-bounds error among them (no damage)
+    span(lo, hi, unit="row") -> str     "rows 8-15" (``hi`` excluded), "row 8": where damage lies, in words
     stray_folders(group, prefix="")     folders zarr does not take as nodes: their ``zarr.json`` is lost
     layer_fault(group, layer) -> str | None   a layer's own or one of its arrays' ``zarr.json`` lost or
                                         not zarr metadata, its attributes or shapes wrong (``pipeline.metadata``),
@@ -81,11 +82,12 @@ def _node_contents(keys: list[str], prefix: str) -> bool:
     return any(k.startswith(f"{prefix}c/") or k.endswith("/zarr.json") for k in keys)
 
 
-def layer_fault(group, layer: str) -> str | None:
+def layer_fault(group, layer: str, top: tuple | None = None) -> str | None:
     """Why ``layer`` cannot be read as a whole layer, or None (also where there is no such layer): its
     ``zarr.json``, or an array's, lost or not zarr metadata, or attributes and arrays' shapes that
-    disagree with the store (``metadata.layer_shape_fault``)."""
-    top = children(group)
+    disagree with the store (``metadata.layer_shape_fault``). ``top``: ``metadata.children(group)``,
+    where the caller has it (a listing of the root, and each of its nodes opened)."""
+    top = top if top is not None else children(group)
     if layer in top[1]:
         return top[1][layer]
     if layer in stray_folders(group, nodes=top):
@@ -101,7 +103,8 @@ def layer_fault(group, layer: str) -> str | None:
     from .lost import missing_arrays  # it reads this module's listings
 
     # a whole array folder gone: zarr would read it as never made
-    return layer_shape_fault(group, layer, top[0][layer], below[0]) or missing_arrays(group, layer)
+    sub = top[0][layer]
+    return layer_shape_fault(group, layer, sub, below[0]) or missing_arrays(layer, sub.attrs, below[0])
 
 
 # What to do about damaged ``images/`` arrays: written once, when the store was made.
@@ -133,11 +136,16 @@ def _shard_key(arr, shard: int) -> str:
     return f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}"
 
 
+def span(lo: int, hi: int, unit: str = "row") -> str:
+    """Rows ``lo`` to ``hi`` (excluded) in words, as a user finds them in ``info`` and the answers."""
+    return f"{unit}s {lo}-{hi - 1}" if hi - 1 > lo else f"{unit} {lo}"
+
+
 def _rows(group, shard: int) -> str:
-    """The rows of ``shard``, as a user finds them in ``info`` and the queries' answers."""
-    rows, n = group.attrs["shard_rows"], group.attrs["n_images"]
-    lo, hi = shard * rows, min(n, (shard + 1) * rows) - 1
-    return f"rows {lo}-{hi}" if hi > lo else f"row {lo}"
+    """The rows of ``shard``."""
+    from .store import shard_bounds
+
+    return span(*shard_bounds(shard, group.attrs["shard_rows"], group.attrs["n_images"]))
 
 
 def _with_valid_row(done, valid, shard_rows: int) -> list[int]:

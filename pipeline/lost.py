@@ -15,21 +15,17 @@ found here from listings (and, only where a fill value could be real data, a lit
     every_chunk(group) -> [(array, chunk, reason)]   every chunk of ``IMAGE_DATA``, for a whole rewrite
     rewrite_image_data(group, arrays, found)   the writer's repair: the lost chunks written again
     expected_arrays(layer_attrs) -> tuple   the arrays a whole layer has
-    missing_arrays(group, layer) -> str | None   a whole layer's arrays that are gone
+    missing_arrays(layer, attrs, present) -> str | None   a whole layer's arrays that are gone
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .damage import _listing, _shard_key
+from .damage import _listing, _shard_key, span
 from .store import LAYER_KEYS, STATS, dataset_fingerprint
 
 IMAGE_DATA = ("path", "label", "size", "mtime_ns")
-
-
-def _rows(lo: int, hi: int) -> str:
-    return f"rows {lo}-{hi - 1}" if hi - 1 > lo else f"row {lo}"
 
 
 def _missing_chunks(arr, n: int, keys: set) -> list[int]:
@@ -80,7 +76,7 @@ def lost_image_data(group, arrays: dict | None = None) -> list[tuple[str, int, s
         step = arr.chunks[0]
         for chunk in _missing_chunks(arr, n, keys):
             lo, hi = chunk * step, min(n, (chunk + 1) * step)
-            lost = (name, chunk, f"images/{name} chunk {chunk} ({_rows(lo, hi)}) is missing its file")
+            lost = (name, chunk, f"images/{name} chunk {chunk} ({span(lo, hi)}) is missing its file")
             if name == "path":
                 found.append(lost)
             elif name == "label":
@@ -183,16 +179,14 @@ def expected_arrays(attrs) -> tuple[str, ...]:
     return (*stats, "done")
 
 
-def missing_arrays(group, layer: str) -> str | None:
+def missing_arrays(layer: str, attrs, present) -> str | None:
     """Why a layer whose attributes were written (they come last, after every array) lacks an
-    array it was made with, or None; a layer still being made is not damaged."""
-    attrs = group[layer].attrs
+    array it was made with, or None; a layer still being made is not damaged. ``present``: the
+    names of its nodes (``metadata.children``'; a folder without its zarr.json is
+    ``damage.stray_folders``', found before)."""
     if not all(key in attrs for key in LAYER_KEYS):
         return None
-    # The folder's names (a name without its zarr.json is ``damage.stray_folders``'): zarr's member
-    # listing reads every array's metadata, ten times the time.
-    members = set(_listing(group.store, f"{layer}/", recursive=False))
-    lost = [f"{layer}/{name}" for name in expected_arrays(attrs) if name not in members]
+    lost = [f"{layer}/{name}" for name in expected_arrays(attrs) if name not in present]
     if not lost:
         return None
     return f"its {', '.join(lost)} array{'s' * (len(lost) > 1)} {'is' if len(lost) == 1 else 'are'} missing"

@@ -76,8 +76,10 @@ def _repair_image_data(group, images, verify: bool = False) -> None:
     all of them, where their bytes changed): its fingerprint matched the store's (``create_store``), so
     they are the same files in the same order, labelled alike where the class names agree (a class
     folder added empty since would shift them)."""
-    found = lost.lost_image_data(group) if st.images_whole(group) else []
-    altered = lost.altered_image_data(group) if verify and not found and st.images_whole(group) else None
+    if not st.images_whole(group):
+        return
+    found = lost.lost_image_data(group)
+    altered = lost.altered_image_data(group) if verify and not found else None
     if altered:
         found = [(name, chunk, altered) for name, chunk, _ in lost.every_chunk(group)]
     if not found:
@@ -98,9 +100,9 @@ def _image_chunks_repairable(group, layers) -> None:
     there cannot be recomputed by this command at all."""
     if not st.images_whole(group):
         return
-    nodes, _ = metadata.children(group)  # a layer whose zarr.json does not parse: ``repair``'s, or passed over
-    for name in (n for n, sub in nodes.items() if n != "images" and isinstance(sub, zarr.Group)
-                 and not damage.layer_fault(group, n) and st.layer_whole(sub)):
+    top = metadata.children(group)  # a layer whose zarr.json does not parse: ``repair``'s, or passed over
+    for name in (n for n, sub in top[0].items() if n != "images" and isinstance(sub, zarr.Group)
+                 and not damage.layer_fault(group, n, top) and st.layer_whole(sub)):
         done, _ = damage.done_markers(group, name)
         for shard, why in damage.lost_image_chunks(group, name, done, damage.shard_files(group, name)).items():
             others = st.finished_elsewhere(group, layers, shard)
@@ -154,10 +156,11 @@ def finished_already(store_path, meta, images, layers, shard_rows):
         return None
     st.check_compatible(group, dict(meta, shard_rows=int(shard_rows or group.attrs["shard_rows"])),
                         image_arrays(images))
+    top = metadata.children(group)
     finished = (group.attrs["dataset"].get("root") == images.root and st.images_whole(group)
                 and not lost.lost_image_data(group)  # chunks of paths or labels lost: written again there
                 # A layer's metadata damaged (lost, not zarr's, at odds with the store): the locked path remakes it.
-                and not any(damage.layer_fault(group, layer) for layer in layers)
+                and not any(damage.layer_fault(group, layer, top) for layer in layers)
                 and all(layer in group and st.layer_whole(group[layer]) and group[layer].attrs["complete"] is True
                         and damage.done_markers(group, layer)[0].all() for layer in layers)
                 # Files lost or cut short since: the locked path unmarks those shards and recomputes them.

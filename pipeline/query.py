@@ -72,7 +72,7 @@ class Layer(Analysis):
         self.store, self.name = store, name
         self.group = store.group[name]
         self.attrs = dict(self.group.attrs)
-        fault = damage.layer_fault(store.group, name)  # an array's zarr.json lost: one listing of the layer
+        fault = damage.layer_fault(store.group, name, store._children)  # an array's zarr.json lost: one listing of the layer
         if fault:
             raise DamagedStoreError(f"layer {name} of {store.path} is damaged: {fault}; {damage.layer_fix(self.attrs)}")
         if not layer_whole(self.group):

@@ -34,8 +34,9 @@ def _lost_image_data(group):
 
 def _missing_arrays(group, layer):
     from pipeline.lost import missing_arrays
+    from pipeline.metadata import children
 
-    return missing_arrays(group, layer)
+    return missing_arrays(layer, group[layer].attrs, children(group, layer)[0])
 
 
 def _group(store):
