@@ -89,9 +89,8 @@ def featureviz(store_path, layer: str, channel: int, size: int = 128, steps: int
     optimisation) is still returned; ``not_cached``, a list, receives why.
     """
     from . import open_store
-    from .places import location
-
     from .parsing import whole_number
+    from .places import location
 
     size, steps = whole_number(size, "size"), whole_number(steps, "steps")  # lucent wants ints: 16.5 failed in it
     if not SIZES[0] <= size <= SIZES[1] or steps < 1:
